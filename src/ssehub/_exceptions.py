@@ -1,0 +1,253 @@
+"""Every exception ssehub raises, in one tree.
+
+This module imports only the standard library, so ``ssehub.wire`` can use it and still run
+without any third-party package installed.
+
+::
+
+    SSEHubError
+    ├── EventValidationError (ValueError)      an event field would break the wire format
+    ├── ParseError (ValueError)                the incoming stream cannot be parsed
+    │   └── EventTooLarge                      a line or event exceeds the parser's bound
+    ├── SendTimeoutError (TimeoutError)        a client did not accept bytes within send_timeout
+    ├── MissingDependency (ImportError)        an optional extra is not installed
+    ├── ConfigurationError (ValueError)        invalid settings
+    ├── BrokerError
+    │   ├── BrokerClosed                       the broker is not running (or shut down)
+    │   ├── InvalidTopic (ValueError)          a topic name is empty, too long or has bad characters
+    │   ├── InvalidLastEventId (ValueError)    a Last-Event-ID that is malformed or too long
+    │   ├── SlowConsumer                       a subscription was shed by the ``disconnect`` policy
+    │   └── BackendUnavailable                 the storage backend (e.g. Redis) cannot be reached
+    ├── ChannelError
+    │   ├── UnknownChannel (LookupError)
+    │   ├── UnknownListener (LookupError)
+    │   ├── AlreadyExists                      a channel or listener with this name exists
+    │   ├── NoMessages                         deliver_next() found the listener's queue empty
+    │   └── MessageRejected (ValueError)       a listener's on_message hook refused a message
+    ├── ProtocolError
+    │   ├── SchemaValidationError (ValueError) a payload does not match its declared type
+    │   └── NegotiationError                   no protocol version both sides support
+    └── ClientError
+        ├── ConnectionFailed                   the EventSource was failed (status, content type)
+        └── HubResponseError                   the hub answered an API call with an error
+
+Errors carry structured attributes (for example ``EventTooLarge.limit``) so callers need not parse
+messages. Errors raised by third-party libraries (httpx, redis) are re-raised as these types at the
+boundary, with the original chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlreadyExists",
+    "BackendUnavailable",
+    "BrokerClosed",
+    "BrokerError",
+    "ChannelError",
+    "ClientError",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "EventTooLarge",
+    "EventValidationError",
+    "HubResponseError",
+    "InvalidLastEventId",
+    "InvalidTopic",
+    "MessageRejected",
+    "MissingDependency",
+    "NegotiationError",
+    "NoMessages",
+    "ParseError",
+    "ProtocolError",
+    "SSEHubError",
+    "SchemaValidationError",
+    "SendTimeoutError",
+    "SlowConsumer",
+    "UnknownChannel",
+    "UnknownListener",
+]
+
+
+class SSEHubError(Exception):
+    """Root of every exception raised by ssehub."""
+
+
+class EventValidationError(SSEHubError, ValueError):
+    """An event field would break the wire format (for example CR or LF in ``event`` or ``id``).
+
+    Attributes:
+        field: the name of the offending field (``"event"``, ``"id"``, ``"retry"``, ...).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"invalid SSE field {field!r}: {message}")
+        self.field = field
+
+
+class ParseError(SSEHubError, ValueError):
+    """The incoming event stream cannot be parsed."""
+
+
+class EventTooLarge(ParseError):
+    """A line or an event exceeds the parser's size bound.
+
+    Attributes:
+        limit: the bound in bytes that was exceeded.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"SSE line or event exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+class SendTimeoutError(SSEHubError, TimeoutError):
+    """A client did not accept a chunk within ``send_timeout`` seconds (a frozen client)."""
+
+
+class MissingDependency(SSEHubError, ImportError):
+    """An optional dependency is missing; the message names the extra that provides it.
+
+    Attributes:
+        extra: the extra to install, as in ``pip install 'ssehub[extra]'``.
+    """
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package!r} is not installed; install it with: pip install 'ssehub[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class ConfigurationError(SSEHubError, ValueError):
+    """Settings that cannot work together or are out of range."""
+
+
+class BrokerError(SSEHubError):
+    """Base class of broker errors."""
+
+
+class BrokerClosed(BrokerError):
+    """The broker is not running: it was never entered, or it has shut down."""
+
+
+class InvalidTopic(BrokerError, ValueError):
+    """A topic name is empty, too long, or contains characters outside the allowed set."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"invalid topic: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class InvalidLastEventId(BrokerError, ValueError):
+    """A ``Last-Event-ID`` is malformed or too long. The value is never echoed in the message."""
+
+
+class SlowConsumer(BrokerError):
+    """A subscription fell behind its bounded queue and was shed by the ``disconnect`` policy."""
+
+
+class BackendUnavailable(BrokerError):
+    """The broker's storage backend (for example Redis) cannot be reached."""
+
+
+class ChannelError(SSEHubError):
+    """Base class of channel and listener errors."""
+
+
+class UnknownChannel(ChannelError, LookupError):
+    """No channel with this name exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown channel: {name!r}")
+        self.name = name
+
+
+class UnknownListener(ChannelError, LookupError):
+    """No listener with this id exists in the channel."""
+
+    def __init__(self, listener_id: str) -> None:
+        super().__init__(f"unknown listener: {listener_id!r}")
+        self.listener_id = listener_id
+
+
+class AlreadyExists(ChannelError):
+    """A channel (in a registry) or a listener (in a channel) with this name already exists.
+
+    Attributes:
+        kind: ``"channel"`` or ``"listener"``.
+        name: the name or id that is taken.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} already exists")
+        self.kind = kind
+        self.name = name
+
+
+class NoMessages(ChannelError):
+    """``deliver_next()`` found no message waiting for the listener."""
+
+
+class MessageRejected(ChannelError, ValueError):
+    """A listener's ``on_message`` hook refused a message; nothing was delivered."""
+
+
+class ProtocolError(SSEHubError):
+    """Base class of typed-protocol errors."""
+
+
+class SchemaValidationError(ProtocolError, ValueError):
+    """A payload does not match the type declared for its event kind.
+
+    Attributes:
+        kind: the event kind whose payload failed validation.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"invalid payload for {kind!r}: {message}")
+        self.kind = kind
+
+
+class NegotiationError(ProtocolError):
+    """No protocol or version both sides support.
+
+    Attributes:
+        available: what the server offers, as a JSON-ready mapping.
+    """
+
+    def __init__(self, message: str, available: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.available = available or {}
+
+
+class ClientError(SSEHubError):
+    """Base class of client errors."""
+
+
+class ConnectionFailed(ClientError):
+    """The connection was *failed* in the WHATWG sense (bad status or content type); no retry.
+
+    Attributes:
+        status_code: the HTTP status, when a response was received.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class HubResponseError(ClientError):
+    """The hub answered an API call with an error.
+
+    Attributes:
+        status_code: the HTTP status.
+        error: the JSON error body the hub sent.
+    """
+
+    def __init__(self, status_code: int, error: dict[str, Any]) -> None:
+        super().__init__(f"hub answered {status_code}: {error.get('detail') or error}")
+        self.status_code = status_code
+        self.error = error

@@ -1,0 +1,81 @@
+"""Turning the items a content iterator yields into SSE wire bytes.
+
+The rules follow sse-starlette's ``ensure_bytes`` where they are safe, so code written for it
+keeps its output: ``bytes`` go out as they are, a :class:`~ssehub.wire.ServerSentEvent` uses its
+own (cached) encoding, a ``dict`` is read as the keyword arguments of an event and encoded with the
+response's separator, and anything else becomes the event's ``data`` text. Unlike sse-starlette,
+containers are refused with :class:`~ssehub.EventValidationError` instead of being sent as a Python
+``repr`` (use :class:`~ssehub.JSONServerSentEvent` for JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..wire import ServerSentEvent
+
+__all__ = ["DICT_KEYS", "make_encoder"]
+
+DICT_KEYS: Final = frozenset({"data", "event", "id", "retry", "comment"})
+"""The keys a ``dict`` item may have (sse-starlette's ``ServerSentEvent`` keyword arguments)."""
+
+
+def _from_dict(item: dict[Any, Any], sep: str) -> bytes:
+    # Build new keyword arguments: the caller's dict is never mutated. A "sep" key is ignored
+    # (sse-starlette overrides it with the response's separator too).
+    unknown = [key for key in item if key not in DICT_KEYS and key != "sep"]
+    if unknown:
+        raise TypeError(
+            f"unknown SSE field(s) in dict item: {sorted(map(str, unknown))}; "
+            f"allowed: {sorted(DICT_KEYS)}"
+        )
+    fields = {key: value for key, value in item.items() if key != "sep"}
+    data = fields.pop("data", None)
+    return ServerSentEvent(data, sep=sep, **fields).encode()
+
+
+def make_encoder(sep: str) -> Callable[[Any], bytes]:
+    """Return a function that encodes one content item with the line separator ``sep``.
+
+    Args:
+        sep: ``"\\n"``, ``"\\r\\n"`` or ``"\\r"``.
+
+    Returns:
+        ``encode(item) -> bytes``. It raises :class:`~ssehub.EventValidationError` for an item
+        that would break the wire format or has no text form, and ``TypeError`` for a ``dict``
+        with unknown keys.
+    """
+    tail = sep + sep
+
+    def encode(item: Any) -> bytes:
+        kind = type(item)
+        # Plain one-line text is the hot path (token streams, benchmarks): skip the event object.
+        if kind is str:
+            if "\n" in item or "\r" in item:
+                return ServerSentEvent(item, sep=sep).encode()
+            text: str = "data: " + item + tail
+            return text.encode()
+        if kind is bytes:
+            raw: bytes = item
+            return raw
+        if isinstance(item, ServerSentEvent):
+            return item.encode()
+        if isinstance(item, dict):
+            return _from_dict(item, sep)
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            return bytes(item)
+        if isinstance(item, str):
+            return encode(str(item))
+        if kind is not int and not isinstance(item, float):
+            # Duck-typed events (for example sse-starlette's own ServerSentEvent objects mixed in
+            # during a migration) carry their own encoding.
+            method = getattr(item, "encode", None)
+            if callable(method):
+                encoded = method()
+                if isinstance(encoded, bytes):
+                    return encoded
+        # int, float and other scalars become data text; containers raise EventValidationError.
+        return ServerSentEvent(item, sep=sep).encode()
+
+    return encode

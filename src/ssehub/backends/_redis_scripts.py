@@ -1,0 +1,171 @@
+"""The Lua scripts of the Redis backend: one atomic publish, one consistent replay snapshot.
+
+Each runs server-side, so each is one round trip that makes (or sees) one consistent state: a
+publish lands in the global log and in every topic stream under the same id, or nowhere; a replay
+reads the epoch, the newest id, the retention marks and the entries of every topic at one instant.
+
+Keys (``<p>`` is the deployment prefix; the braces are a Redis Cluster hash tag, so every key of
+one prefix hashes to one slot and the multi-key scripts stay legal on a cluster):
+
+- ``ssehub:{<p>}:log``: the global stream; every hub process tails it with ``XREAD``. Entry ids
+  (``<ms>-<seq>``) are strictly increasing across every publisher; Redis assigns ``<seq>``.
+- ``ssehub:{<p>}:t:<topic>``: one stream per topic holding the same entries under the same ids,
+  read with ``XRANGE`` for replay.
+- ``ssehub:{<p>}:meta``: a hash: ``epoch`` (random, set by the first publish of this data set,
+  so ids of data Redis lost, by a restart without persistence or a flush, are recognised as
+  unknown) and ``last`` (the newest id).
+- ``ssehub:{<p>}:gone``: a hash, topic -> the newest id trimmed from that topic's stream (the
+  empty field is the log). Redis does not record what trimming removed (``max-deleted-entry-id``
+  only follows ``XDEL``), and "did an event after this id leave the history?" is exactly what a
+  resume must answer, so the publish script records it as it trims.
+- ``ssehub:{<p>}:topics``: a set of every topic published to (for ``/status``).
+
+Time: the caller passes ``now`` in milliseconds (Redis's ``TIME`` read at start, advanced by the
+broker's clock, so tests drive history age with a manual clock). The ``<ms>`` of a new id is
+``max(now, ms of the newest id)``, so ids never go backwards even if publishers' clocks differ.
+
+Trimming is exact (``MAXLEN =`` and ``MINID =``): the history keeps exactly the configured count,
+so replay is exact too. Each publish removes at most a few entries, as cheap as ``~`` at this
+rate.
+
+Entries hold plain fields, never pickle: ``t`` (the topics as a JSON array), ``d`` (data, UTF-8
+text), ``e`` (event type), ``r`` (retry, decimal), ``c`` (comment), ``s`` (line separator) when
+set, and in the log only ``p`` (the epoch).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["PUBLISH_LUA", "REPLAY_LUA", "SIZES_LUA", "TAIL_LUA"]
+
+_HELPERS: Final = """
+local function ms_of(id)
+  return tonumber(string.match(id, '^(%d+)-'))
+end
+"""
+
+PUBLISH_LUA: Final = (
+    _HELPERS
+    + """
+-- KEYS: log, meta, gone, topic set, then m topic streams.
+-- ARGV: log maxlen, topic maxlen, ttl ms, now ms, epoch candidate, m, m topic names (same order
+--       as the keys), then per event: number of topics k, k indices into the topic keys
+--       (1-based), number of field strings f, f strings (field, value, field, value, ...).
+-- Returns {epoch, id, id, ...}: the ids in batch order.
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
+local now = tonumber(ARGV[4])
+local ms = now
+local last = redis.call('HGET', KEYS[2], 'last')
+if last then ms = math.max(ms, ms_of(last)) end
+local msid = string.format('%d', ms) .. '-*'
+local cutoff = string.format('%d', math.max(now - tonumber(ARGV[3]), 0))
+local ntopics = tonumber(ARGV[6])
+
+-- Make room for one more entry in `key` (at most `maxlen`, none older than the age bound)
+-- and remember the newest id that leaves, under `field` of the gone hash.
+local function trim(key, maxlen, field)
+  local gone = false
+  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #old > 0 then
+    gone = old[1][1]
+    redis.call('XTRIM', key, 'MINID', '=', cutoff)
+  end
+  -- Age trimming removes the oldest entries first, so a count trim after it removes newer ones.
+  local extra = redis.call('XLEN', key) + 1 - maxlen
+  if extra > 0 then
+    local head = redis.call('XRANGE', key, '-', '+', 'COUNT', extra)
+    if #head > 0 then gone = head[#head][1] end
+  end
+  if gone then redis.call('HSET', KEYS[3], field, gone) end
+end
+
+for i = 1, ntopics do redis.call('SADD', KEYS[4], ARGV[6 + i]) end
+local result = {epoch}
+local pos = 7 + ntopics
+while pos <= #ARGV do
+  local k = tonumber(ARGV[pos])
+  local targets = {}
+  for j = 1, k do targets[j] = tonumber(ARGV[pos + j]) end
+  pos = pos + k + 1
+  local nfields = tonumber(ARGV[pos])
+  local fields = {}
+  for j = 1, nfields do fields[j] = ARGV[pos + j] end
+  pos = pos + nfields + 1
+  trim(KEYS[1], tonumber(ARGV[1]), '')
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], msid, 'p', epoch, unpack(fields))
+  for j = 1, k do
+    local t = targets[j]
+    local key = KEYS[4 + t]
+    trim(key, tonumber(ARGV[2]), ARGV[6 + t])
+    redis.call('XADD', key, 'MAXLEN', '=', ARGV[2], id, unpack(fields))
+  end
+  result[#result + 1] = id
+end
+redis.call('HSET', KEYS[2], 'last', result[#result])
+return result
+"""
+)
+"""Append a batch of events to the log and their topic streams, trim, and return the new ids."""
+
+REPLAY_LUA: Final = (
+    "#!lua flags=no-writes\n"
+    """
+-- KEYS: meta, gone, topic streams...
+-- ARGV: after id (normalised "<ms>-<seq>"), ttl ms, count limit per topic, now ms, then the
+--       topic names (same order as the keys).
+-- Returns {epoch or false, newest id or false,
+--          per topic: {gone id or false, first id inside the age bound or false, entries}}
+local after, limit = ARGV[1], ARGV[3]
+local cutoff = string.format('%d', math.max(tonumber(ARGV[4]) - tonumber(ARGV[2]), 0))
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'last')
+local result = {meta[1], meta[2]}
+for i = 3, #KEYS do
+  local key = KEYS[i]
+  local gone = redis.call('HGET', KEYS[2], ARGV[i + 2])
+  -- Entries past the age bound may still be stored (trimming happens on publish); they are
+  -- outside the history all the same.
+  local first = false
+  local head = redis.call('XRANGE', key, cutoff, '+', 'COUNT', 1)
+  if #head > 0 then first = head[1][1] end
+  local entries = redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', limit)
+  result[#result + 1] = {gone, first, entries}
+end
+return result
+"""
+)
+"""Read, at one instant, what a resume needs: the epoch, the newest id, and per topic its
+retention marks and the entries after the client's id."""
+
+TAIL_LUA: Final = (
+    "#!lua flags=no-writes\n"
+    """
+-- KEYS: meta, gone.  Returns {epoch or false, newest id or false, newest id trimmed from the log}
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'last')
+return {meta[1], meta[2], redis.call('HGET', KEYS[2], '')}
+"""
+)
+"""Where the log stands: what a reader needs to start, or to check for a gap after reconnecting."""
+
+SIZES_LUA: Final = (
+    "#!lua flags=no-writes\n"
+    """
+-- KEYS: topic streams.  ARGV: ttl ms, now ms.  Returns the retained count of each topic.
+local cutoff = string.format('%d', math.max(tonumber(ARGV[2]) - tonumber(ARGV[1]), 0))
+local sizes = {}
+for i = 1, #KEYS do
+  local n = redis.call('XLEN', KEYS[i])
+  if n > 0 then
+    -- Entries past the age bound wait for the next publish to be trimmed; do not count them.
+    n = n - #redis.call('XRANGE', KEYS[i], '-', '(' .. cutoff .. '-0', 'COUNT', n)
+  end
+  sizes[i] = n
+end
+return sizes
+"""
+)
+"""Count the events each topic retains (age bound applied)."""

@@ -1,0 +1,110 @@
+"""The storage backend contract: assign ids, keep history, replay, and feed local fan-out.
+
+The :class:`~ssehub.Broker` owns the subscriptions and fans events out locally; a backend owns
+ids and history. Every event the broker's subscribers should see, whether published through this
+broker or (for a shared backend such as Redis) by another process, reaches the broker through
+one callback, the *sink*, in position order. The in-memory backend calls the sink inside
+:meth:`Backend.publish`; a Redis backend calls it from a reader task that it starts in the task
+group handed to :meth:`Backend.start`.
+
+Ids are opaque to the broker: it only compares :attr:`StoredEvent.position` values, which the
+backend derives from its ids (memory ``"<epoch>-<seq>"`` -> ``(seq,)``; Redis ``"<ms>-<seq>"`` ->
+``(ms, seq)``). Ids must match :func:`ssehub.broker.ids.is_valid_event_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .._clock import Clock
+    from ..broker.events import Position, ResetReason, StoredEvent
+    from ..wire import ServerSentEvent
+
+__all__ = ["Backend", "EventSink", "PendingEvent", "Replay"]
+
+EventSink = Callable[["StoredEvent"], None]
+"""Called on the event loop thread with each stored event, in position order; must not block."""
+
+PendingEvent = tuple[tuple[str, ...], "ServerSentEvent"]
+"""A validated event waiting for an id: its (normalised) topics and the event without ``id``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The answer to a resume request.
+
+    Attributes:
+        events: retained events after the requested id on the requested topics, each once, in
+            position order (empty on reset).
+        reset: why the id cannot be resumed exactly, or ``None`` when ``events`` is complete.
+        position: the position of the requested id (``None`` on reset). Together with the last
+            replayed event it tells the broker which buffered live events are duplicates.
+    """
+
+    events: Sequence[StoredEvent] = field(default=())
+    reset: ResetReason | None = None
+    position: Position | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where events get their ids and live in history. Implementations: memory, Redis.
+
+    A backend instance serves one broker at a time. History bounds (count per topic, age) are
+    options of the backend's constructor; :func:`ssehub.backends.create_backend` passes the
+    broker's ``history_size``/``history_ttl`` through.
+    """
+
+    async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
+        """Connect and start background work (for example a stream reader) in ``task_group``.
+
+        Args:
+            sink: deliver every event for local subscribers here, in position order.
+            clock: the broker's clock; history age is measured on it.
+            task_group: the broker's task group; it is cancelled when the broker exits.
+
+        Raises:
+            BackendUnavailable: the storage cannot be reached.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called once when the broker exits, after the task group ended."""
+        ...
+
+    async def publish(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+        """Assign ids to ``batch`` (in order), store all of it or none of it, return the result.
+
+        The returned events must also reach the sink (before this returns, or soon after from a
+        reader task), exactly once each.
+
+        Raises:
+            BackendUnavailable: the storage cannot be reached; nothing was published.
+        """
+        ...
+
+    async def replay(self, topics: Collection[str], last_event_id: str) -> Replay:
+        """Return what follows ``last_event_id`` on ``topics``, or why that cannot be done.
+
+        ``last_event_id`` is already known to be well-formed (see ``ids.is_valid_event_id``);
+        ids of another backend, epoch or process lifetime give ``ResetReason.UNKNOWN``, ids
+        whose successors were evicted give ``ResetReason.EXPIRED``. Cost is bounded by the
+        history size, never by a scan of everything stored.
+
+        Raises:
+            BackendUnavailable: the storage cannot be reached.
+        """
+        ...
+
+    async def history_sizes(self, topics: Collection[str] | None = None) -> dict[str, int]:
+        """Return how many events each topic retains (all known topics when ``topics`` is None).
+
+        Raises:
+            BackendUnavailable: the storage cannot be reached.
+        """
+        ...

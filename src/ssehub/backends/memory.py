@@ -1,0 +1,142 @@
+"""The in-process backend: a counter for ids and a bounded :class:`~ssehub.broker.history.History`.
+
+Ids are ``"<epoch>-<sequence>"``: ``epoch`` is random per backend instance, so an id from a
+previous process (or from another broker) is *unknown* rather than silently compared, and the
+sequence counts every event of this instance, across all topics, from 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Final
+
+from .._clock import Clock, SystemClock
+from .._exceptions import ConfigurationError
+from ..broker.events import ResetReason, StoredEvent
+from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, History
+from ..broker.ids import new_epoch
+from .base import EventSink, PendingEvent, Replay
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_HISTORY_TTL", "MemoryBackend"]
+
+_SWEEP_INTERVAL: Final = 1.0  # seconds between age sweeps of every topic (touched ones: always)
+
+
+class MemoryBackend:
+    """A :class:`~ssehub.backends.Backend` that lives in this process.
+
+    Args:
+        history_size: events kept per topic (at least 1).
+        history_ttl: seconds an event is kept (``> 0``), measured on the broker's clock.
+        epoch: the id prefix; random by default (tests may fix it). 1-16 characters of
+            ``[A-Za-z0-9]``.
+
+    Raises:
+        ConfigurationError: a bound or the epoch is invalid.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
+        epoch: str | None = None,
+    ) -> None:
+        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
+            raise ConfigurationError("history_size must be an int >= 1")
+        if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)):
+            raise ConfigurationError("history_ttl must be a number of seconds")
+        if not history_ttl > 0:
+            raise ConfigurationError("history_ttl must be > 0")
+        if epoch is None:
+            epoch = new_epoch()
+        elif not (0 < len(epoch) <= 16 and epoch.isascii() and epoch.isalnum()):
+            raise ConfigurationError("epoch must be 1-16 ASCII letters or digits")
+        self.epoch = epoch
+        self._prefix = epoch + "-"
+        self._history = History(history_size, float(history_ttl))
+        self._sequence = 0
+        self._sink: EventSink | None = None
+        self._clock: Clock = SystemClock()
+        self._last_sweep = float("-inf")
+
+    @classmethod
+    def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> MemoryBackend:
+        """Create from ``memory://`` (the URL carries no options).
+
+        Raises:
+            ConfigurationError: the URL has a host, path or query.
+        """
+        if url.rstrip("/") != "memory:":
+            raise ConfigurationError("the memory backend URL takes no options: use memory://")
+        return cls(history_size=history_size, history_ttl=history_ttl)
+
+    @property
+    def history_size(self) -> int:
+        """Events kept per topic."""
+        return self._history.max_size
+
+    @property
+    def history_ttl(self) -> float:
+        """Seconds an event is kept."""
+        return self._history.max_age
+
+    async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
+        """Remember the sink and the clock; the memory backend needs no background task."""
+        self._sink = sink
+        self._clock = clock
+
+    async def aclose(self) -> None:
+        """Detach from the broker; the history stays readable for inspection."""
+        self._sink = None
+
+    async def publish(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+        """Number, store and fan out ``batch`` synchronously (it cannot fail halfway)."""
+        now = self._clock.time()
+        history = self._history
+        if now - self._last_sweep >= _SWEEP_INTERVAL:
+            self._last_sweep = now
+            history.expire(now)
+        sink = self._sink
+        stored: list[StoredEvent] = []
+        for topics, event in batch:
+            history.expire(now, topics)
+            self._sequence += 1
+            event_id = self._prefix + str(self._sequence)
+            item = StoredEvent(event_id, topics, event.replace(id=event_id), now, (self._sequence,))
+            history.append(item)
+            stored.append(item)
+            if sink is not None:
+                sink(item)
+        return stored
+
+    def parse_id(self, event_id: str) -> int | None:
+        """Return the sequence number of one of this instance's ids, else ``None``."""
+        if not event_id.startswith(self._prefix):
+            return None
+        digits = event_id[len(self._prefix) :]
+        if not (digits.isdigit() and digits.isascii()) or (digits[0] == "0" and digits != "0"):
+            return None
+        sequence = int(digits)
+        return sequence if sequence <= self._sequence else None
+
+    async def replay(self, topics: Collection[str], last_event_id: str) -> Replay:
+        """Return the retained events after ``last_event_id`` (O(log n) per topic)."""
+        sequence = self.parse_id(last_event_id)
+        if sequence is None:
+            return Replay(reset=ResetReason.UNKNOWN)
+        self._history.expire(self._clock.time(), topics)
+        position = (sequence,)
+        events = self._history.after(topics, position)
+        if events is None:
+            return Replay(reset=ResetReason.EXPIRED)
+        return Replay(events=events, position=position)
+
+    async def history_sizes(self, topics: Collection[str] | None = None) -> dict[str, int]:
+        """Return retained event counts (after evicting by age)."""
+        self._history.expire(self._clock.time(), topics)
+        names = self._history.topics() if topics is None else topics
+        return {topic: self._history.size(topic) for topic in names}

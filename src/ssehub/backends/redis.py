@@ -1,0 +1,617 @@
+"""The Redis Streams backend: hub processes on many machines share topics, history and resume.
+
+One Lua script per publish appends each event to a global log stream under a stream id
+``<ms>-<seq>`` that is strictly increasing across every process (Redis assigns ``<seq>``), and to
+the stream of each of its topics under the same id (key layout in
+:mod:`ssehub.backends._redis_scripts`). The event id is ``<epoch>-<ms>-<seq>``: the epoch is a
+random token of the data set, so after Redis loses its data (a restart without persistence, a
+flush) old ids are recognised as unknown instead of being compared with new ones. Every hub process
+runs one reader task that tails the log with a blocking ``XREAD`` from the last id it delivered
+and hands each event to the broker, which encodes it once and fans it out locally. A resume reads
+the topic streams with ``XRANGE`` after the client's id: global ids make one ``Last-Event-ID``
+exact for a multi-topic subscription on any process, including one that never saw the client.
+
+Connections are bounded: a pool of ``max_connections`` for commands plus one for the reader,
+whatever the number of subscribers. Entries are plain fields (text and JSON), never pickle.
+
+Faults: a command that cannot reach Redis raises :class:`~ssehub.BackendUnavailable` (the hub
+answers 503 and reports itself degraded through :attr:`RedisBackend.healthy`). The reader never
+gives up: it reconnects with exponential backoff and resumes after the last id it delivered, so
+subscribers keep their streams open and miss nothing Redis kept.
+
+redis-py's client (``redis.asyncio``) runs on asyncio only, so this backend does too: under
+trio, :meth:`RedisBackend.start` raises :class:`~ssehub.ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import re
+import secrets
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+
+from .._clock import Clock, SystemClock
+from .._exceptions import (
+    BackendUnavailable,
+    BrokerClosed,
+    ConfigurationError,
+    MissingDependency,
+)
+from ..broker.events import Position, ResetReason, StoredEvent
+from ..wire import ServerSentEvent
+from ._redis_scripts import PUBLISH_LUA, REPLAY_LUA, SIZES_LUA, TAIL_LUA
+from .base import EventSink, PendingEvent, Replay
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = [
+    "DEFAULT_LOG_SIZE",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PREFIX",
+    "RedisBackend",
+    "parse_event_id",
+]
+
+logger = logging.getLogger("ssehub.backends.redis")
+
+DEFAULT_PREFIX: Final = "default"
+"""Key prefix: keys are ``ssehub:{<prefix>}:...``. Hubs that share a prefix share topics."""
+
+DEFAULT_LOG_SIZE: Final = 100_000
+"""Entries kept in the global log. Only readers that lost Redis for a while read old entries;
+100 000 covers about 100 s of a very busy hub (1 000 events/s) and costs ~10-50 MiB."""
+
+DEFAULT_MAX_CONNECTIONS: Final = 10
+"""Command connections per process (publish, replay); the reader has its own one. Each command
+is one short round trip (the work is in Lua scripts), so a few connections serve many clients."""
+
+DEFAULT_SOCKET_TIMEOUT: Final = 5.0
+"""Seconds a command may wait for Redis before the publish or resume fails with 503: redis-py's
+default, well under the 30-60 s idle timeouts of common proxies."""
+
+_BLOCK_MS: Final = 10_000
+"""How long one ``XREAD`` waits for new entries; the reader's socket timeout is 5 s above it, so
+a dead Redis (no RST, e.g. a pulled cable) is noticed within 15 s, quiet or not."""
+
+_BACKOFF_FIRST: Final = 0.05
+_BACKOFF_MAX: Final = 5.0
+"""Reader reconnect delays (seconds): doubling from 50 ms up to 5 s, like redis-py's own retry
+helpers, so a restart is caught within a second and a long outage costs ~1 attempt in 5 s."""
+
+_READ_COUNT: Final = 1000  # entries per XREAD: bounds one wake-up's work and memory
+_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_EVENT_ID_RE: Final = re.compile(r"([0-9a-f]{8})-(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+_STREAM_ID_RE: Final = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
+_MAX_U64: Final = 2**64 - 1
+_OUR_QUERY_OPTIONS: Final = ("prefix", "log_size", "max_connections")
+
+
+def parse_event_id(value: str) -> tuple[str, Position] | None:
+    """Split an event id of this backend, ``<epoch>-<ms>-<seq>``, into epoch and position.
+
+    Only the canonical form is accepted (8 lowercase hex digits, then decimal numbers without
+    leading zeros, each at most 2**64 - 1), so an id has exactly one spelling.
+
+    Args:
+        value: a candidate id, e.g. a ``Last-Event-ID``.
+
+    Returns:
+        ``(epoch, (ms, seq))``, or ``None`` when ``value`` is not such an id.
+    """
+    match = _EVENT_ID_RE.fullmatch(value)
+    if match is None:
+        return None
+    ms, seq = int(match[2]), int(match[3])
+    if ms > _MAX_U64 or seq > _MAX_U64:
+        return None
+    return match[1], (ms, seq)
+
+
+def _stream_position(value: bytes | str) -> Position:
+    """Return the position of a stream id Redis wrote (``<ms>-<seq>``)."""
+    match = _STREAM_ID_RE.fullmatch(_text(value))
+    assert match is not None
+    return (int(match[1]), int(match[2]))
+
+
+def _import_redis() -> Any:
+    try:
+        import redis.asyncio
+    except ImportError as exc:  # pragma: no cover - the dev environment has redis installed
+        raise MissingDependency("redis", "redis") from exc
+    return redis.asyncio
+
+
+def _require_asyncio() -> None:
+    try:
+        import sniffio
+    except ImportError:  # pragma: no cover - trio itself depends on sniffio
+        return
+    library = sniffio.current_async_library()
+    if library != "asyncio":
+        raise ConfigurationError(
+            f"the Redis backend needs asyncio (redis-py's client), not {library}"
+        )
+
+
+def _unavailable(action: str, exc: Exception) -> BackendUnavailable:
+    return BackendUnavailable(f"Redis is unavailable ({action}): {exc}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _encode_fields(topics: Sequence[str], event: ServerSentEvent) -> list[str]:
+    fields = ["t", json.dumps(list(topics), separators=(",", ":"))]
+    if event.data is not None:
+        fields += ["d", event.data]
+    if event.event is not None:
+        fields += ["e", event.event]
+    if event.retry is not None:
+        fields += ["r", str(event.retry)]
+    if event.comment is not None:
+        fields += ["c", event.comment]
+    if event.sep != "\n":
+        fields += ["s", event.sep]
+    return fields
+
+
+class RedisBackend:
+    """A :class:`~ssehub.backends.Backend` on Redis Streams, shared by any number of processes.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` or ``rediss://...`` (TLS), with any
+            option redis-py understands in the query string.
+        history_size: events kept per topic (at least 1); trimming is exact.
+        history_ttl: seconds an event is kept (``> 0``), measured on Redis's clock (the clock
+            that stamps the ids), so every process agrees; the broker's clock is not used.
+        prefix: the key prefix (1-64 characters of ``[A-Za-z0-9_.:-]``); hubs share topics
+            exactly when they share Redis and the prefix.
+        log_size: entries kept in the global log, which readers that were disconnected catch
+            up from (at least ``history_size``).
+        max_connections: command connections per process; the reader has one more.
+        socket_timeout: seconds before a command to an unresponsive Redis fails.
+
+    Raises:
+        ConfigurationError: an option is out of range.
+        MissingDependency: redis-py is not installed (``pip install 'ssehub[redis]'``).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        history_size: int = 1000,
+        history_ttl: float = 3600.0,
+        prefix: str = DEFAULT_PREFIX,
+        log_size: int = DEFAULT_LOG_SIZE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    ) -> None:
+        if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
+            raise ConfigurationError("history_size must be an int >= 1")
+        if isinstance(history_ttl, bool) or not isinstance(history_ttl, (int, float)):
+            raise ConfigurationError("history_ttl must be a number of seconds")
+        if not history_ttl > 0:
+            raise ConfigurationError("history_ttl must be > 0")
+        if not isinstance(prefix, str) or _PREFIX_RE.fullmatch(prefix) is None:
+            raise ConfigurationError("prefix must be 1-64 characters of [A-Za-z0-9_.:-]")
+        if isinstance(log_size, bool) or not isinstance(log_size, int) or log_size < history_size:
+            raise ConfigurationError("log_size must be an int >= history_size")
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be >= 1")
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("redis", "rediss"):
+            raise ConfigurationError("the Redis backend URL must start with redis:// or rediss://")
+        self._redis = _import_redis()
+        self.url = url
+        self.history_size = history_size
+        self.history_ttl = float(history_ttl)
+        self.prefix = prefix
+        self.log_size = log_size
+        self.max_connections = max_connections
+        self.socket_timeout = socket_timeout
+        base = f"ssehub:{{{prefix}}}:"
+        self._topic_prefix = base + "t:"
+        self._keys = [base + "log", base + "meta", base + "gone", base + "topics"]
+        self._ttl_ms = max(1, round(self.history_ttl * 1000))
+        self._client: Redis | None = None
+        self._reader_client: Redis | None = None
+        self._publish_script: AsyncScript | None = None
+        self._replay_script: AsyncScript | None = None
+        self._sizes_script: AsyncScript | None = None
+        self._tail_script: AsyncScript | None = None
+        self._sink: EventSink | None = None
+        self._clock: Clock = SystemClock()
+        self._last_id = "0-0"  # the stream id, not the event id
+        self._epoch: str | None = None
+        self._anchor_ms = 0
+        self._anchor_clock = 0.0
+        self._reader_connected = False
+        self._commands_ok = True
+        self.reconnects = 0
+        """How many times the reader has reconnected to Redis after losing it."""
+        self.gaps = 0
+        """How many times the reader found that events it had not read left the log."""
+        # Publishers waiting for the reader to deliver their events locally: (position, n, event)
+        self._waiters: list[tuple[Position, int, anyio.Event]] = []
+        self._waiter_count = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> RedisBackend:
+        """Create from a URL; ssehub's own options ride in the query string.
+
+        ``prefix``, ``log_size`` and ``max_connections`` are taken out of the query (e.g.
+        ``redis://127.0.0.1:6379/0?prefix=shop``); every other parameter goes to redis-py.
+
+        Raises:
+            ConfigurationError: an option is invalid.
+            MissingDependency: redis-py is not installed.
+        """
+        parts = urlsplit(url)
+        ours: dict[str, str] = {}
+        rest: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in _OUR_QUERY_OPTIONS:
+                ours[name] = value
+            else:
+                rest.append((name, value))
+        options: dict[str, Any] = {}
+        if "prefix" in ours:
+            options["prefix"] = ours["prefix"]
+        for name in ("log_size", "max_connections"):
+            if name in ours:
+                try:
+                    options[name] = int(ours[name])
+                except ValueError:
+                    raise ConfigurationError(f"{name} must be an integer") from None
+        options.setdefault("log_size", max(DEFAULT_LOG_SIZE, history_size))
+        redis_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        return cls(redis_url, history_size=history_size, history_ttl=history_ttl, **options)
+
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis answers: the reader is connected and the last command succeeded.
+
+        The hub's ``/health`` reports "degraded" while this is false; publishes fail with
+        :class:`~ssehub.BackendUnavailable` then, and open streams wait for the reader.
+        """
+        return self._reader_connected and self._commands_ok
+
+    @property
+    def last_stream_id(self) -> str:
+        """The stream id (``<ms>-<seq>``) of the last entry the reader delivered, or ``"0-0"``."""
+        return self._last_id
+
+    def _now_ms(self) -> int:
+        """Redis's time in ms, as read at start and advanced by the broker's clock since."""
+        return self._anchor_ms + round((self._clock.time() - self._anchor_clock) * 1000)
+
+    def _timestamp(self, position: Position) -> float:
+        """The broker-clock time at which an event with this position was stored."""
+        return self._anchor_clock + (position[0] - self._anchor_ms) / 1000
+
+    def _topic_key(self, topic: str) -> str:
+        return self._topic_prefix + topic
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
+        """Connect, find the end of the log, and start the reader task in ``task_group``.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached.
+            ConfigurationError: not running on asyncio.
+        """
+        _require_asyncio()
+        redis = self._redis
+        from redis import backoff as redis_backoff
+
+        retry = redis.retry.Retry(redis_backoff.NoBackoff(), 0)
+        # Commands are never retried by redis-py: a publish retried after a lost reply could be
+        # stored twice. Failing fast lets the caller (and the hub's 503) decide.
+        # A blocking pool: when every connection is busy (1 000 clients resuming at once), a
+        # command waits its turn instead of failing with "too many connections".
+        pool = redis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self.max_connections,
+            timeout=self.socket_timeout,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            retry=retry,
+            protocol=2,
+            client_name=f"ssehub:{self.prefix}",  # visible in CLIENT LIST, for operators
+        )
+        self._client = redis.Redis.from_pool(pool)
+        self._reader_client = redis.Redis.from_url(
+            self.url,
+            single_connection_client=True,
+            socket_timeout=_BLOCK_MS / 1000 + 5,
+            socket_connect_timeout=self.socket_timeout,
+            retry=retry,
+            protocol=2,
+            client_name=f"ssehub:{self.prefix}",
+        )
+        client = self._client
+        self._publish_script = client.register_script(PUBLISH_LUA)
+        self._replay_script = client.register_script(REPLAY_LUA)
+        self._sizes_script = client.register_script(SIZES_LUA)
+        self._tail_script = client.register_script(TAIL_LUA)
+        self._sink = sink
+        self._clock = clock
+        try:
+            seconds, micros = await client.time()
+            self._anchor_clock = clock.time()
+            self._anchor_ms = seconds * 1000 + micros // 1000
+            epoch, last, _ = await self._tail()
+        except (BackendUnavailable, redis.RedisError) as exc:
+            await self.aclose()
+            if isinstance(exc, BackendUnavailable):
+                raise
+            raise _unavailable("connect", exc) from exc
+        self._epoch = epoch
+        self._last_id = last or "0-0"
+        self._reader_connected = True
+        task_group.start_soon(self._read_forever, name=f"ssehub redis reader {self.prefix}")
+
+    async def aclose(self) -> None:
+        """Close both connection pools; idempotent."""
+        self._sink = None
+        self._reader_connected = False
+        for client in (self._reader_client, self._client):
+            if client is not None:
+                await client.aclose()
+        self._reader_client = self._client = None
+
+    # -- publish ---------------------------------------------------------------------------------
+
+    async def publish(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+        """Store ``batch`` atomically (one Lua script) and return it with Redis-assigned ids.
+
+        The events reach the sink through the reader, like events published by other processes;
+        this returns once the reader has handed them to the sink (or after ``socket_timeout``
+        seconds if the reader is reconnecting: the events are stored and will follow). So, as
+        with the memory backend, a subscriber that exists when ``publish`` returns has the event,
+        and one created after it does not get it as a live event.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached (nothing was published) or refused the
+                write (out of memory, read-only replica).
+            BrokerClosed: the backend is not started.
+        """
+        script = self._publish_script
+        if script is None:
+            raise BrokerClosed("the Redis backend is not started")
+        if not batch:
+            return []
+        topic_index: dict[str, int] = {}
+        for topics, _ in batch:
+            for topic in topics:
+                topic_index.setdefault(topic, len(topic_index) + 1)
+        args: list[str | int] = [
+            self.log_size,
+            self.history_size,
+            self._ttl_ms,
+            self._now_ms(),
+            secrets.token_hex(4),  # becomes the epoch if this is the data set's first publish
+            len(topic_index),
+        ]
+        args += list(topic_index)
+        for topics, event in batch:
+            fields = _encode_fields(topics, event)
+            args += [len(topics), *(topic_index[t] for t in topics), len(fields), *fields]
+        keys = self._keys + [self._topic_key(t) for t in topic_index]
+        try:
+            raw_epoch, *raw_ids = await script(keys=keys, args=args)
+        except self._redis.RedisError as exc:
+            self._commands_ok = False
+            raise _unavailable("publish", exc) from exc
+        self._commands_ok = True
+        epoch = _text(raw_epoch)
+        stored: list[StoredEvent] = []
+        for raw_id, (topics, event) in zip(raw_ids, batch, strict=True):
+            position = _stream_position(raw_id)
+            event_id = f"{epoch}-{position[0]}-{position[1]}"
+            stored.append(
+                StoredEvent(
+                    event_id,
+                    topics,
+                    event.replace(id=event_id),
+                    self._timestamp(position),
+                    position,
+                )
+            )
+        await self._delivered(stored[-1].position)
+        return stored
+
+    async def _delivered(self, position: Position) -> None:
+        """Wait until the reader has passed ``position`` (bounded by ``socket_timeout``)."""
+        if _stream_position(self._last_id) >= position:
+            return
+        done = anyio.Event()
+        self._waiter_count += 1
+        heapq.heappush(self._waiters, (position, self._waiter_count, done))
+        with anyio.move_on_after(self.socket_timeout):
+            await done.wait()
+
+    # -- replay ----------------------------------------------------------------------------------
+
+    async def replay(self, topics: Collection[str], last_event_id: str) -> Replay:
+        """Return the retained events after ``last_event_id`` on ``topics``, merged by id.
+
+        One script reads everything at one instant: at most ``history_size`` entries per topic,
+        plus O(1) bookkeeping, so the cost is bounded whatever Redis holds. An event published to
+        several of the topics is returned once.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached.
+        """
+        parsed = parse_event_id(last_event_id)
+        if parsed is None:
+            return Replay(reset=ResetReason.UNKNOWN)
+        epoch, position = parsed
+        script = self._replay_script
+        if script is None:
+            raise BrokerClosed("the Redis backend is not started")
+        names = list(topics)
+        after = f"{position[0]}-{position[1]}"
+        keys = [self._keys[1], self._keys[2], *(self._topic_key(t) for t in names)]
+        args: list[str | int] = [after, self._ttl_ms, self.history_size, self._now_ms(), *names]
+        try:
+            raw = await script(keys=keys, args=args)
+        except self._redis.RedisError as exc:
+            self._commands_ok = False
+            raise _unavailable("replay", exc) from exc
+        self._commands_ok = True
+        current_epoch, last = raw[0], raw[1]
+        if current_epoch is None or _text(current_epoch) != epoch:
+            return Replay(reset=ResetReason.UNKNOWN)  # another data set, or never published
+        if last is None or position > _stream_position(last):
+            return Replay(reset=ResetReason.UNKNOWN)  # from the future: never issued
+        per_topic: list[list[StoredEvent]] = []
+        for gone, first_kept, entries in raw[2:]:
+            if gone is not None and position < _stream_position(gone):
+                return Replay(reset=ResetReason.EXPIRED)  # an event after the id was trimmed
+            events = [self._stored(entry_id, fields, epoch) for entry_id, fields in entries]
+            if events and (first_kept is None or events[0].position < _stream_position(first_kept)):
+                # An event after the id is past the age bound (trimmed at the next publish).
+                return Replay(reset=ResetReason.EXPIRED)
+            per_topic.append(events)
+        merged: list[StoredEvent] = []
+        for event in heapq.merge(*per_topic, key=lambda item: item.position):
+            if not merged or merged[-1].position != event.position:
+                merged.append(event)
+        return Replay(events=merged, position=position)
+
+    async def history_sizes(self, topics: Collection[str] | None = None) -> dict[str, int]:
+        """Return how many events each topic retains (every topic ever published when ``None``).
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached.
+        """
+        client, script = self._client, self._sizes_script
+        if client is None or script is None:
+            raise BrokerClosed("the Redis backend is not started")
+        try:
+            if topics is None:
+                names = sorted(_text(name) for name in await client.smembers(self._keys[3]))
+            else:
+                names = list(topics)
+            if not names:
+                return {}
+            keys = [self._topic_key(t) for t in names]
+            sizes = await script(keys=keys, args=[self._ttl_ms, self._now_ms()])
+        except self._redis.RedisError as exc:
+            self._commands_ok = False
+            raise _unavailable("history sizes", exc) from exc
+        self._commands_ok = True
+        return {name: int(size) for name, size in zip(names, sizes, strict=True)}
+
+    # -- the reader ------------------------------------------------------------------------------
+
+    async def _tail(self) -> tuple[str | None, str | None, str | None]:
+        script = self._tail_script
+        assert script is not None
+        try:
+            epoch, last, gone = await script(keys=self._keys[1:3], args=[])
+        except self._redis.RedisError as exc:
+            raise _unavailable("read the log", exc) from exc
+        return (
+            None if epoch is None else _text(epoch),
+            None if last is None else _text(last),
+            None if gone is None else _text(gone),
+        )
+
+    def _stored(self, raw_id: bytes | str, raw: Any, epoch: str | None) -> StoredEvent:
+        """Rebuild a stored event from an entry (a dict from XREAD, a flat list from Lua).
+
+        Log entries carry their epoch in field ``p``; topic entries get it from the caller.
+        """
+        position = _stream_position(raw_id)
+        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        fields = {_text(k): _text(v) for k, v in pairs}
+        event_id = f"{fields.get('p', epoch)}-{position[0]}-{position[1]}"
+        retry = fields.get("r")
+        event = ServerSentEvent(
+            fields.get("d"),
+            event=fields.get("e"),
+            id=event_id,
+            retry=None if retry is None else int(retry),
+            comment=fields.get("c"),
+            sep=fields.get("s"),
+        )
+        topics = tuple(json.loads(fields["t"]))
+        return StoredEvent(event_id, topics, event, self._timestamp(position), position)
+
+    async def _read_forever(self) -> None:
+        """Tail the log and feed the sink; on any Redis error back off and resume."""
+        delay = _BACKOFF_FIRST
+        recovering = False
+        while True:
+            try:
+                if recovering:
+                    await self._check_gap()
+                    recovering = False
+                    self.reconnects += 1
+                    self._reader_connected = True
+                    delay = _BACKOFF_FIRST
+                await self._read_batch()
+                self._reader_connected = True
+            except (BackendUnavailable, self._redis.RedisError) as exc:  # noqa: PERF203 - the loop *is* the retry
+                if self._reader_connected:
+                    logger.warning("lost Redis; reconnecting (last id %s): %s", self._last_id, exc)
+                self._reader_connected = False
+                recovering = True
+                await self._clock.sleep_until(self._clock.time() + delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _read_batch(self) -> None:
+        client = self._reader_client
+        assert client is not None
+        reply: Any = await client.xread(
+            {self._keys[0]: self._last_id}, count=_READ_COUNT, block=_BLOCK_MS
+        )
+        if not reply:
+            return
+        for _, entries in reply:
+            for entry_id, fields in entries:
+                stored = self._stored(entry_id, fields, None)
+                self._last_id = _text(entry_id)
+                sink = self._sink
+                if sink is not None:
+                    sink(stored)
+        waiters = self._waiters
+        if waiters:
+            last = _stream_position(self._last_id)
+            while waiters and waiters[0][0] <= last:
+                heapq.heappop(waiters)[2].set()
+
+    async def _check_gap(self) -> None:
+        """After a reconnect: did anything we had not read leave the log, or Redis lose data?"""
+        epoch, last, gone = await self._tail()
+        mine = _stream_position(self._last_id)
+        if gone is not None and _stream_position(gone) > mine and epoch == self._epoch:
+            self.gaps += 1
+            logger.error(
+                "the Redis log was trimmed past this hub's last id %s while it was disconnected;"
+                " events up to %s were not delivered to its subscribers (raise log_size)",
+                self._last_id,
+                gone,
+            )
+        if epoch != self._epoch and self._epoch is not None:
+            # A restart without persistence or a flush: whatever Redis had accepted and not yet
+            # delivered is gone from Redis itself. Keep streaming what comes next: new ids
+            # start at least at the publishers' clock, after our last id, so XREAD finds them.
+            logger.warning("Redis lost its data (restart without persistence, or a flush)")
+        del last
+        self._epoch = epoch

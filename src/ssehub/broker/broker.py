@@ -1,0 +1,526 @@
+"""The broker: topics, bounded subscribers, history through a backend, exact resume.
+
+``async with Broker() as broker:`` starts the backend and the broker's single background task
+(the connection-age reaper, only when ``max_connection_age`` is set) in one task group; leaving
+the block ends every subscription cleanly and stops everything.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from .._clock import Clock, SystemClock
+from .._exceptions import BrokerClosed, ConfigurationError, EventValidationError
+from ..backends.base import Backend, PendingEvent, Replay
+from ..backends.factory import create_backend
+from ..wire import ServerSentEvent
+from .events import RESERVED_EVENT_PREFIX, ResetReason, StoredEvent
+from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
+from .ids import is_valid_event_id
+from .lifetime import AgeReaper
+from .policy import OverflowPolicy
+from .stats import BrokerStatistics, TopicInfo
+from .subscription import EndReason, Subscription
+from .topics import normalize_topics
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup
+
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_HISTORY_TTL",
+    "DEFAULT_MAX_TOPICS",
+    "DEFAULT_QUEUE_SIZE",
+    "Broker",
+    "Publication",
+]
+
+logger = logging.getLogger("ssehub.broker")
+
+DEFAULT_QUEUE_SIZE: Final = 1000
+"""Events per subscriber, as Mercure's per-subscriber buffer: absorbs bursts of a fast topic
+while a client's TCP window is full, yet bounds a stuck client to ~1 MiB of references."""
+
+DEFAULT_MAX_TOPICS: Final = 32
+"""Topics per subscription or publication: 32 topics of the 256-character maximum fill an 8 KiB
+URL, the default request-line limit of nginx and many proxies."""
+
+DEFAULT_MAX_AGE_JITTER: Final = 0.2
+"""Deadlines spread over the last 20% of ``max_connection_age``, so a fleet of clients that
+connected together (after a deploy) does not reconnect together."""
+
+Hook = Callable[[Subscription], object]
+T = TypeVar("T")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One item of :meth:`Broker.publish_many`: the arguments of :meth:`Broker.publish`.
+
+    Attributes:
+        topics: one topic or several.
+        data: ``str`` (sent verbatim), any other JSON value (sent as compact JSON text), or a
+            :class:`~ssehub.ServerSentEvent` whose ``data``/``comment``/``event``/``retry`` are
+            used (its ``id`` is replaced by the broker's).
+        event: the event type; no CR/LF, not starting with ``ssehub.``.
+        retry: reconnection time in milliseconds for clients.
+    """
+
+    topics: str | Sequence[str]
+    data: Any
+    event: str | None = None
+    retry: int | None = None
+
+
+class Broker:
+    """Publish events to topics; subscribe with exact ``Last-Event-ID`` resume.
+
+    Args:
+        backend: ``"memory://"`` (default), a URL of another backend (``redis://...``), or a
+            :class:`~ssehub.backends.Backend` instance (configure its history on it).
+        history_size: events kept per topic (default 1000; see ``DEFAULT_HISTORY_SIZE``).
+        history_ttl: seconds events are kept (default 3600; see ``DEFAULT_HISTORY_TTL``).
+        queue_size: events queued per subscriber before the overflow policy applies (1000).
+        overflow: ``"disconnect"`` (default), ``"drop_oldest"`` or ``"block"``, or an
+            :class:`OverflowPolicy`.
+        max_connection_age: seconds after which a subscription ends (``None``: never).
+        max_connection_age_jitter: fraction of ``max_connection_age`` by which a deadline may
+            come early, uniformly (0.2).
+        max_topics_per_subscription: topics per subscribe/publish call (32).
+        clock: the clock for history age and connection age (``SystemClock()``).
+        rng: random source for the jitter (a seeded ``random.Random`` in tests).
+        on_subscribe: called with each new subscription (sync; exceptions are logged).
+        on_unsubscribe: called with each ended subscription (sync; exceptions are logged).
+
+    Raises:
+        ConfigurationError: an option is out of range, the URL scheme is unknown, or history
+            options are given together with a backend instance.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "memory://",
+        *,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
+        max_connection_age: float | None = None,
+        max_connection_age_jitter: float = DEFAULT_MAX_AGE_JITTER,
+        max_topics_per_subscription: int = DEFAULT_MAX_TOPICS,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        on_subscribe: Hook | None = None,
+        on_unsubscribe: Hook | None = None,
+    ) -> None:
+        if isinstance(backend, str):
+            backend = create_backend(
+                backend,
+                history_size=DEFAULT_HISTORY_SIZE if history_size is None else history_size,
+                history_ttl=DEFAULT_HISTORY_TTL if history_ttl is None else history_ttl,
+            )
+        elif history_size is not None or history_ttl is not None:
+            raise ConfigurationError(
+                "history_size/history_ttl apply to backend URLs; configure the backend instance"
+            )
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigurationError("queue_size must be an int >= 1")
+        if max_connection_age is not None and not max_connection_age > 0:
+            raise ConfigurationError("max_connection_age must be > 0 seconds (or None)")
+        if not 0 <= max_connection_age_jitter < 1:
+            raise ConfigurationError("max_connection_age_jitter must be in [0, 1)")
+        if max_topics_per_subscription < 1:
+            raise ConfigurationError("max_topics_per_subscription must be >= 1")
+        self.backend: Backend = backend
+        self.queue_size = queue_size
+        self.overflow = OverflowPolicy.parse(overflow)
+        self.max_connection_age = max_connection_age
+        self.max_topics = max_topics_per_subscription
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._on_subscribe = on_subscribe
+        self._on_unsubscribe = on_unsubscribe
+        self._reaper = (
+            AgeReaper(self.clock, max_connection_age, max_connection_age_jitter, rng)
+            if max_connection_age is not None
+            else None
+        )
+        self._state = _State.NEW
+        self._subscribers: dict[str, dict[Subscription, None]] = {}
+        self._subscriptions: dict[Subscription, None] = {}
+        self._task_group: TaskGroup | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread: int | None = None
+        self._published = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._shed = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Broker:
+        if self._state is not _State.NEW:
+            raise BrokerClosed("a Broker can be entered only once")
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await self.backend.start(sink=self._deliver, clock=self.clock, task_group=task_group)
+            if self._reaper is not None:
+                task_group.start_soon(self._reaper.run, name="ssehub broker: connection age")
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            self._state = _State.CLOSED
+            raise
+        self._task_group = task_group
+        self._state = _State.RUNNING
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._state = _State.CLOSED
+        for subscription in list(self._subscriptions):
+            subscription._end(EndReason.BROKER_CLOSED)
+        task_group = self._task_group
+        self._task_group = None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                return await task_group.__aexit__(exc_type, exc, tb)
+            return None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.backend.aclose()
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker is inside its ``async with`` block."""
+        return self._state is _State.RUNNING
+
+    def _check_running(self) -> None:
+        if self._state is not _State.RUNNING:
+            raise BrokerClosed(
+                "the broker is not running (use it inside `async with Broker(...)`)"
+                if self._state is _State.NEW
+                else "the broker has shut down"
+            )
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def _prepare(
+        self, topics: str | Iterable[str], data: Any, event: str | None, retry: int | None
+    ) -> PendingEvent:
+        names = normalize_topics(topics, limit=self.max_topics)
+        if isinstance(data, ServerSentEvent):
+            sse = data.replace(
+                id=None,
+                event=data.event if event is None else event,
+                retry=data.retry if retry is None else retry,
+            )
+        elif type(data) is str:
+            sse = ServerSentEvent(data, event=event, retry=retry)
+        else:
+            sse = ServerSentEvent.json(data, event=event, retry=retry)
+        if sse.event is not None and sse.event.startswith(RESERVED_EVENT_PREFIX):
+            raise EventValidationError(
+                "event", f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
+            )
+        return names, sse
+
+    async def publish(
+        self,
+        topics: str | Iterable[str],
+        data: Any,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+    ) -> StoredEvent:
+        """Publish one event to one or more topics.
+
+        Args:
+            topics: a topic or several (an event on several topics reaches a subscriber of
+                more than one of them once).
+            data: ``str`` (verbatim; multi-line allowed), any other JSON value (compact JSON
+                text), or a :class:`~ssehub.ServerSentEvent` (its ``id`` is replaced).
+            event: the event type (``event:`` field); ``ssehub.*`` is reserved.
+            retry: the clients' reconnection time in milliseconds.
+
+        Returns:
+            The stored event, with its id.
+
+        Raises:
+            BrokerClosed: the broker is not running.
+            InvalidTopic: a topic is invalid, or there are too many.
+            EventValidationError: ``data``, ``event`` or ``retry`` is invalid.
+            BackendUnavailable: the backend cannot store it (nothing was published).
+        """
+        self._check_running()
+        pending = self._prepare(topics, data, event, retry)
+        if self.overflow is OverflowPolicy.BLOCK:
+            await self._wait_for_room(pending[0])
+            self._check_running()
+        stored = await self.backend.publish((pending,))
+        self._published += 1
+        # One checkpoint per publish (not per subscriber) lets consumers run between
+        # publishes of a tight loop, and makes publish a cancellation point as trio expects.
+        await anyio.lowlevel.checkpoint()
+        return stored[0]
+
+    async def publish_many(self, items: Iterable[Publication]) -> list[StoredEvent]:
+        """Validate every item, then publish them all in order (all or nothing).
+
+        Args:
+            items: :class:`Publication` values.
+
+        Returns:
+            The stored events, in order.
+
+        Raises:
+            Same as :meth:`publish`; when one item is invalid nothing is published.
+        """
+        self._check_running()
+        batch = [self._prepare(item.topics, item.data, item.event, item.retry) for item in items]
+        if not batch:
+            return []
+        if self.overflow is OverflowPolicy.BLOCK:
+            await self._wait_for_room(tuple({t: None for names, _ in batch for t in names}))
+            self._check_running()
+        stored = await self.backend.publish(batch)
+        self._published += len(stored)
+        await anyio.lowlevel.checkpoint()
+        return stored
+
+    def publish_threadsafe(
+        self,
+        topics: str | Iterable[str],
+        data: Any,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+    ) -> StoredEvent:
+        """:meth:`publish` from a thread that is not the broker's event loop thread.
+
+        Blocks the calling thread until the event is published (with the ``block`` policy,
+        until there is room).
+
+        Raises:
+            BrokerClosed: the broker is not running.
+            RuntimeError: called from the broker's own event loop thread (use ``await
+                publish``).
+            Others as :meth:`publish`.
+        """
+        return self._run_from_thread(partial(self.publish, topics, data, event=event, retry=retry))
+
+    def publish_many_threadsafe(self, items: Iterable[Publication]) -> list[StoredEvent]:
+        """:meth:`publish_many` from a non-event-loop thread (see :meth:`publish_threadsafe`)."""
+        return self._run_from_thread(partial(self.publish_many, list(items)))
+
+    def _run_from_thread(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        token = self._token
+        if token is None or self._state is not _State.RUNNING:
+            self._check_running()
+        if threading.get_ident() == self._loop_thread:
+            # anyio would wait forever for the loop this very thread is blocking.
+            raise RuntimeError(
+                "publish_threadsafe() called from the event loop thread; use publish"
+            )
+        try:
+            return anyio.from_thread.run(func, token=token)
+        except anyio.RunFinishedError as exc:
+            raise BrokerClosed("the broker's event loop has finished") from exc
+
+    async def _wait_for_room(self, topics: Sequence[str]) -> None:
+        """``block`` policy: wait until every subscriber of ``topics`` has room in its queue."""
+        while True:
+            for topic in topics:
+                for subscription in self._subscribers.get(topic, ()):
+                    if not subscription._has_room():
+                        await subscription._wait_for_room()
+                        break
+                else:
+                    continue
+                break  # waited: the set of subscribers may have changed, check again
+            else:
+                return
+
+    def _deliver(self, stored: StoredEvent) -> None:
+        """The backend's sink: queue ``stored`` on every subscriber of its topics, once each."""
+        shed: list[Subscription] | None = None
+        subscribers = self._subscribers
+        topics = stored.topics
+        if len(topics) == 1:
+            targets = subscribers.get(topics[0])
+            if targets:
+                for subscription in targets:
+                    if not subscription._push(stored):
+                        if shed is None:
+                            shed = []
+                        shed.append(subscription)
+        else:
+            seen: set[Subscription] = set()
+            for topic in topics:
+                for subscription in subscribers.get(topic, ()):
+                    if subscription in seen:
+                        continue
+                    seen.add(subscription)
+                    if not subscription._push(stored):
+                        if shed is None:
+                            shed = []
+                        shed.append(subscription)
+        if shed is not None:
+            for subscription in shed:
+                subscription._end(EndReason.SHED)
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    def subscribe(
+        self, topics: str | Iterable[str], last_event_id: str | None = None
+    ) -> Subscription:
+        """Register a subscription now; events published after this call reach it.
+
+        Args:
+            topics: a topic or several.
+            last_event_id: the client's ``Last-Event-ID`` (``None``/``""``: start live). Every
+                retained event after it on any of ``topics`` is delivered first, in order, once
+                each, then live events, with no gap or duplicate. If it cannot be resumed
+                (malformed, unknown, expired), the first item is a :class:`Reset` notice and the
+                stream continues live. The value is never echoed.
+
+        Returns:
+            The subscription (use ``async with``, or close it).
+
+        Raises:
+            BrokerClosed: the broker is not running.
+            InvalidTopic: a topic is invalid, or there are too many.
+        """
+        self._check_running()
+        names = normalize_topics(topics, limit=self.max_topics)
+        resume_id: str | None = None
+        reset: ResetReason | None = None
+        if last_event_id is not None and last_event_id != "":
+            if is_valid_event_id(last_event_id):
+                resume_id = last_event_id
+            else:
+                reset = ResetReason.MALFORMED
+        subscription = Subscription(
+            self,
+            names,
+            maxsize=self.queue_size,
+            policy=self.overflow,
+            resume_id=resume_id,
+            reset=reset,
+        )
+        subscribers = self._subscribers
+        for topic in names:
+            targets = subscribers.get(topic)
+            if targets is None:
+                targets = subscribers[topic] = {}
+            targets[subscription] = None
+        self._subscriptions[subscription] = None
+        if self._reaper is not None:
+            self._reaper.add(subscription)
+        self._call_hook(self._on_subscribe, subscription)
+        return subscription
+
+    def _unregister(self, subscription: Subscription) -> None:
+        """Called once by ``Subscription._end``."""
+        if subscription not in self._subscriptions:
+            return
+        del self._subscriptions[subscription]
+        subscribers = self._subscribers
+        for topic in subscription.topics:
+            targets = subscribers.get(topic)
+            if targets is not None:
+                targets.pop(subscription, None)
+                if not targets:
+                    del subscribers[topic]
+        reason = subscription.end_reason
+        if reason is EndReason.SHED:
+            self._shed += 1
+        if self._reaper is not None and reason is not EndReason.MAX_AGE:
+            self._reaper.discard()
+        self._call_hook(self._on_unsubscribe, subscription)
+
+    def _call_hook(self, hook: Hook | None, subscription: Subscription) -> None:
+        if hook is None:
+            return
+        try:
+            hook(subscription)
+        except Exception:
+            # A hook is user code: its failure must not break publishing or other streams.
+            logger.exception("ssehub broker hook %r failed", hook)
+
+    async def _backend_replay(self, topics: Collection[str], last_event_id: str) -> Replay:
+        return await self.backend.replay(topics, last_event_id)
+
+    # -- presence and statistics -------------------------------------------------------------
+
+    def subscriber_count(self, topics: str | Iterable[str] | None = None) -> int:
+        """Return how many open subscriptions (in this process) would receive an event.
+
+        Args:
+            topics: a topic, several (a subscriber of two of them counts once), or ``None``
+                for all subscriptions.
+        """
+        if topics is None:
+            return len(self._subscriptions)
+        if isinstance(topics, str):
+            return len(self._subscribers.get(topics, ()))
+        union: set[Subscription] = set()
+        for topic in topics:
+            union.update(self._subscribers.get(topic, ()))
+        return len(union)
+
+    async def topics(self) -> list[TopicInfo]:
+        """Return every topic with subscribers or history: subscriber count and history size.
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached.
+        """
+        sizes = await self.backend.history_sizes()
+        names = sorted(set(sizes) | set(self._subscribers))
+        return [
+            TopicInfo(name, len(self._subscribers.get(name, ())), sizes.get(name, 0))
+            for name in names
+        ]
+
+    def statistics(self) -> BrokerStatistics:
+        """Return ``(topics, subscribers, published, delivered, dropped, shed)``."""
+        return BrokerStatistics(
+            len(self._subscribers),
+            len(self._subscriptions),
+            self._published,
+            self._delivered,
+            self._dropped,
+            self._shed,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<Broker {self._state.value} subscribers={len(self._subscriptions)}"
+            f" topics={len(self._subscribers)}>"
+        )

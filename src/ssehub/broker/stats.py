@@ -1,0 +1,57 @@
+"""Statistics snapshots of subscriptions, the broker and topics (plain immutable values)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = ["BrokerStatistics", "SubscriptionStatistics", "TopicInfo"]
+
+
+class SubscriptionStatistics(NamedTuple):
+    """One subscription's counters.
+
+    Attributes:
+        queued: events waiting in its queue now.
+        peak: the largest ``queued`` seen so far.
+        dropped: events dropped by ``drop_oldest`` (or discarded when shed by ``disconnect``).
+        delivered: events handed to the consumer (replayed and live).
+    """
+
+    queued: int
+    peak: int
+    dropped: int
+    delivered: int
+
+
+class BrokerStatistics(NamedTuple):
+    """The broker's counters since it started.
+
+    Attributes:
+        topics: topics that have at least one subscriber in this process now.
+        subscribers: open subscriptions now.
+        published: events published through this broker.
+        delivered: events handed to subscribers' consumers (replayed and live).
+        dropped: events dropped by ``drop_oldest`` or discarded by shedding.
+        shed: subscriptions ended by the ``disconnect`` policy.
+    """
+
+    topics: int
+    subscribers: int
+    published: int
+    delivered: int
+    dropped: int
+    shed: int
+
+
+class TopicInfo(NamedTuple):
+    """Presence and history of one topic, for status pages.
+
+    Attributes:
+        topic: the topic name.
+        subscribers: open subscriptions to it in this process.
+        history: events retained in its history (by the backend).
+    """
+
+    topic: str
+    subscribers: int
+    history: int

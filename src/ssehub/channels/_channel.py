@@ -1,0 +1,342 @@
+"""A channel: named listeners, broadcast to all of them or dispatch to one.
+
+Each channel runs its own in-memory :class:`~ssehub.Broker` and reuses everything it has: a
+listener is a subscription to two topics of that broker, ``all`` (broadcasts) and
+``to/<listener id>`` (messages dispatched to it). So listener queues are bounded with the same
+overflow policies as hub subscriptions, messages get broker ids, and ``Last-Event-ID`` resume
+replays history exactly. A broadcast is published (and encoded) once, whatever the number of
+listeners.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from .._exceptions import AlreadyExists, ChannelError, NoMessages, UnknownListener
+from ..broker.broker import DEFAULT_QUEUE_SIZE, Broker
+from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
+from ..broker.policy import OverflowPolicy
+from ._listener import Listener, ListenerState, MessageHook, MessageStream, check_name, run_hook
+from ._message import Message
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .._clock import Clock
+    from ..broker.subscription import Subscription
+
+__all__ = ["DEFAULT_MAX_LISTENERS", "Channel", "ChannelStatistics"]
+
+DEFAULT_MAX_LISTENERS: Final = 10_000
+"""Listeners per channel: a bound so a client creating listeners in a loop cannot exhaust memory
+(each costs a subscription and a queue); well above one hub process's practical fan-out."""
+
+_BROADCAST_TOPIC: Final = "all"
+_LISTENER_TOPIC: Final = "to/"  # listener ids contain no "/", so no id can collide with "all"
+
+
+class ChannelStatistics(NamedTuple):
+    """A channel's counters.
+
+    Attributes:
+        listeners: registered listeners now.
+        published: messages broadcast or dispatched (each counts once).
+        delivered: messages handed to listeners' consumers.
+        dropped: messages dropped by ``drop_oldest`` or discarded when a listener was shed.
+        shed: times a listener fell behind under ``disconnect`` (it then resumed from history).
+    """
+
+    listeners: int
+    published: int
+    delivered: int
+    dropped: int
+    shed: int
+
+
+class Channel:
+    """Listeners addressed by id: ``broadcast`` to all, ``dispatch`` to one.
+
+    Use it as ``async with Channel("jobs") as channel:`` (that runs its broker), or create it
+    in a :class:`~ssehub.ChannelRegistry`.
+
+    Args:
+        name: 1-64 characters of ``A-Z a-z 0-9 _ . -``.
+        queue_size: messages queued per listener before the overflow policy applies.
+        overflow: ``"disconnect"`` (default: a listener that falls behind drops its queue and
+            catches up from history), ``"drop_oldest"`` (an ``ssehub.dropped`` message marks
+            the gap) or ``"block"`` (senders wait for room: back-pressure for worker pools).
+        history_size: messages kept per topic (the broadcast topic, each listener's topic) for
+            resume.
+        history_ttl: seconds messages are kept for resume.
+        max_listeners: listeners at most (10 000).
+        clock: the broker clock (history age); tests pass a ``ManualClock``.
+
+    Raises:
+        ConfigurationError: the name or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_ttl: float = DEFAULT_HISTORY_TTL,
+        max_listeners: int = DEFAULT_MAX_LISTENERS,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = check_name("channel name", name)
+        self.max_listeners = max_listeners
+        self._broker = Broker(
+            "memory://",
+            history_size=history_size,
+            history_ttl=history_ttl,
+            queue_size=queue_size,
+            overflow=overflow,
+            clock=clock,
+        )
+        self._listeners: dict[str, Listener] = {}
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.name!r} listeners={len(self._listeners)}>"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Channel:
+        await self._broker.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        listeners = list(self._listeners.values())
+        self._listeners.clear()
+        for listener in listeners:
+            listener._detach()  # their streams deliver what is queued, then end
+        return await self._broker.__aexit__(exc_type, exc, tb)
+
+    @property
+    def running(self) -> bool:
+        """Whether the channel is inside its ``async with`` block."""
+        return self._broker.running
+
+    @property
+    def overflow(self) -> OverflowPolicy:
+        """The listeners' overflow policy."""
+        return self._broker.overflow
+
+    @property
+    def queue_size(self) -> int:
+        """Messages queued per listener before the overflow policy applies."""
+        return self._broker.queue_size
+
+    def statistics(self) -> ChannelStatistics:
+        """Return ``(listeners, published, delivered, dropped, shed)``."""
+        stats = self._broker.statistics()
+        return ChannelStatistics(
+            len(self._listeners), stats.published, stats.delivered, stats.dropped, stats.shed
+        )
+
+    def _subscribe(self, listener_id: str, last_event_id: str | None) -> Subscription:
+        return self._broker.subscribe(
+            (_BROADCAST_TOPIC, _LISTENER_TOPIC + listener_id), last_event_id
+        )
+
+    # -- listeners ------------------------------------------------------------------------------
+
+    def add_listener(
+        self,
+        id: str | None = None,
+        *,
+        on_message: MessageHook | None = None,
+    ) -> Listener:
+        """Create, register and start a listener.
+
+        Args:
+            id: its id (random by default).
+            on_message: its validation hook (see :class:`Listener`).
+
+        Returns:
+            The running listener.
+
+        Raises:
+            Same as :meth:`register_listener`.
+        """
+        return self.register_listener(Listener(id, on_message=on_message))
+
+    def register_listener(self, listener: Listener) -> Listener:
+        """Register and start ``listener``: messages sent from now on are queued for it.
+
+        Returns:
+            ``listener``.
+
+        Raises:
+            BrokerClosed: the channel is not running.
+            AlreadyExists: a listener with its id is registered.
+            ChannelError: the channel has ``max_listeners`` listeners.
+            ConfigurationError: the listener is (or was) registered with a channel.
+        """
+        if listener.id in self._listeners:
+            raise AlreadyExists("listener", listener.id)
+        if len(self._listeners) >= self.max_listeners:
+            raise ChannelError(f"channel {self.name!r} has its maximum of listeners")
+        listener._attach(self)
+        self._listeners[listener.id] = listener
+        return listener
+
+    def get_listener(self, listener_id: str) -> Listener:
+        """Return the registered listener with this id.
+
+        Raises:
+            UnknownListener: there is none.
+        """
+        listener = self._listeners.get(listener_id)
+        if listener is None:
+            raise UnknownListener(listener_id)
+        return listener
+
+    def remove_listener(self, listener_id: str) -> None:
+        """Remove a listener: its queue is freed after what is pending, its stream ends.
+
+        Raises:
+            UnknownListener: there is none with this id.
+        """
+        listener = self._listeners.pop(listener_id, None)
+        if listener is None:
+            raise UnknownListener(listener_id)
+        listener._detach()
+
+    def listener_ids(self) -> list[str]:
+        """Return the ids of the registered listeners, in registration order."""
+        return list(self._listeners)
+
+    def __len__(self) -> int:
+        return len(self._listeners)
+
+    def __contains__(self, listener_id: object) -> bool:
+        return listener_id in self._listeners
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def broadcast(self, message: Message) -> str | None:
+        """Queue ``message`` for every listener (stopped ones catch up when restarted).
+
+        Every listener's ``on_message`` hook runs first; if one refuses, nobody receives it.
+        The end-of-stream message stops every listener instead.
+
+        Returns:
+            The message id, or ``None`` for the end-of-stream message.
+
+        Raises:
+            MessageRejected: a hook refused it (or another exception a hook raised).
+            EventValidationError: a reserved type, or a payload that is not JSON.
+            BrokerClosed: the channel is not running.
+        """
+        if message.is_end:
+            for listener in list(self._listeners.values()):
+                listener.stop()
+            return None
+        event = message.to_event()
+        checked: set[Listener] = set()
+        while True:
+            # Hooks may await; listeners registered meanwhile are checked too, so no listener
+            # receives a message its hook has not accepted.
+            pending = [item for item in self._listeners.values() if item not in checked]
+            if not pending:
+                break
+            for listener in pending:
+                checked.add(listener)
+                if listener.on_message is not None:
+                    await run_hook(listener.on_message, message)
+        stored = await self._broker.publish(_BROADCAST_TOPIC, event)
+        return stored.id
+
+    async def dispatch(self, listener_id: str, message: Message) -> str | None:
+        """Queue ``message`` for one listener (a stopped one catches up when restarted).
+
+        The end-of-stream message stops that listener after what is already queued.
+
+        Returns:
+            The message id, or ``None`` for the end-of-stream message.
+
+        Raises:
+            UnknownListener: no listener has this id (or it was removed by its hook's await).
+            MessageRejected: its hook refused it.
+            EventValidationError: a reserved type, or a payload that is not JSON.
+            BrokerClosed: the channel is not running.
+        """
+        listener = self.get_listener(listener_id)
+        if message.is_end:
+            listener.stop()
+            return None
+        event = message.to_event()
+        if listener.on_message is not None:
+            await run_hook(listener.on_message, message)
+            if self._listeners.get(listener_id) is not listener:
+                raise UnknownListener(listener_id)
+        stored = await self._broker.publish(_LISTENER_TOPIC + listener_id, event)
+        return stored.id
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def deliver_next(self, listener_id: str) -> Message:
+        """Return the listener's next message without waiting.
+
+        Returns:
+            The message (with its ``id``); the end-of-stream message once the listener has
+            stopped and everything queued was delivered (every later call returns it again).
+
+        Raises:
+            UnknownListener: no listener has this id.
+            NoMessages: nothing is waiting for it now.
+            ChannelError: a message stream is consuming this listener.
+        """
+        listener = self.get_listener(listener_id)
+        if listener._consumed:
+            raise ChannelError(f"listener {listener_id!r} is consumed by a message stream")
+        message = await listener._next_message()
+        if message is None:
+            raise NoMessages(f"no message is waiting for listener {listener_id!r}")
+        return message
+
+    def message_stream(
+        self,
+        listener: Listener | str,
+        *,
+        last_event_id: str | None = None,
+        remove_on_close: bool = False,
+    ) -> MessageStream:
+        """Return the listener's messages as a stream for ``EventSourceResponse`` or ``async for``.
+
+        Args:
+            listener: a registered listener or its id.
+            last_event_id: a client's ``Last-Event-ID``: a running listener then replays every
+                message after it from history (or starts with an ``ssehub.reset`` message when
+                that is impossible), then continues live.
+            remove_on_close: remove the listener from the channel when the stream is closed
+                (as the HTTP endpoint does when its client goes away).
+
+        Returns:
+            The stream; close it (``async with`` or ``aclose()``; the response does) to
+            release the listener.
+
+        Raises:
+            UnknownListener: the listener is not registered here.
+            ChannelError: another stream is consuming it.
+        """
+        listener_id = listener if isinstance(listener, str) else listener.id
+        registered = self.get_listener(listener_id)
+        if not isinstance(listener, str) and registered is not listener:
+            raise UnknownListener(listener_id)
+        stream = MessageStream(registered, self._remove_quietly if remove_on_close else None)
+        if last_event_id and registered.state is ListenerState.RUNNING:
+            registered._resubscribe(last_event_id)
+        return stream
+
+    def _remove_quietly(self, listener: Listener) -> None:
+        if self._listeners.get(listener.id) is listener:
+            self.remove_listener(listener.id)

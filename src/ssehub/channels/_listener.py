@@ -1,0 +1,334 @@
+"""A listener: a subscription to its own private stream plus its channel's broadcasts.
+
+A listener is a broker :class:`~ssehub.broker.Subscription` to two topics of its channel's
+broker: the channel's broadcast topic and the listener's own topic. So its queue is bounded with
+the channel's overflow policy, every message has a broker id, and resuming after an id replays
+the history of both topics exactly, as for topics of the hub.
+
+A listener shed by the ``disconnect`` policy (it fell behind) is not lost: the next read
+re-subscribes after the last message it delivered, so history fills the gap (or an
+``ssehub.reset`` message says it could not). Only :meth:`Listener.stop`, removal, an
+end-of-stream message, or the channel shutting down end its stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import re
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+import anyio
+
+from .._exceptions import ChannelError, ConfigurationError, UnknownListener
+from ..broker.events import StoredEvent
+from ..broker.stats import SubscriptionStatistics
+from ..broker.subscription import EndReason, Item, Subscription
+from ._message import Message, end_frame, message_from_item
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._channel import Channel
+
+__all__ = ["NAME_PATTERN", "Listener", "ListenerState", "MessageHook", "MessageStream"]
+
+MessageHook = Callable[[Message], "Awaitable[None] | None"]
+"""``on_message(message)``: return to accept, raise :class:`~ssehub.MessageRejected` to refuse."""
+
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+"""Channel names and listener ids: 1-64 of ``A-Z a-z 0-9 _ . -``, safe in URLs and topics."""
+
+
+def check_name(kind: str, value: object) -> str:
+    """Return ``value`` if it matches :data:`NAME_PATTERN`.
+
+    Raises:
+        ConfigurationError: it does not (the message never echoes a long value).
+    """
+    if isinstance(value, str) and NAME_PATTERN.fullmatch(value):
+        return value
+    raise ConfigurationError(f"{kind} must be 1-64 characters from [A-Za-z0-9_.-]")
+
+
+class ListenerState(str, enum.Enum):
+    """Where a listener is in its life."""
+
+    NEW = "new"
+    """Not registered with a channel yet."""
+    RUNNING = "running"
+    """Registered; messages are queued for it."""
+    STOPPED = "stopped"
+    """Stopped: what was queued is still delivered, then its stream ends; ``start()`` resumes."""
+    REMOVED = "removed"
+    """Removed from its channel (for good)."""
+
+
+class Listener:
+    """A named receiver of channel messages.
+
+    Args:
+        id: the listener id (1-64 of ``A-Z a-z 0-9 _ . -``); a random one by default.
+        on_message: a hook called with every message before it is queued for this listener
+            (sync or async). Raise :class:`~ssehub.MessageRejected` to refuse it: the sender
+            gets the error and no listener receives the message. Other exceptions also reach
+            the sender (and also deliver nothing).
+
+    Raises:
+        ConfigurationError: the id is malformed.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_channel",
+        "_consumed",
+        "_last_id",
+        "_state",
+        "_sub",
+        "id",
+        "on_message",
+    )
+
+    def __init__(self, id: str | None = None, *, on_message: MessageHook | None = None) -> None:
+        self.id = secrets.token_hex(8) if id is None else check_name("listener id", id)
+        self.on_message = on_message
+        self._channel: Channel | None = None
+        self._state = ListenerState.NEW
+        self._sub: Subscription | None = None
+        self._buffer: deque[Item] = deque()
+        self._last_id: str | None = None
+        self._consumed = False
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.id!r} {self._state.value}>"
+
+    @property
+    def state(self) -> ListenerState:
+        """The listener's state."""
+        return self._state
+
+    @property
+    def channel(self) -> Channel | None:
+        """The channel it is registered with, or ``None``."""
+        return self._channel
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The id of the last message this listener delivered (``None`` before the first)."""
+        return self._last_id
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Return ``(queued, peak, dropped, delivered)`` of its current queue."""
+        if self._sub is None:
+            return SubscriptionStatistics(0, 0, 0, 0)
+        return self._sub.statistics()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or restart) receiving; idempotent while running.
+
+        A restarted listener resumes after the last message it delivered: what was sent to it
+        while it was stopped is replayed from its channel's history.
+
+        Raises:
+            UnknownListener: it is not registered with a channel (or was removed).
+            BrokerClosed: the channel is not running.
+        """
+        channel = self._channel
+        if channel is None or self._state is ListenerState.REMOVED:
+            raise UnknownListener(self.id)
+        if self._state is ListenerState.RUNNING:
+            return
+        self._resubscribe(self._last_id)
+        self._state = ListenerState.RUNNING
+
+    def stop(self) -> None:
+        """Stop receiving new messages; queued ones are still delivered, then the stream ends.
+
+        Idempotent; a removed listener stays removed.
+        """
+        if self._state is ListenerState.RUNNING:
+            self._state = ListenerState.STOPPED
+            if self._sub is not None:
+                self._sub.close()
+
+    # -- called by the channel -------------------------------------------------------------------
+
+    def _attach(self, channel: Channel) -> None:
+        if self._channel is not None or self._state is not ListenerState.NEW:
+            raise ConfigurationError(f"listener {self.id!r} is already registered with a channel")
+        self._channel = channel
+        try:
+            self.start()
+        except BaseException:
+            self._channel = None
+            raise
+
+    def _detach(self) -> None:
+        self._state = ListenerState.REMOVED
+        if self._sub is not None:
+            self._sub.close()
+
+    def _resubscribe(self, last_event_id: str | None) -> None:
+        channel = self._channel
+        if channel is None:
+            raise UnknownListener(self.id)
+        new = channel._subscribe(self.id, last_event_id)
+        old, self._sub = self._sub, new
+        # Items taken from the old queue but not yet delivered are replayed by the new one.
+        self._buffer.clear()
+        if old is not None:
+            old.close()
+
+    async def _fetch(self, *, wait: bool) -> list[Item] | None:
+        """Return the items pending now (waiting for some if ``wait``); ``None`` once ended."""
+        while True:
+            sub = self._sub
+            if sub is None:
+                return None
+            if wait:
+                items = await sub.receive()
+            else:
+                # Subscription.receive() returns pending items without a checkpoint and is
+                # cancellation-safe, so in a cancelled scope it takes what is there and never
+                # waits. (A ``receive_nowait()`` on Subscription would say this directly.)
+                items = []
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    items = await sub.receive()
+                if scope.cancelled_caught and not sub.closed:
+                    return []
+            if items:
+                return items
+            if self._sub is not sub:
+                continue  # restarted meanwhile: read the new subscription
+            if sub.end_reason is EndReason.SHED and self._state is ListenerState.RUNNING:
+                # Fell behind: catch up from history after the last delivered message.
+                self._resubscribe(self._last_id)
+                continue
+            return None
+
+    def _delivered(self, item: Item) -> None:
+        if isinstance(item, StoredEvent):
+            self._last_id = item.id
+
+    async def _next_message(self) -> Message | None:
+        """Return the next message without waiting, ``None`` if none, END once ended."""
+        buffer = self._buffer
+        if not buffer:
+            items = await self._fetch(wait=False)
+            if items is None:
+                return Message.end()
+            if not items:
+                return None
+            buffer.extend(items)
+        item = buffer.popleft()
+        self._delivered(item)
+        return message_from_item(item)
+
+
+class MessageStream:
+    """A listener's messages, for :class:`~ssehub.EventSourceResponse` or ``async for``.
+
+    It is a :class:`~ssehub._frames.FrameSource` (the response sends the broker's pre-encoded
+    frames, coalesced) and an async iterator of :class:`Message`; use one or the other. It ends
+    with the end-of-stream frame (or message) when the listener stops or is removed, or the
+    channel shuts down. One stream per listener at a time.
+
+    Made by :meth:`ssehub.Channel.message_stream`.
+    """
+
+    __slots__ = ("_closed", "_ended", "_listener", "_on_close")
+
+    def __init__(self, listener: Listener, on_close: Callable[[Listener], None] | None) -> None:
+        if listener._consumed:
+            raise ChannelError(f"listener {listener.id!r} already has a consumer")
+        listener._consumed = True
+        self._listener = listener
+        self._on_close = on_close
+        self._ended = False
+        self._closed = False
+
+    @property
+    def listener(self) -> Listener:
+        """The listener whose messages this stream yields."""
+        return self._listener
+
+    async def receive_frames(self) -> list[bytes]:
+        """Return every pending frame; the end-of-stream frame once; then ``[]``.
+
+        Implements :class:`ssehub._frames.FrameSource`; cancellation-safe.
+        """
+        if self._ended:
+            await anyio.lowlevel.checkpoint()
+            return []
+        listener = self._listener
+        buffer = listener._buffer
+        if buffer:  # left by deliver_next()
+            items = list(buffer)
+            buffer.clear()
+        else:
+            fetched = await listener._fetch(wait=True)
+            if fetched is None:
+                self._ended = True
+                return [end_frame()]
+            items = fetched
+        for item in reversed(items):
+            if isinstance(item, StoredEvent):
+                listener._last_id = item.id
+                break
+        return [item.encode() for item in items]
+
+    def __aiter__(self) -> MessageStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        """Return the next message; the end-of-stream message once, then stop.
+
+        Raises:
+            StopAsyncIteration: after the end-of-stream message.
+        """
+        if self._ended:
+            raise StopAsyncIteration
+        listener = self._listener
+        buffer = listener._buffer
+        if not buffer:
+            items = await listener._fetch(wait=True)
+            if items is None:
+                self._ended = True
+                return Message.end()
+            buffer.extend(items)
+        item = buffer.popleft()
+        listener._delivered(item)
+        return message_from_item(item)
+
+    async def aclose(self) -> None:
+        """End this stream and release the listener (a new stream may consume it); idempotent."""
+        if self._closed:
+            return
+        self._closed = self._ended = True
+        self._listener._consumed = False
+        if self._on_close is not None:
+            self._on_close(self._listener)
+
+    async def __aenter__(self) -> MessageStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def run_hook(hook: MessageHook, message: Message) -> None:
+    """Call a sync or async ``on_message`` hook."""
+    result = hook(message)
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,5 @@
+"""``python -m ssehub.cli``."""
+
+from . import main
+
+raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""``ssehub publish [--url URL] TOPIC DATA [--event E] [--retry MS] [--lines]``.
+
+Publishes through the hub's ``POST /publish`` and prints what the hub answered, one line per
+event: ``id=<id> topics=<t,...> subscribers=<n>``. ``DATA`` ``-`` reads standard input: all of it
+as one event (one final newline removed, as shells do with ``$(...)``), or with ``--lines`` one
+event per line *as each line arrives*, so ``tail -f log | ssehub publish logs - --lines`` streams.
+Empty lines are skipped with ``--lines``.
+
+Exit codes: 0 published, 1 the hub refused or cannot be reached, 2 bad arguments (URL, input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .._exceptions import ConfigurationError, HubResponseError, SSEHubError
+
+if TYPE_CHECKING:
+    from ..client import PublishResult
+
+__all__ = ["add_parser", "describe_refusal", "run"]
+
+_PROG = "ssehub publish"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``publish`` arguments.
+
+    Args:
+        parser: the ``publish`` subcommand's parser.
+    """
+    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV
+
+    parser.add_argument(
+        "--url",
+        help=f"the hub's URL (env {HUB_URL_ENV}; default {DEFAULT_HUB_URL})",
+    )
+    parser.add_argument("topic", metavar="TOPIC", help="the topic to publish to")
+    parser.add_argument(
+        "data", metavar="DATA", help="the event's data; '-' reads it from standard input"
+    )
+    parser.add_argument("--event", "-e", metavar="TYPE", help="the event type (default: message)")
+    parser.add_argument(
+        "--retry", type=int, metavar="MS", help="tell subscribers to reconnect after MS ms"
+    )
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="publish one event per line of DATA (with '-': as each line arrives)",
+    )
+
+
+def _stdin_lines() -> Iterator[str]:
+    for raw in sys.stdin.buffer:
+        yield raw.decode("utf-8").rstrip("\r\n")
+
+
+def _payloads(args: argparse.Namespace) -> Iterator[str]:
+    if args.data == "-":
+        if args.lines:
+            yield from _stdin_lines()
+            return
+        text = sys.stdin.buffer.read().decode("utf-8")
+        yield text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+        return
+    if args.lines:
+        yield from _LINE_BREAK.split(args.data)
+        return
+    yield args.data
+
+
+def describe_refusal(exc: HubResponseError) -> str:
+    """One line for a hub error: its detail, code and HTTP status."""
+    detail = exc.error.get("detail") or "no detail"
+    code = exc.error.get("error") or "error"
+    return f"the hub refused: {detail} ({code}, HTTP {exc.status_code})"
+
+
+def _show(result: PublishResult) -> None:
+    topics = ",".join(result.topics)
+    print(f"id={result.id} topics={topics} subscribers={result.subscribers}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Publish and print the hub's answers.
+
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        0 when every event was published, 1 when the hub refused one or cannot be reached, 2
+        for an invalid URL or input that is not UTF-8, 130 on Ctrl-C.
+    """
+    from ..client._hub import HubClient, default_hub_url
+
+    try:
+        with HubClient(args.url or default_hub_url()) as hub:
+            for data in _payloads(args):
+                if args.lines and not data:
+                    continue
+                _show(hub.publish(args.topic, data, event=args.event, retry=args.retry))
+    except ConfigurationError as exc:
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(f"{_PROG}: standard input is not UTF-8 text", file=sys.stderr)
+        return 2
+    except HubResponseError as exc:
+        print(f"{_PROG}: {describe_refusal(exc)}", file=sys.stderr)
+        return 1
+    except SSEHubError as exc:
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

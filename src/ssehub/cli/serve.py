@@ -1,0 +1,239 @@
+"""``ssehub serve``: run the hub under uvicorn (uvloop and httptools when available).
+
+Every flag is generated from :class:`ssehub.hub.HubSettings`, and each also reads
+``SSEHUB_<NAME>`` from the environment (``--port`` / ``SSEHUB_PORT``); the command line wins.
+
+Shutdown on SIGTERM or SIGINT: uvicorn stops accepting connections, the hub is marked draining
+(``/health`` answers 503) and every event stream is told to end through the shared shutdown
+event, so open streams finish with a clean end of body (uvicorn by itself only waits for them).
+Whatever is still running after ``--grace-period`` seconds is cancelled. The exit code is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import ConfigurationError, MissingDependency
+
+if TYPE_CHECKING:
+    from ..hub import HubSettings
+    from ..hub._app import HubState
+
+__all__ = ["add_parser", "choose_implementations", "load_uvicorn", "run", "serve"]
+
+logger = logging.getLogger("ssehub.hub")
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``serve`` options, one per :class:`~ssehub.hub.HubSettings` field.
+
+    Args:
+        parser: the ``serve`` subcommand's parser.
+    """
+    from ..hub._settings import options
+
+    parser.epilog = "Every option can also be set with the environment variable shown."
+    for spec in options():
+        default = "none" if spec.default is None else spec.default
+        help_text = f"{spec.help} (env {spec.env}; default {default})".replace("%", "%%")
+        parser.add_argument(
+            spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the hub until SIGTERM or SIGINT; return the exit code.
+
+    Args:
+        args: the parsed command line (``None`` for options not given).
+
+    Returns:
+        0 after a clean shutdown, 1 if the server could not start or the ``hub`` extra is
+        missing, 2 for invalid settings.
+    """
+    from ..hub._settings import HubSettings, options
+
+    cli = {spec.name: getattr(args, spec.name, None) for spec in options()}
+    try:
+        settings = HubSettings.from_sources(cli, os.environ)
+    except ConfigurationError as exc:
+        print(f"ssehub serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve(settings)
+    except MissingDependency as exc:
+        print(f"ssehub serve: {exc}", file=sys.stderr)
+        return 1
+
+
+def load_uvicorn() -> ModuleType:
+    """Import uvicorn, which the ``hub`` extra provides.
+
+    Returns:
+        The ``uvicorn`` module.
+
+    Raises:
+        MissingDependency: uvicorn is not installed; the message names ``ssehub[hub]``.
+    """
+    try:
+        return importlib.import_module("uvicorn")
+    except ImportError as exc:
+        raise MissingDependency("uvicorn", "hub") from exc
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def choose_implementations() -> tuple[str, str, list[str]]:
+    """Pick uvicorn's event loop and HTTP parser: uvloop and httptools when importable.
+
+    Returns:
+        ``(loop, http, warnings)``: uvicorn's ``loop`` and ``http`` settings, and a message for
+        each fallback taken (to be logged once logging is configured).
+    """
+    warnings: list[str] = []
+    loop = "uvloop"
+    if sys.platform == "win32" or not _importable("uvloop"):
+        loop = "asyncio"
+        warnings.append("uvloop is not available; using the asyncio event loop (slower)")
+    http = "httptools"
+    if not _importable("httptools"):
+        http = "h11"
+        warnings.append("httptools is not available; using h11 (slower)")
+    return loop, http, warnings
+
+
+def _log_config(uvicorn: ModuleType, level: str) -> dict[str, Any]:
+    # uvicorn's own logging setup, plus the "ssehub" logger on the same handler, so hub
+    # messages look like the server's and honour --log-level.
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    numeric = "DEBUG" if level == "trace" else level.upper()
+    config["loggers"]["ssehub"] = {"handlers": ["default"], "level": numeric, "propagate": False}
+    return config
+
+
+class _EarlySignals:
+    """Notes SIGTERM/SIGINT while uvicorn's own handlers are not installed.
+
+    uvicorn re-raises the signal that stopped it once its handlers are removed (so that the
+    default action, termination by signal, happens). With this handler in place instead of the
+    default one, that re-raise is absorbed and ``ssehub serve`` exits 0 as documented. A signal
+    that arrives before uvicorn is listening is remembered and makes the server stop at once.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+
+def serve(settings: HubSettings) -> int:
+    """Run the hub described by ``settings`` under uvicorn until SIGTERM or SIGINT.
+
+    Args:
+        settings: the hub's settings.
+
+    Returns:
+        0 after a clean shutdown, 1 if the server failed to start.
+
+    Raises:
+        MissingDependency: uvicorn (the ``hub`` extra) is not installed.
+    """
+    uvicorn = load_uvicorn()
+    from ..hub import create_app
+
+    loop, http, fallback_warnings = choose_implementations()
+    app = create_app(settings)
+    hub: HubState = app.state.hub
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop=loop,
+        http=http,
+        lifespan="on",
+        log_level=settings.log_level,
+        log_config=_log_config(uvicorn, settings.log_level),
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.grace_period,
+    )
+    early = _EarlySignals()
+
+    class HubServer(uvicorn.Server):  # type: ignore[misc, name-defined]
+        """uvicorn's server, plus: log where the hub listens, and drain the hub on shutdown."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            for message in fallback_warnings:
+                logger.warning(message)
+            await super().startup(sockets=sockets)
+            if not self.started:
+                return
+            _log_listening(settings, self.servers)
+            if early.received:
+                self.should_exit = True
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Stop accepting first, then end every stream through the hub's shutdown event:
+            # uvicorn alone would wait for streaming responses until the grace period expires.
+            for server in self.servers:
+                server.close()
+            hub.drain()
+            logger.info(
+                "draining: ending open event streams (grace period %g s)", settings.grace_period
+            )
+            await super().shutdown(sockets=sockets)
+
+    server = HubServer(config)
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, early) for sig in handled}
+    try:
+        server.run()
+    except SystemExit as exc:
+        # uvicorn exits this way when it cannot bind (1) or the lifespan fails (3).
+        logger.error(  # noqa: TRY400 - uvicorn already logged the cause; no traceback wanted
+            "the hub could not start (uvicorn exit status %s)", exc.code
+        )
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if server.started else 1
+
+
+def _log_listening(settings: HubSettings, servers: list[Any]) -> None:
+    addresses = []
+    for server in servers:
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            addresses.append(f"http://{shown}:{port}")
+    logger.info(
+        "ssehub hub listening on %s (broker %s, history %d events per topic, ping %g s)",
+        ", ".join(addresses) or f"{settings.host}:{settings.port}",
+        settings.broker,
+        settings.history,
+        settings.ping,
+    )
+    exposed = settings.host not in _LOOPBACK_HOSTS
+    logger.log(
+        logging.WARNING if exposed else logging.INFO,
+        "authentication is OFF: anyone who can reach %s can publish and subscribe",
+        settings.host,
+    )

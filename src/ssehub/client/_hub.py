@@ -1,0 +1,474 @@
+"""``HubClient`` and ``AsyncHubClient``: typed helpers for the hub's HTTP API.
+
+The API (``ssehub serve``): ``POST /publish`` with ``{"topic" | "topics", "data", "event"?,
+"retry"?}`` (a JSON array publishes a batch, all or nothing), ``GET /events?topic=T...`` (the
+event stream), ``GET /status``. Errors are 4xx/5xx with a JSON body ``{"error": code, "detail":
+message}``; they become :class:`~ssehub.HubResponseError` carrying that body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, overload
+
+from .._exceptions import ConnectionFailed, EventValidationError, HubResponseError
+from ..wire import MessageEvent
+from ._async import AsyncEventSource
+from ._common import DEFAULT_IDLE_TIMEOUT, ReconnectCallback, require_httpx, validate_url
+from ._reconnect import ReconnectPolicy
+from ._sync import EventSource
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "DEFAULT_HUB_URL",
+    "HUB_URL_ENV",
+    "AsyncHubClient",
+    "HubClient",
+    "Publication",
+    "PublishResult",
+    "default_hub_url",
+]
+
+DEFAULT_HUB_URL: Final = "http://127.0.0.1:8000"
+"""Where ``ssehub serve`` listens by default."""
+
+HUB_URL_ENV: Final = "SSEHUB_URL"
+"""The environment variable the ``ssehub`` commands read the hub's URL from."""
+
+DEFAULT_TIMEOUT: Final = 10.0
+"""Seconds for one API call (connect, send, and each read)."""
+
+T = TypeVar("T")
+Topics: TypeAlias = str | Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What the hub answered for one published event.
+
+    Attributes:
+        id: the id the hub assigned.
+        topics: the topics the event went to.
+        subscribers: how many subscribers it was delivered to.
+    """
+
+    id: str
+    topics: tuple[str, ...]
+    subscribers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One event of a batch for :meth:`HubClient.publish_many`.
+
+    Attributes:
+        topic: a topic, or a sequence of topics.
+        data: a string (delivered verbatim) or any JSON value (delivered as compact JSON).
+        event: the event type, or ``None`` for ``message``.
+        retry: a reconnection time in milliseconds for the subscribers, or ``None``.
+    """
+
+    topic: Topics
+    data: Any
+    event: str | None = None
+    retry: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON object ``POST /publish`` expects for this event."""
+        body: dict[str, Any] = (
+            {"topic": self.topic} if isinstance(self.topic, str) else {"topics": list(self.topic)}
+        )
+        body["data"] = self.data
+        if self.event is not None:
+            body["event"] = self.event
+        if self.retry is not None:
+            body["retry"] = self.retry
+        return body
+
+
+def default_hub_url(environ: Mapping[str, str] | None = None) -> str:
+    """Return ``$SSEHUB_URL`` when set and non-empty, else :data:`DEFAULT_HUB_URL`."""
+    env = os.environ if environ is None else environ
+    return env.get(HUB_URL_ENV) or DEFAULT_HUB_URL
+
+
+def _base(url: str) -> str:
+    return validate_url(url).rstrip("/")
+
+
+def _events_url(base: str, topics: Topics) -> str:
+    names = [topics] if isinstance(topics, str) else list(topics)
+    if not names:
+        raise ValueError("subscribe to at least one topic")
+    return f"{base}/events?{urllib.parse.urlencode([('topic', name) for name in names])}"
+
+
+def _encode(payload: Any) -> bytes:
+    try:
+        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise EventValidationError("data", f"not JSON-serializable: {exc}") from exc
+
+
+def _batch_body(publications: Iterable[Publication | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [p.to_json() if isinstance(p, Publication) else dict(p) for p in publications]
+
+
+def _decode(response: httpx.Response) -> Any:
+    """Return the JSON body of a successful response; raise HubResponseError otherwise."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not response.is_success:
+        if isinstance(body, dict) and "error" in body:
+            raise HubResponseError(response.status_code, body)
+        text = response.text.strip()[:200]
+        raise HubResponseError(
+            response.status_code, {"error": f"http_{response.status_code}", "detail": text}
+        )
+    if body is None:
+        raise HubResponseError(
+            response.status_code, {"error": "invalid_response", "detail": "the body is not JSON"}
+        )
+    return body
+
+
+def _result(item: Any, status: int) -> PublishResult:
+    try:
+        return PublishResult(str(item["id"]), tuple(item["topics"]), int(item["subscribers"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HubResponseError(
+            status, {"error": "invalid_response", "detail": f"unexpected publish result {item!r}"}
+        ) from exc
+
+
+def _results(body: Any, status: int) -> list[PublishResult]:
+    # The batch answer is {"events": [...]}; a bare list is accepted too.
+    items = body.get("events", body.get("results")) if isinstance(body, dict) else body
+    if not isinstance(items, list):
+        raise HubResponseError(
+            status, {"error": "invalid_response", "detail": "unexpected batch answer"}
+        )
+    return [_result(item, status) for item in items]
+
+
+def _unreachable(base: str, exc: Exception) -> ConnectionFailed:
+    error = ConnectionFailed(f"cannot reach the hub at {base}: {exc or type(exc).__name__}")
+    error.__cause__ = exc
+    return error
+
+
+class HubClient:
+    """A blocking client of an ssehub hub.
+
+    Args:
+        url: the hub's base URL, e.g. ``http://127.0.0.1:8000`` (a path prefix is kept).
+        headers: headers for every request, e.g. ``{"Authorization": "Bearer ..."}``.
+        timeout: seconds for each API call.
+        client: an ``httpx.Client`` to use (not closed by this object).
+
+    Raises:
+        ConfigurationError: the URL is invalid or not http(s).
+        MissingDependency: httpx is not installed.
+
+    API calls raise :class:`~ssehub.HubResponseError` (with the hub's JSON error) for 4xx/5xx
+    answers and :class:`~ssehub.ConnectionFailed` when the hub cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_HUB_URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: httpx.Client | None = None,
+    ) -> None:
+        require_httpx()
+        import httpx
+
+        self.url = _base(url)
+        self._headers = dict(headers or {})
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(timeout=timeout)
+
+    def _post(self, payload: Any) -> httpx.Response:
+        import httpx
+
+        headers = {**self._headers, "Content-Type": "application/json"}
+        try:
+            return self._client.post(
+                f"{self.url}/publish", content=_encode(payload), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    def publish(
+        self, topic: Topics, data: Any, *, event: str | None = None, retry: int | None = None
+    ) -> PublishResult:
+        """Publish one event to one or more topics.
+
+        Args:
+            topic: a topic, or a sequence of topics.
+            data: a string (delivered verbatim) or any JSON value (delivered as compact JSON).
+            event: the event type.
+            retry: a reconnection time in milliseconds for the subscribers.
+
+        Returns:
+            The id the hub assigned, the topics and the number of subscribers reached.
+
+        Raises:
+            HubResponseError: the hub rejected the event (its JSON error is attached).
+            ConnectionFailed: the hub cannot be reached.
+            EventValidationError: ``data`` is not JSON-serializable.
+        """
+        response = self._post(Publication(topic, data, event, retry).to_json())
+        return _result(_decode(response), response.status_code)
+
+    def publish_many(
+        self, publications: Iterable[Publication | Mapping[str, Any]]
+    ) -> list[PublishResult]:
+        """Publish a batch in order, all or nothing (one request).
+
+        Args:
+            publications: :class:`Publication` values or the equivalent JSON objects.
+
+        Returns:
+            One result per event, in order.
+
+        Raises:
+            HubResponseError: the hub rejected the batch; nothing was published.
+            ConnectionFailed: the hub cannot be reached.
+            EventValidationError: some ``data`` is not JSON-serializable.
+        """
+        response = self._post(_batch_body(publications))
+        return _results(_decode(response), response.status_code)
+
+    def status(self) -> dict[str, Any]:
+        """Return the hub's ``GET /status`` JSON (uptime, connections, topics, totals).
+
+        Raises:
+            HubResponseError: the hub answered with an error.
+            ConnectionFailed: the hub cannot be reached.
+        """
+        import httpx
+
+        try:
+            response = self._client.get(f"{self.url}/status", headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from exc
+        body = _decode(response)
+        if not isinstance(body, dict):
+            raise HubResponseError(
+                response.status_code, {"error": "invalid_response", "detail": "not an object"}
+            )
+        return body
+
+    @overload
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = ...,
+        *,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+        decoder: None = ...,
+    ) -> EventSource[MessageEvent]: ...
+
+    @overload
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = ...,
+        *,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+        decoder: Callable[[MessageEvent], T],
+    ) -> EventSource[T]: ...
+
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = None,
+        *,
+        policy: ReconnectPolicy | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        on_reconnect: ReconnectCallback | None = None,
+        decoder: Callable[[MessageEvent], Any] | None = None,
+    ) -> EventSource[Any]:
+        """Return an :class:`EventSource` on ``GET /events`` for ``topics``.
+
+        Args:
+            topics: a topic, or a sequence of topics (one stream, one id sequence).
+            last_event_id: resume after this id (events still in the hub's history replay).
+            policy: reconnection delays and retry statuses.
+            idle_timeout: seconds without a byte before reconnecting.
+            on_reconnect: called with ``(delay, cause)`` before each reconnection.
+            decoder: turns each event into the delivered value.
+
+        Returns:
+            A new source (it owns its own connection; close it when done).
+        """
+        return EventSource(
+            _events_url(self.url, topics),
+            headers=self._headers,
+            last_event_id=last_event_id or "",
+            policy=policy,
+            idle_timeout=idle_timeout,
+            on_reconnect=on_reconnect,
+            decoder=decoder or _identity,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP client if this object made it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncHubClient:
+    """The async twin of :class:`HubClient` (anyio: asyncio or trio).
+
+    Args and errors are those of :class:`HubClient`; ``client`` is an ``httpx.AsyncClient``.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_HUB_URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        require_httpx()
+        import httpx
+
+        self.url = _base(url)
+        self._headers = dict(headers or {})
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
+
+    async def _post(self, payload: Any) -> httpx.Response:
+        import httpx
+
+        headers = {**self._headers, "Content-Type": "application/json"}
+        try:
+            return await self._client.post(
+                f"{self.url}/publish", content=_encode(payload), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from exc
+
+    async def publish(
+        self, topic: Topics, data: Any, *, event: str | None = None, retry: int | None = None
+    ) -> PublishResult:
+        """Publish one event; see :meth:`HubClient.publish`."""
+        response = await self._post(Publication(topic, data, event, retry).to_json())
+        return _result(_decode(response), response.status_code)
+
+    async def publish_many(
+        self, publications: Iterable[Publication | Mapping[str, Any]]
+    ) -> list[PublishResult]:
+        """Publish a batch, all or nothing; see :meth:`HubClient.publish_many`."""
+        response = await self._post(_batch_body(publications))
+        return _results(_decode(response), response.status_code)
+
+    async def status(self) -> dict[str, Any]:
+        """Return the hub's ``GET /status`` JSON; see :meth:`HubClient.status`."""
+        import httpx
+
+        try:
+            response = await self._client.get(f"{self.url}/status", headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.url, exc) from exc
+        body = _decode(response)
+        if not isinstance(body, dict):
+            raise HubResponseError(
+                response.status_code, {"error": "invalid_response", "detail": "not an object"}
+            )
+        return body
+
+    @overload
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = ...,
+        *,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+        decoder: None = ...,
+    ) -> AsyncEventSource[MessageEvent]: ...
+
+    @overload
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = ...,
+        *,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+        decoder: Callable[[MessageEvent], T],
+    ) -> AsyncEventSource[T]: ...
+
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = None,
+        *,
+        policy: ReconnectPolicy | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        on_reconnect: ReconnectCallback | None = None,
+        decoder: Callable[[MessageEvent], Any] | None = None,
+    ) -> AsyncEventSource[Any]:
+        """Return an :class:`AsyncEventSource` on ``GET /events``; see
+        :meth:`HubClient.subscribe`. Use it with ``async with``."""
+        return AsyncEventSource(
+            _events_url(self.url, topics),
+            headers=self._headers,
+            last_event_id=last_event_id or "",
+            policy=policy,
+            idle_timeout=idle_timeout,
+            on_reconnect=on_reconnect,
+            decoder=decoder or _identity,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object made it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncHubClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _identity(event: MessageEvent) -> Any:
+    return event

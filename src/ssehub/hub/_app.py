@@ -1,0 +1,399 @@
+"""The hub's ASGI app: ``create_app(settings) -> Starlette``.
+
+Plain Starlette routes (not FastAPI: the publish path is measured, and Starlette's routing and
+request handling are leaner). :func:`create_app` assembles the routes and the middleware from
+the settings in two small functions, :func:`_routes` and :func:`_middleware`, which are where
+later features plug in: authentication (JWT / API keys) as middleware, ``/metrics``, a dashboard
+at ``/`` and channel routes as more routes, each switched on by a setting.
+
+Used standalone (``ssehub serve``) the app's lifespan enters the broker it built from the
+settings. Mounted inside another app, sub-app lifespans do not run (Starlette's ``Mount`` does
+not forward them), so pass ``broker=`` and enter that broker in the outer app's lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from .._exceptions import (
+    BackendUnavailable,
+    BrokerClosed,
+    EventValidationError,
+    InvalidTopic,
+    SendTimeoutError,
+)
+from ..broker import Broker, Publication, StoredEvent, Subscription
+from ..response import EventSourceResponse
+from ._errors import HubHTTPError, http_exception_handler
+from ._openapi import DOCS_HTML, openapi_document
+from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
+from ._settings import HubSettings
+from ._status import health_document, status_document
+
+__all__ = ["RESET_HEADER", "HubState", "create_app"]
+
+logger = logging.getLogger("ssehub.hub")
+
+RESET_HEADER = "SSEHub-Reset"
+"""Response header of ``GET /events`` when the ``Last-Event-ID`` could not be resumed; its value
+is the reason (``malformed``, ``unknown`` or ``expired``), never the client's id."""
+
+_EVENT_FIELDS = {"data": "invalid_data", "event": "invalid_event", "retry": "invalid_retry"}
+
+
+class HubState:
+    """The running hub behind one app: settings, broker, uptime, and the draining switch.
+
+    Available as ``app.state.hub``. Servers call :meth:`drain` when shutdown begins.
+
+    Attributes:
+        settings: the hub's settings.
+        broker: the broker the endpoints use.
+        owns_broker: whether the app's lifespan enters and closes :attr:`broker`.
+    """
+
+    def __init__(self, settings: HubSettings, broker: Broker, *, owns_broker: bool) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.owns_broker = owns_broker
+        self._started = time.monotonic()
+        self._draining = False
+        self._shutdown: anyio.Event | None = None
+
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has started (``/health`` then answers 503)."""
+        return self._draining
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the hub started."""
+        return time.monotonic() - self._started
+
+    def shutdown_event(self) -> anyio.Event:
+        """Return the event every stream watches; it is set by :meth:`drain`.
+
+        Must be called from the event loop (the event is created on first use).
+        """
+        if self._shutdown is None:
+            self._shutdown = anyio.Event()
+            if self._draining:
+                self._shutdown.set()
+        return self._shutdown
+
+    def drain(self) -> None:
+        """Begin shutdown: ``/health`` answers 503 and every open stream ends cleanly.
+
+        Idempotent. Call it from the event loop thread (for example from a server's shutdown
+        hook), before waiting for connections to close.
+        """
+        self._draining = True
+        if self._shutdown is not None:
+            self._shutdown.set()
+
+    def _started_now(self) -> None:
+        self._started = time.monotonic()
+
+    def require_broker(self) -> Broker:
+        """Return the broker if it is running.
+
+        Raises:
+            HubHTTPError: ``unavailable`` (503).
+        """
+        broker = self.broker
+        if not broker.running:
+            raise HubHTTPError(
+                "unavailable",
+                "the broker is not running (when mounting the hub, pass broker= and enter it "
+                "in your app's lifespan)",
+            )
+        return broker
+
+    @property
+    def max_topics(self) -> int:
+        """Topics allowed per request: the smaller of the settings' and the broker's limit."""
+        return min(self.settings.max_topics, self.broker.max_topics)
+
+
+class _HubStream(EventSourceResponse):
+    """The event stream of one subscription; always closes it, and ends quietly on a frozen
+    client (a send timeout is the expected fate of a dead connection, not an app error)."""
+
+    def __init__(self, subscription: Subscription, **kwargs: Any) -> None:
+        super().__init__(subscription, **kwargs)
+        self._subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            logger.info("ended a stream: the client accepted no data for %s s", self.send_timeout)
+        finally:
+            await self._subscription.aclose()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing it as soon as it is known to exceed ``limit`` bytes.
+
+    ``Content-Length`` is checked before reading anything; the byte count is checked while
+    streaming (chunked bodies have no length), so at most ``limit`` plus one chunk is held.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise HubHTTPError("invalid_body", "Content-Length is not a number") from None
+        if length > limit:
+            raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    # aclosing: leaving the loop early must close the generator here, not in the garbage
+    # collector (trio refuses to finalise async generators that way).
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _published(broker: Broker, stored: StoredEvent) -> dict[str, Any]:
+    return {
+        "id": stored.id,
+        "topics": list(stored.topics),
+        "subscribers": broker.subscriber_count(stored.topics),
+    }
+
+
+def _broker_error(exc: Exception) -> HubHTTPError:
+    """Map a broker exception to the hub's JSON error (input was validated before, so these
+    are second lines of defence, or the broker being unavailable)."""
+    if isinstance(exc, InvalidTopic):
+        code = "too_many_topics" if exc.reason.startswith("too many") else "invalid_topic"
+        return HubHTTPError(code, f"invalid topic: {exc.reason}")
+    if isinstance(exc, EventValidationError):
+        return HubHTTPError(_EVENT_FIELDS.get(exc.field, "invalid_event"), str(exc))
+    if isinstance(exc, BackendUnavailable):
+        return HubHTTPError("unavailable", "the broker's backend cannot be reached")
+    return HubHTTPError("unavailable", "the broker is not running")
+
+
+class _Endpoints:
+    """The HTTP endpoints of one hub (methods bound to its :class:`HubState`)."""
+
+    def __init__(self, hub: HubState) -> None:
+        self.hub = hub
+
+    async def events(self, request: Request) -> Response:
+        hub = self.hub
+        settings = hub.settings
+        try:
+            topics = check_topics(request.query_params.getlist("topic"), max_topics=hub.max_topics)
+            if request.method == "HEAD":
+                # Same status and type as GET, without subscribing (nothing would consume it).
+                return Response(
+                    media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+                )
+            broker = hub.require_broker()
+            # The header wins over the query parameter: browsers send the header on every
+            # reconnect with the id they last saw, while the query value is fixed in the URL.
+            last_event_id = request.headers.get("last-event-id") or request.query_params.get(
+                "lastEventId"
+            )
+            try:
+                # Registered here, before the response (and its headers) exists: an event
+                # published once the client has seen the headers is already queued for it.
+                subscription = broker.subscribe(topics, last_event_id)
+            except (InvalidTopic, BrokerClosed) as exc:
+                raise _broker_error(exc) from None
+            try:
+                # Fetch the replay now so the reset reason is known for the headers.
+                await subscription.prepare()
+            except BaseException as exc:
+                subscription.close()
+                if isinstance(exc, BackendUnavailable):
+                    raise _broker_error(exc) from None
+                raise
+        except HubHTTPError as exc:
+            return exc.response()
+        headers = {}
+        if subscription.reset is not None:
+            headers[RESET_HEADER] = subscription.reset.value
+        return _HubStream(
+            subscription,
+            headers=headers,
+            ping=settings.ping,
+            send_timeout=settings.send_timeout,
+            shutdown_event=hub.shutdown_event(),
+        )
+
+    async def publish(self, request: Request) -> Response:
+        hub = self.hub
+        settings = hub.settings
+        try:
+            check_content_type(request.headers.get("content-type"))
+            try:
+                body = await _read_body(request, settings.max_body_size)
+            except ClientDisconnect:
+                # Nobody is left to read an answer; nothing was published.
+                return Response(status_code=400)
+            requests, batch = parse_publish_body(
+                body, max_topics=hub.max_topics, max_batch=settings.max_batch
+            )
+            broker = hub.require_broker()
+            try:
+                if not batch:
+                    return JSONResponse(_published(broker, await _publish_one(broker, requests[0])))
+                stored = await broker.publish_many(
+                    [Publication(r.topics, r.data, r.event, r.retry) for r in requests]
+                )
+            except (InvalidTopic, EventValidationError, BrokerClosed, BackendUnavailable) as exc:
+                raise _broker_error(exc) from None
+            return JSONResponse({"events": [_published(broker, item) for item in stored]})
+        except HubHTTPError as exc:
+            return exc.response()
+
+    async def status(self, request: Request) -> Response:
+        hub = self.hub
+        try:
+            broker = hub.require_broker()
+            try:
+                document = await status_document(broker, uptime=hub.uptime)
+            except BackendUnavailable as exc:
+                raise _broker_error(exc) from None
+        except HubHTTPError as exc:
+            return exc.response()
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
+
+    async def health(self, request: Request) -> Response:
+        hub = self.hub
+        status_code, document = health_document(draining=hub.draining)
+        if status_code == 200 and not hub.broker.running:
+            status_code, document = 503, {"status": "unavailable"}
+        return JSONResponse(
+            document, status_code=status_code, headers={"Cache-Control": "no-store"}
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        root_path = request.scope.get("root_path", "") or "/"
+        return JSONResponse(openapi_document(self.hub.settings, server_url=root_path))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(
+            DOCS_HTML,
+            headers={
+                # The page loads nothing from elsewhere; say so, so nothing injected could.
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'",
+            },
+        )
+
+
+async def _publish_one(broker: Broker, request: PublishRequest) -> StoredEvent:
+    return await broker.publish(
+        request.topics, request.data, event=request.event, retry=request.retry
+    )
+
+
+def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
+    """The hub's routes. Later features add theirs here, each gated by a setting: ``/metrics``
+    (Prometheus), the dashboard at ``/``, channel routes. ``tests/hub/test_openapi.py`` makes
+    sure the OpenAPI document keeps describing exactly these."""
+    routes: list[BaseRoute] = [
+        Route("/events", endpoints.events, methods=["GET"]),
+        Route("/publish", endpoints.publish, methods=["POST"]),
+        Route("/status", endpoints.status, methods=["GET"]),
+        Route("/health", endpoints.health, methods=["GET"]),
+    ]
+    if settings.docs:
+        routes += [
+            Route("/openapi.json", endpoints.openapi, methods=["GET"]),
+            Route("/docs", endpoints.docs, methods=["GET"]),
+        ]
+    return routes
+
+
+def _middleware(settings: HubSettings) -> list[Middleware]:
+    """The hub's middleware stack, outermost first. Empty today: authentication (JWT, API keys)
+    will be added here as a middleware that checks each request before it reaches a route."""
+    return []
+
+
+def _build_broker(settings: HubSettings) -> Broker:
+    return Broker(
+        settings.broker,
+        history_size=settings.history,
+        history_ttl=settings.history_ttl,
+        queue_size=settings.queue_size,
+        overflow=settings.slow_policy,
+        max_connection_age=settings.max_connection_age,
+        max_topics_per_subscription=settings.max_topics,
+    )
+
+
+def create_app(settings: HubSettings | None = None, *, broker: Broker | None = None) -> Starlette:
+    """Build the hub's ASGI app.
+
+    Args:
+        settings: the hub's settings (default :class:`HubSettings()`). Server options (host,
+            port, log level, grace period) are used by ``ssehub serve``, not by the app.
+        broker: a broker you manage: enter it yourself (``async with broker:``) before the app
+            serves requests. Without it, the app builds one from ``settings`` and its lifespan
+            enters and closes it.
+
+    Returns:
+        A Starlette app serving ``GET /events``, ``POST /publish``, ``GET /status``,
+        ``GET /health`` and, unless ``settings.docs`` is false, ``GET /openapi.json`` and
+        ``GET /docs``. ``app.state.hub`` is its :class:`HubState`.
+
+    Raises:
+        ConfigurationError: the settings name an unknown broker backend.
+        MissingDependency: the broker backend needs an extra that is not installed.
+    """
+    settings = settings if settings is not None else HubSettings()
+    owns_broker = broker is None
+    hub = HubState(settings, broker or _build_broker(settings), owns_broker=owns_broker)
+    endpoints = _Endpoints(hub)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not owns_broker:
+            try:
+                yield
+            finally:
+                hub.drain()
+            return
+        async with hub.broker:
+            hub._started_now()
+            try:
+                yield
+            finally:
+                # Streams end before the broker closes, so each ends as a clean end of body.
+                hub.drain()
+
+    app = Starlette(
+        routes=_routes(endpoints, settings),
+        middleware=_middleware(settings),
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            HubHTTPError: http_exception_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    return app

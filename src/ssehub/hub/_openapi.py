@@ -1,0 +1,409 @@
+"""The hub's OpenAPI 3.1 description, written by hand, and a self-contained page that renders it.
+
+Hand-written rather than generated: the hub is plain Starlette (leaner routing than FastAPI on
+the publish path), and a written document can state what a generator cannot (the SSE framing,
+the reset header, the all-or-nothing batch). ``tests/hub/test_openapi.py`` checks that every
+route of the app is described and that every described operation exists.
+
+The ``/docs`` page needs no CDN (hubs often run where there is no internet): a few lines of
+inline JavaScript fetch ``openapi.json`` relative to the page, so it also works when the hub is
+mounted under a prefix, and render it with ``textContent`` only (no HTML from the document).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..__about__ import __version__
+from ._errors import ERROR_CODES
+from ._publish import MAX_EVENT_TYPE_LENGTH, MAX_RETRY
+from ._settings import HubSettings
+
+__all__ = ["DOCS_HTML", "openapi_document"]
+
+
+def _error(description: str, codes: list[str]) -> dict[str, Any]:
+    return {
+        "description": f"{description} Codes: {', '.join(codes)}.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _schemas(settings: HubSettings) -> dict[str, Any]:
+    topic = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 256,
+        "pattern": r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$",
+        "description": "A topic: 1-256 URI characters (RFC 3986), e.g. `orders` or `orders/42`.",
+    }
+    return {
+        "Topic": topic,
+        "PublishEvent": {
+            "type": "object",
+            "description": "One event. Give `topic` or `topics` (not both) and `data`.",
+            "properties": {
+                "topic": {"$ref": "#/components/schemas/Topic"},
+                "topics": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Topic"},
+                    "minItems": 1,
+                    "maxItems": settings.max_topics,
+                    "description": "Several topics; duplicates are ignored.",
+                },
+                "data": {
+                    "description": "A string is delivered verbatim (multi-line allowed); any "
+                    "other JSON value is delivered as compact JSON text.",
+                },
+                "event": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_EVENT_TYPE_LENGTH,
+                    "description": "The event type (default `message`). No CR, LF or NUL; "
+                    "types starting with `ssehub.` are reserved.",
+                },
+                "retry": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_RETRY,
+                    "description": "Reconnection delay for clients, in milliseconds.",
+                },
+            },
+            "required": ["data"],
+            "additionalProperties": False,
+        },
+        "Published": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "description": "The id the hub assigned."},
+                "topics": {"type": "array", "items": {"$ref": "#/components/schemas/Topic"}},
+                "subscribers": {
+                    "type": "integer",
+                    "description": "Subscriptions in this process the event was queued for.",
+                },
+            },
+            "required": ["id", "topics", "subscribers"],
+        },
+        "PublishedBatch": {
+            "type": "object",
+            "properties": {
+                "events": {"type": "array", "items": {"$ref": "#/components/schemas/Published"}}
+            },
+            "required": ["events"],
+        },
+        "Status": {
+            "type": "object",
+            "properties": {
+                "uptime": {"type": "number", "description": "Seconds since the hub started."},
+                "connections": {"type": "integer", "description": "Open subscriptions."},
+                "topics": {
+                    "type": "object",
+                    "description": "Topics with subscribers or history, by name.",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "subscribers": {"type": "integer"},
+                            "history": {"type": "integer"},
+                        },
+                        "required": ["subscribers", "history"],
+                    },
+                },
+                "totals": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "integer"}
+                        for name in ("published", "delivered", "dropped", "shed", "topics")
+                    },
+                    "required": ["published", "delivered", "dropped", "shed"],
+                },
+            },
+            "required": ["uptime", "connections", "topics", "totals"],
+        },
+        "Health": {
+            "type": "object",
+            "properties": {"status": {"type": "string", "enum": ["ok", "draining"]}},
+            "required": ["status"],
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {"type": "string", "enum": sorted(ERROR_CODES)},
+                "detail": {"type": "string", "description": "Human-readable; may change."},
+            },
+            "required": ["error", "detail"],
+        },
+    }
+
+
+def _events_operation(settings: HubSettings) -> dict[str, Any]:
+    return {
+        "summary": "Subscribe to topics (Server-Sent Events)",
+        "description": (
+            "Opens a `text/event-stream`. Every event carries an `id:` line (and an `event:` "
+            "line when published with one). Reconnect with the last id seen (browsers send the "
+            "`Last-Event-ID` header themselves) to receive every retained event after it, "
+            "exactly once, then live events. If that id cannot be resumed (malformed, unknown, "
+            "or older than the history) the response has an `SSEHub-Reset` header and the "
+            "stream starts with an `ssehub.reset` event whose data is "
+            '`{"reason": "malformed"|"unknown"|"expired"}`. '
+            f"A comment line is sent every {settings.ping:g} s while idle."
+        ),
+        "parameters": [
+            {
+                "name": "topic",
+                "in": "query",
+                "required": True,
+                "description": f"A topic; repeat for several (at most {settings.max_topics}).",
+                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Topic"}},
+                "style": "form",
+                "explode": True,
+            },
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "description": "Resume after this id (takes precedence over `lastEventId`).",
+                "schema": {"type": "string", "maxLength": 64},
+            },
+            {
+                "name": "lastEventId",
+                "in": "query",
+                "required": False,
+                "description": "Resume after this id (for the first connection of a page).",
+                "schema": {"type": "string", "maxLength": 64},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The event stream.",
+                "headers": {
+                    "SSEHub-Reset": {
+                        "description": "Present when the Last-Event-ID could not be resumed: "
+                        "`malformed`, `unknown` or `expired`.",
+                        "schema": {"type": "string", "enum": ["malformed", "unknown", "expired"]},
+                    }
+                },
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "400": _error("No topic, too many topics, or an invalid topic.", _TOPIC_CODES),
+        },
+    }
+
+
+_TOPIC_CODES: Final = ["missing_topic", "invalid_topic", "too_many_topics"]
+
+
+def _publish_operation(settings: HubSettings) -> dict[str, Any]:
+    event_ref = {"$ref": "#/components/schemas/PublishEvent"}
+    return {
+        "summary": "Publish one event, or a batch",
+        "description": (
+            "A JSON object publishes one event. A JSON array publishes a batch: it is validated "
+            "entirely first, then published in order, all or nothing; nothing of a rejected "
+            f"batch is published. At most {settings.max_batch} events per batch and "
+            f"{settings.max_body_size} bytes per body."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            event_ref,
+                            {
+                                "type": "array",
+                                "items": event_ref,
+                                "minItems": 1,
+                                "maxItems": settings.max_batch,
+                            },
+                        ]
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Published: `Published` for an object, `PublishedBatch` for an "
+                "array.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/Published"},
+                                {"$ref": "#/components/schemas/PublishedBatch"},
+                            ]
+                        }
+                    }
+                },
+            },
+            "400": _error(
+                "Invalid body; inside a batch the detail names the item (`events[3]: ...`).",
+                sorted(code for code, status in ERROR_CODES.items() if status == 400),
+            ),
+            "413": _error(
+                "The body or the batch is too large.", ["body_too_large", "too_many_events"]
+            ),
+            "415": _error("The body is not sent as JSON.", ["unsupported_media_type"]),
+            "503": _error("The broker is not running.", ["unavailable"]),
+        },
+    }
+
+
+def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of the hub configured by ``settings``.
+
+    Args:
+        settings: the hub's settings (limits appear in the document; ``docs`` decides whether
+            ``/openapi.json`` and ``/docs`` are listed).
+        server_url: where the hub is mounted (the request's ``root_path``, or ``/``).
+
+    Returns:
+        The document as JSON-ready dicts and lists.
+    """
+    paths: dict[str, Any] = {
+        "/events": {"get": _events_operation(settings)},
+        "/publish": {"post": _publish_operation(settings)},
+        "/status": {
+            "get": {
+                "summary": "Topics, subscribers and counters",
+                "responses": {"200": _json("The hub's status.", "Status")},
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Liveness and readiness",
+                "description": "200 while serving; 503 once shutdown has started (draining), "
+                "so load balancers stop routing new clients here.",
+                "responses": {
+                    "200": _json("Serving.", "Health"),
+                    "503": _json("Draining: shutdown has started.", "Health"),
+                },
+            }
+        },
+    }
+    if settings.docs:
+        paths["/openapi.json"] = {
+            "get": {
+                "summary": "This OpenAPI document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        }
+        paths["/docs"] = {
+            "get": {
+                "summary": "Human-readable API documentation",
+                "responses": {
+                    "200": {
+                        "description": "An HTML page rendering this document.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ssehub",
+            "version": __version__,
+            "description": "A Server-Sent Events hub: publish events to topics over HTTP, "
+            "subscribe with any EventSource, resume exactly with Last-Event-ID. Every error "
+            'is JSON: `{"error": "<code>", "detail": "<text>"}`. Authentication is not enabled.',
+        },
+        "servers": [{"url": server_url or "/"}],
+        "paths": paths,
+        "components": {"schemas": _schemas(settings)},
+    }
+
+
+DOCS_HTML: Final = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ssehub API</title>
+<style>
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
+       color: #1d1d1f; }
+h1 { margin-bottom: 0; }
+.op { border: 1px solid #d0d0d7; border-radius: 6px; margin: 1rem 0; padding: .5rem 1rem; }
+.method { font-weight: bold; text-transform: uppercase; margin-right: .5rem; color: #0b5394; }
+.path { font-family: ui-monospace, monospace; font-weight: bold; }
+table { border-collapse: collapse; margin: .5rem 0; }
+td, th { border: 1px solid #e0e0e6; padding: .2rem .5rem; text-align: left; vertical-align: top; }
+pre { background: #f5f5f7; padding: .5rem; overflow-x: auto; font-size: 13px; }
+</style>
+</head>
+<body>
+<h1 id="title">ssehub API</h1>
+<p id="description"></p>
+<p><a href="openapi.json">openapi.json</a></p>
+<div id="ops">Loading&hellip;</div>
+<script>
+"use strict";
+function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (cls) node.className = cls;
+  return node;
+}
+function row(table, cells, tag) {
+  const tr = el("tr");
+  for (const cell of cells) tr.appendChild(el(tag || "td", String(cell)));
+  table.appendChild(tr);
+}
+fetch("openapi.json").then(r => r.json()).then(doc => {
+  document.getElementById("title").textContent = doc.info.title + " " + doc.info.version;
+  document.getElementById("description").textContent = doc.info.description;
+  const ops = document.getElementById("ops");
+  ops.textContent = "";
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(item)) {
+      const box = el("section", undefined, "op");
+      const head = el("h2");
+      head.appendChild(el("span", method, "method"));
+      head.appendChild(el("span", path, "path"));
+      box.appendChild(head);
+      box.appendChild(el("p", op.summary));
+      if (op.description) box.appendChild(el("p", op.description));
+      if (op.parameters) {
+        const table = el("table");
+        row(table, ["parameter", "in", "required", "description"], "th");
+        for (const p of op.parameters) row(table, [p.name, p.in, p.required ? "yes" : "no",
+                                                   p.description || ""]);
+        box.appendChild(table);
+      }
+      if (op.requestBody) {
+        box.appendChild(el("h3", "Request body"));
+        box.appendChild(el("pre", JSON.stringify(op.requestBody.content, null, 2)));
+      }
+      const table = el("table");
+      row(table, ["status", "response"], "th");
+      for (const [status, resp] of Object.entries(op.responses)) row(table, [status,
+                                                                     resp.description]);
+      box.appendChild(table);
+      ops.appendChild(box);
+    }
+  }
+  const schemas = el("section", undefined, "op");
+  schemas.appendChild(el("h2", "Schemas"));
+  schemas.appendChild(el("pre", JSON.stringify(doc.components.schemas, null, 2)));
+  ops.appendChild(schemas);
+}).catch(err => {
+  document.getElementById("ops").textContent = "Could not load openapi.json: " + err;
+});
+</script>
+</body>
+</html>
+"""
+"""The ``/docs`` page: self-contained HTML, no external resources."""

@@ -1,0 +1,318 @@
+"""The hub's settings: one frozen dataclass, filled from defaults, ``SSEHUB_<NAME>`` and the CLI.
+
+Every option is declared once, as a dataclass field whose metadata carries its help text and its
+text parser. ``ssehub serve`` builds its command-line flags from that metadata, and
+:meth:`HubSettings.from_sources` reads the same names from the environment, so a flag, its
+variable and its documentation cannot drift apart. Precedence: command line, then environment,
+then the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .._exceptions import ConfigurationError
+from ..broker import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL,
+    DEFAULT_MAX_TOPICS,
+    DEFAULT_QUEUE_SIZE,
+)
+
+__all__ = ["ENV_PREFIX", "HubSettings", "OptionSpec", "options"]
+
+ENV_PREFIX: Final = "SSEHUB_"
+"""Environment variables are named ``SSEHUB_`` + the option name in upper case."""
+
+_SLOW_POLICIES: Final = ("disconnect", "drop_oldest", "block")
+_LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug", "trace")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_NONE: Final = frozenset({"", "none", "off"})
+_ON: Final = True
+_OFF: Final = False
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip().replace("_", ""))
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _parse_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number of seconds")
+    return value
+
+
+def _parse_optional_seconds(text: str) -> float | None:
+    # "0", "none" and "off" all mean "disabled": the natural spellings in a shell or a YAML file.
+    if text.strip().lower() in _NONE:
+        return None
+    value = _parse_float(text)
+    return None if value == 0 else value
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower().replace("-", "_")
+        if value not in choices:
+            raise ValueError(f"expected one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _option(default: object, help: str, parse: Callable[[str], Any], metavar: str) -> Any:
+    return field(default=default, metadata={"help": help, "parse": parse, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Every option of the hub, with defaults chosen for a hub that browsers connect to.
+
+    Construct it directly in Python (``HubSettings(history=5000)``), or with
+    :meth:`from_sources` from command-line values and ``SSEHUB_<NAME>`` environment variables.
+
+    Raises:
+        ConfigurationError: a value is out of range (checked on construction).
+    """
+
+    host: str = _option(
+        "127.0.0.1",
+        "interface to listen on; loopback by default because authentication is not enabled",
+        str,
+        "HOST",
+    )
+    port: int = _option(8000, "TCP port to listen on (0 picks a free port)", _parse_int, "PORT")
+    broker: str = _option(
+        "memory://",
+        "broker backend URL: memory:// (one process) or redis://host:port/db",
+        str,
+        "URL",
+    )
+    history: int = _option(
+        DEFAULT_HISTORY_SIZE,
+        "events kept per topic for Last-Event-ID resume; Mercure's order of magnitude: about "
+        "1 MiB per topic at 1 KiB per event while covering minutes of a busy feed",
+        _parse_int,
+        "N",
+    )
+    history_ttl: float = _option(
+        DEFAULT_HISTORY_TTL,
+        "seconds an event stays in history; one hour outlasts laptop sleeps, tunnels and "
+        "deploys, after which clients get an honest 'expired' reset",
+        _parse_float,
+        "SECONDS",
+    )
+    ping: float = _option(
+        15.0,
+        "seconds between heartbeat comments on an idle stream; 15 s stays below the 30-60 s "
+        "idle timeouts of common proxies and load balancers (nginx 60 s, AWS ALB 60 s)",
+        _parse_float,
+        "SECONDS",
+    )
+    max_connection_age: float | None = _option(
+        None,
+        "end each stream after about this many seconds (with jitter) so clients rotate across "
+        "servers and half-open connections are reaped; 0/none = never (default)",
+        _parse_optional_seconds,
+        "SECONDS",
+    )
+    queue_size: int = _option(
+        DEFAULT_QUEUE_SIZE,
+        "events buffered per subscriber before the slow-consumer policy applies; matches "
+        "Mercure's 1000-update subscriber channel",
+        _parse_int,
+        "N",
+    )
+    slow_policy: str = _option(
+        "disconnect",
+        "what to do with a subscriber whose queue is full: disconnect (default; it reconnects "
+        "and catches up from history), drop_oldest, or block (stalls publishers: never for "
+        "browsers)",
+        _parse_choice(_SLOW_POLICIES),
+        "POLICY",
+    )
+    send_timeout: float | None = _option(
+        10.0,
+        "seconds a client may take to accept one write before its stream is ended (0/none = "
+        "never); 10 s is NATS's write deadline: a frozen client cannot pin a stream forever",
+        _parse_optional_seconds,
+        "SECONDS",
+    )
+    grace_period: float = _option(
+        10.0,
+        "seconds to let streams end on SIGTERM/SIGINT before tasks are cancelled; well inside "
+        "Kubernetes' default 30 s termination grace period",
+        _parse_float,
+        "SECONDS",
+    )
+    max_body_size: int = _option(
+        1024 * 1024,
+        "largest POST /publish body in bytes (413 above it); 1 MiB is nginx's "
+        "client_max_body_size default",
+        _parse_int,
+        "BYTES",
+    )
+    max_topics: int = _option(
+        DEFAULT_MAX_TOPICS,
+        "most topics in one subscription or one published event; 32 topics of up to 256 "
+        "characters keep a GET /events URL under the 8 KiB request-line limit of common proxies",
+        _parse_int,
+        "N",
+    )
+    max_batch: int = _option(
+        1000,
+        "most events in one POST /publish batch (413 above it); bounds the time one request "
+        "holds the broker",
+        _parse_int,
+        "N",
+    )
+    docs: bool = _option(
+        _ON,
+        "serve /openapi.json and the /docs page",
+        _parse_bool,
+        "BOOL",
+    )
+    log_level: str = _option(
+        "info",
+        "log level: critical, error, warning, info, debug, trace",
+        _parse_choice(_LOG_LEVELS),
+        "LEVEL",
+    )
+    access_log: bool = _option(
+        _OFF,
+        "log every request; off by default because one log line costs more than a publish",
+        _parse_bool,
+        "BOOL",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ConfigurationError("host must not be empty")
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"port must be 0-65535, not {self.port}")
+        if "://" not in self.broker:
+            raise ConfigurationError(f"broker must be a URL such as memory://, not {self.broker!r}")
+        for name in ("history", "queue_size", "max_body_size", "max_topics", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.history_ttl > 0:
+            raise ConfigurationError(f"history_ttl must be positive, not {self.history_ttl}")
+        for name in ("max_connection_age", "send_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"{name} must be positive or None, not {value}")
+        if not self.ping > 0:
+            raise ConfigurationError(f"ping must be positive, not {self.ping}")
+        if self.grace_period < 0:
+            raise ConfigurationError(f"grace_period must not be negative, not {self.grace_period}")
+        if self.slow_policy not in _SLOW_POLICIES:
+            raise ConfigurationError(
+                f"slow_policy must be one of {', '.join(_SLOW_POLICIES)}, not {self.slow_policy!r}"
+            )
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigurationError(
+                f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {self.log_level!r}"
+            )
+
+    @classmethod
+    def from_sources(
+        cls,
+        cli: Mapping[str, str | None] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> HubSettings:
+        """Build settings from command-line text values, then the environment, then defaults.
+
+        Args:
+            cli: option name -> text given on the command line, ``None`` when not given.
+            env: the environment (usually ``os.environ``); ``SSEHUB_<NAME>`` is read for each
+                option, for example ``SSEHUB_PORT``.
+
+        Returns:
+            The settings.
+
+        Raises:
+            ConfigurationError: a value cannot be parsed or is out of range; the message names
+                the flag or the variable it came from.
+        """
+        cli = cli or {}
+        env = env or {}
+        values: dict[str, Any] = {}
+        for spec in options():
+            given = cli.get(spec.name)
+            source = spec.flag
+            if given is None:
+                given = env.get(spec.env)
+                source = spec.env
+            if given is None:
+                continue
+            try:
+                values[spec.name] = spec.parse(given)
+            except ValueError as exc:
+                raise ConfigurationError(f"{source}: {exc} (got {given!r})") from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> HubSettings:
+        """Return a copy with ``changes`` applied (validated again).
+
+        Raises:
+            ConfigurationError: a changed value is out of range.
+        """
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one :class:`HubSettings` field appears on the command line and in the environment.
+
+    Attributes:
+        name: the field name (``max_connection_age``).
+        flag: the command-line flag (``--max-connection-age``).
+        env: the environment variable (``SSEHUB_MAX_CONNECTION_AGE``).
+        default: the field's default.
+        help: one-line description, with the reason for the default.
+        metavar: the placeholder shown in ``--help``.
+        parse: text -> value; raises ``ValueError`` with a short message.
+    """
+
+    name: str
+    flag: str
+    env: str
+    default: Any
+    help: str
+    metavar: str
+    parse: Callable[[str], Any]
+
+
+def options() -> Iterator[OptionSpec]:
+    """Yield the specification of every :class:`HubSettings` option, in declaration order."""
+    for f in dataclasses.fields(HubSettings):
+        yield OptionSpec(
+            name=f.name,
+            flag="--" + f.name.replace("_", "-"),
+            env=ENV_PREFIX + f.name.upper(),
+            default=f.default,
+            help=f.metadata["help"],
+            metavar=f.metadata["metavar"],
+            parse=f.metadata["parse"],
+        )

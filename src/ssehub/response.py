@@ -1,0 +1,463 @@
+"""``EventSourceResponse``: a Server-Sent Events response for Starlette and FastAPI.
+
+A drop-in for sse-starlette's class of the same name (same parameters, same meaning), built for
+throughput and clean teardown:
+
+* A producer task pulls items from the content, encodes them and appends the bytes to a bounded
+  outbox; the sender takes *everything* pending at each wake-up and writes it with one ASGI
+  ``send`` (coalescing). There is no task, lock or cancel scope per event.
+* Content that implements :class:`ssehub._frames.FrameSource` (a broker subscription) hands over
+  frames that are already encoded: no producer task, no re-encoding, one ``send`` per batch.
+* Headers and a first comment go out at once, so clients and proxies (and Starlette's
+  ``GZipMiddleware``, which holds the headers back until the first body chunk) see the stream
+  open before the first event exists.
+* Pings are sent only when the stream has been idle for ``ping`` seconds, from a timer that sleeps
+  until the next deadline (no busy loop; ``ping=0`` starts no timer).
+* Shutdown needs no patching of the server: set ``shutdown_event`` (for example from a
+  ``uvicorn.Server`` subclass or your own signal handling) and every stream that shares it gets
+  ``shutdown_grace_period`` seconds to finish, then ends with a clean end of body.
+
+The one deliberate difference from sse-starlette: the default line separator is ``"\\n"``
+(sse-starlette writes ``"\\r\\n"``), because hand-written LF-only parsers break on CRLF while every
+parser accepts LF. Pass ``sep="\\r\\n"`` for byte-identical output.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+)
+from datetime import datetime, timezone
+from typing import Any, ClassVar, TypeAlias
+
+import anyio
+import anyio.to_thread
+from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ._exceptions import SendTimeoutError
+from ._frames import FrameSource
+from ._response._encode import make_encoder
+from ._response._excgroups import collapse_excgroups
+from ._response._outbox import Outbox
+from .wire import SEPARATORS, ServerSentEvent
+
+__all__ = ["Content", "ContentStream", "EventSourceResponse", "SendTimeoutError"]
+
+logger = logging.getLogger("ssehub.response")
+
+Content: TypeAlias = Any
+"""One item of a stream: a ServerSentEvent, a dict of event fields, str data text, raw bytes,
+or a number."""
+
+ContentStream: TypeAlias = "AsyncIterable[Content] | Iterable[Content] | FrameSource"
+"""What ``EventSourceResponse`` streams: async or sync iterables (including anyio memory object
+receive streams) or a :class:`~ssehub._frames.FrameSource`."""
+
+
+def _websocket_denial(send: Send) -> Send:
+    # Same as Starlette's StreamingResponse: on a websocket scope, an HTTP response is a denial
+    # response and its messages take the "websocket." prefix.
+    async def wrapped(message: Message) -> None:
+        if message["type"] in ("http.response.start", "http.response.body"):
+            message = {**message, "type": "websocket." + message["type"]}
+        await send(message)
+
+    return wrapped
+
+
+class EventSourceResponse(Response):
+    """A streaming ``text/event-stream`` response (WHATWG HTML §9.2).
+
+    Args:
+        content: what to stream. An async iterable (async generator, anyio
+            ``MemoryObjectReceiveStream``, ...), a sync iterable (iterated in a worker thread, one
+            item per hop), or a :class:`~ssehub._frames.FrameSource` whose pre-encoded frames are
+            sent as they are. Items may be :class:`~ssehub.ServerSentEvent` (sent with its own
+            encoding), ``dict`` (keys ``data``, ``event``, ``id``, ``retry``, ``comment``;
+            encoded with ``sep``; never mutated), ``str`` (data text), ``bytes`` (sent as is) or
+            ``int``/``float`` (data text).
+        status_code: HTTP status. Default 200.
+        headers: extra headers; ``Cache-Control`` given here replaces the default ``no-store``.
+        media_type: default ``text/event-stream`` (sent with ``; charset=utf-8``).
+        background: a Starlette background task run after the stream ends.
+        ping: seconds of idleness after which a comment is sent to keep proxies from closing the
+            connection. Default 15 (below common proxy idle timeouts of 30-60 s); ``0`` disables
+            pings.
+        sep: line separator, ``"\\n"`` (default), ``"\\r\\n"`` or ``"\\r"``.
+        ping_message_factory: returns the item sent as a ping (any content item kind); default a
+            ``: ping - <UTC time>`` comment.
+        data_sender_callable: a coroutine function started alongside the stream (for example one
+            that feeds the memory stream given as ``content``); cancelled when the stream ends.
+        send_timeout: seconds one ASGI ``send`` (data or ping) may take before the client is
+            considered frozen; the stream then ends with :class:`~ssehub.SendTimeoutError`.
+            ``None`` (default) waits forever.
+        client_close_handler_callable: awaited with the ``http.disconnect`` message when the
+            client goes away, before the generator is stopped.
+        shutdown_event: an ``anyio.Event``; when it is set, the content gets
+            ``shutdown_grace_period`` seconds to end on its own (generators may watch the same
+            event to send a farewell event), then it is cancelled and the response ends cleanly
+            with an empty final body. Share one event between all streams and set it when the
+            server begins to shut down.
+        shutdown_grace_period: seconds to wait after ``shutdown_event`` before cancelling the
+            content; ``>= 0``, default 0.
+        cleanup_timeout: seconds allowed to the content's ``aclose()`` (its ``finally`` blocks)
+            when the stream is interrupted; ``None`` for no bound. Default 30.
+
+    Raises:
+        ValueError: an invalid ``sep``, ``shutdown_grace_period``, ``cleanup_timeout`` or
+            ``ping``.
+        TypeError: ``content`` is not iterable, or ``ping`` is not a number.
+
+    The response raises :class:`~ssehub.SendTimeoutError` from the ASGI call when a send times
+    out, and re-raises any exception of the content or of ``data_sender_callable`` (unwrapped
+    from anyio's exception groups).
+    """
+
+    DEFAULT_PING_INTERVAL: ClassVar[float] = 15
+    DEFAULT_SEPARATOR: ClassVar[str] = "\n"
+    DEFAULT_CLEANUP_TIMEOUT: ClassVar[float] = 30.0
+    OPEN_COMMENT: ClassVar[str | None] = "ok"
+    """Comment sent right after the headers (``: ok``); ``None`` in a subclass sends none."""
+
+    media_type = "text/event-stream"
+
+    def __init__(  # noqa: PLR0917 - positional order is sse-starlette's
+        self,
+        content: ContentStream,
+        status_code: int = 200,
+        headers: Any = None,
+        media_type: str | None = "text/event-stream",
+        background: BackgroundTask | None = None,
+        ping: float | None = None,
+        sep: str | None = None,
+        ping_message_factory: Callable[[], Any] | None = None,
+        data_sender_callable: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        send_timeout: float | None = None,
+        client_close_handler_callable: Callable[[Message], Awaitable[None]] | None = None,
+        shutdown_event: anyio.Event | None = None,
+        shutdown_grace_period: float = 0,
+        cleanup_timeout: float | None = DEFAULT_CLEANUP_TIMEOUT,
+    ) -> None:
+        if sep is not None and sep not in SEPARATORS:
+            raise ValueError(rf"sep must be one of '\n', '\r\n', '\r', got {sep!r}")
+        if shutdown_grace_period < 0:
+            raise ValueError("shutdown_grace_period must be >= 0")
+        if cleanup_timeout is not None and cleanup_timeout < 0:
+            raise ValueError("cleanup_timeout must be >= 0")
+        self.sep: str = sep or self.DEFAULT_SEPARATOR
+        self._frame_source: FrameSource | None = None
+        self._sync_content: Iterable[Any] | None = None
+        self._async_content: AsyncIterable[Any] | None = None
+        if isinstance(content, FrameSource):
+            self._frame_source = content
+        elif isinstance(content, AsyncIterable):
+            self._async_content = content
+        elif isinstance(content, Iterable) and not isinstance(content, (str, bytes, dict)):
+            self._sync_content = content
+        else:
+            raise TypeError(
+                "content must be an async iterable, a sync iterable or a FrameSource, "
+                f"not {type(content).__name__}"
+            )
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.background = background
+        self.ping_interval = self.DEFAULT_PING_INTERVAL if ping is None else ping
+        self.ping_message_factory = ping_message_factory
+        self.data_sender_callable = data_sender_callable
+        self.send_timeout = send_timeout
+        self.client_close_handler_callable = client_close_handler_callable
+        self._shutdown_event = shutdown_event
+        self._shutdown_grace_period = shutdown_grace_period
+        self._cleanup_timeout = cleanup_timeout
+        self._encode = make_encoder(self.sep)
+        self._last_activity = 0.0
+        self.active = True
+        """False once the client disconnected or the stream ended (as in sse-starlette)."""
+
+        merged = MutableHeaders()
+        if headers is not None:
+            merged.update(headers)
+        # "no-store": no cache of any kind may keep an event stream; a caller may override it
+        # (fan-out proxies that cache streams on purpose).
+        merged.setdefault("Cache-Control", "no-store")
+        # nginx buffers proxied responses unless told otherwise, which would hold events back.
+        merged.setdefault("X-Accel-Buffering", "no")
+        # No "Connection: keep-alive": it is hop-by-hop, forbidden in HTTP/2, and the server
+        # decides it. No Content-Length: self.body is never set, so init_headers adds none.
+        self.init_headers(merged)
+
+    @property
+    def ping_interval(self) -> float:
+        """Seconds of idleness before a ping; 0 means no pings."""
+        return self._ping_interval
+
+    @ping_interval.setter
+    def ping_interval(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError("ping interval must be int or float")
+        if value < 0:
+            raise ValueError("ping interval must be >= 0 (0 disables ping)")
+        self._ping_interval = value
+
+    @property
+    def body_iterator(self) -> Any:
+        """The content being streamed (sse-starlette exposes it under this name)."""
+        return self._frame_source or self._async_content or self._sync_content
+
+    # -- ASGI entry point -------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Stream the content until it ends, the client leaves, or shutdown is requested.
+
+        Raises:
+            SendTimeoutError: a send took longer than ``send_timeout``.
+        """
+        if scope["type"] == "websocket":
+            send = _websocket_denial(send)
+        start: Message = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        try:
+            if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
+                # HEAD: same headers as GET, an empty body, and the content is never started
+                # (an endless generator would otherwise keep the connection busy forever).
+                await self._send(send, start)
+                await self._send(
+                    send, {"type": "http.response.body", "body": b"", "more_body": False}
+                )
+            else:
+                await self._stream(scope, receive, send, start)
+        finally:
+            self.active = False
+            if self._frame_source is not None:
+                # Whatever ended the response (even a failed first send), release the source.
+                await self._close_frame_source(self._frame_source)
+        if self.background is not None:
+            await self.background()
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, start: Message) -> None:
+        self._done = anyio.Event()  # set when the content has ended (for the shutdown grace)
+        with collapse_excgroups():
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._listen_for_disconnect, receive, group.cancel_scope)
+                await self._send(send, start)
+                if self.OPEN_COMMENT is not None:
+                    opening = ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()
+                    await self._send_body(send, opening)
+                if self.data_sender_callable is not None:
+                    group.start_soon(self.data_sender_callable)
+                if self._frame_source is not None:
+                    await self._stream_frames(send, self._frame_source, group)
+                else:
+                    await self._stream_items(send, group)
+                group.cancel_scope.cancel()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _send(self, send: Send, message: Message) -> None:
+        timeout = self.send_timeout
+        if timeout is None:
+            await send(message)
+            return
+        with anyio.move_on_after(timeout) as scope:
+            await send(message)
+        if scope.cancel_called:
+            raise SendTimeoutError(f"client did not accept data within {timeout} s")
+
+    async def _send_body(self, send: Send, body: bytes) -> None:
+        await self._send(send, {"type": "http.response.body", "body": body, "more_body": True})
+        self._last_activity = anyio.current_time()
+
+    async def _finish(self, send: Send) -> None:
+        self.active = False
+        await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _ping_bytes(self) -> bytes:
+        if self.ping_message_factory is not None:
+            return self._encode(self.ping_message_factory())
+        stamp = datetime.now(timezone.utc)
+        return ServerSentEvent(comment=f"ping - {stamp}", sep=self.sep).encode()
+
+    # -- generic path: producer task + coalescing outbox -------------------------------------
+
+    async def _stream_items(self, send: Send, group: anyio.abc.TaskGroup) -> None:
+        outbox = Outbox()
+        stop = anyio.CancelScope()  # cancelled by the shutdown watcher
+        if self._async_content is not None:
+            group.start_soon(self._produce_async, self._async_content, outbox, stop)
+        else:
+            assert self._sync_content is not None
+            group.start_soon(self._produce_sync, self._sync_content, outbox, stop)
+        if self._ping_interval > 0:
+            group.start_soon(self._pinger, outbox)
+        if self._shutdown_event is not None:
+            group.start_soon(self._watch_shutdown, self._shutdown_event, stop)
+        take = outbox.take
+        while True:
+            body = await take()
+            if body is None:
+                break
+            await self._send_body(send, body)
+        await self._finish(send)
+
+    async def _produce_async(
+        self, content: AsyncIterable[Any], outbox: Outbox, stop: anyio.CancelScope
+    ) -> None:
+        encode = self._encode
+        put = outbox.put_nowait
+        iterator = content.__aiter__()
+        try:
+            with stop:
+                async for item in iterator:
+                    put(encode(item))
+                    if outbox.full:
+                        await outbox.drained()
+        finally:
+            try:
+                await self._close_async(iterator)
+            finally:
+                outbox.close()
+
+    async def _produce_sync(
+        self, content: Iterable[Any], outbox: Outbox, stop: anyio.CancelScope
+    ) -> None:
+        encode = self._encode
+        iterator = iter(content)
+        done = object()
+
+        def next_chunk() -> Any:
+            # Runs in a worker thread: a blocking generator never stalls the event loop. The
+            # item is encoded there too, off the loop.
+            for item in iterator:
+                return encode(item)
+            return done
+
+        try:
+            with stop:
+                while True:
+                    chunk = await anyio.to_thread.run_sync(next_chunk)
+                    if chunk is done:
+                        break
+                    outbox.put_nowait(chunk)
+                    if outbox.full:
+                        await outbox.drained()
+        finally:
+            self._finished()
+            try:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    with self._cleanup_scope() as scope:
+                        await anyio.to_thread.run_sync(close)
+                    self._warn_if_cut(scope)
+            finally:
+                outbox.close()
+
+    async def _pinger(self, outbox: Outbox) -> None:
+        interval = self._ping_interval
+        self._last_activity = anyio.current_time()
+        while True:
+            now = anyio.current_time()
+            due = self._last_activity + interval
+            if now < due:
+                await anyio.sleep(due - now)
+                continue
+            if not outbox.pending:
+                outbox.put_nowait(self._ping_bytes())
+            self._last_activity = now
+
+    # -- FrameSource fast path ---------------------------------------------------------------
+
+    async def _stream_frames(
+        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
+    ) -> None:
+        stop = anyio.CancelScope()
+        if self._shutdown_event is not None:
+            group.start_soon(self._watch_shutdown, self._shutdown_event, stop)
+        interval = self._ping_interval
+        receive_frames = source.receive_frames
+        with stop:
+            while True:
+                if interval > 0:
+                    # One cancel scope per batch, not per event; receive_frames() is
+                    # cancellation-safe, so an idle timeout loses nothing.
+                    with anyio.move_on_after(interval) as idle:
+                        frames = await receive_frames()
+                    if idle.cancelled_caught:
+                        await self._send_body(send, self._ping_bytes())
+                        continue
+                else:
+                    frames = await receive_frames()
+                if not frames:
+                    break
+                await self._send_body(send, frames[0] if len(frames) == 1 else b"".join(frames))
+        self._finished()
+        await self._finish(send)
+
+    async def _close_frame_source(self, source: FrameSource) -> None:
+        with self._cleanup_scope() as scope:
+            try:
+                await source.aclose()
+            except Exception:
+                logger.exception("error closing the frame source")
+        self._warn_if_cut(scope)
+
+    # -- disconnect, shutdown, cleanup -------------------------------------------------------
+
+    async def _listen_for_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.active = False
+                logger.debug("client disconnected; stopping the stream")
+                if self.client_close_handler_callable is not None:
+                    await self.client_close_handler_callable(message)
+                scope.cancel()
+                return
+
+    def _finished(self) -> None:
+        self._done.set()
+
+    async def _watch_shutdown(self, event: anyio.Event, stop: anyio.CancelScope) -> None:
+        await event.wait()
+        if self._shutdown_grace_period > 0:
+            # Let the content finish by itself (a farewell event) before cancelling it.
+            with anyio.move_on_after(self._shutdown_grace_period):
+                await self._done.wait()
+        logger.debug("shutdown requested; ending the stream")
+        stop.cancel()
+
+    def _cleanup_scope(self) -> anyio.CancelScope:
+        # Shielded so the cleanup runs even inside a cancelled task, and bounded because nothing
+        # outside a shield can cancel it (a generator stuck in its finally would hang forever).
+        timeout = self._cleanup_timeout
+        deadline = float("inf") if timeout is None else anyio.current_time() + timeout
+        return anyio.CancelScope(shield=True, deadline=deadline)
+
+    def _warn_if_cut(self, scope: anyio.CancelScope) -> None:
+        if scope.cancel_called:
+            logger.warning("content cleanup cancelled after %s seconds", self._cleanup_timeout)
+
+    async def _close_async(self, iterator: AsyncIterator[Any]) -> None:
+        self._finished()
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is None:
+            return
+        with self._cleanup_scope() as scope:
+            try:
+                await aclose()
+            except Exception:
+                logger.exception("error closing the content iterator")
+        self._warn_if_cut(scope)

@@ -1,0 +1,334 @@
+"""Server-sent events as immutable, validated values that encode themselves once.
+
+The wire format is WHATWG HTML §9.2.5 "Parsing an event stream"
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream).
+A field value may not contain CR or LF, because every conformant parser treats CRLF, a lone LF
+*and a lone CR* as a line end. That is why ``event`` and ``id`` are rejected (never stripped) when
+they contain either, and why ``data`` and ``comment`` are split on all three terminators.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Final, NoReturn
+
+from .._exceptions import EventValidationError
+from ._json import dumps
+
+__all__ = ["DEFAULT_SEPARATOR", "SEPARATORS", "JSONServerSentEvent", "ServerSentEvent"]
+
+DEFAULT_SEPARATOR: Final = "\n"
+"""LF, not CRLF: every parser accepts LF, while hand-written LF-only parsers break on CRLF."""
+
+SEPARATORS: Final = ("\n", "\r\n", "\r")
+
+_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+_LF: Final = "\n"
+_NEXT_DATA: Final = "\ndata: "
+_REPR_PRONE = (bool, dict, list, tuple, set, frozenset, bytes, bytearray, memoryview)
+
+
+def _text(field: str, value: object) -> str:
+    """Return ``value`` as a plain ``str`` (a ``str`` subclass such as a ``StrEnum`` member is
+    reduced to its text, never to its ``str()``/``repr``), or raise for a non-string."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise EventValidationError(field, f"must be str, not {type(value).__name__}")
+
+
+def _split_lines(text: str) -> list[str]:
+    if "\n" in text or "\r" in text:
+        return _LINE_BREAK.split(text)
+    return [text]
+
+
+def _check_line(field: str, value: str) -> None:
+    if "\n" in value or "\r" in value:
+        raise EventValidationError(field, "must not contain CR or LF")
+
+
+def _raise_unencodable(**fields: str | None) -> NoReturn:
+    for field, value in fields.items():
+        if value is not None:
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                raise EventValidationError(
+                    field, f"not encodable as UTF-8 ({exc.reason} at index {exc.start})"
+                ) from None
+    raise AssertionError("unreachable: no field failed to encode")  # pragma: no cover
+
+
+def _id_text(value: object) -> str:
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        # int.__repr__, not str(): an IntEnum member's str() is its name on Python 3.10.
+        return int.__repr__(value)
+    raise EventValidationError("id", f"must be str or int, not {type(value).__name__}")
+
+
+def _json_text(value: object) -> str:
+    try:
+        return dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise EventValidationError("data", f"not JSON-serialisable: {exc}") from exc
+
+
+def _data_text(data: object) -> str:
+    if isinstance(data, str):
+        return str.__str__(data)  # a str subclass: its text, as a plain str
+    if isinstance(data, _REPR_PRONE):
+        raise EventValidationError(
+            "data",
+            f"{type(data).__name__} is not text; use JSONServerSentEvent (or "
+            "ServerSentEvent.json()) to send it as JSON",
+        )
+    if isinstance(data, int):
+        return int.__repr__(data)
+    if isinstance(data, float):
+        return float.__repr__(data)
+    return str(data)
+
+
+class ServerSentEvent:
+    """One server-sent event: immutable, validated on construction, encoded once.
+
+    Args:
+        data: the event's data. ``str`` is sent as is (multi-line text becomes one ``data:``
+            line per line); ``int`` and ``float`` become their text. Containers, bytes and
+            ``bool`` are refused so a Python ``repr`` never reaches the wire: use
+            :class:`JSONServerSentEvent` or :meth:`ServerSentEvent.json` for structured data.
+            ``None`` writes no ``data`` line (such a frame dispatches nothing in a browser, but
+            still sets ``id``).
+        event: the event type (``event:`` field); no CR or LF.
+        id: the event id; ``str`` or ``int`` (rendered as decimal text); no CR, LF or NUL.
+        retry: the client's reconnection time in milliseconds; a non-negative ``int``.
+        comment: comment text; each line becomes one ``:`` line, ignored by clients.
+        sep: the line separator, ``"\\n"`` (default), ``"\\r\\n"`` or ``"\\r"``.
+
+    Raises:
+        EventValidationError: a field would break the wire format, or a text field holds a
+            lone surrogate (not encodable as UTF-8). It is a ``ValueError``.
+
+    Fields are written in sse-starlette's order (comment, id, event, data, retry), each as
+    ``name: value`` with exactly one space, which the parser strips, so a value that itself
+    starts with a space survives the round trip. The wire bytes are computed here, once: the
+    event is fully validated when the constructor returns and :meth:`encode` is free.
+    """
+
+    __slots__ = ("_comment", "_data", "_encoded", "_event", "_id", "_retry", "_sep")
+    _json_data: ClassVar[bool] = False  # JSONServerSentEvent: data is a JSON value
+
+    _data: str | None
+    _event: str | None
+    _id: str | None
+    _retry: int | None
+    _comment: str | None
+    _sep: str
+    _encoded: bytes
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+        sep: str | None = None,
+    ) -> None:
+        # Hot path (the encode benchmark measures it): each field is rendered with LF, and the
+        # checks are single C-level scans (``str.isprintable()`` is false for CR, LF and NUL,
+        # so only non-printable values take the exact, slower check). No rendered value
+        # contains CR or LF (data and comment are split, event and id refused), so swapping LF
+        # for another separator at the end is exact.
+        head = ""
+        if comment is not None:
+            if type(comment) is not str:
+                comment = _text("comment", comment)
+            head = ": " + "\n: ".join(_split_lines(comment)) + "\n"
+        if id is not None:
+            if type(id) is not str:
+                id = _id_text(id)
+            if not id.isprintable():
+                _check_line("id", id)
+                if "\0" in id:
+                    # WHATWG §9.2.6: an id containing U+0000 is ignored by clients, which
+                    # would silently break resumption; refuse it here instead.
+                    raise EventValidationError("id", "must not contain NUL")
+            head = f"{head}id: {id}\n"
+        if event is not None:
+            if type(event) is not str:
+                event = _text("event", event)
+            if not event.isprintable():
+                _check_line("event", event)
+            head = f"{head}event: {event}\n"
+        if retry is None:
+            tail = "\n"
+        else:
+            if type(retry) is not int:
+                if isinstance(retry, bool) or not isinstance(retry, int):
+                    raise EventValidationError("retry", "must be a non-negative int (milliseconds)")
+                retry = int(retry)
+            if retry < 0:
+                raise EventValidationError("retry", "must be a non-negative int (milliseconds)")
+            tail = f"retry: {retry}\n\n"
+        if data is None:
+            text = head + tail
+        else:
+            if self._json_data:
+                data = _json_text(data)
+            elif type(data) is not str:
+                data = _data_text(data)
+            # A lone CR is a line end for every conformant parser (WHATWG §9.2.6), so data
+            # is split on CRLF, CR and LF alike, one ``data:`` line per piece.
+            if "\r" in data:
+                text = f"{head}data: {_NEXT_DATA.join(_LINE_BREAK.split(data))}\n{tail}"
+            elif "\n" in data:
+                text = f"{head}data: {data.replace(_LF, _NEXT_DATA)}\n{tail}"
+            else:
+                text = f"{head}data: {data}\n{tail}"
+        if sep is None:
+            sep = "\n"
+        elif sep != "\n":
+            if sep not in SEPARATORS:
+                raise EventValidationError("sep", r"must be one of '\n', '\r\n', '\r'")
+            text = text.replace("\n", sep)
+        try:
+            self._encoded = text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate cannot be UTF-8; failing here keeps encode() infallible.
+            _raise_unencodable(data=data, event=event, id=id, comment=comment)
+        self._data = data
+        self._event = event
+        self._id = id
+        self._retry = retry
+        self._comment = comment
+        self._sep = sep
+
+    @classmethod
+    def json(
+        cls,
+        value: Any,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+        sep: str | None = None,
+    ) -> ServerSentEvent:
+        """Build an event whose data is ``value`` as compact UTF-8 JSON.
+
+        Raises:
+            EventValidationError: ``value`` is not JSON-serialisable.
+        """
+        try:
+            text = dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise EventValidationError("data", f"not JSON-serialisable: {exc}") from exc
+        # ServerSentEvent, not cls: JSONServerSentEvent.json() must not encode the text twice.
+        return ServerSentEvent(text, event=event, id=id, retry=retry, comment=comment, sep=sep)
+
+    @property
+    def data(self) -> str | None:
+        """The data text, or ``None`` when the event has no ``data`` field."""
+        return self._data
+
+    @property
+    def event(self) -> str | None:
+        """The event type, or ``None`` (clients then use ``"message"``)."""
+        return self._event
+
+    @property
+    def id(self) -> str | None:
+        """The event id as text, or ``None``."""
+        return self._id
+
+    @property
+    def retry(self) -> int | None:
+        """The reconnection time in milliseconds, or ``None``."""
+        return self._retry
+
+    @property
+    def comment(self) -> str | None:
+        """The comment text, or ``None``."""
+        return self._comment
+
+    @property
+    def sep(self) -> str:
+        """The line separator used by :meth:`encode`."""
+        return self._sep
+
+    def encode(self) -> bytes:
+        """Return the event's UTF-8 wire bytes, ending with the blank line that dispatches it.
+
+        The bytes were computed by the constructor; every call returns the same ``bytes``
+        object, so one event can be sent to any number of subscribers without re-encoding.
+        """
+        return self._encoded
+
+    def replace(self, **changes: Any) -> ServerSentEvent:
+        """Return a copy with some fields changed, validated like a new event.
+
+        Example: ``event.replace(id="42")``.
+        """
+        fields: dict[str, Any] = {
+            "data": self._data,
+            "event": self._event,
+            "id": self._id,
+            "retry": self._retry,
+            "comment": self._comment,
+            "sep": self._sep,
+        }
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"unknown ServerSentEvent fields: {sorted(unknown)}")
+        fields.update(changes)
+        data = fields.pop("data")
+        return ServerSentEvent(data, **fields)
+
+    def _key(self) -> tuple[str | int | None, ...]:
+        return (self._data, self._event, self._id, self._retry, self._comment, self._sep)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServerSentEvent):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name}={value!r}"
+            for name, value in (
+                ("data", self._data),
+                ("event", self._event),
+                ("id", self._id),
+                ("retry", self._retry),
+                ("comment", self._comment),
+            )
+            if value is not None
+        ]
+        if self._sep != DEFAULT_SEPARATOR:
+            parts.append(f"sep={self._sep!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class JSONServerSentEvent(ServerSentEvent):
+    """A server-sent event whose data is a JSON value, written as compact UTF-8 JSON.
+
+    Same arguments as :class:`ServerSentEvent`, except that ``data`` may be any JSON-serialisable
+    value (``None`` still means "no data field", as in sse-starlette). Uses ``orjson`` when it is
+    installed and the standard library otherwise; the output is the same compact JSON.
+
+    Raises:
+        EventValidationError: ``data`` is not JSON-serialisable, or another field is invalid.
+    """
+
+    __slots__ = ()
+    # ServerSentEvent.__init__ serialises ``data`` as JSON when this is set. No __init__ of
+    # its own: a second Python frame with keyword arguments would cost about as much as
+    # the JSON encoding itself.
+    _json_data: ClassVar[bool] = True

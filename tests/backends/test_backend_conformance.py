@@ -1,0 +1,151 @@
+"""The conformance suite every backend passes: ids, history bounds, replay, resets, atomicity.
+
+Tests drive backends through a real :class:`~ssehub.Broker` (the backend contract is only
+meaningful with its sink wired) on a :class:`~ssehub._clock.ManualClock`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from ssehub import EventValidationError, InvalidTopic
+from ssehub._clock import ManualClock
+from ssehub.backends import Backend
+from ssehub.broker import Broker, Publication, Reset, ResetReason, StoredEvent
+
+pytestmark = pytest.mark.anyio
+
+BackendFactory = Callable[[int, float], Backend]
+ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+def make_broker(
+    factory: BackendFactory,
+    *,
+    history_size: int = 100,
+    history_ttl: float = 3600.0,
+    clock: ManualClock | None = None,
+) -> Broker:
+    return Broker(factory(history_size, history_ttl), clock=clock or ManualClock())
+
+
+async def test_ids_are_short_ascii_unique_and_increasing(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as broker:
+        stored = [await broker.publish(f"t{i % 3}", str(i)) for i in range(30)]
+    ids = [event.id for event in stored]
+    assert len(set(ids)) == 30
+    assert all(ID_RE.fullmatch(event_id) for event_id in ids)
+    positions = [event.position for event in stored]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == 30
+    assert all(event.event.id == event.id for event in stored)
+
+
+async def test_replay_returns_events_after_id_in_order(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as broker:
+        stored = [await broker.publish("a", str(i)) for i in range(10)]
+        replay = await broker.backend.replay(["a"], stored[3].id)
+    assert replay.reset is None
+    assert [event.id for event in replay.events] == [event.id for event in stored[4:]]
+
+
+async def test_replay_multi_topic_dedupes_and_merges(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as broker:
+        first = await broker.publish("a", "0")
+        e1 = await broker.publish(["a", "b"], "both")
+        e2 = await broker.publish("b", "b only")
+        await broker.publish("c", "other")
+        e3 = await broker.publish("a", "a only")
+        replay = await broker.backend.replay(["a", "b"], first.id)
+    assert [event.id for event in replay.events] == [e1.id, e2.id, e3.id]
+
+
+async def test_replay_of_latest_id_is_empty(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as broker:
+        last = await broker.publish("a", "x")
+        replay = await broker.backend.replay(["a"], last.id)
+    assert replay.reset is None
+    assert list(replay.events) == []
+
+
+async def test_unknown_ids_reset(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as other:
+        foreign = await other.publish("a", "x")
+    async with make_broker(backend_factory) as broker:
+        await broker.publish("a", "x")
+        for unknown in (foreign.id, "nope", "0-0", "999999999999-0"):
+            replay = await broker.backend.replay(["a"], unknown)
+            assert replay.reset is ResetReason.UNKNOWN, unknown
+            assert list(replay.events) == []
+
+
+async def test_count_bound_expires_old_ids(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory, history_size=5) as broker:
+        stored = [await broker.publish("a", str(i)) for i in range(10)]
+        sizes = await broker.backend.history_sizes(["a"])
+        assert sizes == {"a": 5}
+        # stored[4] is the newest evicted event: resuming after it is still exact.
+        ok = await broker.backend.replay(["a"], stored[4].id)
+        assert [event.id for event in ok.events] == [event.id for event in stored[5:]]
+        expired = await broker.backend.replay(["a"], stored[3].id)
+        assert expired.reset is ResetReason.EXPIRED
+
+
+async def test_age_bound_reads_the_clock(backend_factory: BackendFactory) -> None:
+    clock = ManualClock()
+    async with make_broker(backend_factory, history_ttl=60.0, clock=clock) as broker:
+        old = await broker.publish("a", "old")
+        clock.advance(30)
+        mid = await broker.publish("a", "mid")
+        assert (await broker.backend.history_sizes(["a"])) == {"a": 2}
+        clock.advance(31)  # "old" is now 61 s old, "mid" 31 s
+        assert (await broker.backend.history_sizes(["a"])) == {"a": 1}
+        replay = await broker.backend.replay(["a"], old.id)
+        assert [event.id for event in replay.events] == [mid.id]
+        before_old = await broker.backend.replay(["a"], mid.id)
+        assert list(before_old.events) == []
+        clock.advance(30)
+        assert (await broker.backend.history_sizes(["a"])) == {"a": 0}
+        gone = await broker.backend.replay(["a"], old.id)
+        assert gone.reset is ResetReason.EXPIRED
+
+
+async def test_publish_many_is_all_or_nothing(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as broker:
+        with pytest.raises(EventValidationError):
+            await broker.publish_many(
+                [Publication("a", "fine"), Publication("a", "bad", event="x\ny")]
+            )
+        with pytest.raises(InvalidTopic):
+            await broker.publish_many([Publication("a", "fine"), Publication("", "x")])
+        assert (await broker.backend.history_sizes(["a"])) == {"a": 0}
+        stored = await broker.publish_many([Publication("a", "1"), Publication(["a", "b"], "2")])
+        assert [event.event.data for event in stored] == ["1", "2"]
+        assert (await broker.backend.history_sizes(["a", "b"])) == {"a": 2, "b": 1}
+
+
+async def test_resume_through_subscription(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory) as broker:
+        stored = [await broker.publish("a", str(i)) for i in range(5)]
+        async with broker.subscribe("a", last_event_id=stored[1].id) as sub:
+            live = await broker.publish("a", "live")
+            with anyio.fail_after(5):
+                items = await sub.receive()
+    assert all(isinstance(item, StoredEvent) for item in items)
+    assert [item.id for item in items] == [e.id for e in stored[2:]] + [live.id]  # type: ignore[union-attr]
+
+
+async def test_expired_resume_sends_reset_first(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory, history_size=2) as broker:
+        stored = [await broker.publish("a", str(i)) for i in range(5)]
+        async with broker.subscribe("a", last_event_id=stored[0].id) as sub:
+            await sub.prepare()
+            assert sub.reset is ResetReason.EXPIRED
+            live = await broker.publish("a", "live")
+            with anyio.fail_after(5):
+                items = await sub.receive()
+    assert items == [Reset(ResetReason.EXPIRED), live]

@@ -1,0 +1,302 @@
+"""The Redis backend beyond the shared conformance suite: what only a shared store can show.
+
+Runs against the real Redis on 127.0.0.1:6379 (skipped without it unless
+``SSEHUB_REQUIRE_REDIS=1``), each test on its own key prefix. The backend is asyncio-only
+(redis-py's ``redis.asyncio`` client), so these tests run on asyncio, except the one that checks
+the clear refusal under trio.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+import redis
+from redis_support import REDIS_URL, delete_prefix, require_redis, unique_prefix
+
+from ssehub import (
+    BackendUnavailable,
+    BrokerClosed,
+    ConfigurationError,
+    MissingDependency,
+    ServerSentEvent,
+)
+from ssehub._clock import ManualClock
+from ssehub.backends import create_backend
+from ssehub.backends.redis import RedisBackend, parse_event_id
+from ssehub.broker import Broker, ResetReason, StoredEvent
+
+pytestmark = [pytest.mark.redis]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # redis-py's client is asyncio-only; see the module docstring.
+    return "asyncio"
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_redis()
+    name = unique_prefix()
+    yield name
+    delete_prefix(name)
+
+
+def backend(prefix: str, **options: object) -> RedisBackend:
+    options.setdefault("history_size", 100)
+    options.setdefault("history_ttl", 3600.0)
+    return RedisBackend(REDIS_URL, prefix=prefix, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def broker(prefix: str) -> AsyncIterator[Broker]:
+    async with Broker(backend(prefix), clock=ManualClock()) as running:
+        yield running
+
+
+def sync_client() -> redis.Redis:
+    return redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+
+
+# -- configuration -----------------------------------------------------------------------------
+
+
+def test_from_url_takes_our_options_out_of_the_query() -> None:
+    made = RedisBackend.from_url(
+        "redis://127.0.0.1:6379/3?prefix=shop&log_size=5000&max_connections=4&socket_keepalive=1",
+        history_size=10,
+        history_ttl=60.0,
+    )
+    assert (made.prefix, made.log_size, made.max_connections) == ("shop", 5000, 4)
+    assert made.url == "redis://127.0.0.1:6379/3?socket_keepalive=1"
+    assert (made.history_size, made.history_ttl) == (10, 60.0)
+
+
+def test_factory_maps_redis_and_rediss_schemes() -> None:
+    plain = create_backend("redis://127.0.0.1:6379/0", history_size=5, history_ttl=1.0)
+    tls = create_backend("rediss://cache.example:6380/1", history_size=5, history_ttl=1.0)
+    assert isinstance(plain, RedisBackend)
+    assert isinstance(tls, RedisBackend)
+    assert tls.url.startswith("rediss://")
+    assert plain.log_size >= 5
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("redis://h/0?prefix=bad{brace}", {}),
+        ("redis://h/0?prefix=", {}),
+        ("redis://h/0?log_size=many", {}),
+        ("redis://h/0?log_size=3", {}),  # smaller than the history
+        ("redis://h/0?max_connections=0", {}),
+        ("memcached://h/0", {}),
+    ],
+)
+def test_bad_options_are_configuration_errors(url: str, options: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(url, history_size=10, history_ttl=60.0)
+
+
+def test_bad_bounds_are_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend(history_size=0)
+    with pytest.raises(ConfigurationError):
+        RedisBackend(history_ttl=0)
+
+
+def test_missing_redis_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes `import redis.asyncio` raise ImportError.
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(MissingDependency, match=r"ssehub\[redis\]"):
+        RedisBackend()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0a1b2c3d-1700000000000-3", ("0a1b2c3d", (1700000000000, 3))),
+        ("0a1b2c3d-0-0", ("0a1b2c3d", (0, 0))),
+        ("0a1b2c3d-18446744073709551615-1", ("0a1b2c3d", (2**64 - 1, 1))),
+        ("0a1b2c3d-18446744073709551616-1", None),  # beyond Redis's 64-bit ids
+        ("0a1b2c3d-01-1", None),  # leading zero: not canonical
+        ("0A1B2C3D-1-1", None),
+        ("1700000000000-3", None),  # a bare stream id has no epoch
+        ("abc-1-1", None),
+        ("", None),
+    ],
+)
+def test_parse_event_id(value: str, expected: object) -> None:
+    assert parse_event_id(value) == expected
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_entries_are_plain_fields_never_pickle(broker: Broker, prefix: str) -> None:
+    stored = await broker.publish(["a", "b"], "line 1\nline 2", event="update", retry=1500)
+    client = sync_client()
+    try:
+        ((_, fields),) = client.xrange(f"ssehub:{{{prefix}}}:t:a")
+        log = client.xrange(f"ssehub:{{{prefix}}}:log")
+    finally:
+        client.close()
+    assert fields == {
+        b"t": b'["a","b"]',
+        b"d": b"line 1\nline 2",
+        b"e": b"update",
+        b"r": b"1500",
+    }
+    assert log[0][1][b"p"] == stored.id.split("-")[0].encode()  # the epoch rides in the log
+    assert stored.event.encode() == (
+        f"id: {stored.id}\nevent: update\ndata: line 1\ndata: line 2\nretry: 1500\n\n".encode()
+    )
+
+
+@pytest.mark.anyio
+async def test_history_sizes_lists_every_published_topic(broker: Broker) -> None:
+    await broker.publish(["x", "y"], "1")
+    await broker.publish("y", "2")
+    assert await broker.backend.history_sizes() == {"x": 1, "y": 2}
+    assert await broker.backend.history_sizes(["never"]) == {"never": 0}
+
+
+@pytest.mark.anyio
+async def test_replay_cost_is_bounded_by_the_history(prefix: str) -> None:
+    async with Broker(backend(prefix, history_size=5), clock=ManualClock()) as broker:
+        first = await broker.publish("a", "0")
+        stored = [await broker.publish("a", str(i)) for i in range(1, 50)]
+        client = sync_client()
+        try:
+            assert client.xlen(f"ssehub:{{{prefix}}}:t:a") == 5  # exact trimming
+        finally:
+            client.close()
+        assert (await broker.backend.replay(["a"], first.id)).reset is ResetReason.EXPIRED
+        replay = await broker.backend.replay(["a"], stored[-6].id)
+    assert [event.id for event in replay.events] == [event.id for event in stored[-5:]]
+
+
+# -- many processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_two_brokers_share_topics_history_and_resume(prefix: str) -> None:
+    """Two brokers on one prefix stand for two hub processes behind a load balancer."""
+    clock = ManualClock()
+    async with (
+        Broker(backend(prefix), clock=clock) as hub_a,
+        Broker(backend(prefix), clock=clock) as hub_b,
+        hub_b.subscribe(["orders", "news"]) as on_b,
+    ):
+        published = [
+            await hub_a.publish("orders", "o1"),
+            await hub_a.publish(["orders", "news"], "both"),
+            await hub_b.publish("news", "n1"),
+            await hub_a.publish("other", "not subscribed"),
+            await hub_a.publish("orders", "o2"),
+        ]
+        wanted = [event.id for event in published if event.event.data != "not subscribed"]
+        received: list[str] = []
+        with anyio.fail_after(5):
+            while len(received) < len(wanted):
+                received += [item.id for item in await on_b.receive()]  # type: ignore[union-attr]
+        assert received == wanted
+        # A client cut from B after the first event resumes on A with its Last-Event-ID.
+        async with hub_a.subscribe(["orders", "news"], last_event_id=wanted[0]) as on_a:
+            live = await hub_b.publish("orders", "o3")
+            resumed: list[str] = []
+            with anyio.fail_after(5):
+                while len(resumed) < len(wanted):
+                    resumed += [item.id for item in await on_a.receive()]  # type: ignore[union-attr]
+    assert resumed == [*wanted[1:], live.id]
+
+
+@pytest.mark.anyio
+async def test_batch_is_atomic_and_ordered(broker: Broker) -> None:
+    async with broker.subscribe(["a", "b"]) as subscription:
+        from ssehub.broker import Publication
+
+        stored = await broker.publish_many(
+            [Publication("a", "1"), Publication(["a", "b"], "2"), Publication("b", "3")]
+        )
+        with anyio.fail_after(5):
+            items = await subscription.receive()
+    assert [item.id for item in items if isinstance(item, StoredEvent)] == [e.id for e in stored]
+    positions = [event.position for event in stored]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.anyio
+async def test_connections_are_bounded_whatever_the_load(prefix: str) -> None:
+    """200 concurrent resumes and publishes share a pool of 3 connections (+1 reader)."""
+    async with Broker(backend(prefix, max_connections=3), clock=ManualClock()) as broker:
+        first = await broker.publish("a", "0")
+        rest = [await broker.publish("a", str(i)) for i in range(1, 20)]
+        results: list[list[str]] = []
+
+        async def resume() -> None:
+            replay = await broker.backend.replay(["a"], first.id)
+            results.append([event.id for event in replay.events])
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for _ in range(200):
+                    group.start_soon(resume)
+        client = sync_client()
+        try:
+            ours = [
+                entry
+                for entry in client.client_list()
+                if entry.get("name", "") == f"ssehub:{prefix}"
+            ]
+        finally:
+            client.close()
+    assert results == [[event.id for event in rest]] * 200
+    assert 1 <= len(ours) <= 4
+
+
+@pytest.mark.anyio
+async def test_ids_from_a_lost_data_set_are_unknown(prefix: str) -> None:
+    async with Broker(backend(prefix), clock=ManualClock()) as broker:
+        before = await broker.publish("a", "x")
+        delete_prefix(prefix)  # as after a restart without persistence, or a flush
+        after = await broker.publish("a", "y")
+        assert after.id.split("-")[0] != before.id.split("-")[0]  # a new epoch
+        replay = await broker.backend.replay(["a"], before.id)
+    assert replay.reset is ResetReason.UNKNOWN
+
+
+@pytest.mark.anyio
+async def test_publish_before_start_is_refused() -> None:
+    with pytest.raises(BrokerClosed):
+        await RedisBackend().publish([(("a",), ServerSentEvent("x"))])
+
+
+@pytest.mark.anyio
+async def test_start_without_redis_is_backend_unavailable() -> None:
+    port = _closed_port()
+    # The broker currently re-raises start() errors inside an ExceptionGroup; accept both.
+    with pytest.RaisesGroup(BackendUnavailable, allow_unwrapped=True, flatten_subgroups=True):
+        async with Broker(RedisBackend(f"redis://127.0.0.1:{port}/0", socket_timeout=2)):
+            pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+@pytest.mark.anyio
+async def test_trio_is_refused_clearly() -> None:
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(ConfigurationError, match="asyncio"),
+        allow_unwrapped=True,
+        flatten_subgroups=True,
+    ):
+        async with Broker(RedisBackend()):
+            pass
+
+
+def _closed_port() -> int:
+    from redis_support import free_port
+
+    return free_port()  # nothing listens there once the probe socket is closed

@@ -1,0 +1,226 @@
+"""Publishing: data encoding, validation, ids, multi-topic fan-out, batches, threads, closing."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+from ssehub import (
+    BrokerClosed,
+    ConfigurationError,
+    EventValidationError,
+    InvalidTopic,
+    ServerSentEvent,
+)
+from ssehub._frames import FrameSource
+from ssehub.broker import Broker, OverflowPolicy, Publication, StoredEvent
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_str_data_is_verbatim_and_json_values_are_compact() -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        text = await broker.publish("t", "line 1\nline 2", event="note", retry=1500)
+        obj = await broker.publish("t", {"b": [1, 2], "é": None})
+        number = await broker.publish("t", 3)
+        null = await broker.publish("t", None)
+        with anyio.fail_after(5):
+            frames = await sub.receive_frames()
+    assert frames == [
+        f"id: {text.id}\nevent: note\ndata: line 1\ndata: line 2\nretry: 1500\n\n".encode(),
+        f'id: {obj.id}\ndata: {{"b":[1,2],"é":null}}\n\n'.encode(),
+        f"id: {number.id}\ndata: 3\n\n".encode(),
+        f"id: {null.id}\ndata: null\n\n".encode(),
+    ]
+
+
+async def test_server_sent_event_data_keeps_fields_but_gets_broker_id() -> None:
+    async with Broker() as broker:
+        stored = await broker.publish("t", ServerSentEvent("x", event="e", id="mine", comment="c"))
+    assert stored.event == ServerSentEvent("x", event="e", id=stored.id, comment="c")
+    assert stored.id != "mine"
+
+
+async def test_frames_are_encoded_once_and_shared() -> None:
+    async with Broker() as broker:
+        subs = [broker.subscribe("t") for _ in range(3)]
+        stored = await broker.publish("t", "x")
+        with anyio.fail_after(5):
+            frames = [await sub.receive_frames() for sub in subs]
+    assert all(frame[0] is stored.encode() for frame in frames)
+    assert all(isinstance(sub, FrameSource) for sub in subs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"event": "a\nb"}, "event"),
+        ({"event": "a\rb"}, "event"),
+        ({"event": "ssehub.reset"}, "event"),
+        ({"retry": -1}, "retry"),
+        ({"retry": True}, "retry"),
+    ],
+)
+async def test_invalid_fields_raise(kwargs: dict[str, object], field: str) -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with pytest.raises(EventValidationError) as info:
+            await broker.publish("t", "x", **kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field
+        assert broker.statistics().published == 0
+        assert sub.statistics().queued == 0
+
+
+async def test_non_json_data_raises() -> None:
+    async with Broker() as broker:
+        with pytest.raises(EventValidationError):
+            await broker.publish("t", {1, 2})
+        with pytest.raises(EventValidationError):
+            await broker.publish("t", object())
+
+
+@pytest.mark.parametrize(
+    "topics",
+    ["", "a b", "x\n", "é", "a" * 257, [], ["ok", ""], [f"t{i}" for i in range(33)], 42],
+)
+async def test_invalid_topics_raise(topics: object) -> None:
+    async with Broker() as broker:
+        with pytest.raises(InvalidTopic):
+            await broker.publish(topics, "x")  # type: ignore[arg-type]
+        with pytest.raises(InvalidTopic):
+            broker.subscribe(topics)  # type: ignore[arg-type]
+        assert broker.statistics().subscribers == 0
+
+
+async def test_url_topics_are_valid() -> None:
+    topic = "https://example.com/books/1?x=y#z"
+    async with Broker() as broker:
+        sub = broker.subscribe([topic, "a" * 256])
+        await broker.publish(topic, "x")
+        assert sub.statistics().queued == 1
+
+
+async def test_event_on_two_subscribed_topics_is_delivered_once() -> None:
+    async with Broker() as broker:
+        both = broker.subscribe(["a", "b"])
+        only_b = broker.subscribe("b")
+        stored = await broker.publish(["a", "b", "a"], "x")
+        assert stored.topics == ("a", "b")
+        assert broker.subscriber_count(["a", "b"]) == 2
+        with anyio.fail_after(5):
+            assert await both.receive() == [stored]
+            assert await only_b.receive() == [stored]
+
+
+async def test_publish_many_publishes_in_order() -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe(["a", "b"])
+        stored = await broker.publish_many(
+            [Publication("a", "1"), Publication("b", {"n": 2}, event="e"), Publication("a", "3")]
+        )
+        assert await broker.publish_many([]) == []
+        with anyio.fail_after(5):
+            items = await sub.receive()
+    assert items == stored
+    assert [event.event.data for event in stored] == ["1", '{"n":2}', "3"]
+    assert broker.statistics().published == 3
+
+
+async def test_publish_from_plain_thread() -> None:
+    results: list[StoredEvent] = []
+    errors: list[BaseException] = []
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+
+        def work() -> None:
+            try:
+                results.extend(broker.publish_threadsafe("t", str(i)) for i in range(20))
+                results.extend(broker.publish_many_threadsafe([Publication("t", "last")]))
+            except BaseException as exc:  # reported to the test below
+                errors.append(exc)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        received: list[object] = []
+        with anyio.fail_after(5):
+            while len(received) < 21:
+                received.extend(await sub.receive())
+        await anyio.to_thread.run_sync(thread.join)
+    assert errors == []
+    assert received == results
+    assert [event.event.data for event in results] == [*map(str, range(20)), "last"]
+
+
+async def test_publish_threadsafe_from_loop_thread_is_refused() -> None:
+    async with Broker() as broker:
+        with pytest.raises(RuntimeError):
+            broker.publish_threadsafe("t", "x")
+
+
+def test_publish_threadsafe_after_shutdown_raises() -> None:
+    async def main() -> Broker:
+        async with Broker() as broker:
+            pass
+        return broker
+
+    broker = anyio.run(main)
+    with pytest.raises(BrokerClosed):
+        broker.publish_threadsafe("t", "x")
+
+
+async def test_closed_broker_refuses_publish_and_subscribe() -> None:
+    broker = Broker()
+    with pytest.raises(BrokerClosed):
+        await broker.publish("t", "x")
+    with pytest.raises(BrokerClosed):
+        broker.subscribe("t")
+    async with broker:
+        assert broker.running
+    assert not broker.running
+    with pytest.raises(BrokerClosed):
+        await broker.publish("t", "x")
+    with pytest.raises(BrokerClosed):
+        await broker.publish_many([Publication("t", "x")])
+    with pytest.raises(BrokerClosed):
+        broker.subscribe("t")
+    with pytest.raises(BrokerClosed):
+        async with broker:
+            pass
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"backend": "nosuch://x"},
+        {"backend": "memory://host"},
+        {"queue_size": 0},
+        {"overflow": "sometimes"},
+        {"max_connection_age": 0},
+        {"max_connection_age": 10, "max_connection_age_jitter": 1.0},
+        {"max_topics_per_subscription": 0},
+        {"history_size": 0},
+        {"history_ttl": 0},
+    ],
+)
+def test_bad_configuration_raises(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        Broker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_redis_scheme_hook_is_reported_clearly() -> None:
+    # Until ssehub/backends/redis.py exists this is a ConfigurationError naming the scheme; once
+    # it exists, the URL is handed to RedisBackend.from_url (tested by the Redis suite).
+    try:
+        import ssehub.backends.redis  # noqa: F401
+    except ModuleNotFoundError:
+        with pytest.raises(ConfigurationError, match="redis"):
+            Broker("redis://127.0.0.1:6379/0")
+
+
+def test_overflow_policy_accepts_names() -> None:
+    assert OverflowPolicy.parse("drop-oldest") is OverflowPolicy.DROP_OLDEST
+    assert OverflowPolicy.parse("BLOCK") is OverflowPolicy.BLOCK
+    assert Broker(overflow="drop_oldest").overflow is OverflowPolicy.DROP_OLDEST

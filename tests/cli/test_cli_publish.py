@@ -1,0 +1,123 @@
+"""``ssehub publish`` end to end against the real hub on a loopback port."""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import sys
+
+import pytest
+from hub_server import HubServer
+
+from ssehub.cli import main
+from ssehub.client import HubClient, ReconnectPolicy
+from ssehub.wire import MessageEvent
+
+pytestmark = pytest.mark.integration
+
+FAST = ReconnectPolicy(initial_retry=0.001, max_delay=0.01)
+ANSWER = re.compile(r"id=(\S+) topics=(\S+) subscribers=(\d+)")
+
+
+def published_after(url: str, topic: str, after: str, count: int) -> list[MessageEvent]:
+    """The ``count`` events of ``topic`` after id ``after``, replayed from the hub's history."""
+    with HubClient(url) as client, client.subscribe(topic, after, policy=FAST) as source:
+        return [next(source) for _ in range(count)]
+
+
+def marker(url: str, topic: str) -> str:
+    with HubClient(url) as client:
+        return client.publish(topic, "marker").id
+
+
+def feed_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_publish_one_event(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> None:
+    start = marker(hub.url, "chat")
+    code = main(
+        ["publish", "--url", hub.url, "chat", "hello\nworld", "--event", "greet", "--retry", "2000"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == ""
+    match = ANSWER.fullmatch(out.strip())
+    assert match is not None
+    assert match.group(2, 3) == ("chat", "0")
+    (event,) = published_after(hub.url, "chat", start, 1)
+    assert (event.id, event.event, event.data) == (match.group(1), "greet", "hello\nworld")
+
+
+def test_url_from_the_environment(
+    hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSEHUB_URL", hub.url)
+    start = marker(hub.url, "env")
+    assert main(["publish", "env", "via env"]) == 0
+    assert [e.data for e in published_after(hub.url, "env", start, 1)] == ["via env"]
+    capsys.readouterr()
+
+
+def test_stdin_is_one_event_without_its_final_newline(
+    hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = marker(hub.url, "in")
+    feed_stdin(monkeypatch, "line 1\nline \u2026\n".encode())
+    assert main(["publish", "--url", hub.url, "in", "-"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert [e.data for e in published_after(hub.url, "in", start, 1)] == ["line 1\nline \u2026"]
+
+
+def test_stdin_lines_are_one_event_each(
+    hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = marker(hub.url, "lines")
+    feed_stdin(monkeypatch, b"a\n\nb\r\nc")
+    assert main(["publish", "--url", hub.url, "lines", "-", "--lines", "-e", "row"]) == 0
+    answers = [ANSWER.fullmatch(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(answers) == 3
+    events = published_after(hub.url, "lines", start, 3)
+    assert [(e.data, e.event) for e in events] == [("a", "row"), ("b", "row"), ("c", "row")]
+    assert [e.id for e in events] == [m.group(1) for m in answers if m is not None]
+
+
+def test_inline_data_lines(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> None:
+    start = marker(hub.url, "inline")
+    assert main(["publish", "--url", hub.url, "inline", "x\ny", "--lines"]) == 0
+    assert [e.data for e in published_after(hub.url, "inline", start, 2)] == ["x", "y"]
+    capsys.readouterr()
+
+
+def test_rejected_publish_is_one_clear_line(
+    hub: HubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["publish", "--url", hub.url, "bad topic!", "x"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("ssehub publish: the hub refused: ")
+    assert "(invalid_topic, HTTP 400)" in err
+
+    assert main(["publish", "--url", hub.url, "t", "x", "--event", "a\rb"]) == 1
+    assert "invalid_event" in capsys.readouterr().err
+
+
+def test_unreachable_hub_and_bad_arguments(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert main(["publish", "--url", url, "t", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ssehub publish: cannot reach the hub at ")
+    assert len(err.splitlines()) == 1
+
+    assert main(["publish", "--url", "ftp://127.0.0.1", "t", "x"]) == 2
+    assert "only http and https" in capsys.readouterr().err
+
+    feed_stdin(monkeypatch, b"\xff\xfe")
+    assert main(["publish", "--url", "http://127.0.0.1:1", "t", "-"]) == 2
+    assert capsys.readouterr().err == "ssehub publish: standard input is not UTF-8 text\n"

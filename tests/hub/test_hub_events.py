@@ -1,0 +1,254 @@
+"""GET /events through the ASGI app: framing, subscribe-before-headers, exact resume, resets,
+pings, shutdown and slow clients."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from ssehub.broker import RESET_EVENT_TYPE, Broker
+from ssehub.hub import RESET_HEADER, HubSettings, create_app
+
+from .conftest import client_for, hub_of, open_events, running_hub
+
+pytestmark = pytest.mark.anyio
+
+
+async def publish(client: httpx.AsyncClient, topic: str, data: str, **extra: object) -> str:
+    response = await client.post("/publish", json={"topic": topic, "data": data, **extra})
+    assert response.status_code == 200, response.text
+    event_id: str = response.json()["id"]
+    return event_id
+
+
+async def test_stream_headers_and_framing(hub_app: Starlette, client: httpx.AsyncClient) -> None:
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=news") as stream:
+            await stream.start()
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            assert stream.headers["cache-control"] == "no-store"
+            assert RESET_HEADER.lower() not in stream.headers
+            first = await stream.receive_chunk()
+            assert first is not None
+            assert first.startswith(b":")  # opening comment, flushed before any event
+            event_id = await publish(client, "news", "line 1\nline 2", event="headline")
+            raw = await stream.receive_chunk()
+            assert raw == (
+                f"id: {event_id}\nevent: headline\ndata: line 1\ndata: line 2\n\n".encode()
+            )
+
+
+async def test_every_event_has_an_id(hub_app: Starlette, client: httpx.AsyncClient) -> None:
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=a&topic=b&topic=a") as stream:
+            await stream.start()
+            ids = [await publish(client, topic, str(i)) for i, topic in enumerate("abcab")]
+            events = await stream.events().take(4)
+            assert [e.id for e in events] == [ids[0], ids[1], ids[3], ids[4]]
+            assert len(set(ids)) == 5
+
+
+async def test_subscribed_before_the_headers_go_out(hub_app: Starlette) -> None:
+    # The moment the client sees the status line, an event published from anywhere reaches it.
+    broker = hub_of(hub_app).broker
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=t") as stream:
+            await stream.start()
+            stored = await broker.publish("t", "right after the headers")
+            event = await stream.events().next_event()
+            assert (event.id, event.data) == (stored.id, "right after the headers")
+
+
+async def test_exact_resume_through_http(hub_app: Starlette, client: httpx.AsyncClient) -> None:
+    with anyio.fail_after(10):
+        async with open_events(hub_app, "topic=feed") as stream:
+            await stream.start()
+            ids = [await publish(client, "feed", f"event {n}") for n in range(1, 11)]
+            seen = await stream.events().take(4)
+            assert [e.data for e in seen] == [f"event {n}" for n in range(1, 5)]
+            last = stream.events().parser.last_event_id
+        assert last == ids[3]
+        # Two more while disconnected.
+        ids += [await publish(client, "feed", f"event {n}") for n in (11, 12)]
+        async with open_events(hub_app, "topic=feed", {"Last-Event-ID": last}) as stream:
+            await stream.start()
+            assert RESET_HEADER.lower() not in stream.headers
+            replayed = await stream.events().take(8)
+            assert [e.id for e in replayed] == ids[4:]
+            assert [e.data for e in replayed] == [f"event {n}" for n in range(5, 13)]
+            # Then live, with no duplicate at the handover.
+            live_id = await publish(client, "feed", "live")
+            event = await stream.events().next_event()
+            assert (event.id, event.data) == (live_id, "live")
+
+
+async def test_resume_with_query_parameter_and_header_precedence(
+    hub_app: Starlette, client: httpx.AsyncClient
+) -> None:
+    ids = [await publish(client, "q", str(n)) for n in range(5)]
+    with anyio.fail_after(5):
+        async with open_events(hub_app, f"topic=q&lastEventId={ids[1]}") as stream:
+            await stream.start()
+            assert [e.id for e in await stream.events().take(3)] == ids[2:]
+        # A reconnecting browser sends the header; it is newer than the id in the URL.
+        async with open_events(
+            hub_app, f"topic=q&lastEventId={ids[1]}", {"Last-Event-ID": ids[3]}
+        ) as stream:
+            await stream.start()
+            assert [e.id for e in await stream.events().take(1)] == ids[4:]
+
+
+async def test_resume_across_several_topics(hub_app: Starlette, client: httpx.AsyncClient) -> None:
+    ids = [await publish(client, topic, topic + str(n)) for n, topic in enumerate("abcabc")]
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=a&topic=c", {"Last-Event-ID": ids[0]}) as stream:
+            await stream.start()
+            events = await stream.events().take(3)
+            assert [e.data for e in events] == ["c2", "a3", "c5"]
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "reason"),
+    [
+        ("not valid!", "malformed"),
+        ("x" * 65, "malformed"),
+        ("ffffffff-1", "unknown"),
+    ],
+)
+async def test_reset_header_and_event(
+    hub_app: Starlette, client: httpx.AsyncClient, last_event_id: str, reason: str
+) -> None:
+    await publish(client, "r", "old")
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=r", {"Last-Event-ID": last_event_id}) as stream:
+            await stream.start()
+            assert stream.headers[RESET_HEADER] == reason
+            reset = await stream.events().next_event()
+            assert reset.event == RESET_EVENT_TYPE
+            assert reset.data == f'{{"reason":"{reason}"}}'
+            assert reset.id == ""  # a notice never moves the browser's lastEventId
+            new_id = await publish(client, "r", "new")
+            event = await stream.events().next_event()
+            assert (event.id, event.data) == (new_id, "new")
+            body = b"".join(m.get("body", b"") for m in stream.body_messages)
+            assert last_event_id.encode() not in body
+
+
+async def test_expired_reset_when_history_has_moved_on(client: httpx.AsyncClient) -> None:
+    async with running_hub(HubSettings(history=3)) as app, client_for(app) as http:
+        ids = [await publish(http, "h", str(n)) for n in range(10)]
+        with anyio.fail_after(5):
+            async with open_events(app, "topic=h", {"Last-Event-ID": ids[0]}) as stream:
+                await stream.start()
+                assert stream.headers[RESET_HEADER] == "expired"
+                reset = await stream.events().next_event()
+                assert (reset.event, reset.data) == (RESET_EVENT_TYPE, '{"reason":"expired"}')
+
+
+async def test_idle_stream_gets_pings() -> None:
+    async with running_hub(HubSettings(ping=0.01)) as app:
+        with anyio.fail_after(5):
+            async with open_events(app, "topic=quiet") as stream:
+                await stream.start()
+                assert (await stream.receive_chunk() or b"").startswith(b":")  # opening comment
+                ping = await stream.receive_chunk()
+                assert ping is not None
+                assert ping.startswith(b": ping")
+                assert stream.events().received == []
+
+
+async def test_head_does_not_subscribe(hub_app: Starlette, client: httpx.AsyncClient) -> None:
+    response = await client.head("/events?topic=t")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert hub_of(hub_app).broker.statistics().subscribers == 0
+
+
+async def test_disconnect_releases_the_subscription(hub_app: Starlette) -> None:
+    broker = hub_of(hub_app).broker
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=a&topic=b") as stream:
+            await stream.start()
+            assert broker.subscriber_count() == 1
+            await stream.disconnect()
+            await stream.wait_closed()
+        assert broker.statistics().subscribers == 0
+        assert broker.statistics().topics == 0
+
+
+async def test_drain_ends_every_stream_cleanly(
+    hub_app: Starlette, client: httpx.AsyncClient
+) -> None:
+    hub = hub_of(hub_app)
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=a") as one, open_events(hub_app, "topic=b") as two:
+            await one.start()
+            await two.start()
+            await publish(client, "a", "before")
+            assert (await one.events().next_event()).data == "before"
+            hub.drain()
+            await one.events().rest()
+            await two.events().rest()
+            assert one.complete
+            assert two.complete  # a final empty body: a clean end, not a reset connection
+            await one.wait_closed()
+            await two.wait_closed()
+        assert hub.broker.statistics().subscribers == 0
+        # New streams opened while draining end at once too.
+        async with open_events(hub_app, "topic=c") as late:
+            await late.start()
+            await late.events().rest()
+            assert late.complete
+
+
+async def test_lifespan_exit_ends_open_streams() -> None:
+    with anyio.fail_after(5):
+        app = create_app()
+        async with anyio.create_task_group() as group:
+            stopping = anyio.Event()
+            started = anyio.Event()
+
+            async def run_lifespan() -> None:
+                async with app.router.lifespan_context(app):
+                    started.set()
+                    await stopping.wait()
+
+            group.start_soon(run_lifespan)
+            await started.wait()
+            async with open_events(app, "topic=t") as stream:
+                await stream.start()
+                stopping.set()
+                await stream.events().rest()
+                assert stream.complete
+
+
+async def test_frozen_client_is_ended_by_the_send_timeout() -> None:
+    async with running_hub(HubSettings(send_timeout=0.05)) as app:
+        broker = hub_of(app).broker
+        with anyio.fail_after(5):
+            # A client that accepts the response start and then nothing more.
+            async with open_events(app, "topic=t", max_buffered_messages=0) as stream:
+                await stream.start()
+                await broker.publish("t", "nobody reads this")
+                await stream.wait_closed()  # ended quietly: no exception escapes the app
+                assert not stream.complete
+            assert broker.statistics().subscribers == 0
+
+
+async def test_max_connection_age_comes_from_the_broker() -> None:
+    from ssehub.testing import ManualClock
+
+    clock = ManualClock()
+    async with Broker(max_connection_age=60, max_connection_age_jitter=0, clock=clock) as broker:
+        app = create_app(broker=broker)
+        with anyio.fail_after(5):
+            async with open_events(app, "topic=t") as stream:
+                await stream.start()
+                while clock.sleepers == 0:
+                    await anyio.wait_all_tasks_blocked()
+                clock.advance(60)
+                await stream.events().rest()
+                assert stream.complete

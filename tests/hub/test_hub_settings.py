@@ -1,0 +1,114 @@
+"""HubSettings: defaults, environment variables, command-line precedence, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ssehub import ConfigurationError
+from ssehub.broker import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL,
+    DEFAULT_MAX_TOPICS,
+    DEFAULT_QUEUE_SIZE,
+)
+from ssehub.hub import HubSettings
+from ssehub.hub._settings import options
+
+
+def test_defaults_follow_the_broker_and_are_documented() -> None:
+    settings = HubSettings()
+    assert (settings.host, settings.port, settings.broker) == ("127.0.0.1", 8000, "memory://")
+    assert settings.history == DEFAULT_HISTORY_SIZE
+    assert settings.history_ttl == DEFAULT_HISTORY_TTL
+    assert settings.queue_size == DEFAULT_QUEUE_SIZE
+    assert settings.max_topics == DEFAULT_MAX_TOPICS
+    assert settings.ping == 15.0
+    assert settings.max_connection_age is None
+    assert settings.slow_policy == "disconnect"
+    for spec in options():
+        assert len(spec.help) > 10, spec.name
+
+
+def test_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        HubSettings().port = 1  # type: ignore[misc]
+
+
+def test_every_option_has_a_flag_and_a_variable() -> None:
+    specs = {spec.name: spec for spec in options()}
+    assert set(specs) == {f.name for f in dataclasses.fields(HubSettings)}
+    assert specs["max_connection_age"].flag == "--max-connection-age"
+    assert specs["max_connection_age"].env == "SSEHUB_MAX_CONNECTION_AGE"
+    assert specs["slow_policy"].flag == "--slow-policy"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "value"),
+    [
+        ("host", "0.0.0.0", "0.0.0.0"),
+        ("port", "9000", 9000),
+        ("broker", "redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("history", "5_000", 5000),
+        ("history_ttl", "60", 60.0),
+        ("ping", "2.5", 2.5),
+        ("max_connection_age", "300", 300.0),
+        ("max_connection_age", "0", None),
+        ("max_connection_age", "none", None),
+        ("queue_size", "10", 10),
+        ("slow_policy", "drop-oldest", "drop_oldest"),
+        ("slow_policy", "BLOCK", "block"),
+        ("send_timeout", "off", None),
+        ("grace_period", "0", 0.0),
+        ("max_body_size", "1024", 1024),
+        ("max_topics", "4", 4),
+        ("max_batch", "7", 7),
+        ("docs", "no", False),
+        ("log_level", "DEBUG", "debug"),
+        ("access_log", "on", True),
+    ],
+)
+def test_environment_variables(name: str, text: str, value: object) -> None:
+    settings = HubSettings.from_sources(env={"SSEHUB_" + name.upper(): text})
+    assert getattr(settings, name) == value
+
+
+def test_command_line_wins_over_environment() -> None:
+    settings = HubSettings.from_sources(
+        {"port": "9001", "ping": None}, {"SSEHUB_PORT": "9000", "SSEHUB_PING": "3"}
+    )
+    assert (settings.port, settings.ping) == (9001, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("cli", "env", "message"),
+    [
+        ({"port": "eighty"}, {}, "--port"),
+        ({}, {"SSEHUB_PORT": "eighty"}, "SSEHUB_PORT"),
+        ({}, {"SSEHUB_PORT": "70000"}, "port"),
+        ({}, {"SSEHUB_PING": "nan"}, "SSEHUB_PING"),
+        ({}, {"SSEHUB_PING": "0"}, "ping"),
+        ({}, {"SSEHUB_HISTORY": "0"}, "history"),
+        ({}, {"SSEHUB_HISTORY_TTL": "-1"}, "history_ttl"),
+        ({}, {"SSEHUB_QUEUE_SIZE": "-1"}, "queue_size"),
+        ({"slow_policy": "yolo"}, {}, "--slow-policy"),
+        ({}, {"SSEHUB_DOCS": "maybe"}, "SSEHUB_DOCS"),
+        ({}, {"SSEHUB_LOG_LEVEL": "loud"}, "SSEHUB_LOG_LEVEL"),
+        ({}, {"SSEHUB_BROKER": "localhost"}, "broker"),
+        ({}, {"SSEHUB_GRACE_PERIOD": "-1"}, "grace_period"),
+        ({}, {"SSEHUB_SEND_TIMEOUT": "-3"}, "send_timeout"),
+    ],
+)
+def test_invalid_values_name_their_source(
+    cli: dict[str, str | None], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        HubSettings.from_sources(cli, env)
+
+
+def test_replace_validates() -> None:
+    settings = HubSettings().replace(port=0)
+    assert settings.port == 0
+    with pytest.raises(ConfigurationError):
+        settings.replace(max_batch=0)

@@ -1,0 +1,191 @@
+"""Task progress: lifecycle, conflating subscriptions, late subscribers, run()."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from ssehub import ProtocolError, SchemaValidationError
+from ssehub.protocols import (
+    TASK_PROGRESS,
+    ProgressBoard,
+    ProgressReporter,
+    ProgressSubscription,
+    TaskProgress,
+    TaskState,
+)
+from ssehub.wire import parse
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_lifecycle_and_single_task_subscription_ends_after_final_state() -> None:
+    board = ProgressBoard()
+    task = board.create("job", "queued")
+    sub = board.subscribe("job")
+    with anyio.fail_after(5):
+        first = await sub.receive()
+        assert (first.state, first.message, first.seq) == (TaskState.PENDING, "queued", 1)
+        task.start("go")
+        assert (await sub.receive()).state is TaskState.RUNNING
+        task.update(50, "half")
+        got = await sub.receive()
+        assert (got.percent, got.message) == (50.0, "half")
+        task.complete("done")
+        final = await sub.receive()
+        assert (final.state, final.percent, final.seq) == (TaskState.COMPLETED, 100.0, 4)
+        with pytest.raises(anyio.EndOfStream):
+            await sub.receive()
+        assert [s async for s in sub] == []
+
+
+async def test_late_subscriber_gets_the_current_state_first_then_waits() -> None:
+    board = ProgressBoard()
+    task = board.create("job")
+    task.update(10)
+    task.update(20, "twenty")
+    sub = board.subscribe("job")
+    with anyio.fail_after(5):
+        current = await sub.receive()
+        assert (current.percent, current.message) == (20.0, "twenty")
+        async with anyio.create_task_group() as tg:
+            received: list[TaskProgress] = []
+
+            async def wait_next() -> None:
+                received.append(await sub.receive())
+
+            tg.start_soon(wait_next)
+            await anyio.wait_all_tasks_blocked()
+            assert received == []  # no new state yet: the subscriber waits
+            task.fail("boom")
+        assert received[0].state is TaskState.FAILED
+        assert (received[0].error, received[0].percent) == ("boom", 20.0)
+
+
+async def test_slow_subscribers_are_conflated_and_many_subscribers_agree() -> None:
+    board = ProgressBoard()
+    task = board.create("job")
+    subs = [board.subscribe("job") for _ in range(3)]
+    for p in range(0, 101, 10):
+        task.update(p)
+    task.complete()
+    with anyio.fail_after(5):
+        for sub in subs:
+            states = [s async for s in sub]
+            # Intermediate updates were replaced; the final state is always delivered.
+            assert [s.state for s in states] == [TaskState.COMPLETED]
+
+
+async def test_all_tasks_subscription_orders_by_sequence_and_ends_on_close() -> None:
+    board = ProgressBoard()
+    a = board.create("a")
+    b = board.create("b")
+    a.update(10)
+    sub = board.subscribe()
+    with anyio.fail_after(5):
+        first = [await sub.receive(), await sub.receive()]
+        assert [(s.task_id, s.seq) for s in first] == [("b", 2), ("a", 3)]
+        b.update(30)
+        a.complete()
+        board.close()
+        rest = [s async for s in sub]
+    assert [(s.task_id, s.state) for s in rest] == [
+        ("b", TaskState.RUNNING),
+        ("a", TaskState.COMPLETED),
+    ]
+    assert [s.task_id for s in board.tasks()] == ["b", "a"]
+    assert board.last_seq == 5
+
+
+async def test_run_marks_completion_and_failure_without_raising() -> None:
+    board = ProgressBoard()
+
+    async def good(reporter: ProgressReporter) -> None:
+        reporter.update(50, "working")
+
+    async def bad(reporter: ProgressReporter) -> None:
+        reporter.update(30)
+        raise RuntimeError("disk full")
+
+    async def finishes_itself(reporter: ProgressReporter) -> None:
+        reporter.complete("early")
+
+    with anyio.fail_after(5):
+        done = await board.run(good, task_id="good")
+        failed = await board.run(bad, task_id="bad")
+        early = await board.run(finishes_itself)
+    assert (done.state, done.percent) == (TaskState.COMPLETED, 100.0)
+    assert (failed.state, failed.error, failed.percent) == (
+        TaskState.FAILED,
+        "RuntimeError: disk full",
+        30.0,
+    )
+    assert early.message == "early"
+    assert len(early.task_id) == 32  # a random uuid hex
+
+
+async def test_run_marks_cancellation_as_failure_and_propagates() -> None:
+    board = ProgressBoard()
+    reporter = board.create("job")
+    started = anyio.Event()
+
+    async def forever(r: ProgressReporter) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: board.run(forever, reporter=reporter))
+            await started.wait()
+            tg.cancel_scope.cancel()
+    assert board.get("job").state is TaskState.FAILED
+    assert board.get("job").error == "cancelled"
+
+
+async def test_invalid_transitions_and_values() -> None:
+    board = ProgressBoard()
+    task = board.create("job")
+    with pytest.raises(ProtocolError):
+        board.create("job")
+    for bad in (-1, 101, float("nan"), True, "50"):
+        with pytest.raises(SchemaValidationError):
+            task.update(bad)  # type: ignore[arg-type]
+    task.complete()
+    with pytest.raises(ProtocolError, match="already completed"):
+        task.update(10)
+    with pytest.raises(KeyError):
+        board.subscribe("missing")
+    board.close()
+    with pytest.raises(ProtocolError):
+        board.create("another")
+
+
+async def test_finished_tasks_are_forgotten_beyond_the_bound() -> None:
+    board = ProgressBoard(keep_finished=2)
+    for name in "abc":
+        board.create(name).complete()
+    running = board.create("d")
+    running.update(1)
+    assert [s.task_id for s in board.tasks()] == ["b", "c", "d"]
+    sub = board.subscribe("d")
+    with anyio.fail_after(5):
+        assert (await sub.receive()).task_id == "d"
+
+
+async def test_subscription_to_a_forgotten_task_ends() -> None:
+    board = ProgressBoard(keep_finished=0)
+    board.create("a")
+    sub = board.subscribe("a")
+    board.get("a")
+    ProgressReporter(board, "a").complete()
+    with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
+        await sub.receive()
+
+
+async def test_encode_uses_the_sequence_as_event_id() -> None:
+    board = ProgressBoard()
+    state = board.create("job").update(42.5, "x")
+    event = ProgressSubscription.encode(state)
+    assert (event.event, event.id) == ("task.progress", str(state.seq))
+    [message] = parse(event.encode())
+    assert TASK_PROGRESS.decode(message) == state

@@ -1,0 +1,192 @@
+"""EventSourceResponse's FrameSource fast path, and use from FastAPI."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from fastapi import FastAPI
+
+from ssehub import SendTimeoutError
+from ssehub._frames import FrameSource
+from ssehub.response import EventSourceResponse
+from ssehub.testing import http_scope, stream_asgi
+
+pytestmark = pytest.mark.anyio
+
+OPEN = b": ok\n\n"
+
+
+class MemoryFrameSource:
+    """A small real FrameSource over an anyio memory stream, as a broker subscription is."""
+
+    def __init__(self) -> None:
+        self.sender, self.receiver = anyio.create_memory_object_stream[bytes](100)
+        self.calls = 0
+        self.closed = 0
+
+    async def receive_frames(self) -> list[bytes]:
+        self.calls += 1
+        try:
+            frames = [await self.receiver.receive()]
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return []
+        while True:
+            try:
+                frames.append(self.receiver.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):  # noqa: PERF203
+                return frames
+
+    async def aclose(self) -> None:
+        self.closed += 1
+        self.sender.close()  # the source owns both ends, like a subscription owns its queue
+        await self.receiver.aclose()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:  # pragma: no cover - must not be used
+        raise AssertionError("the response must use receive_frames(), not iteration")
+
+
+async def test_memory_frame_source_is_a_frame_source() -> None:
+    source = MemoryFrameSource()
+    assert isinstance(source, FrameSource)
+    await source.aclose()
+    assert await source.receive_frames() == []
+
+
+async def test_frames_are_sent_as_is_one_send_per_batch() -> None:
+    source = MemoryFrameSource()
+    for i in range(3):
+        source.sender.send_nowait(f"id: {i}\ndata: f{i}\n\n".encode())
+    source.sender.close()
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(source, sep="\r\n", ping=0)) as stream:
+            await stream.start()
+            await stream.read_all()
+    bodies = [m["body"] for m in stream.body_messages]
+    assert bodies == [
+        b": ok\r\n\r\n",
+        b"id: 0\ndata: f0\n\nid: 1\ndata: f1\n\nid: 2\ndata: f2\n\n",
+        b"",
+    ]
+    assert source.closed == 1
+
+
+async def test_frame_source_live_frames_and_disconnect_closes_it() -> None:
+    source = MemoryFrameSource()
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(source, ping=0)) as stream:
+            assert await stream.receive_chunk() == OPEN
+            await source.sender.send(b"data: live\n\n")
+            assert (await stream.events().next_event()).data == "live"
+            await stream.disconnect()
+            await stream.wait_closed()
+    assert source.closed == 1
+
+
+async def test_frame_source_pings_when_idle() -> None:
+    source = MemoryFrameSource()
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(source, ping=0.01)) as stream:
+            assert await stream.receive_chunk() == OPEN
+            ping = await stream.receive_chunk()
+            assert ping is not None
+            assert ping.startswith(b": ping - ")
+            # receive_frames() was cancelled by the idle timeout and called again: no frame lost.
+            await source.sender.send(b"data: after ping\n\n")
+            assert (await stream.events().next_event()).data == "after ping"
+    assert source.closed == 1
+
+
+async def test_frame_source_shutdown_event_ends_the_stream_cleanly() -> None:
+    source = MemoryFrameSource()
+    shutdown = anyio.Event()
+    response = EventSourceResponse(source, shutdown_event=shutdown, ping=0)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert await stream.receive_chunk() == OPEN
+            shutdown.set()
+            assert await stream.read_all() == b""
+            assert stream.complete
+    assert source.closed == 1
+
+
+async def test_frame_source_send_timeout() -> None:
+    source = MemoryFrameSource()
+    source.sender.send_nowait(b"data: stuck\n\n")
+
+    async def frozen_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message["body"] != OPEN:
+            await anyio.sleep_forever()
+
+    async def never_receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    response = EventSourceResponse(source, send_timeout=0.05, ping=0)
+    with anyio.fail_after(5), pytest.raises(SendTimeoutError):
+        await response(http_scope(), never_receive, frozen_send)
+    assert source.closed == 1
+
+
+def make_fastapi_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/declared", response_class=EventSourceResponse)
+    async def declared() -> EventSourceResponse:
+        async def numbers() -> AsyncIterator[dict[str, Any]]:
+            for i in range(2):
+                yield {"data": i, "id": i}
+
+        return EventSourceResponse(numbers(), ping=0)
+
+    @app.get("/returned")
+    def returned() -> EventSourceResponse:
+        def words() -> Iterator[str]:
+            yield from ("a", "b")
+
+        return EventSourceResponse(words(), ping=0)
+
+    return app
+
+
+async def test_fastapi_response_class_and_returned_response() -> None:
+    app = make_fastapi_app()
+    with anyio.fail_after(5):
+        async with stream_asgi(app, "/declared") as stream:
+            await stream.start()
+            assert stream.headers["content-type"] == "text/event-stream; charset=utf-8"
+            events = await stream.events().rest()
+            assert [(e.data, e.id) for e in events] == [("0", "0"), ("1", "1")]
+        async with stream_asgi(app, "/returned") as stream:
+            events = await stream.events().rest()
+            assert [e.data for e in events] == ["a", "b"]
+    responses = app.openapi()["paths"]["/declared"]["get"]["responses"]
+    assert "text/event-stream" in responses["200"]["content"]
+
+
+async def test_frame_source_head_closes_it_without_reading() -> None:
+    source = MemoryFrameSource()
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(source), method="HEAD") as stream:
+            assert await stream.read_all() == b""
+            await stream.wait_closed()
+    assert source.calls == 0
+    assert source.closed == 1
+
+
+async def test_frame_source_closed_when_the_first_send_fails() -> None:
+    source = MemoryFrameSource()
+
+    async def broken_send(message: dict[str, Any]) -> None:
+        raise OSError("connection reset")
+
+    async def never_receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    with anyio.fail_after(5), pytest.raises(OSError, match="reset"):
+        await EventSourceResponse(source)(http_scope(), never_receive, broken_send)
+    assert source.calls == 0
+    assert source.closed == 1

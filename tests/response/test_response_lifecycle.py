@@ -1,0 +1,337 @@
+"""EventSourceResponse: flushing, disconnects, timeouts, pings, shutdown and coalescing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ssehub import SendTimeoutError, ServerSentEvent
+from ssehub.response import EventSourceResponse
+from ssehub.testing import http_scope, stream_asgi
+
+pytestmark = pytest.mark.anyio
+
+OPEN = b": ok\n\n"
+
+
+async def never_receive() -> dict[str, Any]:
+    await anyio.sleep_forever()
+    raise AssertionError
+
+
+async def test_headers_and_first_comment_before_the_first_event() -> None:
+    gate = anyio.Event()
+
+    async def gen() -> AsyncIterator[str]:
+        await gate.wait()
+        yield "first"
+
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(gen(), ping=0)) as stream:
+            await stream.start()
+            assert await stream.receive_chunk() == OPEN
+            assert not gate.is_set()
+            gate.set()
+            assert await stream.receive_chunk() == b"data: first\n\n"
+            assert await stream.receive_chunk() == b""
+            assert stream.complete
+
+
+async def test_first_comment_flushes_headers_through_gzip_middleware() -> None:
+    gate = anyio.Event()
+
+    async def gen() -> AsyncIterator[str]:
+        await gate.wait()
+        yield "late"
+
+    async def endpoint(request: Request) -> EventSourceResponse:
+        return EventSourceResponse(gen(), ping=0)
+
+    app = Starlette(
+        routes=[Route("/sse", endpoint)],
+        middleware=[Middleware(GZipMiddleware, minimum_size=0)],
+    )
+    with anyio.fail_after(5):
+        async with stream_asgi(app, "/sse", headers={"accept-encoding": "gzip"}) as stream:
+            await stream.start()
+            assert stream.status_code == 200
+            assert "content-encoding" not in stream.headers
+            assert await stream.receive_chunk() == OPEN
+            assert not gate.is_set()
+            gate.set()
+            event = await stream.events().next_event()
+            assert event.data == "late"
+
+
+async def test_disconnect_stops_a_waiting_generator_and_runs_finally_once() -> None:
+    finally_runs: list[str] = []
+    handler_calls: list[dict[str, Any]] = []
+
+    async def gen() -> AsyncIterator[str]:
+        try:
+            yield "hello"
+            await anyio.sleep_forever()
+            yield "never"
+        finally:
+            finally_runs.append("finally")
+
+    async def on_close(message: dict[str, Any]) -> None:
+        handler_calls.append(message)
+
+    response = EventSourceResponse(gen(), client_close_handler_callable=on_close, ping=0)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert (await stream.events().next_event()).data == "hello"
+            await stream.disconnect()
+            await stream.wait_closed()
+            assert not stream.complete
+    assert finally_runs == ["finally"]
+    assert handler_calls == [{"type": "http.disconnect"}]
+    assert response.active is False
+
+
+async def test_disconnect_stops_a_generator_suspended_at_yield() -> None:
+    # Frames larger than the outbox bound make the producer wait with the generator suspended
+    # at its yield; the response must close it there (finally once, via aclose).
+    finally_runs: list[str] = []
+    big = "x" * 70_000
+
+    async def gen() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield big
+        finally:
+            finally_runs.append("finally")
+
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(gen(), ping=0), max_buffered_messages=1) as s:
+            assert (await s.events().next_event()).data == big
+            await s.disconnect()
+            await s.wait_closed()
+    assert finally_runs == ["finally"]
+
+
+async def test_send_timeout_sheds_a_frozen_client() -> None:
+    finally_runs: list[str] = []
+
+    async def gen() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "tick"
+                await anyio.lowlevel.checkpoint()
+        finally:
+            finally_runs.append("finally")
+
+    body_messages = 0
+
+    async def frozen_send(message: dict[str, Any]) -> None:
+        nonlocal body_messages
+        if message["type"] == "http.response.body":
+            body_messages += 1
+            if body_messages > 1:  # accepts the opening comment, then never returns
+                await anyio.sleep_forever()
+
+    response = EventSourceResponse(gen(), send_timeout=0.05, ping=0)
+    with anyio.fail_after(5), pytest.raises(SendTimeoutError):
+        await response(http_scope(), never_receive, frozen_send)
+    assert finally_runs == ["finally"]
+
+
+async def test_send_timeout_covers_pings() -> None:
+    async def gen() -> AsyncIterator[str]:
+        await anyio.sleep_forever()
+        yield "never"
+
+    body_messages = 0
+
+    async def frozen_send(message: dict[str, Any]) -> None:
+        nonlocal body_messages
+        if message["type"] == "http.response.body":
+            body_messages += 1
+            if body_messages > 1:  # the first ping never goes through
+                await anyio.sleep_forever()
+
+    response = EventSourceResponse(gen(), send_timeout=0.05, ping=0.01)
+    with anyio.fail_after(5), pytest.raises(SendTimeoutError):
+        await response(http_scope(), never_receive, frozen_send)
+
+
+async def test_cleanup_timeout_bounds_a_stuck_finally(caplog: pytest.LogCaptureFixture) -> None:
+    cleanup: list[str] = []
+
+    async def gen() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "x" * 70_000  # over the outbox bound: suspended at yield when closed
+        finally:
+            cleanup.append("started")
+            await anyio.sleep_forever()
+            cleanup.append("finished")  # pragma: no cover
+
+    async def frozen_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message["body"] != OPEN:
+            await anyio.sleep_forever()
+
+    response = EventSourceResponse(gen(), send_timeout=0.05, cleanup_timeout=0.05, ping=0)
+    with (
+        caplog.at_level(logging.WARNING, "ssehub.response"),
+        anyio.fail_after(5),
+        pytest.raises(SendTimeoutError),
+    ):
+        await response(http_scope(), never_receive, frozen_send)
+    assert cleanup == ["started"]
+    assert "cleanup cancelled" in caplog.text
+
+
+async def test_pings_when_idle_with_custom_factory() -> None:
+    async def gen() -> AsyncIterator[str]:
+        await anyio.sleep_forever()
+        yield "never"
+
+    factory_calls = 0
+
+    def factory() -> ServerSentEvent:
+        nonlocal factory_calls
+        factory_calls += 1
+        return ServerSentEvent(comment="custom ping")
+
+    response = EventSourceResponse(gen(), ping=0.01, ping_message_factory=factory)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert await stream.receive_chunk() == OPEN
+            assert await stream.receive_chunk() == b": custom ping\n\n"
+            assert await stream.receive_chunk() == b": custom ping\n\n"
+    assert factory_calls >= 2
+
+
+async def test_default_ping_is_a_timestamped_comment() -> None:
+    async def gen() -> AsyncIterator[str]:
+        await anyio.sleep_forever()
+        yield "never"
+
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(gen(), ping=0.01, sep="\r\n")) as stream:
+            assert await stream.receive_chunk() == b": ok\r\n\r\n"
+            ping = await stream.receive_chunk()
+    assert ping is not None
+    assert ping.startswith(b": ping - ")
+    assert ping.endswith(b"\r\n\r\n")
+
+
+async def test_ping_zero_sends_no_pings_and_does_not_spin() -> None:
+    gate = anyio.Event()
+
+    async def gen() -> AsyncIterator[str]:
+        await gate.wait()
+        yield "done"
+
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(gen(), ping=0)) as stream:
+            assert await stream.receive_chunk() == OPEN
+            # A busy loop (or a ping task spinning on sleep(0)) would never let every task
+            # block, and this would time out.
+            await anyio.wait_all_tasks_blocked()
+            assert len(stream.messages) == 2
+            gate.set()
+            assert await stream.read_all() == b"data: done\n\n"
+
+
+async def test_coalescing_pending_events_go_out_in_one_send() -> None:
+    first_sent = anyio.Event()
+    release = anyio.Event()
+    produced_all = anyio.Event()
+    bodies: list[bytes] = []
+
+    async def gen() -> AsyncIterator[str]:
+        yield "e0"
+        await first_sent.wait()
+        for i in range(1, 10):
+            yield f"e{i}"
+        produced_all.set()
+
+    async def slow_send(message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            return
+        bodies.append(message["body"])
+        if message["body"] == b"data: e0\n\n":
+            first_sent.set()
+            await release.wait()
+
+    async def release_when_produced() -> None:
+        await produced_all.wait()
+        release.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(release_when_produced)
+            await EventSourceResponse(gen(), ping=0)(http_scope(), never_receive, slow_send)
+    assert bodies == [
+        OPEN,
+        b"data: e0\n\n",
+        b"".join(f"data: e{i}\n\n".encode() for i in range(1, 10)),
+        b"",
+    ]
+
+
+async def test_shutdown_event_lets_the_generator_say_goodbye() -> None:
+    shutdown = anyio.Event()
+
+    async def gen() -> AsyncIterator[Any]:
+        yield "hello"
+        await shutdown.wait()
+        yield {"event": "bye", "data": "server shutting down"}
+
+    response = EventSourceResponse(gen(), shutdown_event=shutdown, shutdown_grace_period=30, ping=0)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            events = stream.events()
+            assert (await events.next_event()).data == "hello"
+            shutdown.set()
+            rest = await events.rest()
+            assert [(e.event, e.data) for e in rest] == [("bye", "server shutting down")]
+            assert stream.complete
+
+
+@pytest.mark.parametrize("grace", [0, 0.05])
+async def test_shutdown_event_cancels_a_stubborn_generator_cleanly(grace: float) -> None:
+    shutdown = anyio.Event()
+    finally_runs: list[str] = []
+
+    async def gen() -> AsyncIterator[str]:
+        try:
+            yield "hello"
+            await anyio.sleep_forever()
+            yield "never"
+        finally:
+            finally_runs.append("finally")
+
+    response = EventSourceResponse(
+        gen(), shutdown_event=shutdown, shutdown_grace_period=grace, ping=0
+    )
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert (await stream.events().next_event()).data == "hello"
+            shutdown.set()
+            assert await stream.read_all() == b""
+            assert stream.complete  # a clean end of body, not an aborted connection
+            await stream.wait_closed()
+    assert finally_runs == ["finally"]
+
+
+async def test_generator_error_propagates_unwrapped() -> None:
+    async def gen() -> AsyncIterator[str]:
+        yield "ok"
+        raise RuntimeError("boom")
+
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="boom"):
+        async with stream_asgi(EventSourceResponse(gen(), ping=0)) as stream:
+            await stream.wait_closed()
