@@ -325,13 +325,18 @@ def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
             Route("/openapi.json", endpoints.openapi, methods=["GET"]),
             Route("/docs", endpoints.docs, methods=["GET"]),
         ]
+    # -- channels: routes added here
+    # -- operations (metrics, dashboard): routes added here
     return routes
 
 
 def _middleware(settings: HubSettings) -> list[Middleware]:
     """The hub's middleware stack, outermost first. Empty today: authentication (JWT, API keys)
     will be added here as a middleware that checks each request before it reaches a route."""
-    return []
+    middleware: list[Middleware] = []
+    # -- security (CORS, auth, limits): middleware added here, outermost first
+    # -- operations (request ids, metrics): middleware added here
+    return middleware
 
 
 def _build_broker(settings: HubSettings) -> Broker:

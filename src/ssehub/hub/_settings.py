@@ -206,6 +206,14 @@ class HubSettings:
         "BOOL",
     )
 
+    # -- scaling (Redis, --workers): options added here ------------------------------------
+
+    # -- channels and socket ingest: options added here -----------------------------------
+
+    # -- security (auth, CORS, limits, proxies): options added here ------------------------
+
+    # -- operations (dashboard, metrics, logs): options added here -------------------------
+
     def __post_init__(self) -> None:
         if not self.host:
             raise ConfigurationError("host must not be empty")
