@@ -40,22 +40,60 @@ from ._exceptions import (
 from .wire import EventParser, JSONServerSentEvent, MessageEvent, ServerSentEvent
 
 if TYPE_CHECKING:
+    from .broker import (
+        Broker,
+        BrokerStatistics,
+        Dropped,
+        OverflowPolicy,
+        Publication,
+        Reset,
+        ResetReason,
+        StoredEvent,
+        Subscription,
+        SubscriptionStatistics,
+    )
+    from .channels import CallbackListener, Channel, ChannelRegistry, Listener, Message, WorkerPool
+    from .protocols import EventProtocol
     from .response import EventSourceResponse
 
 # Public names defined in modules that import third-party packages: loaded on first access.
 _LAZY: dict[str, str] = {
     "EventSourceResponse": ".response",
+    "Broker": ".broker",
+    "BrokerStatistics": ".broker",
+    "OverflowPolicy": ".broker",
+    "Publication": ".broker",
+    "Reset": ".broker",
+    "ResetReason": ".broker",
+    "StoredEvent": ".broker",
+    "Subscription": ".broker",
+    "SubscriptionStatistics": ".broker",
+    "Dropped": ".broker",
+    "Channel": ".channels",
+    "ChannelRegistry": ".channels",
+    "Listener": ".channels",
+    "Message": ".channels",
+    "CallbackListener": ".channels",
+    "WorkerPool": ".channels",
+    "EventProtocol": ".protocols",
 }
 
 __all__ = [
     "BackendUnavailable",
+    "Broker",
     "BrokerClosed",
     "BrokerError",
+    "BrokerStatistics",
+    "CallbackListener",
+    "Channel",
     "ChannelError",
+    "ChannelRegistry",
     "ClientError",
     "ConfigurationError",
     "ConnectionFailed",
+    "Dropped",
     "EventParser",
+    "EventProtocol",
     "EventSourceResponse",
     "EventTooLarge",
     "EventValidationError",
@@ -63,20 +101,30 @@ __all__ = [
     "InvalidLastEventId",
     "InvalidTopic",
     "JSONServerSentEvent",
+    "Listener",
+    "Message",
     "MessageEvent",
     "MessageRejected",
     "MissingDependency",
     "NegotiationError",
     "NoMessages",
+    "OverflowPolicy",
     "ParseError",
     "ProtocolError",
+    "Publication",
+    "Reset",
+    "ResetReason",
     "SSEHubError",
     "SchemaValidationError",
     "SendTimeoutError",
     "ServerSentEvent",
     "SlowConsumer",
+    "StoredEvent",
+    "Subscription",
+    "SubscriptionStatistics",
     "UnknownChannel",
     "UnknownListener",
+    "WorkerPool",
     "__version__",
 ]
 
