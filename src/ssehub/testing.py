@@ -63,7 +63,8 @@ def http_scope(
     """Build an ASGI 3 HTTP scope for a request from ``127.0.0.1``.
 
     Args:
-        path: the request path.
+        path: the request path; a ``?query`` part is split off into the query string (then
+            ``query_string`` must not be given too).
         method: the HTTP method.
         headers: request headers as pairs or a dict (names are lower-cased).
         query_string: the raw query string, without ``?``.
@@ -71,8 +72,15 @@ def http_scope(
 
     Returns:
         A fresh scope dict.
+
+    Raises:
+        ValueError: a query string was given both in ``path`` and as ``query_string``.
     """
     pairs = headers.items() if isinstance(headers, dict) else headers
+    if "?" in path:
+        if query_string:
+            raise ValueError("give the query string in path or as query_string, not both")
+        path, _, query_string = path.partition("?")
     if isinstance(query_string, str):
         query_string = query_string.encode("latin-1")
     scope: Scope = {

@@ -106,3 +106,14 @@ async def test_exit_disconnects_a_running_stream() -> None:
             await stream.events().next_event()
     assert stream.app_done
     assert finally_runs == ["finally"]
+
+
+def test_http_scope_splits_a_query_off_the_path() -> None:
+    scope = http_scope("/events?topic=a&topic=b")
+    assert (scope["path"], scope["raw_path"], scope["query_string"]) == (
+        "/events",
+        b"/events",
+        b"topic=a&topic=b",
+    )
+    with pytest.raises(ValueError, match="not both"):
+        http_scope("/events?topic=a", query_string="topic=b")
