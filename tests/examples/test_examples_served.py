@@ -24,11 +24,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served() -> Iterator[str]:
-    """Start examples/custom_protocols.py and yield its base URL once uvicorn listens."""
+def served(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Start ``examples/<name>.py`` (``custom_protocols`` unless parametrised indirectly) and
+    yield its base URL once uvicorn listens."""
+    name = getattr(request, "param", "custom_protocols")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / "custom_protocols.py"), "--port", str(port)],
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--port", str(port)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -80,3 +82,25 @@ def test_custom_protocols_example_served_by_uvicorn(served: str) -> None:
         refused = http.get("/events", headers={"X-Protocol": "tasks", "X-Protocol-Version": "9"})
     assert refused.status_code == 406
     assert refused.json()["available"]["default"] == "tasks"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("served", ["broadcasting"], indirect=True)
+def test_broadcasting_example_served_by_uvicorn(served: str) -> None:
+    parser = EventParser()
+    with (
+        httpx.Client(base_url=served, timeout=10) as http,
+        http.stream("GET", "/stream") as response,
+    ):
+        assert response.status_code == 200
+        # The headers arrived, so the subscription exists: the broadcast reaches this client.
+        sent = http.post("/send", json={"message": "hello", "event": "greeting"})
+        assert sent.json()["delivered_to"] == 1
+        assert http.get("/clients").json() == {"clients": 1}
+        events = []
+        for chunk in response.iter_bytes():
+            events.extend(parser.feed(chunk))
+            if events:
+                break
+    assert [(e.event, e.data, e.id) for e in events] == [("greeting", "hello", sent.json()["id"])]
