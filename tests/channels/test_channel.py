@@ -396,7 +396,7 @@ async def test_event_source_response_streams_ids_and_resumes() -> None:
         with anyio.fail_after(5):
             async with stream_asgi(app, "/events") as stream:
                 events = await stream.events().take(3)
-                assert [(e.event, e.data, e.last_event_id) for e in events] == [
+                assert [(e.event, e.data, e.id) for e in events] == [
                     ("tick", str(n), ids[n]) for n in range(3)
                 ]
                 await stream.disconnect()
