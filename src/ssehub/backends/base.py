@@ -30,8 +30,9 @@ __all__ = ["Backend", "EventSink", "PendingEvent", "Replay"]
 EventSink = Callable[["StoredEvent"], None]
 """Called on the event loop thread with each stored event, in position order; must not block."""
 
-PendingEvent = tuple[tuple[str, ...], "ServerSentEvent"]
-"""A validated event waiting for an id: its (normalised) topics and the event without ``id``."""
+PendingEvent = tuple[tuple[str, ...], "ServerSentEvent", bool]
+"""A validated event waiting for an id: its (normalised) topics, the event without ``id``, and
+whether it is private (stored with the event, so replay can keep it from unauthorized readers)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,11 +102,13 @@ class MemoryBackend:
             history.expire(now)
         sink = self._sink
         stored: list[StoredEvent] = []
-        for topics, event in batch:
+        for topics, event, private in batch:
             history.expire(now, topics)
             self._sequence += 1
             event_id = self._prefix + str(self._sequence)
-            item = StoredEvent(event_id, topics, event.replace(id=event_id), now, (self._sequence,))
+            item = StoredEvent(
+                event_id, topics, event.replace(id=event_id), now, (self._sequence,), private
+            )
             history.append(item)
             stored.append(item)
             if sink is not None:

@@ -151,8 +151,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _encode_fields(topics: Sequence[str], event: ServerSentEvent) -> list[str]:
+def _encode_fields(topics: Sequence[str], event: ServerSentEvent, private: bool) -> list[str]:
     fields = ["t", json.dumps(list(topics), separators=(",", ":"))]
+    if private:
+        fields += ["v", "1"]  # v: visibility; absent means public (entries written before it)
     if event.data is not None:
         fields += ["d", event.data]
     if event.event is not None:
@@ -395,7 +397,7 @@ class RedisBackend:
         if not batch:
             return []
         topic_index: dict[str, int] = {}
-        for topics, _ in batch:
+        for topics, _, _ in batch:
             for topic in topics:
                 topic_index.setdefault(topic, len(topic_index) + 1)
         args: list[str | int] = [
@@ -407,8 +409,8 @@ class RedisBackend:
             len(topic_index),
         ]
         args += list(topic_index)
-        for topics, event in batch:
-            fields = _encode_fields(topics, event)
+        for topics, event, private in batch:
+            fields = _encode_fields(topics, event, private)
             args += [len(topics), *(topic_index[t] for t in topics), len(fields), *fields]
         keys = self._keys + [self._topic_key(t) for t in topic_index]
         try:
@@ -419,7 +421,7 @@ class RedisBackend:
         self._commands_ok = True
         epoch = _text(raw_epoch)
         stored: list[StoredEvent] = []
-        for raw_id, (topics, event) in zip(raw_ids, batch, strict=True):
+        for raw_id, (topics, event, private) in zip(raw_ids, batch, strict=True):
             position = _stream_position(raw_id)
             event_id = f"{epoch}-{position[0]}-{position[1]}"
             stored.append(
@@ -429,6 +431,7 @@ class RedisBackend:
                     event.replace(id=event_id),
                     self._timestamp(position),
                     position,
+                    private,
                 )
             )
         await self._delivered(stored[-1].position)
@@ -551,7 +554,8 @@ class RedisBackend:
             sep=fields.get("s"),
         )
         topics = tuple(json.loads(fields["t"]))
-        return StoredEvent(event_id, topics, event, self._timestamp(position), position)
+        private = fields.get("v") == "1"
+        return StoredEvent(event_id, topics, event, self._timestamp(position), position, private)
 
     async def _read_forever(self) -> None:
         """Tail the log and feed the sink; on any Redis error back off and resume."""

@@ -83,12 +83,15 @@ class Publication:
             used (its ``id`` is replaced by the broker's).
         event: the event type; no CR/LF, not starting with ``ssehub.``.
         retry: reconnection time in milliseconds for clients.
+        private: deliver only to subscribers authorized for one of its topics (see
+            :meth:`Broker.publish`).
     """
 
     topics: str | Sequence[str]
     data: Any
     event: str | None = None
     retry: int | None = None
+    private: bool = False
 
 
 class Broker:
@@ -232,7 +235,12 @@ class Broker:
     # -- publishing --------------------------------------------------------------------------
 
     def _prepare(
-        self, topics: str | Iterable[str], data: Any, event: str | None, retry: int | None
+        self,
+        topics: str | Iterable[str],
+        data: Any,
+        event: str | None,
+        retry: int | None,
+        private: bool = False,
     ) -> PendingEvent:
         names = normalize_topics(topics, limit=self.max_topics)
         if isinstance(data, ServerSentEvent):
@@ -249,7 +257,7 @@ class Broker:
             raise EventValidationError(
                 "event", f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
             )
-        return names, sse
+        return names, sse, bool(private)
 
     async def publish(
         self,
@@ -258,6 +266,7 @@ class Broker:
         *,
         event: str | None = None,
         retry: int | None = None,
+        private: bool = False,
     ) -> StoredEvent:
         """Publish one event to one or more topics.
 
@@ -268,6 +277,9 @@ class Broker:
                 text), or a :class:`~ssehub.ServerSentEvent` (its ``id`` is replaced).
             event: the event type (``event:`` field); ``ssehub.*`` is reserved.
             retry: the clients' reconnection time in milliseconds.
+            private: mark the stored event private (kept with it in history, so also on
+                replay). The broker still delivers it to every subscription; consumers that
+                know who is listening (the hub) deliver it only to authorized subscribers.
 
         Returns:
             The stored event, with its id.
@@ -279,7 +291,7 @@ class Broker:
             BackendUnavailable: the backend cannot store it (nothing was published).
         """
         self._check_running()
-        pending = self._prepare(topics, data, event, retry)
+        pending = self._prepare(topics, data, event, retry, private)
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(pending[0])
             self._check_running()
@@ -303,11 +315,14 @@ class Broker:
             Same as :meth:`publish`; when one item is invalid nothing is published.
         """
         self._check_running()
-        batch = [self._prepare(item.topics, item.data, item.event, item.retry) for item in items]
+        batch = [
+            self._prepare(item.topics, item.data, item.event, item.retry, item.private)
+            for item in items
+        ]
         if not batch:
             return []
         if self.overflow is OverflowPolicy.BLOCK:
-            await self._wait_for_room(tuple({t: None for names, _ in batch for t in names}))
+            await self._wait_for_room(tuple({t: None for names, _, _ in batch for t in names}))
             self._check_running()
         stored = await self.backend.publish(batch)
         self._published += len(stored)
@@ -321,6 +336,7 @@ class Broker:
         *,
         event: str | None = None,
         retry: int | None = None,
+        private: bool = False,
     ) -> StoredEvent:
         """:meth:`publish` from a thread that is not the broker's event loop thread.
 
@@ -333,7 +349,9 @@ class Broker:
                 publish``).
             Others as :meth:`publish`.
         """
-        return self._run_from_thread(partial(self.publish, topics, data, event=event, retry=retry))
+        return self._run_from_thread(
+            partial(self.publish, topics, data, event=event, retry=retry, private=private)
+        )
 
     def publish_many_threadsafe(self, items: Iterable[Publication]) -> list[StoredEvent]:
         """:meth:`publish_many` from a non-event-loop thread (see :meth:`publish_threadsafe`)."""

@@ -63,6 +63,8 @@ class StoredEvent:
             the wire bytes, encoded once and shared by every subscriber.
         timestamp: the broker clock's time when it was stored (drives history age).
         position: the backend's ordering key; compare positions of one backend only.
+        private: whether only subscribers authorized for one of ``topics`` may receive it (the
+            hub filters; the broker itself delivers to every subscriber, its caller decides).
     """
 
     id: str
@@ -70,6 +72,7 @@ class StoredEvent:
     event: ServerSentEvent
     timestamp: float
     position: Position = field(repr=False)
+    private: bool = False
 
     def encode(self) -> bytes:
         """Return the wire bytes (cached on the event, so free after the first call)."""
