@@ -176,6 +176,11 @@ class Broker:
         self._delivered = 0
         self._dropped = 0
         self._shed = 0
+        self._replays = 0
+        self._resets = 0
+        # Events fanned out per topic, only for topics with subscribers here (so bounded by
+        # them; the entry goes with the last subscriber): the dashboard's per-topic rates.
+        self._topic_events: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -393,6 +398,7 @@ class Broker:
         if len(topics) == 1:
             targets = subscribers.get(topics[0])
             if targets:
+                self._topic_events[topics[0]] = self._topic_events.get(topics[0], 0) + 1
                 for subscription in targets:
                     if not subscription._push(stored):
                         if shed is None:
@@ -401,6 +407,8 @@ class Broker:
         else:
             seen: set[Subscription] = set()
             for topic in topics:
+                if topic in subscribers:
+                    self._topic_events[topic] = self._topic_events.get(topic, 0) + 1
                 for subscription in subscribers.get(topic, ()):
                     if subscription in seen:
                         continue
@@ -444,6 +452,7 @@ class Broker:
                 resume_id = last_event_id
             else:
                 reset = ResetReason.MALFORMED
+                self._resets += 1
         subscription = Subscription(
             self,
             names,
@@ -476,6 +485,7 @@ class Broker:
                 targets.pop(subscription, None)
                 if not targets:
                     del subscribers[topic]
+                    self._topic_events.pop(topic, None)
         reason = subscription.end_reason
         if reason is EndReason.SHED:
             self._shed += 1
@@ -493,7 +503,12 @@ class Broker:
             logger.exception("ssehub broker hook %r failed", hook)
 
     async def _backend_replay(self, topics: Collection[str], last_event_id: str) -> Replay:
-        return await self.backend.replay(topics, last_event_id)
+        replay = await self.backend.replay(topics, last_event_id)
+        if replay.reset is None:
+            self._replays += 1
+        else:
+            self._resets += 1
+        return replay
 
     # -- presence and statistics -------------------------------------------------------------
 
@@ -522,12 +537,18 @@ class Broker:
         sizes = await self.backend.history_sizes()
         names = sorted(set(sizes) | set(self._subscribers))
         return [
-            TopicInfo(name, len(self._subscribers.get(name, ())), sizes.get(name, 0))
+            TopicInfo(
+                name,
+                len(self._subscribers.get(name, ())),
+                sizes.get(name, 0),
+                self._topic_events.get(name, 0),
+            )
             for name in names
         ]
 
     def statistics(self) -> BrokerStatistics:
-        """Return ``(topics, subscribers, published, delivered, dropped, shed)``."""
+        """Return ``(topics, subscribers, published, delivered, dropped, shed, replays,
+        resets)``."""
         return BrokerStatistics(
             len(self._subscribers),
             len(self._subscriptions),
@@ -535,6 +556,8 @@ class Broker:
             self._delivered,
             self._dropped,
             self._shed,
+            self._replays,
+            self._resets,
         )
 
     def __repr__(self) -> str:

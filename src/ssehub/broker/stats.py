@@ -33,6 +33,9 @@ class BrokerStatistics(NamedTuple):
         delivered: events handed to subscribers' consumers (replayed and live).
         dropped: events dropped by ``drop_oldest`` or discarded by shedding.
         shed: subscriptions ended by the ``disconnect`` policy.
+        replays: ``Last-Event-ID`` resumes served exactly from history.
+        resets: ``Last-Event-ID`` values that could not be resumed (malformed, unknown or
+            expired): those clients continued live after a reset notice.
     """
 
     topics: int
@@ -41,6 +44,8 @@ class BrokerStatistics(NamedTuple):
     delivered: int
     dropped: int
     shed: int
+    replays: int = 0
+    resets: int = 0
 
 
 class TopicInfo(NamedTuple):
@@ -50,8 +55,11 @@ class TopicInfo(NamedTuple):
         topic: the topic name.
         subscribers: open subscriptions to it in this process.
         history: events retained in its history (by the backend).
+        events: events fanned out to its subscribers in this process since it last gained a
+            first subscriber here (0 without subscribers); deltas give its event rate.
     """
 
     topic: str
     subscribers: int
     history: int
+    events: int = 0
