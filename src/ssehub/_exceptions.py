@@ -23,6 +23,8 @@ without any third-party package installed.
     │   ├── UnknownListener (LookupError)
     │   ├── AlreadyExists                      a channel or listener with this name exists
     │   ├── NoMessages                         deliver_next() found the listener's queue empty
+    │   ├── LimitReached                       a registry or a channel is full
+    │   ├── ListenerBusy                       a message stream is already consuming the listener
     │   └── MessageRejected (ValueError)       a listener's on_message hook refused a message
     ├── ProtocolError
     │   ├── SchemaValidationError (ValueError) a payload does not match its declared type
@@ -54,6 +56,8 @@ __all__ = [
     "HubResponseError",
     "InvalidLastEventId",
     "InvalidTopic",
+    "LimitReached",
+    "ListenerBusy",
     "MessageRejected",
     "MissingDependency",
     "NegotiationError",
@@ -189,6 +193,30 @@ class AlreadyExists(ChannelError):
 
 class NoMessages(ChannelError):
     """``deliver_next()`` found no message waiting for the listener."""
+
+
+class LimitReached(ChannelError):
+    """A registry has its maximum of channels, or a channel its maximum of listeners.
+
+    Attributes:
+        limit: the maximum that was reached.
+    """
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class ListenerBusy(ChannelError):
+    """A message stream is already consuming this listener (one consumer at a time).
+
+    Attributes:
+        listener_id: the listener's id.
+    """
+
+    def __init__(self, listener_id: str) -> None:
+        super().__init__(f"listener {listener_id!r} already has a consumer")
+        self.listener_id = listener_id
 
 
 class MessageRejected(ChannelError, ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from .._exceptions import AlreadyExists, ChannelError, NoMessages, UnknownListener
+from .._exceptions import AlreadyExists, LimitReached, ListenerBusy, NoMessages, UnknownListener
 from ..broker.broker import DEFAULT_QUEUE_SIZE, Broker
 from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from ..broker.policy import OverflowPolicy
@@ -177,13 +177,16 @@ class Channel:
         Raises:
             BrokerClosed: the channel is not running.
             AlreadyExists: a listener with its id is registered.
-            ChannelError: the channel has ``max_listeners`` listeners.
+            LimitReached: the channel has ``max_listeners`` listeners.
             ConfigurationError: the listener is (or was) registered with a channel.
         """
         if listener.id in self._listeners:
             raise AlreadyExists("listener", listener.id)
         if len(self._listeners) >= self.max_listeners:
-            raise ChannelError(f"channel {self.name!r} has its maximum of listeners")
+            raise LimitReached(
+                f"channel {self.name!r} has its maximum of {self.max_listeners} listeners",
+                self.max_listeners,
+            )
         listener._attach(self)
         self._listeners[listener.id] = listener
         return listener
@@ -293,11 +296,11 @@ class Channel:
         Raises:
             UnknownListener: no listener has this id.
             NoMessages: nothing is waiting for it now.
-            ChannelError: a message stream is consuming this listener.
+            ListenerBusy: a message stream is consuming this listener.
         """
         listener = self.get_listener(listener_id)
         if listener._consumed:
-            raise ChannelError(f"listener {listener_id!r} is consumed by a message stream")
+            raise ListenerBusy(listener_id)
         message = await listener._next_message()
         if message is None:
             raise NoMessages(f"no message is waiting for listener {listener_id!r}")
@@ -326,7 +329,7 @@ class Channel:
 
         Raises:
             UnknownListener: the listener is not registered here.
-            ChannelError: another stream is consuming it.
+            ListenerBusy: another stream is consuming it.
         """
         listener_id = listener if isinstance(listener, str) else listener.id
         registered = self.get_listener(listener_id)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from .._exceptions import ChannelError, ConfigurationError, UnknownListener
+from .._exceptions import ConfigurationError, ListenerBusy, UnknownListener
 from ..broker.events import StoredEvent
 from ..broker.stats import SubscriptionStatistics
 from ..broker.subscription import EndReason, Item, Subscription
@@ -246,7 +246,7 @@ class MessageStream:
 
     def __init__(self, listener: Listener, on_close: Callable[[Listener], None] | None) -> None:
         if listener._consumed:
-            raise ChannelError(f"listener {listener.id!r} already has a consumer")
+            raise ListenerBusy(listener.id)
         listener._consumed = True
         self._listener = listener
         self._on_close = on_close

@@ -15,8 +15,8 @@ import anyio
 from .._exceptions import (
     AlreadyExists,
     BrokerClosed,
-    ChannelError,
     ConfigurationError,
+    LimitReached,
     UnknownChannel,
 )
 from ._channel import Channel
@@ -97,7 +97,7 @@ class ChannelRegistry:
         Raises:
             BrokerClosed: the registry is not running.
             AlreadyExists: a channel with this name exists.
-            ChannelError: the registry has ``max_channels`` channels.
+            LimitReached: the registry has ``max_channels`` channels.
             ConfigurationError: the name or an option is invalid.
         """
         task_group = self._task_group
@@ -107,7 +107,9 @@ class ChannelRegistry:
         if name in self._channels:
             raise AlreadyExists("channel", name)
         if len(self._channels) >= self.max_channels:
-            raise ChannelError(f"the registry has its maximum of {self.max_channels} channels")
+            raise LimitReached(
+                f"the registry has its maximum of {self.max_channels} channels", self.max_channels
+            )
         channel = Channel(name, **{**self._options, **options})
         # Reserve the name before the first await, so a concurrent create() of it fails.
         self._channels[name] = channel

@@ -37,6 +37,7 @@ from .._exceptions import (
 )
 from ..broker import Broker, Publication, StoredEvent, Subscription
 from ..response import EventSourceResponse
+from ._channels import HubChannels, channel_routes, with_channels
 from ._errors import HubHTTPError, http_exception_handler
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
@@ -72,6 +73,10 @@ class HubState:
         self._started = time.monotonic()
         self._draining = False
         self._shutdown: anyio.Event | None = None
+        # -- channels: the channel registry and its HTTP listeners (None when switched off)
+        self.channels: HubChannels | None = (
+            HubChannels(settings, shutdown_event=self.shutdown_event) if settings.channels else None
+        )
 
     @property
     def draining(self) -> bool:
@@ -326,6 +331,8 @@ def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
             Route("/docs", endpoints.docs, methods=["GET"]),
         ]
     # -- channels: routes added here
+    if endpoints.hub.channels is not None:
+        routes += channel_routes(endpoints.hub.channels)
     # -- operations (metrics, dashboard): routes added here
     return routes
 
@@ -390,6 +397,9 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
             finally:
                 # Streams end before the broker closes, so each ends as a clean end of body.
                 hub.drain()
+
+    # -- channels: the channels and the socket ingest run inside the lifespan
+    lifespan = with_channels(hub, lifespan)  # type: ignore[assignment]
 
     app = Starlette(
         routes=_routes(endpoints, settings),

@@ -33,6 +33,14 @@ ERROR_CODES: Final[Mapping[str, int]] = {
     "too_many_events": 413,
     "unsupported_media_type": 415,
     "unavailable": 503,
+    # -- channels: their error codes
+    "invalid_name": 400,
+    "unknown_channel": 404,
+    "unknown_listener": 404,
+    "already_exists": 409,
+    "limit_reached": 409,
+    "listener_busy": 409,
+    "message_rejected": 422,
 }
 """Every ``error`` code the hub can answer, with its HTTP status.
 

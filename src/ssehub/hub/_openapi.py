@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ..__about__ import __version__
+from ..channels._openapi import channel_paths
 from ._errors import ERROR_CODES
 from ._publish import MAX_EVENT_TYPE_LENGTH, MAX_RETRY
 from ._settings import HubSettings
@@ -311,6 +312,9 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
                 },
             }
         }
+    # -- channels: their operations
+    if settings.channels:
+        paths.update(channel_paths(settings))
     return {
         "openapi": "3.1.0",
         "info": {

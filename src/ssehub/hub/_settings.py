@@ -81,6 +81,25 @@ def _parse_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _parse_optional_text(text: str) -> str | None:
+    # -- channels and socket ingest: parsers for their options
+    stripped = text.strip()
+    return None if stripped.lower() in _NONE else stripped
+
+
+def _parse_octal(text: str) -> int:
+    try:
+        return int(text.strip().removeprefix("0o"), 8)
+    except ValueError:
+        raise ValueError("expected an octal file mode such as 600") from None
+
+
+def _parse_optional_port(text: str) -> int | None:
+    if text.strip().lower() in {"", "none", "off"}:
+        return None
+    return _parse_int(text)
+
+
 def _option(default: object, help: str, parse: Callable[[str], Any], metavar: str) -> Any:
     return field(default=default, metadata={"help": help, "parse": parse, "metavar": metavar})
 
@@ -210,6 +229,61 @@ class HubSettings:
 
     # -- channels and socket ingest: options added here -----------------------------------
 
+    channels: bool = _option(
+        _ON,
+        "serve the channel routes (/channels...): listeners addressed by id, broadcast and "
+        "dispatch",
+        _parse_bool,
+        "BOOL",
+    )
+    max_channels: int = _option(
+        1000,
+        "most channels at once; bounds what clients allowed to create channels can allocate",
+        _parse_int,
+        "N",
+    )
+    max_listeners: int = _option(
+        10_000,
+        "most listeners per channel; each costs a queue, so a client creating listeners in a "
+        "loop cannot exhaust memory",
+        _parse_int,
+        "N",
+    )
+    listener_linger: float = _option(
+        30.0,
+        "seconds a channel listener without a connected client is kept, so a client that "
+        "reconnects (EventSource retries after about 3 s) resumes with Last-Event-ID; then it "
+        "is removed (0 = at once)",
+        _parse_float,
+        "SECONDS",
+    )
+    socket: str | None = _option(
+        None,
+        "also accept newline-delimited JSON commands (publish, broadcast, dispatch) on this "
+        "Unix socket path; none = off",
+        _parse_optional_text,
+        "PATH",
+    )
+    socket_mode: int = _option(
+        0o600,
+        "permissions of the Unix socket, in octal; 600 lets only the hub's user write to it",
+        _parse_octal,
+        "MODE",
+    )
+    ingest_port: int | None = _option(
+        None,
+        "also accept the socket commands on this TCP port (0 picks a free one); none = off",
+        _parse_optional_port,
+        "PORT",
+    )
+    ingest_host: str = _option(
+        "127.0.0.1",
+        "interface of the TCP ingest port; loopback by default because ingest has no "
+        "authentication",
+        str,
+        "HOST",
+    )
+
     # -- security (auth, CORS, limits, proxies): options added here ------------------------
 
     # -- operations (dashboard, metrics, logs): options added here -------------------------
@@ -238,6 +312,20 @@ class HubSettings:
             raise ConfigurationError(
                 f"slow_policy must be one of {', '.join(_SLOW_POLICIES)}, not {self.slow_policy!r}"
             )
+        # -- channels and socket ingest: checks of their options
+        for name in ("max_channels", "max_listeners"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.listener_linger < 0:
+            raise ConfigurationError(
+                f"listener_linger must not be negative, not {self.listener_linger}"
+            )
+        if not 0 <= self.socket_mode <= 0o777:
+            raise ConfigurationError(
+                f"socket_mode must be 000-777 (octal), not {self.socket_mode:o}"
+            )
+        if self.ingest_port is not None and not 0 <= self.ingest_port <= 65535:
+            raise ConfigurationError(f"ingest_port must be 0-65535, not {self.ingest_port}")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigurationError(
                 f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {self.log_level!r}"

@@ -1,0 +1,308 @@
+"""Socket ingest: other processes feed the hub with newline-delimited JSON over a socket.
+
+``ssehub serve --socket PATH`` (a Unix socket, mode 0600 unless ``--socket-mode`` says
+otherwise) and ``--ingest-port P`` (TCP on 127.0.0.1 unless ``--ingest-host`` says otherwise)
+accept one JSON object per line and answer one JSON line per command, in order::
+
+    {"command": "publish", "topic": "orders", "data": {"id": 7}, "event": "created"}
+    {"command": "broadcast", "channel": "jobs", "type": "job", "payload": {"n": 1}}
+    {"command": "dispatch", "channel": "jobs", "listener": "w1", "type": "job", "payload": 2}
+
+    {"ok": true, "id": "k3f9-12"}
+    {"ok": false, "error": "unknown_channel", "detail": "no channel named 'jobs'"}
+
+``publish`` takes the fields of ``POST /publish`` (one event); ``broadcast`` and ``dispatch``
+those of the channel routes. Errors use the hub's error codes. A malformed line gets an error
+reply and the connection stays usable. A line longer than the limit (the hub's
+``max_body_size``) is never held in memory: what was buffered is dropped, the rest of the line
+is read and discarded chunk by chunk, and the reply is ``{"ok": false, "error":
+"line_too_long", ...}``. There is no authentication: keep the socket's permissions tight and the
+TCP port on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.streams.stapled
+from anyio.abc import ByteStream, SocketAttribute, TaskStatus
+
+from .._exceptions import (
+    AlreadyExists,
+    BackendUnavailable,
+    BrokerClosed,
+    ChannelError,
+    EventValidationError,
+    InvalidTopic,
+    LimitReached,
+    ListenerBusy,
+    MessageRejected,
+    UnknownChannel,
+    UnknownListener,
+)
+from ..hub._errors import HubHTTPError
+from ..hub._publish import parse_publish_body
+from ._message import Message
+
+if TYPE_CHECKING:
+    from ..broker import Broker
+    from ..hub._settings import HubSettings
+    from ._registry import ChannelRegistry
+
+__all__ = ["IngestHandler", "LineReader", "serve_ingest"]
+
+logger = logging.getLogger("ssehub.ingest")
+
+_CHUNK: Final = 65536
+"""Bytes per read: one socket buffer's worth, so a long line costs few reads."""
+
+_CHANNEL_CODES: Final = (
+    (UnknownChannel, "unknown_channel"),
+    (UnknownListener, "unknown_listener"),
+    (AlreadyExists, "already_exists"),
+    (LimitReached, "limit_reached"),
+    (ListenerBusy, "listener_busy"),
+    (MessageRejected, "message_rejected"),
+)
+
+
+class _LineTooLong(Exception):
+    pass
+
+
+class LineReader:
+    """Split a byte stream into lines of at most ``limit`` bytes, in bounded memory.
+
+    Args:
+        stream: the connection.
+        limit: the longest line accepted, without its ``\\n``.
+    """
+
+    def __init__(self, stream: ByteStream, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def readline(self) -> bytes | None:
+        """Return the next line without its ``\\n`` (``None`` at the end of the stream).
+
+        Raises:
+            _LineTooLong: the line exceeds the limit; it has been consumed (discarded).
+        """
+        buffer = self._buffer
+        searched = 0
+        while True:
+            end = buffer.find(b"\n", searched)
+            if end >= 0:
+                if end > self._limit:
+                    del buffer[: end + 1]
+                    raise _LineTooLong
+                line = bytes(buffer[:end])
+                del buffer[: end + 1]
+                return line
+            if len(buffer) > self._limit:
+                await self._discard_line()
+                raise _LineTooLong
+            searched = len(buffer)
+            if self._eof:
+                if buffer:
+                    line = bytes(buffer)
+                    buffer.clear()
+                    return line
+                return None
+            await self._fill()
+
+    async def _fill(self) -> None:
+        try:
+            self._buffer += await self._stream.receive(_CHUNK)
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            self._eof = True
+
+    async def _discard_line(self) -> None:
+        # Drop what is buffered and read on, keeping nothing, until the line ends.
+        self._buffer.clear()
+        while not self._eof:
+            await self._fill()
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                del self._buffer[: end + 1]
+                return
+            self._buffer.clear()
+
+
+class IngestHandler:
+    """Executes ingest commands against a broker and a channel registry.
+
+    Args:
+        broker: the hub's broker (``publish``).
+        registry: the hub's channels (``broadcast``, ``dispatch``); ``None`` when off.
+        max_topics: topics per published event.
+    """
+
+    def __init__(
+        self, broker: Broker, registry: ChannelRegistry | None, *, max_topics: int
+    ) -> None:
+        self.broker = broker
+        self.registry = registry
+        self.max_topics = max_topics
+
+    async def execute(self, line: bytes) -> dict[str, Any]:
+        """Run one command line and return the reply (never raises for bad input).
+
+        Args:
+            line: one JSON object.
+
+        Returns:
+            ``{"ok": True, "id": ...}`` or ``{"ok": False, "error": code, "detail": text}``.
+        """
+        try:
+            return {"ok": True, "id": await self._run(line)}
+        except HubHTTPError as exc:
+            return {"ok": False, "error": exc.code, "detail": exc.detail}
+        except ChannelError as exc:
+            code = next((c for kind, c in _CHANNEL_CODES if isinstance(exc, kind)), "invalid_body")
+            return {"ok": False, "error": code, "detail": str(exc)}
+        except (EventValidationError, InvalidTopic) as exc:
+            code = "invalid_topic" if isinstance(exc, InvalidTopic) else "invalid_event"
+            if isinstance(exc, EventValidationError) and exc.field == "data":
+                code = "invalid_data"
+            return {"ok": False, "error": code, "detail": str(exc)}
+        except (BrokerClosed, BackendUnavailable) as exc:
+            return {"ok": False, "error": "unavailable", "detail": str(exc)}
+
+    async def _run(self, line: bytes) -> str | None:
+        try:
+            item = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise HubHTTPError("invalid_json", "the line is not valid JSON") from None
+        if not isinstance(item, dict):
+            raise HubHTTPError("invalid_body", "each line must be a JSON object")
+        command = item.pop("command", None)
+        if command == "publish":
+            # POST /publish's validation, exactly: the same fields, limits and error codes.
+            body = json.dumps(item).encode()
+            requests, _ = parse_publish_body(body, max_topics=self.max_topics, max_batch=1)
+            request = requests[0]
+            stored = await self.broker.publish(
+                request.topics, request.data, event=request.event, retry=request.retry
+            )
+            return stored.id
+        if command in ("broadcast", "dispatch"):
+            return await self._send(command, item)
+        raise HubHTTPError("invalid_body", "'command' must be one of: publish, broadcast, dispatch")
+
+    async def _send(self, command: str, item: dict[str, Any]) -> str | None:
+        if self.registry is None:
+            raise HubHTTPError("unavailable", "channels are switched off in this hub")
+        allowed = {"channel", "type", "payload"} | (
+            {"listener"} if command == "dispatch" else set()
+        )
+        unknown = item.keys() - allowed
+        if unknown:
+            raise HubHTTPError("unknown_field", f"unknown field {min(unknown)[:64]!r}")
+        name = item.get("channel")
+        if not isinstance(name, str):
+            raise HubHTTPError("invalid_name", "'channel' (a string) is required")
+        kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            raise HubHTTPError("invalid_event", "'type' must be a string")
+        message = Message(kind, item.get("payload"))
+        channel = self.registry.get(name)
+        if command == "broadcast":
+            return await channel.broadcast(message)
+        listener = item.get("listener")
+        if not isinstance(listener, str):
+            raise HubHTTPError("invalid_name", "'listener' (a string) is required")
+        return await channel.dispatch(listener, message)
+
+
+async def _serve_connection(handler: IngestHandler, stream: ByteStream, limit: int) -> None:
+    async with stream:
+        reader = LineReader(stream, limit)
+        while True:
+            try:
+                line = await reader.readline()
+            except _LineTooLong:
+                reply: dict[str, Any] = {
+                    "ok": False,
+                    "error": "line_too_long",
+                    "detail": f"the line is longer than {limit} bytes",
+                }
+            else:
+                if line is None:
+                    return
+                if not line.strip():
+                    continue  # blank lines (keep-alives, a trailing \r\n) need no answer
+                reply = await handler.execute(line)
+            try:
+                await stream.send(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the client left without reading its answer
+
+
+async def serve_ingest(
+    broker: Broker,
+    registry: ChannelRegistry | None,
+    settings: HubSettings,
+    *,
+    task_status: TaskStatus[list[str]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on the settings' Unix socket and/or TCP port until cancelled.
+
+    Args:
+        broker: the hub's running broker.
+        registry: the hub's running channels, or ``None``.
+        settings: ``socket``, ``socket_mode``, ``ingest_port``, ``ingest_host``,
+            ``max_body_size`` (the line limit) and ``max_topics``.
+        task_status: reports the addresses listened on (``unix:PATH``, ``tcp:HOST:PORT``).
+
+    Raises:
+        OSError: a socket cannot be created (address in use, no permission).
+    """
+    handler = IngestHandler(broker, registry, max_topics=settings.max_topics)
+    limit = settings.max_body_size
+    listeners: list[anyio.abc.Listener[Any]] = []
+    addresses: list[str] = []
+    try:
+        if settings.socket is not None:
+            unix = await anyio.create_unix_listener(settings.socket, mode=settings.socket_mode)
+            listeners.append(unix)
+            addresses.append(f"unix:{settings.socket}")
+        if settings.ingest_port is not None:
+            tcp = await anyio.create_tcp_listener(
+                local_host=settings.ingest_host, local_port=settings.ingest_port
+            )
+            listeners.append(tcp)
+            for sock in tcp.listeners:
+                port = sock.extra(SocketAttribute.local_port)  # noqa: S610 - not Django
+                addresses.append(f"tcp:{settings.ingest_host}:{port}")
+        multi = anyio.streams.stapled.MultiListener(listeners)
+        logger.info("socket ingest listening on %s", ", ".join(addresses))
+        async with multi, anyio.create_task_group() as task_group:
+            task_status.started(addresses)
+
+            async def serve(stream: Any) -> None:
+                await _serve_connection(handler, stream, limit)
+
+            await multi.serve(serve, task_group=task_group)
+    finally:
+        for listener in listeners:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+        if settings.socket is not None and addresses:
+            _unlink_socket(settings.socket)
+
+
+def _unlink_socket(path: str) -> None:
+    # Only a socket is removed: never a file that replaced it meanwhile.
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        logger.warning("could not remove the ingest socket %s", path)
