@@ -24,7 +24,7 @@ from ._common import (
     classify_error,
     error_body_wanted,
     explain_failure,
-    identity,
+    make_decoder,
     require_httpx,
     timeout_for,
     validate_url,
@@ -33,6 +33,8 @@ from ._reconnect import Action, Decision, ReadyState, ReconnectMachine, Reconnec
 
 if TYPE_CHECKING:
     import httpx
+
+    from ..protocols import EventProtocol, TypedEvent
 
 __all__ = ["AsyncEventSource"]
 
@@ -68,14 +70,22 @@ class AsyncEventSource(Generic[T]):
         client: an ``httpx.AsyncClient`` to use (not closed by the source); by default the
             source makes and owns one.
         decoder: turns each :class:`~ssehub.MessageEvent` into the delivered value (for example
-            a typed protocol's decoder). Its exceptions propagate from ``__anext__`` and the
-            source stays usable.
+            ``json.loads`` of its data, or one kind's ``EventKind.decode``). Its exceptions
+            propagate from ``__anext__`` and the source stays usable.
+        protocol: a typed protocol (:class:`ssehub.protocols.EventProtocol`): each request
+            carries its negotiation headers, the handshake is read, batches are unbatched, and
+            the source delivers :class:`ssehub.protocols.TypedEvent` values. A refusal
+            (``protocol.error``, or a version this client does not speak) raises
+            :class:`~ssehub.NegotiationError` and closes the source; an invalid payload raises
+            :class:`~ssehub.SchemaValidationError` and the source stays usable. Not together
+            with ``decoder``.
         clock: waits for reconnection delays (tests pass a manual clock).
         random: the jitter's random source, returning floats in ``[0, 1)``.
         on_reconnect: called with ``(delay, cause)`` each time a reconnection is scheduled.
 
     Raises:
-        ConfigurationError: the URL is invalid or not http(s), or a setting is out of range.
+        ConfigurationError: the URL is invalid or not http(s), a setting is out of range, a
+            header is reserved, or both ``decoder`` and ``protocol`` were given.
         MissingDependency: httpx (the ``client`` extra) is not installed.
 
     Cancelling a pending ``__anext__`` (for example with ``anyio.move_on_after``) drops the
@@ -96,6 +106,7 @@ class AsyncEventSource(Generic[T]):
         max_event_size: int = ...,
         client: httpx.AsyncClient | None = ...,
         decoder: None = ...,
+        protocol: None = ...,
         clock: Clock | None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
@@ -114,6 +125,26 @@ class AsyncEventSource(Generic[T]):
         max_event_size: int = ...,
         client: httpx.AsyncClient | None = ...,
         decoder: Callable[[MessageEvent], T],
+        protocol: None = ...,
+        clock: Clock | None = ...,
+        random: Callable[[], float] | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncEventSource[TypedEvent[Any]],
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = ...,
+        last_event_id: str = ...,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        connect_timeout: float | None = ...,
+        max_event_size: int = ...,
+        client: httpx.AsyncClient | None = ...,
+        decoder: None = ...,
+        protocol: EventProtocol,
         clock: Clock | None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
@@ -131,6 +162,7 @@ class AsyncEventSource(Generic[T]):
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         client: httpx.AsyncClient | None = None,
         decoder: Callable[[MessageEvent], Any] | None = None,
+        protocol: EventProtocol | None = None,
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
         on_reconnect: ReconnectCallback | None = None,
@@ -144,12 +176,14 @@ class AsyncEventSource(Generic[T]):
             if random is None
             else ReconnectMachine(policy, last_event_id=last_event_id, random=random)
         )
+        decode, protocol_client = make_decoder(decoder, protocol, last_event_id)
         self._core: SourceCore[T] = SourceCore(
             url,
             headers,
             machine,
             max_event_size,
-            cast("Callable[[MessageEvent], T]", decoder or identity),
+            cast("Callable[[MessageEvent], list[T]]", decode),
+            protocol=protocol_client,
         )
         self._timeout = timeout_for(connect_timeout, idle_timeout)
         self._owns_client = client is None
@@ -202,6 +236,8 @@ class AsyncEventSource(Generic[T]):
             StopAsyncIteration: the source was closed (``aclose()`` or 204) or failed earlier.
             ConnectionFailed: the connection failed (status, content type, redirect error).
             EventTooLarge: an event exceeded ``max_event_size``; the source is closed.
+            NegotiationError: the server refused the ``protocol``; the source is closed.
+            Exception: whatever the decoder raises (``SchemaValidationError`` for a protocol).
             RuntimeError: another task is already waiting in ``__anext__``.
         """
         if self._scope is not None:
@@ -224,8 +260,11 @@ class AsyncEventSource(Generic[T]):
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            if core.ready:
+                return core.ready.popleft()
             if core.pending:
-                return core.decoder(core.pending.popleft())
+                core.decode_next()
+                continue
             if core.machine.closed:
                 await self._drop_response()
                 raise StopAsyncIteration

@@ -13,14 +13,21 @@ import json
 import string
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from .._exceptions import ConfigurationError, ConnectionFailed, MissingDependency
+from .._exceptions import (
+    ConfigurationError,
+    ConnectionFailed,
+    MissingDependency,
+    NegotiationError,
+)
 from ..wire import EventParser, MessageEvent
 from ._reconnect import Action, Decision, ReconnectMachine
 
 if TYPE_CHECKING:
     import httpx
+
+    from ..protocols import EventProtocol, ProtocolClient
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -32,6 +39,7 @@ __all__ = [
     "error_body_wanted",
     "explain_failure",
     "identity",
+    "make_decoder",
     "require_httpx",
     "timeout_for",
     "validate_url",
@@ -171,12 +179,18 @@ def explain_failure(error: ConnectionFailed, body: bytes) -> ConnectionFailed:
 class SourceCore(Generic[T]):
     """Per-source state shared by both drivers: machine, parser, pending events, final URL.
 
+    Received events wait in ``pending`` until the iterating caller asks for one; only then are
+    they decoded (:meth:`decode_next`), so a decoder error surfaces for the event that caused
+    it and the events after it are still delivered.
+
     Args:
         url: the validated request URL.
         headers: extra request headers.
         machine: the reconnect state machine.
         max_event_size: the parser's bound for one line and one event.
-        decoder: turns each :class:`~ssehub.wire.MessageEvent` into the value delivered.
+        decoder: turns each :class:`~ssehub.wire.MessageEvent` into the values delivered
+            (usually one; none for a protocol's handshake; several for a protocol's batch).
+        protocol: a protocol client whose negotiation headers every request carries.
     """
 
     def __init__(
@@ -185,14 +199,21 @@ class SourceCore(Generic[T]):
         headers: Mapping[str, str] | None,
         machine: ReconnectMachine,
         max_event_size: int,
-        decoder: Callable[[MessageEvent], T],
+        decoder: Callable[[MessageEvent], list[T]],
+        *,
+        protocol: ProtocolClient | None = None,
     ) -> None:
         self.request_url = url
         self.url = url
         self.machine = machine
         self.decoder = decoder
         self.pending: collections.deque[MessageEvent] = collections.deque()
-        self._headers = _encode_headers(headers or {})
+        self.ready: collections.deque[T] = collections.deque()
+        all_headers = dict(headers or {})
+        if protocol is not None:
+            _check_reserved(all_headers)
+            all_headers.update(protocol.wants.headers())
+        self._headers = _encode_headers(all_headers)
         self._max_event_size = max_event_size
         self._parser: EventParser | None = None
 
@@ -237,6 +258,25 @@ class SourceCore(Generic[T]):
         self.pending.extend(self._parser.feed(chunk))
         self.machine.on_progress(self._parser.last_event_id, self._parser.retry)
 
+    def decode_next(self) -> None:
+        """Decode the oldest pending event into ``ready`` (zero or more values).
+
+        Raises:
+            NegotiationError: the server refused the protocol (``protocol.error``) or chose a
+                version this client does not speak; the source is closed, since every
+                reconnection would get the same answer.
+            Exception: whatever the decoder raises; the event is consumed, the source stays
+                usable.
+        """
+        message = self.pending.popleft()
+        try:
+            values = self.decoder(message)
+        except NegotiationError:
+            self.machine.close()
+            self.pending.clear()
+            raise
+        self.ready.extend(values)
+
     def end_stream(self) -> None:
         """Drop the parser: the incomplete final event is discarded, as the spec requires."""
         if self._parser is not None:
@@ -263,6 +303,12 @@ class SourceCore(Generic[T]):
         return f"{parts.scheme.lower()}://{host}{port}"
 
 
+def _check_reserved(headers: Mapping[str, str]) -> None:
+    for name in headers:
+        if name.lower() in ("x-protocol", "x-protocol-version", "x-client-features"):
+            raise ConfigurationError(f"the {name} header is set by the protocol")
+
+
 def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     encoded = []
     for name, value in headers.items():
@@ -281,3 +327,34 @@ def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
 def identity(event: MessageEvent) -> MessageEvent:
     """The default decoder: deliver the :class:`~ssehub.wire.MessageEvent` itself."""
     return event
+
+
+def make_decoder(
+    decoder: Callable[[MessageEvent], Any] | None,
+    protocol: EventProtocol | None,
+    last_event_id: str,
+) -> tuple[Callable[[MessageEvent], list[Any]], ProtocolClient | None]:
+    """Return the per-event decoding function of a source, and its protocol client if any.
+
+    Args:
+        decoder: the user's one-to-one decoder, or ``None``.
+        protocol: the typed protocol to negotiate and decode with, or ``None``.
+        last_event_id: the id the source resumes after (the protocol client's running id, so
+            batch items without an id inherit it).
+
+    Returns:
+        A function from one event to the values to deliver, and the
+        :class:`~ssehub.protocols.ProtocolClient` when ``protocol`` was given.
+
+    Raises:
+        ConfigurationError: both ``decoder`` and ``protocol`` were given.
+    """
+    if protocol is None:
+        one = decoder or identity
+        return (lambda message: [one(message)]), None
+    if decoder is not None:
+        raise ConfigurationError("pass either decoder or protocol, not both")
+    from ..protocols import ProtocolClient
+
+    client = ProtocolClient(protocol, last_event_id=last_event_id)
+    return client.feed, client

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, overload
 
-from .._exceptions import ConnectionFailed, EventValidationError, HubResponseError
+from .._exceptions import (
+    ConfigurationError,
+    ConnectionFailed,
+    EventValidationError,
+    HubResponseError,
+)
 from ..wire import MessageEvent
 from ._async import AsyncEventSource
 from ._common import DEFAULT_IDLE_TIMEOUT, ReconnectCallback, require_httpx, validate_url
@@ -25,6 +30,8 @@ from ._sync import EventSource
 
 if TYPE_CHECKING:
     import httpx
+
+    from ..protocols import EventProtocol, TypedEvent
 
 __all__ = [
     "DEFAULT_HUB_URL",
@@ -106,7 +113,7 @@ def _base(url: str) -> str:
 def _events_url(base: str, topics: Topics) -> str:
     names = [topics] if isinstance(topics, str) else list(topics)
     if not names:
-        raise ValueError("subscribe to at least one topic")
+        raise ConfigurationError("subscribe to at least one topic")
     return f"{base}/events?{urllib.parse.urlencode([('topic', name) for name in names])}"
 
 
@@ -281,6 +288,7 @@ class HubClient:
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
         decoder: None = ...,
+        protocol: None = ...,
     ) -> EventSource[MessageEvent]: ...
 
     @overload
@@ -293,7 +301,21 @@ class HubClient:
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
         decoder: Callable[[MessageEvent], T],
+        protocol: None = ...,
     ) -> EventSource[T]: ...
+
+    @overload
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = ...,
+        *,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+        decoder: None = ...,
+        protocol: EventProtocol,
+    ) -> EventSource[TypedEvent[Any]]: ...
 
     def subscribe(
         self,
@@ -304,6 +326,7 @@ class HubClient:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         on_reconnect: ReconnectCallback | None = None,
         decoder: Callable[[MessageEvent], Any] | None = None,
+        protocol: EventProtocol | None = None,
     ) -> EventSource[Any]:
         """Return an :class:`EventSource` on ``GET /events`` for ``topics``.
 
@@ -314,12 +337,30 @@ class HubClient:
             idle_timeout: seconds without a byte before reconnecting.
             on_reconnect: called with ``(delay, cause)`` before each reconnection.
             decoder: turns each event into the delivered value.
+            protocol: a typed protocol to negotiate and decode with (the source then delivers
+                :class:`ssehub.protocols.TypedEvent` values); not together with ``decoder``.
 
         Returns:
             A new source (it owns its own connection; close it when done).
+
+        Raises:
+            ConfigurationError: no topic, or both ``decoder`` and ``protocol`` were given.
         """
+        url = _events_url(self.url, topics)
+        if protocol is not None:
+            if decoder is not None:
+                raise ConfigurationError("pass either decoder or protocol, not both")
+            return EventSource(
+                url,
+                headers=self._headers,
+                last_event_id=last_event_id or "",
+                policy=policy,
+                idle_timeout=idle_timeout,
+                on_reconnect=on_reconnect,
+                protocol=protocol,
+            )
         return EventSource(
-            _events_url(self.url, topics),
+            url,
             headers=self._headers,
             last_event_id=last_event_id or "",
             policy=policy,
@@ -417,6 +458,7 @@ class AsyncHubClient:
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
         decoder: None = ...,
+        protocol: None = ...,
     ) -> AsyncEventSource[MessageEvent]: ...
 
     @overload
@@ -429,7 +471,21 @@ class AsyncHubClient:
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
         decoder: Callable[[MessageEvent], T],
+        protocol: None = ...,
     ) -> AsyncEventSource[T]: ...
+
+    @overload
+    def subscribe(
+        self,
+        topics: Topics,
+        last_event_id: str | None = ...,
+        *,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+        decoder: None = ...,
+        protocol: EventProtocol,
+    ) -> AsyncEventSource[TypedEvent[Any]]: ...
 
     def subscribe(
         self,
@@ -440,11 +496,25 @@ class AsyncHubClient:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         on_reconnect: ReconnectCallback | None = None,
         decoder: Callable[[MessageEvent], Any] | None = None,
+        protocol: EventProtocol | None = None,
     ) -> AsyncEventSource[Any]:
         """Return an :class:`AsyncEventSource` on ``GET /events``; see
         :meth:`HubClient.subscribe`. Use it with ``async with``."""
+        url = _events_url(self.url, topics)
+        if protocol is not None:
+            if decoder is not None:
+                raise ConfigurationError("pass either decoder or protocol, not both")
+            return AsyncEventSource(
+                url,
+                headers=self._headers,
+                last_event_id=last_event_id or "",
+                policy=policy,
+                idle_timeout=idle_timeout,
+                on_reconnect=on_reconnect,
+                protocol=protocol,
+            )
         return AsyncEventSource(
-            _events_url(self.url, topics),
+            url,
             headers=self._headers,
             last_event_id=last_event_id or "",
             policy=policy,

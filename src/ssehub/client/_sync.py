@@ -25,7 +25,7 @@ from ._common import (
     classify_error,
     error_body_wanted,
     explain_failure,
-    identity,
+    make_decoder,
     require_httpx,
     timeout_for,
     validate_url,
@@ -34,6 +34,8 @@ from ._reconnect import Action, Decision, ReadyState, ReconnectMachine, Reconnec
 
 if TYPE_CHECKING:
     import httpx
+
+    from ..protocols import EventProtocol, TypedEvent
 
 __all__ = ["EventSource"]
 
@@ -72,6 +74,7 @@ class EventSource(Generic[T]):
         max_event_size: int = ...,
         client: httpx.Client | None = ...,
         decoder: None = ...,
+        protocol: None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
     ) -> None: ...
@@ -89,6 +92,25 @@ class EventSource(Generic[T]):
         max_event_size: int = ...,
         client: httpx.Client | None = ...,
         decoder: Callable[[MessageEvent], T],
+        protocol: None = ...,
+        random: Callable[[], float] | None = ...,
+        on_reconnect: ReconnectCallback | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: EventSource[TypedEvent[Any]],
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = ...,
+        last_event_id: str = ...,
+        policy: ReconnectPolicy | None = ...,
+        idle_timeout: float | None = ...,
+        connect_timeout: float | None = ...,
+        max_event_size: int = ...,
+        client: httpx.Client | None = ...,
+        decoder: None = ...,
+        protocol: EventProtocol,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
     ) -> None: ...
@@ -105,6 +127,7 @@ class EventSource(Generic[T]):
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         client: httpx.Client | None = None,
         decoder: Callable[[MessageEvent], Any] | None = None,
+        protocol: EventProtocol | None = None,
         random: Callable[[], float] | None = None,
         on_reconnect: ReconnectCallback | None = None,
     ) -> None:
@@ -117,12 +140,14 @@ class EventSource(Generic[T]):
             if random is None
             else ReconnectMachine(policy, last_event_id=last_event_id, random=random)
         )
+        decode, protocol_client = make_decoder(decoder, protocol, last_event_id)
         self._core: SourceCore[T] = SourceCore(
             url,
             headers,
             machine,
             max_event_size,
-            cast("Callable[[MessageEvent], T]", decoder or identity),
+            cast("Callable[[MessageEvent], list[T]]", decode),
+            protocol=protocol_client,
         )
         self._timeout = timeout_for(connect_timeout, idle_timeout)
         self._owns_client = client is None
@@ -177,6 +202,8 @@ class EventSource(Generic[T]):
             StopIteration: the source was closed (``close()`` or 204) or failed earlier.
             ConnectionFailed: the connection failed (status, content type, redirect error).
             EventTooLarge: an event exceeded ``max_event_size``; the source is closed.
+            NegotiationError: the server refused the ``protocol``; the source is closed.
+            Exception: whatever the decoder raises (``SchemaValidationError`` for a protocol).
             RuntimeError: another thread is already iterating the source.
         """
         with self._lock:
@@ -197,8 +224,11 @@ class EventSource(Generic[T]):
         while True:
             if self._closed:
                 raise StopIteration
+            if core.ready:
+                return core.ready.popleft()
             if core.pending:
-                return core.decoder(core.pending.popleft())
+                core.decode_next()
+                continue
             if core.machine.closed:
                 self._drop_response()
                 raise StopIteration
