@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import enum
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -185,6 +186,17 @@ async def test_bad_items_raise_typed_errors() -> None:
         await body_of(EventSourceResponse(agen({"data": "x", "colour": "red"}), ping=0))
     with pytest.raises(EventValidationError):
         await body_of(EventSourceResponse(agen({"data": "x", "id": "a\nb"}), ping=0))
+    # A lone surrogate has no UTF-8 form: a typed error, not a UnicodeEncodeError.
+    with pytest.raises(EventValidationError):
+        await body_of(EventSourceResponse(agen("ok \ud800"), ping=0))
+
+
+async def test_str_subclass_items_are_sent_as_their_text() -> None:
+    class Kind(str, enum.Enum):
+        UPDATE = "update"
+
+    body = await body_of(EventSourceResponse(agen(Kind.UPDATE), ping=0))
+    assert body == OPEN_LF + b"data: update\n\n"
 
 
 def test_constructor_validation() -> None:

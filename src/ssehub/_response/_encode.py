@@ -55,7 +55,11 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
             if "\n" in item or "\r" in item:
                 return ServerSentEvent(item, sep=sep).encode()
             text: str = "data: " + item + tail
-            return text.encode()
+            try:
+                return text.encode()
+            except UnicodeEncodeError:
+                # A lone surrogate: the event constructor raises the typed error for it.
+                return ServerSentEvent(item, sep=sep).encode()
         if kind is bytes:
             raw: bytes = item
             return raw
@@ -66,7 +70,8 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
         if isinstance(item, (bytes, bytearray, memoryview)):
             return bytes(item)
         if isinstance(item, str):
-            return encode(str(item))
+            # A str subclass (a StrEnum member): its text, never its str()/name.
+            return encode(str.__str__(item))
         if kind is not int and not isinstance(item, float):
             # Duck-typed events (for example sse-starlette's own ServerSentEvent objects mixed in
             # during a migration) carry their own encoding.
