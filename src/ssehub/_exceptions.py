@@ -12,6 +12,7 @@ without any third-party package installed.
     ├── SendTimeoutError (TimeoutError)        a client did not accept bytes within send_timeout
     ├── MissingDependency (ImportError)        an optional extra is not installed
     ├── ConfigurationError (ValueError)        invalid settings
+    ├── AuthenticationError                    a credential is missing, invalid or expired
     ├── BrokerError
     │   ├── BrokerClosed                       the broker is not running (or shut down)
     │   ├── InvalidTopic (ValueError)          a topic name is empty, too long or has bad characters
@@ -44,6 +45,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "AuthenticationError",
     "BackendUnavailable",
     "BrokerClosed",
     "BrokerError",
@@ -126,6 +128,18 @@ class MissingDependency(SSEHubError, ImportError):
 
 class ConfigurationError(SSEHubError, ValueError):
     """Settings that cannot work together or are out of range."""
+
+
+class AuthenticationError(SSEHubError):
+    """A credential (JWT or API key) is missing, malformed, badly signed, expired or not yet valid.
+
+    Attributes:
+        reason: a short explanation that never repeats the credential itself.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class BrokerError(SSEHubError):

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -35,13 +35,19 @@ from .._exceptions import (
     InvalidTopic,
     SendTimeoutError,
 )
+from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
 from ..response import EventSourceResponse
 from ._channels import HubChannels, channel_routes, with_channels
 from ._errors import HubHTTPError, http_exception_handler
+from ._guard import Guard, split_private
+from ._limits import Lease
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
 from ._settings import HubSettings
+
+if TYPE_CHECKING:
+    from ._auth import Principal
 from ._status import health_document, status_document
 
 __all__ = ["RESET_HEADER", "HubState", "create_app"]
@@ -73,6 +79,8 @@ class HubState:
         self._started = time.monotonic()
         self._draining = False
         self._shutdown: anyio.Event | None = None
+        # -- security: authentication, authorization and limits (app.state.hub.guard)
+        self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
         self.channels: HubChannels | None = (
             HubChannels(settings, shutdown_event=self.shutdown_event) if settings.channels else None
@@ -137,17 +145,50 @@ class _HubStream(EventSourceResponse):
     """The event stream of one subscription; always closes it, and ends quietly on a frozen
     client (a send timeout is the expected fate of a dead connection, not an app error)."""
 
-    def __init__(self, subscription: Subscription, **kwargs: Any) -> None:
-        super().__init__(subscription, **kwargs)
+    def __init__(
+        self,
+        subscription: Subscription,
+        *,
+        guard: Guard | None = None,
+        principal: Principal | None = None,
+        lease: Lease | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # -- security: only what the principal may read; the lease and expiry end with it
+        source = guard.stream_source(subscription, principal) if guard and principal else None
+        super().__init__(source or subscription, **kwargs)
         self._subscription = subscription
+        self._lease = lease
+        self._deadline = guard.deadline(principal) if guard and principal else None
+        self._clock = guard.clock if guard else None
+
+    async def _expire(self, deadline: float) -> None:
+        assert self._clock is not None
+        await self._clock.sleep_until(deadline)
+        logger.info("ended a stream: its token expired")
+        self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if self._deadline is None:
+                await self._respond(scope, receive, send)
+            else:
+                # One timer task per expiring stream, sleeping on the broker's clock.
+                with collapse_excgroups():
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._expire, self._deadline)
+                        await self._respond(scope, receive, send)
+                        group.cancel_scope.cancel()
+        finally:
+            await self._subscription.aclose()
+            if self._lease is not None:
+                self._lease.release()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             logger.info("ended a stream: the client accepted no data for %s s", self.send_timeout)
-        finally:
-            await self._subscription.aclose()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -209,30 +250,37 @@ class _Endpoints:
         settings = hub.settings
         try:
             topics = check_topics(request.query_params.getlist("topic"), max_topics=hub.max_topics)
+            # The header wins over the query parameter: browsers send the header on every
+            # reconnect with the id they last saw, while the query value is fixed in the URL.
+            last_event_id = request.headers.get("last-event-id") or request.query_params.get(
+                "lastEventId"
+            )
+            # -- security: refused before anything is opened
+            principal = hub.guard.authorize_subscribe(request.scope, topics, last_event_id)
             if request.method == "HEAD":
                 # Same status and type as GET, without subscribing (nothing would consume it).
                 return Response(
                     media_type="text/event-stream", headers={"Cache-Control": "no-store"}
                 )
             broker = hub.require_broker()
-            # The header wins over the query parameter: browsers send the header on every
-            # reconnect with the id they last saw, while the query value is fixed in the URL.
-            last_event_id = request.headers.get("last-event-id") or request.query_params.get(
-                "lastEventId"
-            )
+            lease = hub.guard.acquire(request.scope, principal)
             try:
-                # Registered here, before the response (and its headers) exists: an event
-                # published once the client has seen the headers is already queued for it.
-                subscription = broker.subscribe(topics, last_event_id)
-            except (InvalidTopic, BrokerClosed) as exc:
-                raise _broker_error(exc) from None
-            try:
-                # Fetch the replay now so the reset reason is known for the headers.
-                await subscription.prepare()
-            except BaseException as exc:
-                subscription.close()
-                if isinstance(exc, BackendUnavailable):
+                try:
+                    # Registered here, before the response (and its headers) exists: an event
+                    # published once the client has seen the headers is already queued for it.
+                    subscription = broker.subscribe(topics, last_event_id)
+                except (InvalidTopic, BrokerClosed) as exc:
                     raise _broker_error(exc) from None
+                try:
+                    # Fetch the replay now so the reset reason is known for the headers.
+                    await subscription.prepare()
+                except BaseException as exc:
+                    subscription.close()
+                    if isinstance(exc, BackendUnavailable):
+                        raise _broker_error(exc) from None
+                    raise
+            except BaseException:
+                lease.release()
                 raise
         except HubHTTPError as exc:
             return exc.response()
@@ -245,6 +293,9 @@ class _Endpoints:
             ping=settings.ping,
             send_timeout=settings.send_timeout,
             shutdown_event=hub.shutdown_event(),
+            guard=hub.guard,
+            principal=principal,
+            lease=lease,
         )
 
     async def publish(self, request: Request) -> Response:
@@ -257,15 +308,23 @@ class _Endpoints:
             except ClientDisconnect:
                 # Nobody is left to read an answer; nothing was published.
                 return Response(status_code=400)
+            # -- security: private flags, then authorization and rate, before anything is published
+            body, flags = split_private(body)
             requests, batch = parse_publish_body(
                 body, max_topics=hub.max_topics, max_batch=settings.max_batch
             )
+            private = flags or [False] * len(requests)
+            hub.guard.authorize_publish(request.scope, requests, private)
             broker = hub.require_broker()
             try:
                 if not batch:
-                    return JSONResponse(_published(broker, await _publish_one(broker, requests[0])))
+                    stored_one = await _publish_one(broker, requests[0], private=private[0])
+                    return JSONResponse(_published(broker, stored_one))
                 stored = await broker.publish_many(
-                    [Publication(r.topics, r.data, r.event, r.retry) for r in requests]
+                    [
+                        Publication(r.topics, r.data, r.event, r.retry, p)
+                        for r, p in zip(requests, private, strict=True)
+                    ]
                 )
             except (InvalidTopic, EventValidationError, BrokerClosed, BackendUnavailable) as exc:
                 raise _broker_error(exc) from None
@@ -276,6 +335,7 @@ class _Endpoints:
     async def status(self, request: Request) -> Response:
         hub = self.hub
         try:
+            hub.guard.authorize_status(request.scope)  # -- security
             broker = hub.require_broker()
             try:
                 document = await status_document(broker, uptime=hub.uptime)
@@ -309,9 +369,11 @@ class _Endpoints:
         )
 
 
-async def _publish_one(broker: Broker, request: PublishRequest) -> StoredEvent:
+async def _publish_one(
+    broker: Broker, request: PublishRequest, *, private: bool = False
+) -> StoredEvent:
     return await broker.publish(
-        request.topics, request.data, event=request.event, retry=request.retry
+        request.topics, request.data, event=request.event, retry=request.retry, private=private
     )
 
 
@@ -337,11 +399,12 @@ def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
     return routes
 
 
-def _middleware(settings: HubSettings) -> list[Middleware]:
-    """The hub's middleware stack, outermost first. Empty today: authentication (JWT, API keys)
-    will be added here as a middleware that checks each request before it reaches a route."""
+def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
+    """The hub's middleware stack, outermost first: client address behind trusted proxies,
+    CORS, then authentication (which stores the principal in the scope)."""
     middleware: list[Middleware] = []
     # -- security (CORS, auth, limits): middleware added here, outermost first
+    middleware += guard.middleware()
     # -- operations (request ids, metrics): middleware added here
     return middleware
 
@@ -403,7 +466,7 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
 
     app = Starlette(
         routes=_routes(endpoints, settings),
-        middleware=_middleware(settings),
+        middleware=_middleware(settings, hub.guard),
         exception_handlers={
             HTTPException: http_exception_handler,
             HubHTTPError: http_exception_handler,

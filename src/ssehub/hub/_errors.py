@@ -27,6 +27,17 @@ ERROR_CODES: Final[Mapping[str, int]] = {
     "invalid_data": 400,
     "invalid_event": 400,
     "invalid_retry": 400,
+    # -- security: codes added here
+    "last_event_id_too_long": 400,
+    "private_without_auth": 400,
+    "unauthorized": 401,
+    "invalid_token": 401,
+    "forbidden": 403,
+    "forbidden_origin": 403,
+    "origin_not_allowed": 403,
+    "too_many_connections": 429,
+    "rate_limited": 429,
+    # -- end security
     "not_found": 404,
     "method_not_allowed": 405,
     "body_too_large": 413,

@@ -22,6 +22,8 @@ from ..broker import (
     DEFAULT_MAX_TOPICS,
     DEFAULT_QUEUE_SIZE,
 )
+from ..broker.topics import MAX_TOPIC_LENGTH
+from ._proxy import parse_networks
 
 __all__ = ["ENV_PREFIX", "HubSettings", "OptionSpec", "options"]
 
@@ -98,6 +100,26 @@ def _parse_optional_port(text: str) -> int | None:
     if text.strip().lower() in {"", "none", "off"}:
         return None
     return _parse_int(text)
+
+
+def _parse_upper_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().upper()
+        if value not in choices:
+            raise ValueError(f"expected one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _parse_optional_str(text: str) -> str | None:
+    # -- security: "" and "none" unset a path or key given elsewhere (env, then CLI)
+    stripped = text.strip()
+    return None if stripped.lower() in _NONE else stripped
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _option(default: object, help: str, parse: Callable[[str], Any], metavar: str) -> Any:
@@ -285,8 +307,165 @@ class HubSettings:
     )
 
     # -- security (auth, CORS, limits, proxies): options added here ------------------------
+    auth: str = _option(
+        "none",
+        "authentication: none (default, for local development: anyone who can connect may "
+        "publish and subscribe), jwt (JSON Web Tokens, plus API keys if a key file is given) "
+        "or api_key (static keys only)",
+        _parse_choice(("none", "jwt", "api_key")),
+        "MODE",
+    )
+    jwt_algorithm: str = _option(
+        "HS256",
+        "the one JWT algorithm accepted, never taken from the token: HS256, RS256 or ES256",
+        _parse_upper_choice(("HS256", "RS256", "ES256")),
+        "ALG",
+    )
+    jwt_key: str | None = _option(
+        None,
+        "the HS256 secret (32+ bytes) or the PEM public key; prefer SSEHUB_JWT_KEY or "
+        "--jwt-key-file, since command lines are visible to other local users",
+        _parse_optional_str,
+        "KEY",
+    )
+    jwt_key_file: str | None = _option(
+        None, "file holding the HS256 secret or the PEM public key", _parse_optional_str, "PATH"
+    )
+    jwks_file: str | None = _option(
+        None,
+        "file holding a JSON Web Key Set; the key is chosen by the token's kid",
+        _parse_optional_str,
+        "PATH",
+    )
+    jwt_audience: str | None = _option(
+        None, "when set, tokens must carry this aud claim", _parse_optional_str, "AUD"
+    )
+    jwt_issuer: str | None = _option(
+        None, "when set, tokens must carry this iss claim", _parse_optional_str, "ISS"
+    )
+    jwt_leeway: float = _option(
+        0.0,
+        "seconds of clock skew tolerated on exp and nbf; 0 because issuer and hub usually "
+        "share NTP time, and every second of leeway extends a revoked token's life",
+        _parse_float,
+        "SECONDS",
+    )
+    api_keys_file: str | None = _option(
+        None,
+        "file of static API keys for server-to-server clients: one key (16+ characters) per "
+        "line, optionally followed by the topic patterns it is limited to",
+        _parse_optional_str,
+        "PATH",
+    )
+    auth_cookie: str = _option(
+        "ssehub_token",
+        "name of the cookie holding a token (browsers' EventSource cannot send headers); "
+        "empty to ignore cookies",
+        str,
+        "NAME",
+    )
+    auth_query_token: bool = _option(
+        _OFF,
+        "accept a token in the 'token' query parameter; off because URLs end up in access "
+        "logs, proxies and browser history",
+        _parse_bool,
+        "BOOL",
+    )
+    anonymous_subscribe: bool = _option(
+        _OFF,
+        "with auth on, let clients without a credential subscribe to any topic (they get "
+        "public events only); off so that an auth-enabled hub is closed by default",
+        _parse_bool,
+        "BOOL",
+    )
+    cors_origins: tuple[str, ...] = _option(
+        (),
+        "comma-separated origins allowed to call the hub from a browser (exact origins get "
+        "credentials; '*' allows any origin without credentials); none by default",
+        _parse_list,
+        "ORIGINS",
+    )
+    trusted_proxies: tuple[str, ...] = _option(
+        (),
+        "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For / "
+        "Forwarded headers are believed; none by default, so clients cannot spoof addresses",
+        _parse_list,
+        "NETWORKS",
+    )
+    max_connections: int = _option(
+        10_000,
+        "most open event streams (429 above it); 10 000 idle streams use a few hundred MiB "
+        "and need 'ulimit -n' above it (the common soft default is 1024)",
+        _parse_int,
+        "N",
+    )
+    max_connections_per_address: int = _option(
+        100,
+        "most open streams from one client address; browsers open at most 6 HTTP/1.1 "
+        "connections per site, 100 leaves room for an office behind one NAT while one client "
+        "cannot take more than 1% of the default total",
+        _parse_int,
+        "N",
+    )
+    max_connections_per_token: int = _option(
+        20,
+        "most open streams with one token or API key; covers a user's tabs and devices, "
+        "bounds what one leaked token can hold",
+        _parse_int,
+        "N",
+    )
+    max_topic_length: int = _option(
+        256,
+        "longest topic name in characters (at most 256, the broker's bound); topics use URI "
+        "characters only (RFC 3986), so they are safe in URLs, logs and Redis keys",
+        _parse_int,
+        "N",
+    )
+    max_last_event_id_length: int = _option(
+        256,
+        "longest Last-Event-ID accepted (400 above it); hub ids are under 64 characters, and "
+        "a bound keeps a 10 KB header from reaching the history lookup",
+        _parse_int,
+        "N",
+    )
+    publish_rate: float | None = _option(
+        None,
+        "events per second each token (or address, without one) may publish, in bursts of "
+        "--publish-burst; 0/none = off (default): publishers are usually trusted services "
+        "whose normal rate the hub cannot guess; turn it on for browser or third-party "
+        "publishers",
+        _parse_optional_seconds,
+        "RATE",
+    )
+    publish_burst: int = _option(
+        1000,
+        "largest burst of events above --publish-rate (and so the largest batch a limited "
+        "publisher can send); equals the default --max-batch",
+        _parse_int,
+        "N",
+    )
 
     # -- operations (dashboard, metrics, logs): options added here -------------------------
+    dashboard: bool = _option(
+        _ON,
+        "serve the live dashboard at / (one self-contained page; protected like the API "
+        "when authentication is on)",
+        _parse_bool,
+        "BOOL",
+    )
+    metrics: bool = _option(
+        _ON,
+        "serve Prometheus metrics at /metrics (read from the broker's counters at scrape "
+        "time, so publishing pays almost nothing for them)",
+        _parse_bool,
+        "BOOL",
+    )
+    log_format: str = _option(
+        "text",
+        "log format: text (readable lines) or json (one object per line, for log shippers)",
+        _parse_choice(("text", "json")),
+        "FORMAT",
+    )
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -326,10 +505,41 @@ class HubSettings:
             )
         if self.ingest_port is not None and not 0 <= self.ingest_port <= 65535:
             raise ConfigurationError(f"ingest_port must be 0-65535, not {self.ingest_port}")
+        self._check_security()
         if self.log_level not in _LOG_LEVELS:
             raise ConfigurationError(
                 f"log_level must be one of {', '.join(_LOG_LEVELS)}, not {self.log_level!r}"
             )
+
+    def _check_security(self) -> None:
+        # -- security: validation of the options above
+        for name in (
+            "max_connections",
+            "max_connections_per_address",
+            "max_connections_per_token",
+            "max_topic_length",
+            "max_last_event_id_length",
+            "publish_burst",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_topic_length > MAX_TOPIC_LENGTH:
+            raise ConfigurationError(f"max_topic_length must be at most {MAX_TOPIC_LENGTH}")
+        if self.auth not in {"none", "jwt", "api_key"}:
+            raise ConfigurationError(f"auth must be none, jwt or api_key, not {self.auth!r}")
+        if self.jwt_leeway < 0:
+            raise ConfigurationError("jwt_leeway must not be negative")
+        if self.publish_rate is not None and not self.publish_rate > 0:
+            raise ConfigurationError("publish_rate must be positive or None")
+        for origin in self.cors_origins:
+            if origin != "*" and ("://" not in origin or origin.endswith("/")):
+                raise ConfigurationError(
+                    f"CORS origins are '*' or scheme://host[:port] without a path, not {origin!r}"
+                )
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigurationError(f"trusted_proxies: {exc}") from None
 
     @classmethod
     def from_sources(

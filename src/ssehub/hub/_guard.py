@@ -1,0 +1,253 @@
+"""The hub's security in one object: middleware, endpoint checks, limits, private delivery.
+
+:class:`Guard` is built from the settings once per app (``app.state.hub.guard``). The endpoints
+call it at fixed points, before anything happens, so a refused request leaves no trace:
+
+- ``GET /events``: :meth:`Guard.authorize_subscribe` (topics allowed, ``Last-Event-ID``
+  length), then :meth:`Guard.acquire` (connection caps), then the stream is wrapped by
+  :meth:`Guard.stream_source` so private events reach only authorized subscribers, replay
+  included, and the stream ends when the credential expires.
+- ``POST /publish``: :func:`split_private` takes the ``private`` flags out of the body, then
+  :meth:`Guard.authorize_publish` checks topics, private and the publish rate.
+- ``GET /status``: :meth:`Guard.authorize_status`.
+
+Channel routes use the same principal (:func:`~ssehub.hub._auth.principal_of`) and the
+``may_publish``/``may_subscribe`` rules.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.middleware import Middleware
+
+from ..broker.events import StoredEvent
+from ._auth import Authenticator, AuthMiddleware, Principal, authentication_required, principal_of
+from ._cors import CORSMiddleware
+from ._errors import HubHTTPError
+from ._limits import ConnectionLimiter, Lease, RateLimiter, check_topic_lengths
+from ._proxy import ForwardedMiddleware, client_address, parse_networks
+from ._publish import _load_json
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
+
+    from .._clock import Clock
+    from ..broker import Subscription
+    from ._publish import PublishRequest
+    from ._settings import HubSettings
+
+__all__ = ["Guard", "VisibleEvents", "split_private"]
+
+_PRIVATE_KEY: Final = b'"private"'
+
+
+class Guard:
+    """Authentication, authorization and limits of one hub.
+
+    Args:
+        settings: the hub's settings.
+        clock: the broker's clock (publish rates refill on it; token expiry is timed on it).
+
+    Raises:
+        ConfigurationError: the security settings are unusable (missing key, bad file).
+    """
+
+    def __init__(self, settings: HubSettings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.authenticator = Authenticator.from_settings(settings)
+        self.connections = ConnectionLimiter(
+            total=settings.max_connections,
+            per_address=settings.max_connections_per_address,
+            per_token=settings.max_connections_per_token,
+        )
+        self.rates = (
+            RateLimiter(rate=settings.publish_rate, burst=settings.publish_burst, clock=clock)
+            if settings.publish_rate is not None
+            else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether authentication is on."""
+        return self.authenticator is not None
+
+    def middleware(self) -> list[Middleware]:
+        """The security middleware, outermost first: proxies, CORS, authentication."""
+        settings = self.settings
+        stack = [Middleware(ForwardedMiddleware, trusted=parse_networks(settings.trusted_proxies))]
+        if settings.cors_origins:
+            stack.append(Middleware(CORSMiddleware, origins=settings.cors_origins))
+        if self.authenticator is not None:
+            exact = frozenset(o for o in settings.cors_origins if o != "*")
+            stack.append(
+                Middleware(AuthMiddleware, authenticator=self.authenticator, trusted_origins=exact)
+            )
+        return stack
+
+    # -- GET /events -----------------------------------------------------------------------
+
+    def authorize_subscribe(
+        self, scope: Scope, topics: Sequence[str], last_event_id: str | None
+    ) -> Principal:
+        """Check a subscription before it exists.
+
+        Returns:
+            The request's principal.
+
+        Raises:
+            HubHTTPError: ``invalid_topic`` / ``last_event_id_too_long`` (400),
+                ``unauthorized`` (401), ``forbidden`` (403).
+        """
+        settings = self.settings
+        check_topic_lengths(topics, settings.max_topic_length)
+        if last_event_id is not None and len(last_event_id) > settings.max_last_event_id_length:
+            raise HubHTTPError(
+                "last_event_id_too_long",
+                f"Last-Event-ID is longer than {settings.max_last_event_id_length} characters",
+            )
+        principal = principal_of(scope)
+        for topic in topics:
+            if not principal.may_subscribe(topic):
+                if not principal.authenticated:
+                    raise authentication_required("subscribing needs a token on this hub")
+                raise HubHTTPError("forbidden", f"the token may not subscribe to {topic!r}")
+        return principal
+
+    def acquire(self, scope: Scope, principal: Principal) -> Lease:
+        """Take a connection place for a new stream.
+
+        Raises:
+            HubHTTPError: ``too_many_connections`` (429).
+        """
+        return self.connections.acquire(client_address(scope), principal.identity)
+
+    def stream_source(self, subscription: Subscription, principal: Principal) -> VisibleEvents:
+        """Wrap ``subscription`` so that it yields only what ``principal`` may read."""
+        return VisibleEvents(subscription, principal)
+
+    def deadline(self, principal: Principal) -> float | None:
+        """Return when (on the broker's clock) the principal's stream must end, or ``None``."""
+        if principal.expires_at is None:
+            return None
+        return self.clock.time() + (principal.expires_at - time.time())
+
+    # -- POST /publish ---------------------------------------------------------------------
+
+    def authorize_publish(
+        self, scope: Scope, requests: Sequence[PublishRequest], private: Sequence[bool]
+    ) -> None:
+        """Check every event of a publish request before any of it is published.
+
+        Raises:
+            HubHTTPError: ``invalid_topic`` / ``private_without_auth`` (400), ``unauthorized``
+                (401), ``forbidden`` (403), ``rate_limited`` (429).
+        """
+        principal = principal_of(scope)
+        limit = self.settings.max_topic_length
+        for index, request in enumerate(requests):
+            check_topic_lengths(request.topics, limit)
+            for topic in request.topics:
+                if not principal.may_publish(topic):
+                    if not principal.authenticated:
+                        raise authentication_required("publishing needs a token on this hub")
+                    where = f"events[{index}]: " if len(requests) > 1 else ""
+                    raise HubHTTPError(
+                        "forbidden", f"{where}the token may not publish to {topic!r}"
+                    )
+        if any(private) and not self.enabled:
+            raise HubHTTPError(
+                "private_without_auth",
+                "private events need authentication (--auth jwt or api_key): with auth off, "
+                "no subscriber could ever be authorized to receive them",
+            )
+        if self.rates is not None:
+            key = principal.identity or ("a:" + (client_address(scope) or "unknown"))
+            self.rates.take(key, len(requests))
+
+    # -- GET /status -----------------------------------------------------------------------
+
+    def authorize_status(self, scope: Scope) -> None:
+        """With auth on, ``/status`` (topic names, counts) needs a credential.
+
+        Raises:
+            HubHTTPError: ``unauthorized`` (401).
+        """
+        if self.enabled and not principal_of(scope).authenticated:
+            raise authentication_required("the status of an auth-enabled hub needs a token")
+
+
+class VisibleEvents:
+    """A :class:`~ssehub._frames.FrameSource` over a subscription that drops what its
+    principal may not read: private events of topics it is not granted, live or replayed.
+
+    Dropped events leave no trace in the stream (no frame, no id, no notice).
+
+    Args:
+        subscription: the subscription to read.
+        principal: who reads it.
+    """
+
+    __slots__ = ("principal", "subscription")
+
+    def __init__(self, subscription: Subscription, principal: Principal) -> None:
+        self.subscription = subscription
+        self.principal = principal
+
+    async def receive_frames(self) -> list[bytes]:
+        """Return the frames pending now that the principal may read; ``[]`` once ended."""
+        may_read = self.principal.may_read
+        while True:
+            items = await self.subscription.receive()
+            if not items:
+                return []
+            frames = [
+                item.encode()
+                for item in items
+                if not (isinstance(item, StoredEvent) and item.private and not may_read(item))
+            ]
+            if frames:
+                return frames
+
+    async def aclose(self) -> None:
+        """Close the subscription."""
+        await self.subscription.aclose()
+
+
+def _private_flag(item: Any, where: str) -> bool:
+    if not isinstance(item, dict) or "private" not in item:
+        return False
+    value = item.pop("private")
+    if not isinstance(value, bool):
+        raise HubHTTPError("invalid_body", f"{where}'private' must be true or false")
+    return value
+
+
+def split_private(body: bytes) -> tuple[bytes, list[bool] | None]:
+    """Take the ``private`` flags out of a ``POST /publish`` body.
+
+    Bodies without the key (the common case) are returned unchanged at the cost of one byte
+    search; others are parsed, stripped of the flags and re-serialised for the main parser.
+
+    Args:
+        body: the raw body.
+
+    Returns:
+        ``(body, flags)``: the body without ``private`` keys, and one flag per event (``None``
+        when no flag was present: every event is public).
+
+    Raises:
+        HubHTTPError: ``invalid_json`` (400) or ``invalid_body`` (400) for a non-boolean flag.
+    """
+    if _PRIVATE_KEY not in body:
+        return body, None
+    value = _load_json(body)  # the main parser's JSON rules (no NaN, finite numbers)
+    if isinstance(value, list):
+        flags = [_private_flag(item, f"events[{i}]: ") for i, item in enumerate(value)]
+    else:
+        flags = [_private_flag(value, "")]
+    return json.dumps(value).encode(), flags

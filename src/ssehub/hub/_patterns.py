@@ -1,0 +1,77 @@
+"""Topic patterns: the topics a credential grants, with ``*`` as the only wildcard.
+
+``*`` matches any run of characters, ``/`` included: ``orders/*`` grants ``orders/1`` and
+``orders/1/items``, but not ``orders`` itself; ``*`` alone grants every topic. Every other
+character matches itself (``?``, ``[`` and ``.`` are ordinary topic characters, not wildcards).
+A topic that itself contains ``*`` is matched like any other text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from ..broker.topics import MAX_TOPIC_LENGTH, TOPIC_PATTERN
+
+__all__ = ["EVERYTHING", "MAX_PATTERNS", "NOTHING", "TopicPatterns"]
+
+MAX_PATTERNS: Final = 256
+"""Patterns per grant; a larger list belongs in a wildcard, and the bound keeps matching cheap."""
+
+
+class TopicPatterns:
+    """An immutable set of topic patterns, compiled once into one regular expression.
+
+    Args:
+        patterns: the patterns (valid topic characters, at most 256 characters each).
+
+    Raises:
+        ValueError: a pattern is empty, too long or has a character no topic can have, or
+            there are more than :data:`MAX_PATTERNS`.
+    """
+
+    __slots__ = ("_everything", "_regex", "patterns")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        unique = tuple(dict.fromkeys(patterns))
+        if len(unique) > MAX_PATTERNS:
+            raise ValueError(f"at most {MAX_PATTERNS} topic patterns")
+        for pattern in unique:
+            if not pattern or len(pattern) > MAX_TOPIC_LENGTH:
+                raise ValueError(f"topic patterns have 1-{MAX_TOPIC_LENGTH} characters")
+            if TOPIC_PATTERN.fullmatch(pattern) is None:
+                raise ValueError("topic patterns use only topic characters and '*'")
+        self.patterns = unique
+        self._everything = "*" in unique
+        self._regex = (
+            re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in unique))
+            if unique
+            else None
+        )
+
+    def matches(self, topic: str) -> bool:
+        """Return whether ``topic`` is granted by one of the patterns."""
+        if self._everything:
+            return True
+        return self._regex is not None and self._regex.fullmatch(topic) is not None
+
+    def matches_any(self, topics: Iterable[str]) -> bool:
+        """Return whether at least one of ``topics`` is granted."""
+        return any(self.matches(topic) for topic in topics)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TopicPatterns) and set(self.patterns) == set(other.patterns)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self.patterns))
+
+    def __repr__(self) -> str:
+        return f"TopicPatterns({list(self.patterns)!r})"
+
+
+EVERYTHING: Final = TopicPatterns(["*"])
+NOTHING: Final = TopicPatterns([])
