@@ -229,10 +229,21 @@ async def test_retrying_5xx_and_429_is_an_explicit_option(server: ScriptServer) 
         sse(b"data: finally\n\n"),
     )
     policy = ReconnectPolicy(initial_retry=0.5, jitter=0.0, retry_statuses=frozenset({503, 429}))
-    events, clock = await collect(url, policy=policy)
+    causes: list[BaseException | None] = []
+    opened: list[int] = []
+    events, clock = await collect(
+        url,
+        policy=policy,
+        on_reconnect=lambda _d, c: causes.append(c),
+        on_open=lambda: opened.append(len(causes)),
+    )
     assert [e.data for e in events] == ["finally"]
     # Retry-After (2 s) is a floor; then the backoff doubles; the open stream's end resets it.
     assert clock.delays == [2.0, 1.0, 0.5]
+    # The retried statuses are named as causes; the normal end of the stream has none.
+    assert [getattr(c, "status_code", c) for c in causes] == [503, 429, None]
+    assert str(causes[0]) == "the server answered HTTP 503"
+    assert opened == [2]  # one open, after the two retried answers
 
 
 # -- reconnect with Last-Event-ID (§5 15) --------------------------------------------------------

@@ -108,7 +108,31 @@ def test_204_stops_and_errors_fail(server: ScriptServer) -> None:
 def test_retry_statuses_option(server: ScriptServer) -> None:
     url = server.script(server.new_path(), Reply(status=503), sse(b"data: ok\n\n"))
     policy = ReconnectPolicy(initial_retry=0.001, retry_statuses=frozenset({503}))
-    assert [e.data for e in collect(url, policy=policy)] == ["ok"]
+    causes: list[BaseException | None] = []
+    opened: list[int] = []
+    events = collect(
+        url,
+        policy=policy,
+        on_reconnect=lambda _d, c: causes.append(c),
+        on_open=lambda: opened.append(len(causes)),
+    )
+    assert [e.data for e in events] == ["ok"]
+    assert [getattr(c, "status_code", c) for c in causes] == [503, None]
+    assert opened == [1]
+
+
+def test_close_from_on_open_makes_no_further_request(server: ScriptServer) -> None:
+    path = server.new_path()
+    url = server.script(path, sse(b"data: never delivered\n\n", HANG))
+
+    def on_open() -> None:
+        source.close()
+
+    source = EventSource(url, policy=FAST, on_open=on_open)
+    assert list(source) == []
+    assert source.ready_state is ReadyState.CLOSED
+    server.wait_disconnects(path, 1)
+    assert len(server.requests(path)) == 1
 
 
 def test_refused_connections_back_off_with_a_cap() -> None:

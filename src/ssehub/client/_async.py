@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 import anyio
 
 from .._clock import Clock, SystemClock
-from .._exceptions import EventTooLarge
+from .._exceptions import ConnectionFailed, EventTooLarge
 from ..wire import DEFAULT_MAX_EVENT_SIZE, MessageEvent
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -81,7 +81,14 @@ class AsyncEventSource(Generic[T]):
             with ``decoder``.
         clock: waits for reconnection delays (tests pass a manual clock).
         random: the jitter's random source, returning floats in ``[0, 1)``.
-        on_reconnect: called with ``(delay, cause)`` each time a reconnection is scheduled.
+        on_reconnect: called with ``(delay, cause)`` each time a reconnection is scheduled;
+            ``cause`` is the network error, the :class:`~ssehub.ConnectionFailed` of an
+            opted-in retry status, or ``None`` after a normal end of stream.
+        on_open: called each time a connection opens (the browser's ``open`` event).
+
+    Both callbacks are plain functions run by the iterating task; an exception they raise
+    propagates from ``__anext__`` (close the source then). The blocking twin's callbacks may
+    also call ``close()``, which ends the iteration cleanly.
 
     Raises:
         ConfigurationError: the URL is invalid or not http(s), a setting is out of range, a
@@ -110,6 +117,7 @@ class AsyncEventSource(Generic[T]):
         clock: Clock | None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
     ) -> None: ...
 
     @overload
@@ -129,6 +137,7 @@ class AsyncEventSource(Generic[T]):
         clock: Clock | None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
     ) -> None: ...
 
     @overload
@@ -148,6 +157,7 @@ class AsyncEventSource(Generic[T]):
         clock: Clock | None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -166,6 +176,7 @@ class AsyncEventSource(Generic[T]):
         clock: Clock | None = None,
         random: Callable[[], float] | None = None,
         on_reconnect: ReconnectCallback | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         require_httpx()
         import httpx
@@ -190,6 +201,7 @@ class AsyncEventSource(Generic[T]):
         self._client = client if client is not None else httpx.AsyncClient()
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._on_reconnect = on_reconnect
+        self._on_open = on_open
         self._response: httpx.Response | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._reconnect_at: float | None = None
@@ -300,6 +312,8 @@ class AsyncEventSource(Generic[T]):
         if decision.action is Action.OPEN:
             self._response = response
             self._chunks = response.aiter_bytes()
+            if self._on_open is not None:
+                self._on_open()
             return
         error = decision.error
         if error is not None and error_body_wanted(response.headers):
@@ -309,7 +323,7 @@ class AsyncEventSource(Generic[T]):
         if error is not None:
             raise error
         if decision.action is Action.RECONNECT:
-            self._schedule(decision, None)
+            self._schedule(decision, _retry_status(response.status_code))
 
     async def _read(self) -> None:
         core = self._core
@@ -411,6 +425,10 @@ async def _finish_chunks(chunks: AsyncIterator[bytes]) -> None:
     except (StopAsyncIteration, httpx.HTTPError, httpx.StreamError):
         return  # the chain has ended, which is all we wanted
     await cast("Any", chunks).aclose()
+
+
+def _retry_status(status: int) -> ConnectionFailed:
+    return ConnectionFailed(f"the server answered HTTP {status}", status_code=status)
 
 
 async def _read_error_body(response: httpx.Response) -> bytes:

@@ -54,8 +54,9 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 """Seconds to establish a TCP (and TLS) connection before counting the attempt as failed."""
 
 ReconnectCallback = Callable[[float, "BaseException | None"], None]
-"""Called before each wait: ``(delay_seconds, cause)``; ``cause`` is ``None`` after a normal end
-of stream (the browser's ``error`` event on reestablishing)."""
+"""Called before each wait (the browser's ``error`` event on reestablishing): ``(delay_seconds,
+cause)``; ``cause`` is the network error or timeout, a :class:`~ssehub.ConnectionFailed` for an
+opted-in retry status, or ``None`` after a normal end of stream."""
 
 T = TypeVar("T")
 

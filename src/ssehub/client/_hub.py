@@ -287,6 +287,7 @@ class HubClient:
         policy: ReconnectPolicy | None = ...,
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
         decoder: None = ...,
         protocol: None = ...,
     ) -> EventSource[MessageEvent]: ...
@@ -300,6 +301,7 @@ class HubClient:
         policy: ReconnectPolicy | None = ...,
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
         decoder: Callable[[MessageEvent], T],
         protocol: None = ...,
     ) -> EventSource[T]: ...
@@ -313,6 +315,7 @@ class HubClient:
         policy: ReconnectPolicy | None = ...,
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
         decoder: None = ...,
         protocol: EventProtocol,
     ) -> EventSource[TypedEvent[Any]]: ...
@@ -325,6 +328,7 @@ class HubClient:
         policy: ReconnectPolicy | None = None,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         on_reconnect: ReconnectCallback | None = None,
+        on_open: Callable[[], None] | None = None,
         decoder: Callable[[MessageEvent], Any] | None = None,
         protocol: EventProtocol | None = None,
     ) -> EventSource[Any]:
@@ -336,6 +340,7 @@ class HubClient:
             policy: reconnection delays and retry statuses.
             idle_timeout: seconds without a byte before reconnecting.
             on_reconnect: called with ``(delay, cause)`` before each reconnection.
+            on_open: called each time a connection opens (the browser's ``open`` event).
             decoder: turns each event into the delivered value.
             protocol: a typed protocol to negotiate and decode with (the source then delivers
                 :class:`ssehub.protocols.TypedEvent` values); not together with ``decoder``.
@@ -357,6 +362,7 @@ class HubClient:
                 policy=policy,
                 idle_timeout=idle_timeout,
                 on_reconnect=on_reconnect,
+                on_open=on_open,
                 protocol=protocol,
             )
         return EventSource(
@@ -366,6 +372,7 @@ class HubClient:
             policy=policy,
             idle_timeout=idle_timeout,
             on_reconnect=on_reconnect,
+            on_open=on_open,
             decoder=decoder or _identity,
         )
 
@@ -457,6 +464,7 @@ class AsyncHubClient:
         policy: ReconnectPolicy | None = ...,
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
         decoder: None = ...,
         protocol: None = ...,
     ) -> AsyncEventSource[MessageEvent]: ...
@@ -470,6 +478,7 @@ class AsyncHubClient:
         policy: ReconnectPolicy | None = ...,
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
         decoder: Callable[[MessageEvent], T],
         protocol: None = ...,
     ) -> AsyncEventSource[T]: ...
@@ -483,6 +492,7 @@ class AsyncHubClient:
         policy: ReconnectPolicy | None = ...,
         idle_timeout: float | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
         decoder: None = ...,
         protocol: EventProtocol,
     ) -> AsyncEventSource[TypedEvent[Any]]: ...
@@ -495,6 +505,7 @@ class AsyncHubClient:
         policy: ReconnectPolicy | None = None,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         on_reconnect: ReconnectCallback | None = None,
+        on_open: Callable[[], None] | None = None,
         decoder: Callable[[MessageEvent], Any] | None = None,
         protocol: EventProtocol | None = None,
     ) -> AsyncEventSource[Any]:
@@ -511,6 +522,7 @@ class AsyncHubClient:
                 policy=policy,
                 idle_timeout=idle_timeout,
                 on_reconnect=on_reconnect,
+                on_open=on_open,
                 protocol=protocol,
             )
         return AsyncEventSource(
@@ -520,6 +532,7 @@ class AsyncHubClient:
             policy=policy,
             idle_timeout=idle_timeout,
             on_reconnect=on_reconnect,
+            on_open=on_open,
             decoder=decoder or _identity,
         )
 

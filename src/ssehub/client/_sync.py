@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
-from .._exceptions import EventTooLarge
+from .._exceptions import ConnectionFailed, EventTooLarge
 from ..wire import DEFAULT_MAX_EVENT_SIZE, MessageEvent
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -55,10 +55,12 @@ class EventSource(Generic[T]):
     :class:`~ssehub.client.AsyncEventSource` (``client`` is an ``httpx.Client`` here, and there
     is no ``clock``: waits use :func:`time.monotonic`).
 
-    :meth:`close` from another thread takes effect at once while waiting to reconnect or
-    reading an open stream. While a connection attempt is in flight it cannot interrupt httpx;
-    the attempt ends within ``connect_timeout``/``idle_timeout`` and its response is discarded
-    unread. In every case no event is delivered and no request is made after ``close()``.
+    Calling :meth:`close` from the ``on_open`` or ``on_reconnect`` callback ends the iteration
+    cleanly (no further request). :meth:`close` from another thread takes effect at once while
+    waiting to reconnect or reading an open stream. While a connection attempt is in flight it
+    cannot interrupt httpx; the attempt ends within ``connect_timeout``/``idle_timeout`` and
+    its response is discarded unread. In every case no event is delivered and no request is
+    made after ``close()``.
     """
 
     @overload
@@ -77,6 +79,7 @@ class EventSource(Generic[T]):
         protocol: None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
     ) -> None: ...
 
     @overload
@@ -95,6 +98,7 @@ class EventSource(Generic[T]):
         protocol: None = ...,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
     ) -> None: ...
 
     @overload
@@ -113,6 +117,7 @@ class EventSource(Generic[T]):
         protocol: EventProtocol,
         random: Callable[[], float] | None = ...,
         on_reconnect: ReconnectCallback | None = ...,
+        on_open: Callable[[], None] | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -130,6 +135,7 @@ class EventSource(Generic[T]):
         protocol: EventProtocol | None = None,
         random: Callable[[], float] | None = None,
         on_reconnect: ReconnectCallback | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> None:
         require_httpx()
         import httpx
@@ -153,6 +159,7 @@ class EventSource(Generic[T]):
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client()
         self._on_reconnect = on_reconnect
+        self._on_open = on_open
         self._response: httpx.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._reconnect_at: float | None = None
@@ -272,7 +279,11 @@ class EventSource(Generic[T]):
             if decision.action is Action.OPEN:
                 self._response = response
                 self._chunks = response.iter_bytes()
-                return
+        if decision.action is Action.OPEN:
+            # Outside the lock: the callback may call close().
+            if self._on_open is not None:
+                self._on_open()
+            return
         error = decision.error
         if error is not None and error_body_wanted(response.headers):
             error = explain_failure(error, _read_error_body(response))
@@ -280,7 +291,7 @@ class EventSource(Generic[T]):
         if error is not None:
             raise error
         if decision.action is Action.RECONNECT:
-            self._schedule(decision, None)
+            self._schedule(decision, _retry_status(response.status_code))
 
     def _read(self) -> None:
         core = self._core
@@ -380,6 +391,10 @@ def _shutdown(response: httpx.Response) -> None:
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+def _retry_status(status: int) -> ConnectionFailed:
+    return ConnectionFailed(f"the server answered HTTP {status}", status_code=status)
 
 
 def _read_error_body(response: httpx.Response) -> bytes:
