@@ -1,0 +1,309 @@
+"""The hub's channel routes: create, list, delete, listeners, SSE, broadcast, dispatch, errors."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from ssehub.channels import END_OF_STREAM, Listener, Message
+from ssehub.hub import HubSettings, create_app
+from ssehub.hub._channels import HubChannels
+from ssehub.testing import stream_asgi
+
+from .conftest import client_for, hub_of, running_hub
+
+pytestmark = pytest.mark.anyio
+
+
+def channels_of(app: Starlette) -> HubChannels:
+    channels = hub_of(app).channels
+    assert channels is not None
+    return channels
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[Starlette]:
+    async with running_hub(HubSettings(ping=3600)) as hub_app:
+        yield hub_app
+
+
+@pytest.fixture
+async def http(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as client:
+        yield client
+
+
+async def make_listener(http: httpx.AsyncClient, channel: str = "jobs", **body: Any) -> str:
+    if (await http.get("/channels")).json()["channels"] == []:
+        assert (await http.post("/channels", json={"name": channel})).status_code == 200
+    response = await http.post(f"/channels/{channel}/listeners", json=body)
+    assert response.status_code == 200, response.text
+    document = response.json()
+    assert document["events"] == f"/channels/{channel}/listeners/{document['id']}/events"
+    listener_id: str = document["id"]
+    return listener_id
+
+
+async def test_create_list_delete(http: httpx.AsyncClient, app: Starlette) -> None:
+    assert (await http.get("/channels")).json() == {"channels": []}
+    created = await http.post("/channels", json={"name": "jobs"})
+    assert (created.status_code, created.json()) == (200, {"name": "jobs", "listeners": 0})
+    await http.post("/channels", json={"name": "alerts"})
+    await http.post("/channels/jobs/listeners")  # no body at all: a random id
+    listing = (await http.get("/channels")).json()["channels"]
+    assert listing == [{"name": "alerts", "listeners": 0}, {"name": "jobs", "listeners": 1}]
+    deleted = await http.delete("/channels/jobs")
+    assert deleted.json() == {"name": "jobs", "removed": True}
+    assert [c["name"] for c in (await http.get("/channels")).json()["channels"]] == ["alerts"]
+    assert "jobs" not in channels_of(app).registry
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/channels", {"name": "bad name"}, 400, "invalid_name"),
+        ("POST", "/channels", {"name": 7}, 400, "invalid_name"),
+        ("POST", "/channels", {}, 400, "invalid_name"),
+        ("POST", "/channels", {"name": "a", "extra": 1}, 400, "unknown_field"),
+        ("POST", "/channels", ["jobs"], 400, "invalid_body"),
+        ("POST", "/channels", b"{nope", 400, "invalid_json"),
+        ("POST", "/channels", {"name": "jobs"}, 409, "already_exists"),
+        ("DELETE", "/channels/nope", None, 404, "unknown_channel"),
+        ("POST", "/channels/nope/listeners", {}, 404, "unknown_channel"),
+        ("POST", "/channels/jobs/listeners", {"id": "w1"}, 409, "already_exists"),
+        ("POST", "/channels/jobs/listeners", {"id": "a/b"}, 400, "invalid_name"),
+        ("GET", "/channels/nope/listeners/w1/events", None, 404, "unknown_channel"),
+        ("GET", "/channels/jobs/listeners/nope/events", None, 404, "unknown_listener"),
+        ("POST", "/channels/nope/broadcast", {"type": "t"}, 404, "unknown_channel"),
+        ("POST", "/channels/jobs/listeners/nope/messages", {}, 404, "unknown_listener"),
+        ("POST", "/channels/jobs/broadcast", {"type": "ssehub.x"}, 400, "invalid_event"),
+        ("POST", "/channels/jobs/broadcast", {"type": "a\nb"}, 400, "invalid_event"),
+        ("POST", "/channels/jobs/broadcast", {"type": 3}, 400, "invalid_event"),
+        ("POST", "/channels/jobs/broadcast", {"typo": "t"}, 400, "unknown_field"),
+        ("POST", "/channels/jobs/broadcast", b'{"payload": NaN}', 400, "invalid_data"),
+        ("POST", "/channels/jobs/listeners/w1/messages", "text", 400, "invalid_body"),
+    ],
+)
+async def test_errors_are_json(
+    http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    code: str,
+) -> None:
+    await make_listener(http, id="w1")
+    content = (
+        body
+        if isinstance(body, bytes) or body is None
+        else httpx.Request("POST", "/", json=body).content
+    )
+    response = await http.request(
+        method, path, content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == code
+    assert response.json()["detail"]
+
+
+async def test_bodies_must_be_json_and_bounded() -> None:
+    async with running_hub(HubSettings(max_body_size=64)) as app, client_for(app) as http:
+        await http.post("/channels", json={"name": "jobs"})
+        form = await http.post("/channels/jobs/broadcast", content=b"type=x")
+        assert form.json()["error"] == "unsupported_media_type"
+        large = await http.post("/channels/jobs/broadcast", json={"payload": "x" * 100})
+        assert (large.status_code, large.json()["error"]) == (413, "body_too_large")
+
+
+async def test_limits() -> None:
+    settings = HubSettings(max_channels=1, max_listeners=1)
+    async with running_hub(settings) as app, client_for(app) as http:
+        await http.post("/channels", json={"name": "one"})
+        full = await http.post("/channels", json={"name": "two"})
+        assert (full.status_code, full.json()["error"]) == (409, "limit_reached")
+        await http.post("/channels/one/listeners")
+        full = await http.post("/channels/one/listeners")
+        assert (full.status_code, full.json()["error"]) == (409, "limit_reached")
+
+
+async def test_stream_broadcast_dispatch_and_end(http: httpx.AsyncClient, app: Starlette) -> None:
+    first = await make_listener(http, id="first")
+    second = await make_listener(http)
+    with anyio.fail_after(10):
+        async with (
+            stream_asgi(app, f"/channels/jobs/listeners/{first}/events") as one,
+            stream_asgi(app, f"/channels/jobs/listeners/{second}/events") as two,
+        ):
+            await one.start()
+            await two.start()
+            assert one.status_code == 200
+            assert one.headers["content-type"].startswith("text/event-stream")
+            sent = await http.post("/channels/jobs/broadcast", json={"type": "job", "payload": [1]})
+            assert sent.json()["listeners"] == 2
+            private = await http.post(f"/channels/jobs/listeners/{first}/messages", json={})
+            assert private.json() == {"id": private.json()["id"], "listeners": 1}
+            got = await one.events().take(2)
+            assert [(e.event, e.data, e.id) for e in got] == [
+                ("job", "[1]", sent.json()["id"]),
+                ("message", "null", private.json()["id"]),
+            ]
+            assert [(e.event, e.data) for e in await two.events().take(1)] == [("job", "[1]")]
+            # The end-of-stream message ends the listener's stream after what was queued.
+            ended = await http.post(
+                f"/channels/jobs/listeners/{first}/messages", json={"type": END_OF_STREAM}
+            )
+            assert ended.json()["id"] is None
+            assert [e.event for e in await one.events().rest()] == [END_OF_STREAM]
+            # Deleting the channel ends every remaining stream the same way.
+            await http.delete("/channels/jobs")
+            assert [e.event for e in await two.events().rest()] == [END_OF_STREAM]
+
+
+async def test_one_stream_per_listener(http: httpx.AsyncClient, app: Starlette) -> None:
+    listener = await make_listener(http)
+    path = f"/channels/jobs/listeners/{listener}/events"
+    with anyio.fail_after(10):
+        async with stream_asgi(app, path) as stream:
+            await stream.start()
+            busy = await http.get(path)
+            assert (busy.status_code, busy.json()["error"]) == (409, "listener_busy")
+        head = await http.head(path)
+        assert head.status_code == 200
+
+
+async def test_reconnect_resumes_with_last_event_id(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    listener = await make_listener(http)
+    path = f"/channels/jobs/listeners/{listener}/events"
+    with anyio.fail_after(10):
+        async with stream_asgi(app, path) as stream:
+            await stream.start()
+            await http.post("/channels/jobs/broadcast", json={"payload": 1})
+            (seen,) = await stream.events().take(1)
+        # Gone, but lingering: what is sent meanwhile is replayed on reconnect.
+        assert listener in channels_of(app).registry.get("jobs")
+        assert channels_of(app).lingering() == 1
+        await http.post("/channels/jobs/broadcast", json={"payload": 2})
+        await http.post(f"/channels/jobs/listeners/{listener}/messages", json={"payload": 3})
+        async with stream_asgi(app, path, headers={"Last-Event-ID": seen.id}) as stream:
+            await stream.start()
+            assert channels_of(app).lingering() == 0
+            assert [e.data for e in await stream.events().take(2)] == ["2", "3"]
+
+
+class ManualTimer:
+    """A ``sleep`` for HubChannels that returns when the test fires it."""
+
+    def __init__(self) -> None:
+        self.fire = anyio.Event()
+        self.waiting = 0
+
+    async def __call__(self, seconds: float) -> None:
+        assert seconds == 30.0
+        self.waiting += 1
+        await self.fire.wait()
+
+
+async def test_listeners_without_client_are_removed_after_linger(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    timer = ManualTimer()
+    channels_of(app)._sleep = timer
+    connected = await make_listener(http)
+    never = await make_listener(http)
+    channel = channels_of(app).registry.get("jobs")
+    with anyio.fail_after(10):
+        async with stream_asgi(app, f"/channels/jobs/listeners/{connected}/events") as stream:
+            await stream.start()
+            await anyio.wait_all_tasks_blocked()
+            timer.fire.set()  # fires the timer of `never` only: `connected` has a client
+            await anyio.wait_all_tasks_blocked()
+            assert never not in channel
+            assert connected in channel
+            timer.fire = anyio.Event()
+        await anyio.wait_all_tasks_blocked()
+        assert channels_of(app).lingering() == 1
+        timer.fire.set()
+        await anyio.wait_all_tasks_blocked()
+    assert len(channel) == 0
+    assert channels_of(app).lingering() == 0
+
+
+async def test_connect_disconnect_cycles_leave_nothing_behind() -> None:
+    # listener_linger=0: a listener is removed as soon as its client is gone.
+    settings = HubSettings(ping=3600, listener_linger=0)
+    async with running_hub(settings) as app, client_for(app) as http:
+        await http.post("/channels", json={"name": "jobs"})
+        channel = channels_of(app).registry.get("jobs")
+        tasks_before = len(anyio.get_running_tasks())
+        gc.collect()
+        listeners_before = sum(isinstance(o, Listener) for o in gc.get_objects())
+        with anyio.fail_after(120):
+            for n in range(10_000):
+                listener = channel.add_listener()  # as POST .../listeners does, minus httpx
+                path = f"/channels/jobs/listeners/{listener.id}/events"
+                async with stream_asgi(app, path) as stream:
+                    await stream.start()
+                    if n % 100 == 0:
+                        await channel.broadcast(Message("tick", n))
+                        await stream.events().take(1)
+                    await stream.disconnect()
+                    await stream.wait_closed()
+                assert listener.id not in channel
+        assert len(channel) == 0
+        assert channels_of(app).lingering() == 0
+        assert len(anyio.get_running_tasks()) == tasks_before
+        del listener, stream
+        gc.collect()
+        assert sum(isinstance(o, Listener) for o in gc.get_objects()) == listeners_before
+
+
+async def test_http_created_listeners_are_removed_on_disconnect_without_linger() -> None:
+    settings = HubSettings(ping=3600, listener_linger=0)
+    async with running_hub(settings) as app, client_for(app) as http:
+        listener = await make_listener(http)
+        async with stream_asgi(app, f"/channels/jobs/listeners/{listener}/events") as stream:
+            await stream.start()
+        assert len(channels_of(app).registry.get("jobs")) == 0
+        gone = await http.get(f"/channels/jobs/listeners/{listener}/events")
+        assert gone.json()["error"] == "unknown_listener"
+
+
+async def test_hooks_of_python_listeners_reject_http_messages(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    from ssehub import MessageRejected
+
+    def refuse_big(message: Message) -> None:
+        if isinstance(message.payload, int) and message.payload > 9:
+            raise MessageRejected("payload too big")
+
+    await http.post("/channels", json={"name": "jobs"})
+    channels_of(app).registry.get("jobs").add_listener("picky", on_message=refuse_big)
+    refused = await http.post("/channels/jobs/broadcast", json={"payload": 10})
+    assert (refused.status_code, refused.json()) == (
+        422,
+        {"error": "message_rejected", "detail": "payload too big"},
+    )
+    assert (await http.post("/channels/jobs/broadcast", json={"payload": 9})).status_code == 200
+
+
+async def test_channels_can_be_switched_off() -> None:
+    async with running_hub(HubSettings(channels=False)) as app, client_for(app) as http:
+        assert hub_of(app).channels is None
+        response = await http.get("/channels")
+        assert (response.status_code, response.json()["error"]) == (404, "not_found")
+
+
+async def test_without_lifespan_channels_answer_503() -> None:
+    app = create_app(HubSettings())
+    async with client_for(app) as http:
+        response = await http.get("/channels")
+        assert (response.status_code, response.json()["error"]) == (503, "unavailable")
