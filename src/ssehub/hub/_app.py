@@ -35,13 +35,16 @@ from .._exceptions import (
     InvalidTopic,
     SendTimeoutError,
 )
+from .._logging import RequestIdMiddleware
 from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
 from ..response import EventSourceResponse
 from ._channels import HubChannels, channel_routes, with_channels
+from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, split_private
 from ._limits import Lease
+from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
 from ._settings import HubSettings
@@ -396,6 +399,10 @@ def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
     if endpoints.hub.channels is not None:
         routes += channel_routes(endpoints.hub.channels)
     # -- operations (metrics, dashboard): routes added here
+    if settings.metrics:
+        routes += metrics_routes(endpoints.hub)
+    if settings.dashboard:
+        routes += dashboard_routes(endpoints.hub)
     return routes
 
 
@@ -406,6 +413,11 @@ def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
     # -- security (CORS, auth, limits): middleware added here, outermost first
     middleware += guard.middleware()
     # -- operations (request ids, metrics): middleware added here
+    # Outermost of all, so that requests refused by the middleware above are counted and
+    # logged with their request id too.
+    middleware[:0] = [Middleware(RequestIdMiddleware)]
+    if settings.metrics:
+        middleware.insert(1, Middleware(MetricsMiddleware))
     return middleware
 
 
