@@ -257,6 +257,82 @@ def _publish_operation(settings: HubSettings) -> dict[str, Any]:
     }
 
 
+def _operations_paths(settings: HubSettings) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    if settings.metrics:
+        paths["/metrics"] = {
+            "get": {
+                "summary": "Prometheus metrics",
+                "description": "Connections, subscribers, events published, delivered and "
+                "dropped, slow-consumer disconnects, replays, resets, publish latency and "
+                "backend health, in the Prometheus text format (no per-topic labels).",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        }
+    if settings.dashboard:
+        paths["/"] = {
+            "get": {
+                "summary": "The live dashboard",
+                "responses": {
+                    "200": {
+                        "description": "A self-contained HTML page (strict CSP).",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        }
+        counts = {"type": "integer", "minimum": 0}
+        paths["/dashboard/stats"] = {
+            "get": {
+                "summary": "Statistics for the dashboard",
+                "description": "Like /status, plus per-topic event counters (`events`: "
+                "events fanned out here since the topic gained its first subscriber) for "
+                "rates; at most 200 topics, most subscribers first.",
+                "responses": {
+                    "200": {
+                        "description": "The statistics.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "uptime": {"type": "number"},
+                                        "draining": {"type": "boolean"},
+                                        "backend_up": {"type": "boolean"},
+                                        "connections": counts,
+                                        "topic_count": counts,
+                                        "topics": {
+                                            "type": "object",
+                                            "additionalProperties": {
+                                                "type": "object",
+                                                "properties": {
+                                                    "subscribers": counts,
+                                                    "history": counts,
+                                                    "events": counts,
+                                                },
+                                            },
+                                        },
+                                        "totals": {
+                                            "type": "object",
+                                            "additionalProperties": counts,
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "503": _error("The broker is not running.", ["unavailable"]),
+                },
+            }
+        }
+    return paths
+
+
 def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of the hub configured by ``settings``.
 
@@ -315,6 +391,8 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
     # -- channels: their operations
     if settings.channels:
         paths.update(channel_paths(settings))
+    # -- operations: metrics and the dashboard
+    paths.update(_operations_paths(settings))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,0 +1,158 @@
+"""The dashboard: one static page at ``/`` and the small JSON document it polls.
+
+The page (``static/dashboard.html``, shipped as package data) has no build step and loads
+nothing from elsewhere. Its live parts use what the hub already serves:
+
+- the tail of a topic is the browser's own ``EventSource`` on ``/events``;
+- the publish form posts to ``/publish``;
+- everything else (topics, subscriber counts, history sizes, per-topic event rates, totals)
+  comes from ``GET /dashboard/stats``, polled every 2 s.
+
+Why polling and not a stats stream: a reserved topic would put statistics into history and the
+backend (Redis) and run a publisher task per hub even when nobody looks; a poll costs nothing
+while no page is open, one cheap request per open page every 2 s otherwise, and its numbers are
+those of the hub that answers. ``/status`` is not enough on its own: the page needs per-topic
+event counters (``TopicInfo.events``) to draw rates, and a bound on the topics listed.
+
+The page's inline script and style are allowed by their SHA-256 hashes in a strict
+``Content-Security-Policy`` (no ``unsafe-inline``, nothing from other origins, no framing), and it
+renders every value with ``textContent``, never as HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .._exceptions import BackendUnavailable
+from ._errors import HubHTTPError
+
+if TYPE_CHECKING:
+    from ._app import HubState
+
+__all__ = ["DASHBOARD_MAX_TOPICS", "dashboard_page", "dashboard_routes", "dashboard_stats"]
+
+DASHBOARD_MAX_TOPICS: Final = 200
+"""Topics listed in ``/dashboard/stats`` (busiest first): a table a person can read, and a
+response that stays small on a hub with many thousands of topics."""
+
+_INLINE: Final = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+@cache
+def dashboard_page() -> tuple[bytes, str]:
+    """Return the page and its ``Content-Security-Policy`` (read once, then cached).
+
+    Returns:
+        ``(html, policy)``: the page's bytes and a policy that allows exactly its inline
+        script and style (by hash), requests to the hub itself, and nothing else.
+    """
+    html = resources.files("ssehub.hub").joinpath("static/dashboard.html").read_bytes()
+    hashes: dict[str, list[str]] = {"script": [], "style": []}
+    for kind, body in _INLINE.findall(html.decode("utf-8")):
+        digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+        hashes[kind].append(f"'sha256-{digest}'")
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {' '.join(hashes['script'])}",
+            f"style-src {' '.join(hashes['style'])}",
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return html, policy
+
+
+async def dashboard_stats(hub: HubState) -> dict[str, Any]:
+    """Return the document ``GET /dashboard/stats`` serves.
+
+    Args:
+        hub: the running hub.
+
+    Returns:
+        ``{"uptime", "draining", "backend_up", "connections", "topic_count", "topics",
+        "totals"}``: ``topics`` maps at most :data:`DASHBOARD_MAX_TOPICS` names (most
+        subscribers first, then most events) to ``{"subscribers", "history", "events"}``,
+        where ``events`` counts events fanned out on the topic here since it gained its first
+        subscriber; ``totals`` holds the broker's counters.
+
+    Raises:
+        HubHTTPError: ``unavailable`` (503) when the broker is not running or its backend
+            cannot be reached.
+    """
+    broker = hub.require_broker()
+    try:
+        topics = await broker.topics()
+    except BackendUnavailable:
+        raise HubHTTPError("unavailable", "the broker's backend cannot be reached") from None
+    stats = broker.statistics()
+    busiest = sorted(topics, key=lambda info: (-info.subscribers, -info.events, info.topic))
+    shown = sorted(busiest[:DASHBOARD_MAX_TOPICS], key=lambda info: info.topic)
+    return {
+        "uptime": round(hub.uptime, 3),
+        "draining": hub.draining,
+        "backend_up": bool(getattr(broker.backend, "healthy", True)),
+        "connections": stats.subscribers,
+        "topic_count": len(topics),
+        "topics": {
+            info.topic: {
+                "subscribers": info.subscribers,
+                "history": info.history,
+                "events": info.events,
+            }
+            for info in shown
+        },
+        "totals": {
+            "published": stats.published,
+            "delivered": stats.delivered,
+            "dropped": stats.dropped,
+            "shed": stats.shed,
+            "replays": stats.replays,
+            "resets": stats.resets,
+        },
+    }
+
+
+def dashboard_routes(hub: HubState) -> list[BaseRoute]:
+    """Return the dashboard's routes: ``GET /`` and ``GET /dashboard/stats``.
+
+    Args:
+        hub: the hub the dashboard shows.
+    """
+
+    async def page(request: Request) -> Response:
+        html, policy = dashboard_page()
+        return HTMLResponse(
+            html,
+            headers={
+                "Content-Security-Policy": policy,
+                "X-Content-Type-Options": "nosniff",
+                "X-Frame-Options": "DENY",
+                "Referrer-Policy": "no-referrer",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    async def stats(request: Request) -> Response:
+        try:
+            document = await dashboard_stats(hub)
+        except HubHTTPError as exc:
+            return exc.response()
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
+
+    return [
+        Route("/", page, methods=["GET"]),
+        Route("/dashboard/stats", stats, methods=["GET"]),
+    ]

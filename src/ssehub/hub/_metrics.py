@@ -1,0 +1,262 @@
+"""``GET /metrics``: the hub in Prometheus text format, from its own registry.
+
+Most numbers are read from the broker's statistics at scrape time by a custom collector, so
+publishing and fan-out pay nothing for them. Only what the broker cannot know is counted as it
+happens, by :class:`MetricsMiddleware`: open event streams, HTTP requests by route, and the
+publish latency a publisher sees. Every app has its own ``CollectorRegistry`` (never the global
+one), so several hubs in one process, or in one test run, do not mix their numbers.
+
+Label cardinality is bounded: no per-topic labels; routes are the app's route templates (an
+unmatched path is ``other``), methods a fixed set, status codes as sent (a few dozen at most).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..__about__ import __version__
+from .._exceptions import MissingDependency
+
+if TYPE_CHECKING:
+    from ._app import HubState
+
+__all__ = ["HubMetrics", "MetricsMiddleware", "metrics_for", "metrics_routes"]
+
+PUBLISH_BUCKETS: Final = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+"""Seconds. From 0.5 ms (an in-memory publish on loopback) to 2.5 s (a struggling Redis)."""
+
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_EVENT_STREAM: Final = b"text/event-stream"
+
+_registry: weakref.WeakKeyDictionary[HubState, HubMetrics] = weakref.WeakKeyDictionary()
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as exc:  # pragma: no cover - the test environment has the extra
+        raise MissingDependency("prometheus-client", "hub") from exc
+    return prometheus_client
+
+
+class _BrokerCollector:
+    """Reads the hub's broker and state at scrape time (the ``Collector`` protocol)."""
+
+    def __init__(self, hub: HubState) -> None:
+        self._hub = weakref.ref(hub)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        hub = self._hub()
+        if hub is None:
+            return
+        broker = hub.broker
+        stats = broker.statistics()
+        info = GaugeMetricFamily("ssehub_info", "The hub's version (always 1).", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "ssehub_subscribers",
+            "Open broker subscriptions (streams and listeners).",
+            stats.subscribers,
+        )
+        yield GaugeMetricFamily(
+            "ssehub_topics", "Topics with at least one subscriber in this process.", stats.topics
+        )
+        counters = (
+            ("ssehub_events_published", "Events published through this hub.", stats.published),
+            ("ssehub_events_delivered", "Events handed to subscribers.", stats.delivered),
+            ("ssehub_events_dropped", "Events dropped for slow consumers.", stats.dropped),
+            (
+                "ssehub_slow_consumer_disconnects",
+                "Subscriptions ended because they fell behind (the disconnect policy).",
+                stats.shed,
+            ),
+            ("ssehub_replays", "Last-Event-ID resumes served from history.", stats.replays),
+            (
+                "ssehub_resets",
+                "Last-Event-ID values that could not be resumed (malformed, unknown, expired).",
+                stats.resets,
+            ),
+        )
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(name, documentation, value)
+        healthy = bool(getattr(broker.backend, "healthy", True))
+        yield GaugeMetricFamily(
+            "ssehub_backend_up",
+            "1 when the broker runs and its backend answers (Redis reachable), else 0.",
+            int(broker.running and healthy),
+        )
+        yield GaugeMetricFamily(
+            "ssehub_draining", "1 once shutdown has started, else 0.", int(hub.draining)
+        )
+        yield GaugeMetricFamily(
+            "ssehub_uptime_seconds", "Seconds since the hub started.", hub.uptime
+        )
+
+
+class HubMetrics:
+    """The metrics of one hub: its registry, the scrape-time collector and the instruments.
+
+    Args:
+        hub: the hub the numbers describe.
+
+    Attributes:
+        registry: the app's own ``CollectorRegistry``.
+
+    Raises:
+        MissingDependency: prometheus-client (the ``hub`` extra) is not installed.
+    """
+
+    def __init__(self, hub: HubState) -> None:
+        prometheus = _prometheus()
+        registry = prometheus.CollectorRegistry(auto_describe=True)
+        self.registry = registry
+        registry.register(_BrokerCollector(hub))
+        # Process CPU, memory and file descriptors, as the global registry would have them.
+        prometheus.ProcessCollector(registry=registry)
+        self.open_connections = prometheus.Gauge(
+            "ssehub_open_connections",
+            "Open event streams (responses of type text/event-stream in progress).",
+            registry=registry,
+        )
+        self.connections = prometheus.Counter(
+            "ssehub_connections",
+            "Event streams opened.",
+            registry=registry,
+        )
+        self.requests = prometheus.Counter(
+            "ssehub_http_requests",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.publish_latency = prometheus.Histogram(
+            "ssehub_publish_duration_seconds",
+            "POST /publish: seconds from the request to the response (parse, store, fan-out).",
+            buckets=PUBLISH_BUCKETS,
+            registry=registry,
+        )
+        self._generate = prometheus.generate_latest
+        self.content_type: str = prometheus.CONTENT_TYPE_LATEST
+
+    def render(self) -> bytes:
+        """Return the current metrics in the Prometheus text format."""
+        data: bytes = self._generate(self.registry)
+        return data
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics``."""
+        return Response(
+            self.render(), media_type=self.content_type, headers={"Cache-Control": "no-store"}
+        )
+
+
+def metrics_for(hub: HubState) -> HubMetrics:
+    """Return the :class:`HubMetrics` of ``hub``, creating them on first use.
+
+    Args:
+        hub: a hub's state.
+
+    Raises:
+        MissingDependency: prometheus-client (the ``hub`` extra) is not installed.
+    """
+    metrics = _registry.get(hub)
+    if metrics is None:
+        metrics = _registry[hub] = HubMetrics(hub)
+    return metrics
+
+
+def metrics_routes(hub: HubState) -> list[BaseRoute]:
+    """Return the ``/metrics`` route of ``hub``.
+
+    Raises:
+        MissingDependency: prometheus-client (the ``hub`` extra) is not installed.
+    """
+    return [Route("/metrics", metrics_for(hub).endpoint, methods=["GET"])]
+
+
+class MetricsMiddleware:
+    """ASGI middleware counting what the broker cannot see: requests, streams, publish latency.
+
+    The hub is found through ``scope["app"].state.hub`` (Starlette sets it before its
+    middleware runs), so the middleware needs no arguments; apps without a hub pass through.
+
+    Args:
+        app: the wrapped ASGI app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._metrics: HubMetrics | None = None
+        self._routes: dict[Any, str] = {}
+
+    def _resolve(self, scope: Scope) -> HubMetrics | None:
+        if self._metrics is None:
+            owner = scope.get("app")
+            hub = getattr(getattr(owner, "state", None), "hub", None)
+            if hub is None or not hub.settings.metrics:
+                return None
+            self._metrics = metrics_for(hub)
+            self._routes = {
+                route.endpoint: route.path
+                for route in getattr(owner, "routes", ())
+                if isinstance(route, Route)
+            }
+        return self._metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection; ``http`` scopes are measured."""
+        metrics = self._resolve(scope) if scope["type"] == "http" else None
+        if metrics is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server sends when the app fails before starting a response
+        streaming = False
+        head = scope["method"] == "HEAD"
+
+        async def measured_send(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if self._routes.get(scope.get("endpoint")) == "/publish":
+                    metrics.publish_latency.observe(time.perf_counter() - started)
+                for name, value in () if head else message.get("headers", ()):
+                    if name.lower() == b"content-type" and value.startswith(_EVENT_STREAM):
+                        streaming = True
+                        metrics.connections.inc()
+                        metrics.open_connections.inc()
+                        break
+            await send(message)
+
+        try:
+            await self.app(scope, receive, measured_send)
+        finally:
+            if streaming:
+                metrics.open_connections.dec()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            route = self._routes.get(scope.get("endpoint"), "other")
+            metrics.requests.labels(route, method, str(status)).inc()
