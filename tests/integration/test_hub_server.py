@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -38,9 +39,9 @@ def free_port() -> int:
 class HubProcess:
     """A running ``ssehub serve`` and its collected log."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], command: list[str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ssehub.cli", "serve", *args],
+            [*command, "serve", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
@@ -76,9 +77,16 @@ class HubProcess:
         return self.process.wait(TIMEOUT)
 
 
+PYTHON_M = [sys.executable, "-m", "ssehub.cli"]
+# The console script installed next to this interpreter: exactly what `uv run ssehub` runs.
+CONSOLE_SCRIPT = [str(Path(sys.executable).with_name("ssehub"))]
+
+
 @contextmanager
-def hub_process(*args: str, env: dict[str, str] | None = None) -> Iterator[HubProcess]:
-    hub = HubProcess(list(args), env or {})
+def hub_process(
+    *args: str, env: dict[str, str] | None = None, command: list[str] = PYTHON_M
+) -> Iterator[HubProcess]:
+    hub = HubProcess(list(args), env or {}, command)
     try:
         yield hub
     finally:
@@ -219,3 +227,59 @@ def test_invalid_settings_exit_2() -> None:
         assert hub.process.wait(TIMEOUT) == 2
         hub._reader.join(TIMEOUT)
         assert "SSEHUB_SLOW_POLICY" in hub.log
+
+
+def test_console_script_on_port_zero_runs_uvloop_and_httptools() -> None:
+    # `ssehub serve --port 0`: the OS picks the port, the log names the real one.
+    assert Path(CONSOLE_SCRIPT[0]).exists()
+    with hub_process("--port", "0", command=CONSOLE_SCRIPT) as hub:
+        url = hub.wait_ready()
+        assert url.startswith("http://127.0.0.1:")
+        assert not url.endswith(":0")
+        assert "event loop uvloop, HTTP parser httptools" in hub.log
+        assert "is not available" not in hub.log  # no fallback was taken
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+            assert client.get("/health").status_code == 200
+            head = client.head("/events", params={"topic": "t"})
+            assert head.status_code == 200
+            assert head.headers["content-type"].startswith("text/event-stream")
+            assert head.content == b""
+        assert hub.stop() == 0
+
+
+def test_every_issue_option_from_the_environment() -> None:
+    # Each option of `ssehub serve` read from SSEHUB_<NAME> only (the server starts, so all
+    # parsed), and seen in effect where HTTP shows it; that queue size and slow policy reach
+    # the broker is checked in tests/hub/test_hub_http.py.
+    env = {
+        "SSEHUB_HOST": "127.0.0.1",
+        "SSEHUB_PORT": "0",
+        "SSEHUB_BROKER": "memory://",
+        "SSEHUB_HISTORY": "3",
+        "SSEHUB_HISTORY_TTL": "600",
+        "SSEHUB_PING": "0.2",
+        "SSEHUB_MAX_CONNECTION_AGE": "1",
+        "SSEHUB_QUEUE_SIZE": "5",
+        "SSEHUB_SLOW_POLICY": "drop_oldest",
+        "SSEHUB_GRACE_PERIOD": "3",
+    }
+    with hub_process(env=env) as hub:
+        url = hub.wait_ready()
+        assert "broker memory://, history 3 events per topic, ping 0.2 s" in hub.log
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+            first = client.post("/publish", json={"topic": "t", "data": "0"}).json()["id"]
+            for n in range(1, 6):
+                client.post("/publish", json={"topic": "t", "data": str(n)})
+            assert client.get("/status").json()["topics"]["t"]["history"] == 3  # HISTORY
+            headers = {"Last-Event-ID": first}
+            started = time.monotonic()
+            with client.stream("GET", "/events", params={"topic": "t"}, headers=headers) as s:
+                assert s.headers["ssehub-reset"] == "expired"  # the history holds only 3
+                # PING: comments arrive while idle; MAX_CONNECTION_AGE: the server ends the
+                # stream (0.8 to 1 s, with jitter) and the read below returns.
+                body = b"".join(s.iter_raw())
+            elapsed = time.monotonic() - started
+        assert b"event: ssehub.reset" in body
+        assert body.count(b": ping") >= 2
+        assert 0.7 <= elapsed < 5, elapsed
+        assert hub.stop() == 0

@@ -12,7 +12,6 @@ Whatever is still running after ``--grace-period`` seconds is cancelled. The exi
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import logging
 import os
@@ -50,6 +49,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text
         )
+        # -- operations: `--no-dashboard` style switches for every on/off option
+        if isinstance(spec.default, bool):
+            parser.add_argument(
+                "--no-" + spec.flag[2:],
+                dest=spec.name,
+                action="store_const",
+                const="false",
+                help=f"same as {spec.flag} false",
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,13 +127,12 @@ def choose_implementations() -> tuple[str, str, list[str]]:
     return loop, http, warnings
 
 
-def _log_config(uvicorn: ModuleType, level: str) -> dict[str, Any]:
-    # uvicorn's own logging setup, plus the "ssehub" logger on the same handler, so hub
-    # messages look like the server's and honour --log-level.
-    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    numeric = "DEBUG" if level == "trace" else level.upper()
-    config["loggers"]["ssehub"] = {"handlers": ["default"], "level": numeric, "propagate": False}
-    return config
+def _log_config(level: str, fmt: str) -> dict[str, Any]:
+    # -- operations: one handler for uvicorn's loggers and "ssehub" (readable text or JSON
+    # lines), with request ids and secrets redacted, honouring --log-level.
+    from .._logging import logging_config
+
+    return logging_config(level, fmt)
 
 
 class _EarlySignals:
@@ -170,7 +177,7 @@ def serve(settings: HubSettings) -> int:
         http=http,
         lifespan="on",
         log_level=settings.log_level,
-        log_config=_log_config(uvicorn, settings.log_level),
+        log_config=_log_config(settings.log_level, settings.log_format),
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.grace_period,
     )
@@ -185,7 +192,7 @@ def serve(settings: HubSettings) -> int:
             await super().startup(sockets=sockets)
             if not self.started:
                 return
-            _log_listening(settings, self.servers)
+            _log_listening(settings, self.servers, loop=loop, http=http)
             if early.received:
                 self.should_exit = True
 
@@ -217,7 +224,7 @@ def serve(settings: HubSettings) -> int:
     return 0 if server.started else 1
 
 
-def _log_listening(settings: HubSettings, servers: list[Any]) -> None:
+def _log_listening(settings: HubSettings, servers: list[Any], *, loop: str, http: str) -> None:
     addresses = []
     for server in servers:
         for sock in server.sockets:
@@ -225,11 +232,14 @@ def _log_listening(settings: HubSettings, servers: list[Any]) -> None:
             shown = f"[{host}]" if ":" in host else host
             addresses.append(f"http://{shown}:{port}")
     logger.info(
-        "ssehub hub listening on %s (broker %s, history %d events per topic, ping %g s)",
+        "ssehub hub listening on %s (broker %s, history %d events per topic, ping %g s, "
+        "event loop %s, HTTP parser %s)",
         ", ".join(addresses) or f"{settings.host}:{settings.port}",
         settings.broker,
         settings.history,
         settings.ping,
+        loop,
+        http,
     )
     exposed = settings.host not in _LOOPBACK_HOSTS
     logger.log(
