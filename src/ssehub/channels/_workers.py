@@ -196,13 +196,22 @@ class WorkerPool:
                 else:
                     # Per listener, at most max_workers callbacks in flight: the consumer stops
                     # reading (and the listener's queue applies its policy) until one finishes.
+                    # A slot is taken before the next message is read, so a saturated
+                    # listener leaves its messages in its queue, where the policy applies.
                     slots = anyio.Semaphore(self.max_workers)
                     async with anyio.create_task_group() as calls:
-                        async for message in stream:
+                        while True:
+                            await slots.acquire()
+                            try:
+                                message = await stream.__anext__()
+                            except StopAsyncIteration:
+                                slots.release()
+                                break
                             if self._accept(handle, message):
-                                await slots.acquire()
                                 handle._in_flight += 1
                                 calls.start_soon(self._call, handle, message, slots)
+                            else:
+                                slots.release()
         finally:
             handle._done.set()
 
