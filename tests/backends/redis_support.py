@@ -2,8 +2,10 @@
 
 - :func:`require_redis` skips a test when nothing answers on 127.0.0.1:6379, or fails it when
   ``SSEHUB_REQUIRE_REDIS=1`` (set by ``.ci/run``), so CI can never pass by skipping.
-- :func:`require_asyncio` skips under trio: redis-py's client (``redis.asyncio``) runs on asyncio
-  only, so the Redis backend does too (under trio it refuses to start).
+- Redis tests run on asyncio only, on purpose: redis-py's client (``redis.asyncio``) is
+  asyncio-only, so the backend is too (under trio it refuses to start, tested once). Modules of
+  Redis-only tests override ``anyio_backend`` with ``"asyncio"``; the conformance suite pairs
+  each backend with the loops it supports (``backend_runs``). Nothing is skipped for trio.
 - :class:`CleaningRedisBackend` gets a unique key prefix and deletes its keys when it closes.
 - :class:`RedisServer` runs a private ``redis-server`` on a free port that fault tests stop,
   kill and restart on the same port.
@@ -24,7 +26,8 @@ from pathlib import Path
 
 import pytest
 import redis
-import sniffio
+import redis.backoff
+import redis.retry
 
 from ssehub.backends.redis import RedisBackend
 
@@ -34,7 +37,6 @@ __all__ = [
     "RedisServer",
     "delete_prefix",
     "redis_factory",
-    "require_asyncio",
     "require_redis",
     "unique_prefix",
 ]
@@ -62,13 +64,6 @@ def require_redis(url: str = REDIS_URL) -> None:
     if os.environ.get("SSEHUB_REQUIRE_REDIS") == "1":
         pytest.fail(f"{problem}; SSEHUB_REQUIRE_REDIS=1 makes this a failure")
     pytest.skip(f"{problem}; start redis-server on 127.0.0.1:6379 to run this test")
-
-
-def require_asyncio() -> None:
-    """Skip under trio (call from inside an async test)."""
-    library = sniffio.current_async_library()
-    if library != "asyncio":
-        pytest.skip(f"redis-py's asyncio client cannot run on {library}")
 
 
 def unique_prefix() -> str:
@@ -99,7 +94,6 @@ class CleaningRedisBackend(RedisBackend):
 
 def redis_factory(history_size: int, history_ttl: float) -> RedisBackend:
     """A conformance-suite backend factory: a fresh prefix on the shared Redis."""
-    require_asyncio()
     require_redis()
     return CleaningRedisBackend(
         REDIS_URL, history_size=history_size, history_ttl=history_ttl, prefix=unique_prefix()
@@ -185,7 +179,14 @@ class RedisServer:
         process = self.process
         if process is None:
             return
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        # No retries: the server closing the connection is the expected answer to SHUTDOWN,
+        # and redis-py's default retry policy would spend seconds of backoff retrying it.
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=5,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        )
         with contextlib.suppress(redis.ConnectionError):
             client.shutdown(save=save, nosave=not save)
         client.close()

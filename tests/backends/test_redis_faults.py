@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 from redis_support import RedisServer
 
@@ -21,6 +22,7 @@ from ssehub import BackendUnavailable
 from ssehub._clock import ManualClock
 from ssehub.backends.redis import RedisBackend
 from ssehub.broker import Broker, ResetReason, StoredEvent, Subscription
+from ssehub.hub import create_app
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -125,3 +127,82 @@ async def test_two_hubs_keep_streaming_through_a_restart(server: RedisServer) ->
         for i in range(1, 4):
             await hub_a.publish("t", f"a{i}")
         assert await receive_data(on_b, 3) == ["a1", "a2", "a3"]
+
+
+async def test_killed_redis_with_a_frozen_clock_still_streams(server: RedisServer) -> None:
+    # With the broker's clock frozen, ids of the new data set start at the same ms as the old
+    # ones: a reader that went on after its last id would skip them.
+    clock = ManualClock()
+    backend = RedisBackend(server.url, prefix="frozen", socket_timeout=2)
+    async with Broker(backend, clock=clock) as broker, broker.subscribe("t") as subscription:
+        old = [await broker.publish("t", f"old {i}") for i in range(3)]
+        assert await receive_data(subscription, 3) == ["old 0", "old 1", "old 2"]
+        await anyio.to_thread.run_sync(server.kill)
+        await anyio.to_thread.run_sync(server.start)
+        fresh = [await broker.publish("t", f"new {i}") for i in range(2)]
+        assert await receive_data(subscription, 2) == ["new 0", "new 1"]
+        assert fresh[0].position <= old[-1].position  # the case this test is about
+        assert fresh[0].id.split("-")[0] != old[0].id.split("-")[0]  # a new epoch
+
+
+class RecordingClock(ManualClock):
+    """A manual clock that records each wait the reader asks for and signals it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.parked = anyio.Event()
+
+    async def sleep_until(self, deadline: float) -> None:
+        self.waits.append(round(deadline - self.time(), 3))
+        self.parked.set()
+        await super().sleep_until(deadline)
+
+    async def next_wait(self) -> float:
+        with anyio.fail_after(10):
+            await self.parked.wait()
+        self.parked = anyio.Event()
+        return self.waits[-1]
+
+
+async def test_reader_backs_off_exponentially_and_resumes(server: RedisServer) -> None:
+    clock = RecordingClock()
+    backend = RedisBackend(server.url, prefix="backoff", socket_timeout=2, reconnect_clock=clock)
+    async with Broker(backend) as broker, broker.subscribe("t") as subscription:
+        await broker.publish("t", "before")
+        assert await receive_data(subscription, 1) == ["before"]
+        await stop(server, save=True)
+        # Each failed attempt doubles the wait: 50 ms, 100 ms, 200 ms, ...
+        waits = [await clock.next_wait()]
+        for _ in range(3):
+            clock.advance(waits[-1])
+            waits.append(await clock.next_wait())
+        assert waits == [0.05, 0.1, 0.2, 0.4]
+        assert not backend.healthy
+        await anyio.to_thread.run_sync(server.start)
+        await broker.publish("t", "after")  # stored in Redis; the reader is still parked
+        clock.advance(waits[-1])
+        assert await receive_data(subscription, 1) == ["after"]
+        assert backend.reconnects == 1
+        assert backend.healthy
+
+
+async def test_hub_answers_503_json_and_reports_degraded_while_redis_is_down(
+    server: RedisServer,
+) -> None:
+    async with make_broker(server) as broker:
+        app = create_app(broker=broker)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            assert (await client.get("/health")).json() == {"status": "ok"}
+            await stop(server, save=True)
+            response = await client.post("/publish", json={"topic": "t", "data": "x"})
+            assert response.status_code == 503
+            assert response.json()["error"] == "unavailable"
+            health = await client.get("/health")
+            assert (health.status_code, health.json()) == (200, {"status": "degraded"})
+
+            await anyio.to_thread.run_sync(server.start)
+            # The next publish reaches Redis again; the reader follows with its backoff.
+            response = await client.post("/publish", json={"topic": "t", "data": "y"})
+            assert response.status_code == 200, response.text

@@ -183,6 +183,9 @@ class RedisBackend:
             up from (at least ``history_size``).
         max_connections: command connections per process; the reader has one more.
         socket_timeout: seconds before a command to an unresponsive Redis fails.
+        reconnect_clock: the clock the reader's reconnect backoff waits on; real time by
+            default. It is not the broker's clock (which ages history and may be a test's
+            manual clock): reconnecting is about a real server coming back.
 
     Raises:
         ConfigurationError: an option is out of range.
@@ -199,6 +202,7 @@ class RedisBackend:
         log_size: int = DEFAULT_LOG_SIZE,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        reconnect_clock: Clock | None = None,
     ) -> None:
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
             raise ConfigurationError("history_size must be an int >= 1")
@@ -235,6 +239,7 @@ class RedisBackend:
         self._tail_script: AsyncScript | None = None
         self._sink: EventSink | None = None
         self._clock: Clock = SystemClock()
+        self._reconnect_clock: Clock = reconnect_clock or SystemClock()
         self._last_id = "0-0"  # the stream id, not the event id
         self._epoch: str | None = None
         self._anchor_ms = 0
@@ -381,8 +386,9 @@ class RedisBackend:
         """Store ``batch`` atomically (one Lua script) and return it with Redis-assigned ids.
 
         The events reach the sink through the reader, like events published by other processes;
-        this returns once the reader has handed them to the sink (or after ``socket_timeout``
-        seconds if the reader is reconnecting: the events are stored and will follow). So, as
+        this returns once the reader has handed them to the sink (at once if the reader is
+        reconnecting, and after ``socket_timeout`` seconds at most: the events are stored and
+        will follow). So, as
         with the memory backend, a subscriber that exists when ``publish`` returns has the event,
         and one created after it does not get it as a live event.
 
@@ -438,8 +444,13 @@ class RedisBackend:
         return stored
 
     async def _delivered(self, position: Position) -> None:
-        """Wait until the reader has passed ``position`` (bounded by ``socket_timeout``)."""
-        if _stream_position(self._last_id) >= position:
+        """Wait until the reader has passed ``position`` (bounded by ``socket_timeout``).
+
+        Not while the reader is reconnecting: it may be backing off for seconds, and holding
+        every publisher that long would turn a blip into a publishing outage. The events are
+        stored; the reader delivers them when it is back.
+        """
+        if not self._reader_connected or _stream_position(self._last_id) >= position:
             return
         done = anyio.Event()
         self._waiter_count += 1
@@ -575,8 +586,12 @@ class RedisBackend:
                 if self._reader_connected:
                     logger.warning("lost Redis; reconnecting (last id %s): %s", self._last_id, exc)
                 self._reader_connected = False
+                self._release_waiters()
                 recovering = True
-                await self._clock.sleep_until(self._clock.time() + delay)
+                # Not the broker's clock: a manual clock that only ages history would stall the
+                # reader here forever (the cause of a hang when a test drove history by hand).
+                clock = self._reconnect_clock
+                await clock.sleep_until(clock.time() + delay)
                 delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _read_batch(self) -> None:
@@ -591,6 +606,7 @@ class RedisBackend:
             for entry_id, fields in entries:
                 stored = self._stored(entry_id, fields, None)
                 self._last_id = _text(entry_id)
+                self._epoch = stored.id.partition("-")[0]
                 sink = self._sink
                 if sink is not None:
                     sink(stored)
@@ -599,6 +615,11 @@ class RedisBackend:
             last = _stream_position(self._last_id)
             while waiters and waiters[0][0] <= last:
                 heapq.heappop(waiters)[2].set()
+
+    def _release_waiters(self) -> None:
+        """Let every publisher waiting for the reader go (see :meth:`_delivered`)."""
+        while self._waiters:
+            heapq.heappop(self._waiters)[2].set()
 
     async def _check_gap(self) -> None:
         """After a reconnect: did anything we had not read leave the log, or Redis lose data?"""
@@ -612,10 +633,14 @@ class RedisBackend:
                 self._last_id,
                 gone,
             )
-        if epoch != self._epoch and self._epoch is not None:
+        if epoch != self._epoch:
             # A restart without persistence or a flush: whatever Redis had accepted and not yet
-            # delivered is gone from Redis itself. Keep streaming what comes next: new ids
-            # start at least at the publishers' clock, after our last id, so XREAD finds them.
+            # delivered is gone from Redis itself. Everything in the log now is of the new data
+            # set and new to us, so read it from the start: its ids owe nothing to ours (a
+            # publisher's clock may be behind the ms of our last id) and XREAD after our last
+            # id could skip them. The epoch of what we read is tracked from the entries
+            # (field ``p``), so an empty data set (``epoch`` None) is not mistaken again later.
             logger.warning("Redis lost its data (restart without persistence, or a flush)")
+            self._last_id = "0-0"
+            self._epoch = epoch
         del last
-        self._epoch = epoch

@@ -350,7 +350,9 @@ class _Endpoints:
 
     async def health(self, request: Request) -> Response:
         hub = self.hub
-        status_code, document = health_document(draining=hub.draining)
+        # -- scaling: a shared backend (Redis) reports whether it is reachable
+        healthy = getattr(hub.broker.backend, "healthy", True)
+        status_code, document = health_document(draining=hub.draining, backend_healthy=healthy)
         if status_code == 200 and not hub.broker.running:
             status_code, document = 503, {"status": "unavailable"}
         return JSONResponse(

@@ -45,16 +45,24 @@ async def status_document(broker: Broker, *, uptime: float) -> dict[str, Any]:
     }
 
 
-def health_document(*, draining: bool) -> tuple[int, dict[str, str]]:
+def health_document(*, draining: bool, backend_healthy: bool = True) -> tuple[int, dict[str, str]]:
     """Return the ``/health`` status code and body.
 
     Args:
         draining: whether shutdown has started.
+        backend_healthy: whether the broker's backend answers (a Redis backend that lost
+            Redis is not; the memory backend always is).
 
     Returns:
         ``(200, {"status": "ok"})`` while serving, ``(503, {"status": "draining"})`` after
-        shutdown has started, so load balancers stop sending new clients here.
+        shutdown has started, so load balancers stop sending new clients here, and
+        ``(200, {"status": "degraded"})`` while the backend is unreachable: publishing and
+        resuming answer 503 then, but open streams stay open and go on once the backend is
+        back. Still 200, because every hub of a deployment shares the one Redis: taking them
+        all out of rotation would cut every client and fix nothing. Alert on "degraded".
     """
     if draining:
         return 503, {"status": "draining"}
+    if not backend_healthy:
+        return 200, {"status": "degraded"}
     return 200, {"status": "ok"}
