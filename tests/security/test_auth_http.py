@@ -104,12 +104,16 @@ async def test_subscribe_needs_a_token_and_a_grant() -> None:
 
 
 async def test_anonymous_subscribe_allows_public_reads_only() -> None:
-    async with running_hub(jwt_settings(anonymous_subscribe=True)) as app, client_for(app) as http:
-        async with stream_asgi(app, "/events?topic=news") as stream:
-            await stream.start()
-            assert stream.status_code == 200
-            # Anonymous requests still may not publish.
-            assert_error(await http.post("/publish", json=EVENT), 401, "unauthorized")
+    settings = jwt_settings(anonymous_subscribe=True)
+    async with (
+        running_hub(settings) as app,
+        client_for(app) as http,
+        stream_asgi(app, "/events?topic=news") as stream,
+    ):
+        await stream.start()
+        assert stream.status_code == 200
+        # Anonymous requests still may not publish.
+        assert_error(await http.post("/publish", json=EVENT), 401, "unauthorized")
 
 
 async def test_status_needs_a_credential_when_auth_is_on() -> None:
