@@ -159,19 +159,26 @@ class HubMetrics:
             buckets=PUBLISH_BUCKETS,
             registry=registry,
         )
-        self._generate = prometheus.generate_latest
-        self.content_type: str = prometheus.CONTENT_TYPE_LATEST
+        self._choose_encoder = prometheus.exposition.choose_encoder
 
-    def render(self) -> bytes:
-        """Return the current metrics in the Prometheus text format."""
-        data: bytes = self._generate(self.registry)
-        return data
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """Return the current metrics and their content type.
+
+        Args:
+            accept: the scraper's ``Accept`` header: OpenMetrics when it asks for it, else the
+                Prometheus text format 0.0.4 that every scraper reads.
+
+        Returns:
+            ``(body, content_type)``.
+        """
+        encoder, content_type = self._choose_encoder(accept)
+        data: bytes = encoder(self.registry)
+        return data, content_type
 
     async def endpoint(self, request: Request) -> Response:
         """``GET /metrics``."""
-        return Response(
-            self.render(), media_type=self.content_type, headers={"Cache-Control": "no-store"}
-        )
+        body, content_type = self.render(request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 def metrics_for(hub: HubState) -> HubMetrics:
