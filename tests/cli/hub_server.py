@@ -1,5 +1,7 @@
 """The real hub (``ssehub.hub.create_app``) under uvicorn on 127.0.0.1, in a background thread.
 
+Stopping it drains the hub as ``ssehub serve`` does (every open stream ends cleanly, so clients
+see a hub restart as a normal end of stream, then refused connections).
 ``HubServer.stream_opened`` tells a test that a subscriber's ``GET /events`` has sent its
 response headers: the hub registers the subscription before that, so an event published
 afterwards reaches the subscriber. Tests wait on it instead of sleeping.
@@ -46,7 +48,18 @@ class HubServer:
             ws="none",
             timeout_graceful_shutdown=2,
         )
-        self._server = uvicorn.Server(config)
+        hub = self._app.state.hub
+
+        class DrainingServer(uvicorn.Server):
+            """Like ``ssehub serve``: on shutdown stop accepting, then end every stream."""
+
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                for server in self.servers:
+                    server.close()
+                hub.drain()
+                await super().shutdown(sockets=sockets)
+
+        self._server = DrainingServer(config)
         self._thread = threading.Thread(target=self._run, name="hub-server", daemon=True)
 
     def _run(self) -> None:

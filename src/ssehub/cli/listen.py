@@ -5,11 +5,14 @@ Prints the events of one or more topics as they arrive, one per line: ``<id> <ty
 cannot drive the terminal), in colour when standard output is a terminal and ``NO_COLOR`` is
 unset. ``--json`` prints JSON lines ``{"id", "event", "data"}`` instead.
 
-It keeps going across hub restarts: a lost connection, a refused one, or a 429/502/503/504 answer
-reconnects with backoff (a note goes to standard error) and resumes with ``Last-Event-ID``.
+It keeps going across hub restarts: once the stream has opened, a lost connection, a refused one,
+or a 429/502/503/504 answer reconnects with backoff (a note goes to standard error) and resumes
+with ``Last-Event-ID``. If the hub cannot be reached at all on the first attempt, ``listen``
+says so and exits, unless ``--wait`` asks it to keep trying until the hub comes up.
 
 Exit codes: 0 after ``--count`` events or when the hub ends the stream with 204, 1 when the
-hub refuses the subscription, 2 for bad arguments, 130 on Ctrl-C.
+hub cannot be reached (without ``--wait``) or refuses the subscription, 2 for bad arguments,
+130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 from .._exceptions import ConfigurationError, SSEHubError
 
 if TYPE_CHECKING:
+    from ..client import EventSource
     from ..wire import MessageEvent
 
 __all__ = ["add_parser", "format_event", "run"]
@@ -66,6 +70,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--count", "-n", type=_positive_int, metavar="N", help="exit after N events"
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="keep trying when the hub cannot be reached yet (default: exit with an error)",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -112,9 +121,47 @@ def format_event(event: MessageEvent, *, as_json: bool = False, colour: bool = F
     return "\n".join(lines)
 
 
-def _notice(delay: float, cause: BaseException | None) -> None:
-    reason = "the stream ended" if cause is None else (str(cause) or type(cause).__name__)
-    print(f"{_PROG}: {reason}; reconnecting in {delay:.1f} s", file=sys.stderr, flush=True)
+def _reason(cause: BaseException | None, idle_timeout: float | None) -> str:
+    import httpx
+
+    if cause is None:
+        return "the hub ended the stream"
+    text = str(cause) or type(cause).__name__
+    if isinstance(cause, httpx.TimeoutException) and not isinstance(cause, httpx.ConnectTimeout):
+        return f"no data for {idle_timeout:g} s"
+    if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return f"cannot connect ({text})"
+    if isinstance(cause, httpx.TransportError):
+        return f"connection lost ({text})"
+    return text
+
+
+class _Listener:
+    """The callbacks of one ``listen`` run: notices, and giving up when the hub is unreachable."""
+
+    def __init__(self, url: str, *, wait: bool, idle_timeout: float | None) -> None:
+        self.url = url
+        self.wait = wait
+        self.idle_timeout = idle_timeout
+        self.opened = False
+        self.unreachable: BaseException | None = None
+        self.source: EventSource[MessageEvent] | None = None
+
+    def on_open(self) -> None:
+        self.opened = True
+
+    def on_reconnect(self, delay: float, cause: BaseException | None) -> None:
+        from .._exceptions import ConnectionFailed
+
+        if not self.opened and not self.wait and not isinstance(cause, ConnectionFailed):
+            # Never connected: most likely a wrong URL or a hub that is not running. Say so
+            # instead of retrying forever; --wait is for starting before the hub.
+            self.unreachable = cause
+            if self.source is not None:
+                self.source.close()
+            return
+        reason = _reason(cause, self.idle_timeout)
+        print(f"{_PROG}: {reason}; reconnecting in {delay:.1f} s", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,23 +182,25 @@ def run(args: argparse.Namespace) -> int:
         max_delay=max(10.0, args.reconnect_delay),
         retry_statuses=RETRYABLE_STATUSES,
     )
+    idle_timeout = args.idle_timeout or None
     received = 0
     try:
-        with (
-            HubClient(args.url or default_hub_url()) as hub,
-            hub.subscribe(
+        with HubClient(args.url or default_hub_url()) as hub:
+            listener = _Listener(hub.url, wait=args.wait, idle_timeout=idle_timeout)
+            with hub.subscribe(
                 args.topics,
                 args.last_event_id or None,
                 policy=policy,
-                idle_timeout=args.idle_timeout or None,
-                on_reconnect=_notice,
-            ) as source,
-        ):
-            for event in source:
-                print(format_event(event, as_json=args.json, colour=colour), flush=True)
-                received += 1
-                if args.count is not None and received >= args.count:
-                    return 0
+                idle_timeout=idle_timeout,
+                on_reconnect=listener.on_reconnect,
+                on_open=listener.on_open,
+            ) as source:
+                listener.source = source
+                for event in source:
+                    print(format_event(event, as_json=args.json, colour=colour), flush=True)
+                    received += 1
+                    if args.count is not None and received >= args.count:
+                        return 0
     except ConfigurationError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
@@ -164,5 +213,12 @@ def run(args: argparse.Namespace) -> int:
         # The reader went away (e.g. `| head`): stop quietly, without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if listener.unreachable is not None:
+        cause = listener.unreachable
+        print(
+            f"{_PROG}: cannot reach the hub at {listener.url}: {cause or type(cause).__name__}",
+            file=sys.stderr,
+        )
+        return 1
     print(f"{_PROG}: the hub ended the stream", file=sys.stderr)
     return 0
