@@ -79,10 +79,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"ssehub serve: {exc}", file=sys.stderr)
         return 2
     try:
+        if settings.workers != 1:  # -- scaling: N processes under a small supervisor
+            from ._supervisor import supervise
+
+            return supervise(settings)
         return serve(settings)
     except MissingDependency as exc:
         print(f"ssehub serve: {exc}", file=sys.stderr)
         return 1
+    except ConfigurationError as exc:  # -- security: an unusable key, JWKS or API key file
+        print(f"ssehub serve: {exc}", file=sys.stderr)
+        return 2
 
 
 def load_uvicorn() -> ModuleType:
@@ -151,11 +158,13 @@ class _EarlySignals:
         self.received = True
 
 
-def serve(settings: HubSettings) -> int:
+def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) -> int:
     """Run the hub described by ``settings`` under uvicorn until SIGTERM or SIGINT.
 
     Args:
         settings: the hub's settings.
+        sockets: listening sockets to serve instead of binding ``host:port`` (a worker of
+            ``--workers N`` gets the one its supervisor bound).
 
     Returns:
         0 after a clean shutdown, 1 if the server failed to start.
@@ -180,6 +189,8 @@ def serve(settings: HubSettings) -> int:
         log_config=_log_config(settings.log_level, settings.log_format),
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.grace_period,
+        # -- security: the hub decides client addresses itself, from --trusted-proxies only
+        proxy_headers=False,
     )
     early = _EarlySignals()
 
@@ -211,7 +222,7 @@ def serve(settings: HubSettings) -> int:
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, early) for sig in handled}
     try:
-        server.run()
+        server.run(sockets=sockets)
     except SystemExit as exc:
         # uvicorn exits this way when it cannot bind (1) or the lifespan fails (3).
         logger.error(  # noqa: TRY400 - uvicorn already logged the cause; no traceback wanted
@@ -242,6 +253,15 @@ def _log_listening(settings: HubSettings, servers: list[Any], *, loop: str, http
         http,
     )
     exposed = settings.host not in _LOOPBACK_HOSTS
+    if settings.auth != "none":
+        # -- security: say which credentials are accepted, and whether anonymous reads are on
+        logger.info(
+            "authentication is ON (%s%s); anonymous subscribers: %s",
+            f"JWT {settings.jwt_algorithm}" if settings.auth == "jwt" else "API keys",
+            " and API keys" if settings.auth == "jwt" and settings.api_keys_file else "",
+            "allowed, public events only" if settings.anonymous_subscribe else "refused",
+        )
+        return
     logger.log(
         logging.WARNING if exposed else logging.INFO,
         "authentication is OFF: anyone who can reach %s can publish and subscribe",
