@@ -32,7 +32,8 @@ without any third-party package installed.
     │   └── NegotiationError                   no protocol version both sides support
     └── ClientError
         ├── ConnectionFailed                   the EventSource was failed (status, content type)
-        └── HubResponseError                   the hub answered an API call with an error
+        ├── HubResponseError                   the hub answered an API call with an error
+        └── IngestError                        the hub's ingest socket refused a command
 
 Errors carry structured attributes (for example ``EventTooLarge.limit``) so callers need not parse
 messages. Errors raised by third-party libraries (httpx, redis) are re-raised as these types at the
@@ -56,6 +57,7 @@ __all__ = [
     "EventTooLarge",
     "EventValidationError",
     "HubResponseError",
+    "IngestError",
     "InvalidLastEventId",
     "InvalidTopic",
     "LimitReached",
@@ -293,3 +295,18 @@ class HubResponseError(ClientError):
         super().__init__(f"hub answered {status_code}: {error.get('detail') or error}")
         self.status_code = status_code
         self.error = error
+
+
+class IngestError(ClientError):
+    """The hub's ingest socket answered a command with an error, or the connection failed.
+
+    Attributes:
+        code: the hub's error code (``unknown_channel``, ``invalid_json``, ...), or
+            ``connection`` when the socket could not be reached or broke.
+        detail: the human-readable explanation.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{detail} ({code})")
+        self.code = code
+        self.detail = detail

@@ -37,6 +37,7 @@ from .._exceptions import (
     BackendUnavailable,
     BrokerClosed,
     ChannelError,
+    EventTooLarge,
     EventValidationError,
     InvalidTopic,
     LimitReached,
@@ -71,10 +72,6 @@ _CHANNEL_CODES: Final = (
 )
 
 
-class _LineTooLong(Exception):
-    pass
-
-
 class LineReader:
     """Split a byte stream into lines of at most ``limit`` bytes, in bounded memory.
 
@@ -93,7 +90,8 @@ class LineReader:
         """Return the next line without its ``\\n`` (``None`` at the end of the stream).
 
         Raises:
-            _LineTooLong: the line exceeds the limit; it has been consumed (discarded).
+            EventTooLarge: the line exceeds the limit; it has been read and discarded, so the
+                next call returns the line after it.
         """
         buffer = self._buffer
         searched = 0
@@ -102,13 +100,13 @@ class LineReader:
             if end >= 0:
                 if end > self._limit:
                     del buffer[: end + 1]
-                    raise _LineTooLong
+                    raise EventTooLarge(self._limit)
                 line = bytes(buffer[:end])
                 del buffer[: end + 1]
                 return line
             if len(buffer) > self._limit:
                 await self._discard_line()
-                raise _LineTooLong
+                raise EventTooLarge(self._limit)
             searched = len(buffer)
             if self._eof:
                 if buffer:
@@ -228,7 +226,7 @@ async def _serve_connection(handler: IngestHandler, stream: ByteStream, limit: i
         while True:
             try:
                 line = await reader.readline()
-            except _LineTooLong:
+            except EventTooLarge:
                 reply: dict[str, Any] = {
                     "ok": False,
                     "error": "line_too_long",

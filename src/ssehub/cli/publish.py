@@ -1,4 +1,4 @@
-"""``ssehub publish [--url URL] TOPIC DATA [--event E] [--retry MS] [--lines]``.
+"""``ssehub publish [--url URL | --socket PATH] TOPIC DATA [--event E] [--retry MS] [--lines]``.
 
 Publishes through the hub's ``POST /publish`` and prints what the hub answered, one line per
 event: ``id=<id> topics=<t,...> subscribers=<n>``. ``DATA`` ``-`` reads standard input: all of it
@@ -53,6 +53,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="publish one event per line of DATA (with '-': as each line arrives)",
     )
+    # -- channels: publish through the hub's ingest socket instead of HTTP
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="publish through the hub's ingest socket (a Unix socket path, or "
+        "tcp://HOST:PORT) instead of HTTP; prints id=<id> topics=<topic> per event",
+    )
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     """
     from ..client._hub import HubClient, default_hub_url
 
+    if getattr(args, "socket", None):
+        return _run_socket(args)
     try:
         with HubClient(args.url or default_hub_url()) as hub:
             for data in _payloads(args):
@@ -115,6 +124,37 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except SSEHubError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _run_socket(args: argparse.Namespace) -> int:
+    """``run`` through the ingest socket: same input handling, output and exit codes."""
+    from .._exceptions import IngestError
+    from ..channels._ingest_client import IngestClient
+
+    try:
+        with IngestClient(args.socket) as ingest:
+            for data in _payloads(args):
+                if args.lines and not data:
+                    continue
+                command = {"command": "publish", "topic": args.topic, "data": data}
+                if args.event is not None:
+                    command["event"] = args.event
+                if args.retry is not None:
+                    command["retry"] = args.retry
+                reply = ingest.send(command)
+                print(f"id={reply['id']} topics={args.topic}", flush=True)
+    except ConfigurationError as exc:
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(f"{_PROG}: standard input is not UTF-8 text", file=sys.stderr)
+        return 2
+    except IngestError as exc:
+        print(f"{_PROG}: the hub refused: {exc.detail} ({exc.code})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from ..__about__ import __version__
 from ..channels._openapi import channel_paths
+from ._auth_openapi import add_security
 from ._errors import ERROR_CODES
 from ._publish import MAX_EVENT_TYPE_LENGTH, MAX_RETRY
 from ._settings import HubSettings
@@ -393,7 +394,7 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
         paths.update(channel_paths(settings))
     # -- operations: metrics and the dashboard
     paths.update(_operations_paths(settings))
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "ssehub",
@@ -406,6 +407,8 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
         "paths": paths,
         "components": {"schemas": _schemas(settings)},
     }
+    add_security(document, settings)  # -- security: schemes, private, 401/403/429
+    return document
 
 
 DOCS_HTML: Final = """<!doctype html>
