@@ -82,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
         if settings.workers != 1:  # -- scaling: N processes under a small supervisor
             from ._supervisor import supervise
 
-            return supervise(settings)
+            try:
+                return supervise(settings)
+            except ConfigurationError as exc:  # memory:// cannot be shared, for example
+                print(f"ssehub serve: {exc}", file=sys.stderr)
+                return 2
         return serve(settings)
     except MissingDependency as exc:
         print(f"ssehub serve: {exc}", file=sys.stderr)

@@ -248,6 +248,13 @@ class HubSettings:
     )
 
     # -- scaling (Redis, --workers): options added here ------------------------------------
+    workers: int = _option(
+        1,
+        "hub processes serving one socket (about one per core); above 1 needs a shared broker "
+        "(redis://): the memory broker lives inside one process",
+        _parse_int,
+        "N",
+    )
 
     # -- channels and socket ingest: options added here -----------------------------------
 
