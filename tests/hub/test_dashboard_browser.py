@@ -1,0 +1,270 @@
+"""The dashboard: its routes (ASGI), and the page itself in headless Chromium on a real server.
+
+The browser test drives Debian's ``/usr/bin/chromium`` through Playwright (browser downloads are
+impossible here) against ``ssehub serve`` on a free 127.0.0.1 port. It skips with the reason when
+Chromium or Playwright is missing, unless ``SSEHUB_REQUIRE_BROWSER=1`` (CI), which makes that a
+failure. It saves ``test-artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from ssehub.hub import HubSettings, create_app
+
+from .conftest import client_for, open_events, running_hub
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+TIMEOUT = 15.0
+
+
+# -- the routes, through ASGI -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_page_is_served_with_a_strict_policy(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    policy = dict(
+        part.strip().split(" ", 1)
+        for part in response.headers["content-security-policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert "unsafe-inline" not in response.headers["content-security-policy"]
+    # The inline script and style are allowed by their hashes, and only they are.
+    for kind in ("script", "style"):
+        bodies = re.findall(rf"<{kind}>(.*?)</{kind}>", page, re.DOTALL)
+        assert len(bodies) == 1
+        digest = base64.b64encode(hashlib.sha256(bodies[0].encode()).digest()).decode()
+        assert policy[f"{kind}-src"] == f"'sha256-{digest}'"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    # Nothing from elsewhere (hubs often run without internet), no inline handlers or styles.
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    assert not re.search(r"\son[a-z]+=", page)
+    assert not re.search(r"\sstyle=", page)
+    # Relative URLs: the page also works when the hub is mounted under a prefix.
+    for url in ("dashboard/stats", "events?topic=", '"publish"'):
+        assert url in page
+
+
+@pytest.mark.anyio
+async def test_stats_document(hub_app: Starlette, client: httpx.AsyncClient) -> None:
+    with anyio.fail_after(10):
+        async with open_events(hub_app, "topic=watched") as stream:
+            await stream.start()
+            for n in range(3):
+                await client.post("/publish", json={"topic": "watched", "data": n})
+            await client.post("/publish", json={"topic": "quiet", "data": "x"})
+            assert len(await stream.events().take(3)) == 3
+            response = await client.get("/dashboard/stats")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    document = response.json()
+    assert document["topics"] == {
+        "quiet": {"subscribers": 0, "history": 1, "events": 0},
+        "watched": {"subscribers": 1, "history": 3, "events": 3},
+    }
+    assert document["topic_count"] == 2
+    assert document["connections"] == 1
+    assert document["totals"]["published"] == 4
+    assert document["draining"] is False
+    assert document["backend_up"] is True
+
+
+@pytest.mark.anyio
+async def test_stats_list_the_busiest_topics_only(client: httpx.AsyncClient) -> None:
+    await client.post("/publish", json=[{"topic": f"t{n:03}", "data": n} for n in range(250)])
+    document = (await client.get("/dashboard/stats")).json()
+    assert document["topic_count"] == 250
+    assert len(document["topics"]) == 200
+
+
+@pytest.mark.anyio
+async def test_dashboard_can_be_switched_off() -> None:
+    async with running_hub(HubSettings(dashboard=False)) as app, client_for(app) as client:
+        for path in ("/", "/dashboard/stats"):
+            response = await client.get(path)
+            assert response.status_code == 404
+            assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.anyio
+async def test_stats_need_a_running_broker() -> None:
+    async with client_for(create_app()) as client:  # lifespan not run: broker not entered
+        response = await client.get("/dashboard/stats")
+    assert response.status_code == 503
+    assert response.json()["error"] == "unavailable"
+
+
+# -- the page in a real browser ---------------------------------------------------------------
+
+
+def _browser_or_skip() -> Any:
+    required = os.environ.get("SSEHUB_REQUIRE_BROWSER") == "1"
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed (it is in the dev group: uv sync)"
+    if reason is None and not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+    if reason is not None:
+        if required:
+            pytest.fail(f"SSEHUB_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _serve(*args: str) -> Iterator[str]:
+    """Run ``ssehub serve`` on a free loopback port; yield its URL once it has started."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True,
+    )
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def read_log() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "authentication is" in line:  # the last line of the startup log
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(TIMEOUT), "the server did not start in time"
+        assert process.poll() is None, "".join(lines)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(TIMEOUT)
+        reader.join(TIMEOUT)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@pytest.mark.integration
+def test_dashboard_in_chromium() -> None:
+    sync_playwright = _browser_or_skip()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        url = stack.enter_context(_serve("--grace-period", "2"))
+        api = stack.enter_context(httpx.Client(base_url=url, timeout=TIMEOUT))
+        # Two other subscribers, so the topic table and the chart have more than one line.
+        for topic in ("prices", "alerts"):
+            stream = stack.enter_context(api.stream("GET", "/events", params={"topic": topic}))
+            assert stream.status_code == 200
+        playwright = stack.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        stack.callback(browser.close)
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.set_default_timeout(TIMEOUT * 1000)
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                problems.append(f"console: {message.text}") if message.type == "error" else None
+            ),
+        )
+
+        page.goto(f"{url}/?poll=400")
+        # Locator waits, not wait_for_function: the page's CSP forbids eval, rightly.
+        page.locator("#hub-state", has_text="live").wait_for()
+
+        # Watch a topic: the browser's own EventSource on /events.
+        page.fill("#watch-topic", "orders")
+        page.click("#watch-form button[type=submit]")
+        page.locator("#tail-state", has_text="watching orders").wait_for()
+
+        # Published through the API, seen in the tail.
+        published = api.post("/publish", json={"topic": "orders", "data": {"sku": "A-1", "qty": 3}})
+        assert published.status_code == 200
+        event_id = published.json()["id"]
+        row = page.locator("#tail .ev", has_text='{"sku":"A-1","qty":3}')
+        row.wait_for()
+        assert row.locator(".id").text_content() == event_id
+        assert row.locator(".type").text_content() == "message"
+
+        # The publish form: a named event, seen in the tail too.
+        page.fill("#pub-topic", "orders")
+        page.fill("#pub-event", "note")
+        page.fill("#pub-data", "hello from the form")
+        page.click("#pub-send")
+        page.locator("#pub-result", has_text="to 1 subscriber(s) on orders").wait_for()
+        note = page.locator("#tail .ev", has_text="hello from the form")
+        note.wait_for()
+        assert note.locator(".type").text_content() == "note"
+
+        # Filter, then pause: new events wait until resumed.
+        page.fill("#filter", "sku")
+        assert not note.is_visible()
+        assert row.is_visible()
+        page.fill("#filter", "")
+        page.click("#pause")
+        api.post("/publish", json={"topic": "orders", "data": "while paused"})
+        page.locator("#pause", has_text="Resume (1 new)").wait_for()
+        assert page.locator("#tail .ev", has_text="while paused").count() == 0
+        page.click("#pause")
+        page.locator("#tail .ev", has_text="while paused").wait_for()
+
+        # Traffic over a few polls, so the table and the chart show rates.
+        for round_number in range(6):
+            polls = int(page.evaluate("Number(document.body.dataset.polls || 0)"))
+            batch = [{"topic": "prices", "data": {"p": n}} for n in range(4 + round_number * 3)]
+            batch += [{"topic": "orders", "data": {"o": n}} for n in range(2 + round_number)]
+            batch += [{"topic": "alerts", "data": "disk"} for _ in range(round_number % 3)]
+            assert api.post("/publish", json=batch).status_code == 200
+            # The next poll (the value only grows): one batch per poll interval.
+            page.locator(f"body:not([data-polls='{polls}'])").wait_for(state="attached")
+        page.locator("#legend", has_text="prices").wait_for()
+        prices = page.locator("#topics tr[data-topic=prices] td")
+        assert prices.nth(1).text_content() == "1"  # subscribers
+        assert page.locator("#topics tr.selected").get_attribute("data-topic") == "orders"
+        assert int(page.text_content("#c-connections") or "0") == 3
+
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert problems == []  # no CSP violation, no script error
