@@ -9,18 +9,17 @@ from __future__ import annotations
 import io
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from hub_server import HubServer
+from pipes_kit import read_line
 
 from ssehub.cli import main
 from ssehub.cli.listen import format_event
@@ -244,42 +243,26 @@ def test_refused_subscription_is_one_line(
 # -- Ctrl-C ------------------------------------------------------------------------------------
 
 
-def read_line(stream: io.BufferedReader, timeout: float) -> bytes:
-    """One line from a child's pipe, failing the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no complete line within {timeout} s (got {line!r})"
-        ready, _, _ = select.select([stream], [], [], remaining)
-        if ready:
-            byte = os.read(stream.fileno(), 1)
-            assert byte, f"the child closed its output (got {line!r})"
-            line += byte
-    return line
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
 def test_ctrl_c_exits_130_without_a_traceback(hub: HubServer) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("NO_COLOR", None)
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "ssehub.cli", "listen", "--url", hub.url, "k"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
-    )
-    try:
-        hub.stream_opened()
-        ident = publish(hub.url, "k", "seen")
-        assert child.stdout is not None
-        # A pipe is not a terminal: plain text, no colour codes.
-        assert read_line(child.stdout, 10) == f"{ident} message seen\n".encode()
-        child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    ) as child:
+        try:
+            hub.stream_opened()
+            ident = publish(hub.url, "k", "seen")
+            assert child.stdout is not None
+            # A pipe is not a terminal: plain text, no colour codes.
+            assert read_line(child.stdout, 10) == f"{ident} message seen\n".encode()
+            child.send_signal(signal.SIGINT)
+            _, err = child.communicate(timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
     assert child.returncode == 130
     assert b"Traceback" not in err

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
+import subprocess
 import sys
 
 import pytest
 from hub_server import HubServer
+from pipes_kit import read_line
 
 from ssehub.cli import main
 from ssehub.client import HubClient, ReconnectPolicy
@@ -121,3 +124,31 @@ def test_unreachable_hub_and_bad_arguments(
     feed_stdin(monkeypatch, b"\xff\xfe")
     assert main(["publish", "--url", "http://127.0.0.1:1", "t", "-"]) == 2
     assert capsys.readouterr().err == "ssehub publish: standard input is not UTF-8 text\n"
+
+
+def test_stdin_lines_are_published_as_they_arrive(hub: HubServer) -> None:
+    # `tail -f log | ssehub publish logs - --lines`: each line goes out while stdin stays open.
+    start = marker(hub.url, "logs")
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssehub.cli", "publish", "--url", hub.url, "logs", "-", "--lines"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as child:
+        try:
+            assert child.stdin is not None
+            assert child.stdout is not None
+            child.stdin.write(b"first\n")
+            child.stdin.flush()
+            answer = ANSWER.fullmatch(read_line(child.stdout, 10).decode().strip())
+            assert answer is not None  # published before the next line even exists
+            out, err = child.communicate("second \u2026\n".encode(), timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert child.returncode == 0, err
+    assert len(out.splitlines()) == 1
+    events = published_after(hub.url, "logs", start, 2)
+    assert [e.data for e in events] == ["first", "second \u2026"]
+    assert events[0].id == answer.group(1)

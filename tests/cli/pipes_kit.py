@@ -1,0 +1,25 @@
+"""Reading a child process's output line by line with a deadline (no sleeps, no hangs)."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import time
+
+__all__ = ["read_line"]
+
+
+def read_line(stream: io.BufferedReader, timeout: float) -> bytes:
+    """One line from a child's pipe, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"no complete line within {timeout} s (got {line!r})"
+        ready, _, _ = select.select([stream], [], [], remaining)
+        if ready:
+            byte = os.read(stream.fileno(), 1)
+            assert byte, f"the child closed its output (got {line!r})"
+            line += byte
+    return line
