@@ -88,3 +88,15 @@ def test_format_status_tolerates_any_document() -> None:
         ["z", "3", "-"],
     ]
     assert "totals" not in odd
+
+
+def test_status_error_answer_is_one_line(
+    hub: HubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A URL that is not the hub's root: the hub answers its JSON 404, shown as one line.
+    assert main(["status", "--url", f"{hub.url}/nope"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "ssehub status: the hub refused: no such endpoint: /nope/status (not_found, HTTP 404)\n"
+    )
