@@ -117,8 +117,13 @@ async def test_resume_across_several_topics(hub_app: Starlette, client: httpx.As
     [
         ("not valid!", "malformed"),
         ("x" * 65, "malformed"),
+        ("1\r\nevent: spoof", "malformed"),
+        ("1\nid: 2", "malformed"),
+        ("a\x00", "malformed"),
+        ("\xff\xfe", "malformed"),  # not UTF-8 (the scope carries these raw bytes)
         ("ffffffff-1", "unknown"),
     ],
+    ids=lambda value: repr(value)[:20],
 )
 async def test_reset_header_and_event(
     hub_app: Starlette, client: httpx.AsyncClient, last_event_id: str, reason: str
@@ -136,7 +141,40 @@ async def test_reset_header_and_event(
             event = await stream.events().next_event()
             assert (event.id, event.data) == (new_id, "new")
             body = b"".join(m.get("body", b"") for m in stream.body_messages)
-            assert last_event_id.encode() not in body
+            raw_headers = b"\n".join(b"%s: %s" % pair for pair in stream.headers.raw)
+            # Never reflected, in any encoding, into the stream or a response header.
+            for form in {last_event_id.encode(), last_event_id.encode("latin-1")}:
+                assert form not in body
+                assert form not in raw_headers
+
+
+async def test_a_huge_last_event_id_is_refused_without_being_reflected(
+    hub_app: Starlette,
+) -> None:
+    value = "x" * 10_000
+    with anyio.fail_after(5):
+        async with open_events(hub_app, "topic=r", {"Last-Event-ID": value}) as stream:
+            await stream.start()
+            assert stream.status_code == 400
+            body = await stream.read_all()
+    assert b'"error":"last_event_id_too_long"' in body
+    assert b"x" * 300 not in body
+    assert hub_of(hub_app).broker.statistics().subscribers == 0
+
+
+async def test_last_event_id_query_parameter_is_validated_too(
+    hub_app: Starlette, client: httpx.AsyncClient
+) -> None:
+    await publish(client, "r", "old")
+    with anyio.fail_after(5):
+        query = "topic=r&lastEventId=1%0D%0Aevent%3A%20spoof"
+        async with open_events(hub_app, query) as stream:
+            await stream.start()
+            assert stream.headers[RESET_HEADER] == "malformed"
+            reset = await stream.events().next_event()
+            assert (reset.event, reset.data) == (RESET_EVENT_TYPE, '{"reason":"malformed"}')
+            body = b"".join(m.get("body", b"") for m in stream.body_messages)
+            assert b"spoof" not in body
 
 
 async def test_expired_reset_when_history_has_moved_on(client: httpx.AsyncClient) -> None:
