@@ -1,0 +1,212 @@
+"""Several real hub processes on one Redis: shared topics, exact resume anywhere, ``--workers``.
+
+Each test isolates its keys with a fresh key prefix on the shared Redis (127.0.0.1:6379) and
+deletes them afterwards. Hubs are real ``ssehub serve`` processes on free loopback ports; their
+readiness is the end of their startup log, read by a thread (no polling, no sleeps).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ssehub.wire import EventParser, MessageEvent
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "backends"))
+from redis_support import REDIS_URL, delete_prefix, require_redis, unique_prefix
+
+pytestmark = [pytest.mark.integration, pytest.mark.redis]
+
+TIMEOUT = 30.0  # spawning and importing a hub takes seconds on a loaded 2-core machine
+GRACE = 5.0
+
+
+class Hub:
+    """A running ``ssehub serve`` process; ``ready`` is set when ``workers`` have logged their
+    last startup line (or the process ended)."""
+
+    def __init__(self, *args: str, workers: int = 1) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ssehub.cli", "serve", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.urls: list[str] = []
+        self._workers = workers
+        self._started = 0
+        self.ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if "listening on http://" in line:
+                self.urls.append(line.split("listening on ", 1)[1].split()[0])
+            if "authentication is" in line:  # the last line of one process's startup log
+                self._started += 1
+                if self._started == self._workers:
+                    self.ready.set()
+        self.ready.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_ready(self) -> str:
+        assert self.ready.wait(TIMEOUT), f"the hub did not start in time:\n{self.log}"
+        assert len(self.urls) == self._workers, f"the hub did not start:\n{self.log}"
+        return self.urls[0]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(TIMEOUT)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self._reader.join(TIMEOUT)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def broker_url() -> Iterator[str]:
+    """The shared Redis, with a key prefix of this test's own."""
+    require_redis()
+    prefix = unique_prefix()
+    try:
+        yield f"{REDIS_URL}?prefix={prefix}"
+    finally:
+        delete_prefix(prefix)
+
+
+@contextmanager
+def hubs(*arg_lists: list[str], workers: int = 1) -> Iterator[list[Hub]]:
+    """Start one hub per argument list at once (they import in parallel), then wait for all."""
+    with ExitStack() as stack:
+        started = []
+        for args in arg_lists:
+            hub = Hub(*args, workers=workers)
+            stack.callback(hub.close)
+            started.append(hub)
+        for hub in started:
+            hub.wait_ready()
+        yield started
+
+
+class Reader:
+    """Parses one open event stream; :meth:`read` can be called again for later events."""
+
+    def __init__(self, response: httpx.Response, last_event_id: str = "") -> None:
+        self._chunks = response.iter_raw()
+        self._parser = EventParser(last_event_id=last_event_id)
+
+    def read(self, count: int) -> list[MessageEvent]:
+        """Read until ``count`` events arrived; return every event parsed (a chunk may complete
+        more than ``count``: those reached the client too)."""
+        events: list[MessageEvent] = []
+        for chunk in self._chunks:
+            events.extend(self._parser.feed(chunk))
+            if len(events) >= count:
+                return events
+        raise AssertionError(f"the stream ended after {len(events)} of {count} events")
+
+    def rest(self) -> bytes:
+        """Read to the end of the body (which the server must end)."""
+        return b"".join(self._chunks)
+
+
+def publish(client: httpx.Client, topics: list[str], data: str) -> str:
+    response = client.post("/publish", json={"topics": topics, "data": data})
+    assert response.status_code == 200, response.text
+    event_id: str = response.json()["id"]
+    return event_id
+
+
+def test_hubs_share_topics_and_a_client_resumes_exactly_on_another_hub(broker_url: str) -> None:
+    common = ["--broker", broker_url, "--grace-period", str(GRACE)]
+    with hubs(["--port", "0", *common], ["--port", "0", *common]) as (hub_a, hub_b):
+        url_a, url_b = hub_a.wait_ready(), hub_b.wait_ready()
+        topics = {"topic": ["orders", "audit"]}
+        # Every event goes to one topic or both, so the multi-topic merge and dedup are used.
+        plan = [["orders"], ["audit"], ["orders", "audit"]]
+        sent: list[tuple[str, str]] = []
+        with httpx.Client(base_url=url_a, timeout=TIMEOUT) as on_a:
+            with (
+                httpx.Client(base_url=url_b, timeout=TIMEOUT) as on_b,
+                on_b.stream("GET", "/events", params=topics) as stream,
+            ):
+                assert stream.status_code == 200  # headers sent: the subscription exists
+                sent += [(publish(on_a, plan[n % 3], f"e{n}"), f"e{n}") for n in range(20)]
+                seen = Reader(stream).read(8)
+            assert [(e.id, e.data) for e in seen] == sent[: len(seen)]
+            hub_b.process.kill()  # the client is cut off from B for good
+            sent += [(publish(on_a, plan[n % 3], f"e{n}"), f"e{n}") for n in range(20, 30)]
+
+            # Reconnect to A, which never saw this client, with the last id it received.
+            headers = {"Last-Event-ID": seen[-1].id}
+            with on_a.stream("GET", "/events", params=topics, headers=headers) as stream:
+                assert "ssehub-reset" not in stream.headers
+                reader = Reader(stream, last_event_id=seen[-1].id)
+                missed = len(sent) - len(seen)
+                rest = reader.read(missed)
+                assert len(rest) == missed  # nothing else is published yet: more is a duplicate
+                # The next event after the replay is the next live one.
+                end = publish(on_a, ["audit"], "end")
+                rest += reader.read(1)
+            got = [(e.id, e.data) for e in seen + rest]
+            assert got == [*sent, (end, "end")]
+            ids = [event_id for event_id, _ in got]
+            assert len(set(ids)) == len(ids)
+        assert hub_a.stop() == 0, hub_a.log
+
+
+def test_two_workers_serve_one_port_and_stop_cleanly(broker_url: str) -> None:
+    args = ["--workers", "2", "--port", "0", "--broker", broker_url, "--grace-period", str(GRACE)]
+    with hubs(args, workers=2) as (hub,):
+        url = hub.wait_ready()
+        assert len(set(hub.urls)) == 1, hub.urls  # both workers on the supervisor's socket
+        subscribers = 6  # the kernel spreads these over both workers' accept calls
+        with ExitStack() as stack:
+            clients = [stack.enter_context(httpx.Client(base_url=url, timeout=TIMEOUT))]
+            readers = []
+            for _ in range(subscribers):
+                client = stack.enter_context(httpx.Client(base_url=url, timeout=TIMEOUT))
+                stream = stack.enter_context(client.stream("GET", "/events?topic=news"))
+                assert stream.status_code == 200
+                readers.append(Reader(stream))
+            event_id = publish(clients[0], ["news"], "hello")
+            for reader in readers:
+                (event,) = reader.read(1)
+                assert (event.id, event.data) == (event_id, "hello")
+            assert clients[0].get("/health").json() == {"status": "ok"}
+            code = hub.stop()
+            for reader in readers:  # drained by their worker: a clean end of body, no error
+                reader.rest()
+        assert code == 0, hub.log
+        assert "did not stop in time" not in hub.log
+
+
+def test_workers_refuse_the_memory_broker() -> None:
+    hub = Hub("--workers", "2", "--port", "0", "--broker", "memory://")
+    try:
+        assert hub.process.wait(TIMEOUT) == 2
+        hub._reader.join(TIMEOUT)
+        assert "needs a shared broker such as redis://" in hub.log
+    finally:
+        hub.close()
