@@ -19,6 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -117,6 +118,25 @@ def test_first_comment_before_the_first_event_then_events_arrive_incrementally()
             events = read_events(chunks, parser, 1)
             assert [(e.data, e.id) for e in events] == [("first", "1")]
         # Leaving the block closes the connection: the generator must stop.
+        assert flags["closed"].wait(TIMEOUT)
+
+
+def test_headers_and_first_comment_flush_through_gzip_middleware() -> None:
+    # Starlette's GZipMiddleware holds http.response.start back until the first body chunk;
+    # the opening comment is that chunk, so the stream opens before any event exists.
+    app, flags = make_app()
+    app.add_middleware(GZipMiddleware, minimum_size=0)
+    with serve(app) as (base, _server), httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+        headers = {"Accept-Encoding": "gzip"}
+        with client.stream("GET", "/events", headers=headers) as response:
+            assert response.status_code == 200
+            assert "content-encoding" not in response.headers  # event streams stay unzipped
+            chunks = response.iter_raw()
+            assert next(chunks) == b": ok\n\n"
+            assert flags["started"].wait(TIMEOUT)
+            assert not flags["gate"].is_set()  # no event was produced yet
+            flags["gate"].set()
+            assert [e.data for e in read_events(chunks, EventParser(), 1)] == ["first"]
         assert flags["closed"].wait(TIMEOUT)
 
 
