@@ -26,7 +26,6 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,11 +64,11 @@ _SANE_ID: Final = re.compile(r"[A-Za-z0-9._:@+/=-]{1,128}")
 # Query parameters whose values are credentials (``token`` is the hub's own; the others are
 # common spellings that a client may add). Matched case-insensitively, in any text.
 _HIDDEN_PARAMS: Final = "token|access_token|id_token|refresh_token|api_key|apikey|key|jwt|password"
-_QUERY_SECRET: Final = re.compile(rf"(?i)([?&;](?:{_HIDDEN_PARAMS})=)[^&#\s\"']*")
+_QUERY_SECRET: Final = re.compile(rf"(?i)(\b(?:{_HIDDEN_PARAMS})=)[^&#\s\"']*")
 _BEARER: Final = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 _HEADER_SECRET: Final = re.compile(
     r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key)"
-    r"(\"?\s*[:=]\s*\"?)[^\"\r\n,}]*"
+    r"([\"']?\s*[:=]\s*[\"']?)[^\"'\r\n,}]*"
 )
 
 
@@ -96,16 +95,13 @@ def redact(text: str) -> str:
     return _QUERY_SECRET.sub(rf"\1{REDACTED}", text)
 
 
-def _redact_value(value: object) -> object:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, bytes):
-        return redact(value.decode("latin-1"))
-    return value
-
-
 class RedactingFilter(logging.Filter):
-    """A filter that removes secrets from each record's message and arguments (never drops)."""
+    """A filter that removes secrets from each record's message (never drops a record).
+
+    The message is formatted with its arguments first and the result redacted: uvicorn's
+    access log, for one, passes the path with its query string as an argument, and redacting
+    the template alone could leave its placeholders without their arguments.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact ``record`` in place; always keep it.
@@ -116,13 +112,14 @@ class RedactingFilter(logging.Filter):
         Returns:
             ``True``.
         """
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        args = record.args
-        if isinstance(args, tuple):
-            record.args = tuple(_redact_value(arg) for arg in args)
-        elif isinstance(args, Mapping):
-            record.args = {key: _redact_value(value) for key, value in args.items()}
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # logging reports the broken call itself; nothing to redact here
+        redacted = redact(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
         return True
 
 
