@@ -135,12 +135,12 @@ def main() -> None:
         f"{version('anyio')}, backend {args.backend}, {platform.machine()}, {sys.platform}"
     )
     print(f"{args.listeners} idle listeners, {args.seconds:g} s each\n")
-    print(f"{'scenario':<10} {'CPU s':>8} {'CPU %':>7} {'CPU us/listener/s':>18}")
+    print(f"{'scenario':<10} {'CPU ms':>8} {'CPU %':>7} {'CPU us/listener/s':>18}")
     for name, scenario in SCENARIOS.items():
         cpu = anyio.run(scenario, args.listeners, args.seconds, backend=args.backend)
         share = 100 * cpu / args.seconds
         per = 1e6 * cpu / args.listeners / args.seconds
-        print(f"{name:<10} {cpu:>8.3f} {share:>6.2f}% {per:>18.3f}", flush=True)
+        print(f"{name:<10} {1000 * cpu:>8.2f} {share:>6.3f}% {per:>18.3f}", flush=True)
 
 
 if __name__ == "__main__":
