@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -268,3 +269,20 @@ def test_dashboard_in_chromium() -> None:
 
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         assert problems == []  # no CSP violation, no script error
+
+
+@pytest.mark.anyio
+async def test_dashboard_needs_a_credential_when_auth_is_on() -> None:
+    jwt = pytest.importorskip("jwt")
+    secret = "s" * 40
+    settings = HubSettings(auth="jwt", jwt_key=secret)
+    credential = jwt.encode(
+        {"sub": "operator", "exp": int(time.time()) + 600, "ssehub": {}}, secret, algorithm="HS256"
+    )
+    async with running_hub(settings) as app, client_for(app) as client:
+        for path in ("/", "/dashboard/stats"):
+            refused = await client.get(path)
+            assert refused.status_code == 401
+            assert refused.json()["error"] == "unauthorized"
+            headers = {"Authorization": f"Bearer {credential}"}
+            assert (await client.get(path, headers=headers)).status_code == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import httpx
 import pytest
@@ -180,3 +182,21 @@ async def test_metrics_can_be_switched_off() -> None:
         assert response.json()["error"] == "not_found"
         # Without metrics the hub still serves, and still tags requests with an id.
         assert (await client.get("/health")).headers["x-request-id"]
+
+
+async def test_metrics_need_a_credential_when_auth_is_on() -> None:
+    jwt = pytest.importorskip("jwt")
+    secret = "s" * 40
+    settings = HubSettings(auth="jwt", jwt_key=secret)
+    credential = jwt.encode(
+        {"sub": "prometheus", "exp": int(time.time()) + 600, "ssehub": {}},
+        secret,
+        algorithm="HS256",
+    )
+    async with running_hub(settings) as app, client_for(app) as client:
+        refused = await client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"] == "unauthorized"
+        allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {credential}"})
+        assert allowed.status_code == 200
+        assert "ssehub_events_published_total" in allowed.text

@@ -128,11 +128,18 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
 def dashboard_routes(hub: HubState) -> list[BaseRoute]:
     """Return the dashboard's routes: ``GET /`` and ``GET /dashboard/stats``.
 
+    With authentication on, both need a credential, as ``/status`` does; a browser sends it
+    as the hub's auth cookie, which also reaches the page's ``EventSource`` and ``fetch``.
+
     Args:
         hub: the hub the dashboard shows.
     """
 
     async def page(request: Request) -> Response:
+        try:
+            hub.guard.authorize_status(request.scope)  # with auth on: a credential
+        except HubHTTPError as exc:
+            return exc.response()
         html, policy = dashboard_page()
         return HTMLResponse(
             html,
@@ -147,6 +154,7 @@ def dashboard_routes(hub: HubState) -> list[BaseRoute]:
 
     async def stats(request: Request) -> Response:
         try:
+            hub.guard.authorize_status(request.scope)
             document = await dashboard_stats(hub)
         except HubHTTPError as exc:
             return exc.response()

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..__about__ import __version__
 from .._exceptions import MissingDependency
+from ._errors import HubHTTPError
 
 if TYPE_CHECKING:
     from ._app import HubState
@@ -132,6 +133,7 @@ class HubMetrics:
 
     def __init__(self, hub: HubState) -> None:
         prometheus = _prometheus()
+        self._guard = hub.guard
         registry = prometheus.CollectorRegistry(auto_describe=True)
         self.registry = registry
         registry.register(_BrokerCollector(hub))
@@ -176,7 +178,11 @@ class HubMetrics:
         return data, content_type
 
     async def endpoint(self, request: Request) -> Response:
-        """``GET /metrics``."""
+        """``GET /metrics`` (with authentication on, it needs a credential, as ``/status``)."""
+        try:
+            self._guard.authorize_status(request.scope)
+        except HubHTTPError as exc:
+            return exc.response()
         body, content_type = self.render(request.headers.get("accept", ""))
         return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
