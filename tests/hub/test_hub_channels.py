@@ -269,8 +269,10 @@ async def test_http_created_listeners_are_removed_on_disconnect_without_linger()
     settings = HubSettings(ping=3600, listener_linger=0)
     async with running_hub(settings) as app, client_for(app) as http:
         listener = await make_listener(http)
+        assert len(channels_of(app).registry.get("jobs")) == 1  # waits for its first client
         async with stream_asgi(app, f"/channels/jobs/listeners/{listener}/events") as stream:
             await stream.start()
+            assert stream.status_code == 200
         assert len(channels_of(app).registry.get("jobs")) == 0
         gone = await http.get(f"/channels/jobs/listeners/{listener}/events")
         assert gone.json()["error"] == "unknown_listener"

@@ -41,6 +41,7 @@ from .._exceptions import (
 )
 from ..channels import Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
+from ._auth_channels import authorize_channel
 from ._errors import HubHTTPError
 from ._publish import check_content_type
 
@@ -131,13 +132,21 @@ class HubChannels:
         """Return how many HTTP listeners are waiting for a client now."""
         return len(self._timers)
 
-    def linger(self, channel: Channel, listener: Listener) -> None:
-        """Remove ``listener`` unless a client streams it within ``listener_linger`` seconds."""
+    def linger(self, channel: Channel, listener: Listener, *, created: bool = False) -> None:
+        """Remove ``listener`` unless a client streams it within ``listener_linger`` seconds.
+
+        Args:
+            channel: the listener's channel.
+            listener: a listener that has no client now.
+            created: it was just created (with ``listener_linger`` 0 it then waits for its
+                first client indefinitely, instead of being removed at once).
+        """
         task_group = self._task_group
         if task_group is None or listener.id not in channel:
             return
         if self.settings.listener_linger == 0:
-            channel.remove_listener(listener.id)
+            if not created:
+                channel.remove_listener(listener.id)
             return
         self.connected(listener)  # at most one timer per listener
         scope = self._timers[listener] = anyio.CancelScope()
@@ -312,7 +321,7 @@ async def _add_listener(hub: HubChannels, request: Request) -> Response:
     channel = _channel(hub, request)
     wanted = _name(body["id"], "listener id") if body.get("id") is not None else None
     listener = channel.add_listener(wanted)
-    hub.linger(channel, listener)  # until its first client connects
+    hub.linger(channel, listener, created=True)  # until its first client connects
     path = f"{request.scope.get('root_path', '')}/channels/{channel.name}/listeners/{listener.id}"
     return JSONResponse({"channel": channel.name, "id": listener.id, "events": path + "/events"})
 
@@ -413,6 +422,7 @@ def _endpoint(hub: HubChannels, operation: Operation) -> Callable[[Request], Awa
     async def endpoint(request: Request) -> Response:
         try:
             try:
+                authorize_channel(request)  # -- security: the topic rules, channel N = channels/N
                 return await operation(hub, request)
             except _CHANNEL_ERRORS as exc:
                 raise _error(exc) from None

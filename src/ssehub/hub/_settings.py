@@ -282,7 +282,7 @@ class HubSettings:
         30.0,
         "seconds a channel listener without a connected client is kept, so a client that "
         "reconnects (EventSource retries after about 3 s) resumes with Last-Event-ID; then it "
-        "is removed (0 = at once)",
+        "is removed (0: as soon as its client disconnects)",
         _parse_float,
         "SECONDS",
     )
