@@ -153,6 +153,23 @@ def test_subscribe_builds_the_events_url_and_resumes(server: ScriptServer) -> No
     assert request.headers[b"authorization"] == b"Bearer k"
 
 
+def test_subscribe_uses_a_given_http_client(server: ScriptServer) -> None:
+    base, prefix = hub_base(server)
+    server.script(f"{prefix}/events", sse(b"data: x\n\n"), sse(b"data: y\n\n"))
+    with httpx.Client(headers={"X-Via": "mine"}) as http:
+        with HubClient(base, client=http) as hub, hub.subscribe("t", policy=FAST) as source:
+            assert [e.data for e in source] == ["x", "y"]
+        assert not http.is_closed  # neither the hub client nor the source closed it
+    # Without one, the source has its own client: it survives the hub client's close.
+    with HubClient(base) as hub:
+        source = hub.subscribe("t", policy=FAST)
+    with source:
+        assert list(source) == []  # the scripted 204: a clean end, not a closed-client error
+    first, second, end, other = server.requests(f"{prefix}/events")
+    assert first.headers[b"x-via"] == second.headers[b"x-via"] == end.headers[b"x-via"] == b"mine"
+    assert b"x-via" not in other.headers
+
+
 def test_default_hub_url_reads_the_environment() -> None:
     assert default_hub_url({}) == DEFAULT_HUB_URL == "http://127.0.0.1:8000"
     assert default_hub_url({"SSEHUB_URL": ""}) == DEFAULT_HUB_URL
@@ -184,6 +201,21 @@ async def test_async_hub_client(server: ScriptServer) -> None:
                 "chat", policy=FAST, decoder=lambda e: e.data.upper()
             ) as source:
                 assert [value async for value in source] == ["LIVE"]
+
+
+@pytest.mark.anyio
+async def test_async_subscribe_uses_a_given_http_client(server: ScriptServer) -> None:
+    base, prefix = hub_base(server)
+    server.script(f"{prefix}/events", sse(b"data: x\n\n"))
+    with anyio.fail_after(10):
+        async with httpx.AsyncClient(headers={"X-Via": "mine"}) as http:
+            async with (
+                AsyncHubClient(base, client=http) as hub,
+                hub.subscribe("t", policy=FAST) as source,
+            ):
+                assert [e.data async for e in source] == ["x"]
+            assert not http.is_closed
+    assert server.requests(f"{prefix}/events")[0].headers[b"x-via"] == b"mine"
 
 
 @pytest.mark.anyio

@@ -180,7 +180,8 @@ class HubClient:
         url: the hub's base URL, e.g. ``http://127.0.0.1:8000`` (a path prefix is kept).
         headers: headers for every request, e.g. ``{"Authorization": "Bearer ..."}``.
         timeout: seconds for each API call.
-        client: an ``httpx.Client`` to use (not closed by this object).
+        client: an ``httpx.Client`` to use (not closed by this object). Sources from
+            :meth:`subscribe` use it too, so its TLS, proxy and auth settings apply to streams.
 
     Raises:
         ConfigurationError: the URL is invalid or not http(s).
@@ -205,6 +206,9 @@ class HubClient:
         self._headers = dict(headers or {})
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
+        # Streams share only a client the caller made: ours closes with this object, which
+        # would break a source that outlives it.
+        self._stream_client = client
 
     def _post(self, payload: Any) -> httpx.Response:
         import httpx
@@ -346,7 +350,8 @@ class HubClient:
                 :class:`ssehub.protocols.TypedEvent` values); not together with ``decoder``.
 
         Returns:
-            A new source (it owns its own connection; close it when done).
+            A new source; close it when done. It uses the ``client`` given to this object, if
+            any (keep that client open while the source runs), else its own.
 
         Raises:
             ConfigurationError: no topic, or both ``decoder`` and ``protocol`` were given.
@@ -364,6 +369,7 @@ class HubClient:
                 on_reconnect=on_reconnect,
                 on_open=on_open,
                 protocol=protocol,
+                client=self._stream_client,
             )
         return EventSource(
             url,
@@ -374,6 +380,7 @@ class HubClient:
             on_reconnect=on_reconnect,
             on_open=on_open,
             decoder=decoder or _identity,
+            client=self._stream_client,
         )
 
     def close(self) -> None:
@@ -414,6 +421,8 @@ class AsyncHubClient:
         self._headers = dict(headers or {})
         self._owns_client = client is None
         self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
+        # Streams share only a client the caller made (see HubClient).
+        self._stream_client = client
 
     async def _post(self, payload: Any) -> httpx.Response:
         import httpx
@@ -524,6 +533,7 @@ class AsyncHubClient:
                 on_reconnect=on_reconnect,
                 on_open=on_open,
                 protocol=protocol,
+                client=self._stream_client,
             )
         return AsyncEventSource(
             url,
@@ -534,6 +544,7 @@ class AsyncHubClient:
             on_reconnect=on_reconnect,
             on_open=on_open,
             decoder=decoder or _identity,
+            client=self._stream_client,
         )
 
     async def aclose(self) -> None:
