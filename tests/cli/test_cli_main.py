@@ -1,0 +1,53 @@
+"""The ``ssehub`` dispatcher: subcommands, ``--version``, and no command at all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ssehub import __version__
+from ssehub.cli import build_parser, main
+
+
+def test_every_subcommand_is_registered() -> None:
+    parser = build_parser()
+    choices = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert set(choices) == {"serve", "publish", "listen", "status"}
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"ssehub {__version__}\n"
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: ssehub")
+    assert "publish" in err
+    assert "listen" in err
+
+
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ssehub.cli", "listen", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "--last-event-id" in done.stdout
+    assert "--json" in done.stdout
