@@ -231,20 +231,24 @@ async def test_batch_is_atomic_and_ordered(broker: Broker) -> None:
 
 @pytest.mark.anyio
 async def test_connections_are_bounded_whatever_the_load(prefix: str) -> None:
-    """200 concurrent resumes and publishes share a pool of 3 connections (+1 reader)."""
-    async with Broker(backend(prefix, max_connections=3), clock=ManualClock()) as broker:
-        first = await broker.publish("a", "0")
-        rest = [await broker.publish("a", str(i)) for i in range(1, 20)]
-        results: list[list[str]] = []
+    """300 concurrent resumes share a pool of 3 connections (+1 reader). Waiting for a free
+    connection is load, not Redis being away: it takes longer than ``socket_timeout`` here
+    (0.5 s), and still no command fails."""
+    options = {"max_connections": 3, "socket_timeout": 0.5}
+    async with Broker(backend(prefix, **options), clock=ManualClock()) as broker:
+        stored = [await broker.publish("a", str(i)) for i in range(100)]
+        results: dict[int, list[str]] = {}
 
-        async def resume() -> None:
-            replay = await broker.backend.replay(["a"], first.id)
-            results.append([event.id for event in replay.events])
+        async def resume(index: int) -> None:
+            # Distinct ids, so that every resume is its own read (identical ones are shared).
+            after = index % 99
+            replay = await broker.backend.replay(["a"], stored[after].id)
+            results[index] = [event.id for event in replay.events[-1:]] + [str(after)]
 
-        with anyio.fail_after(10):
+        with anyio.fail_after(60):
             async with anyio.create_task_group() as group:
-                for _ in range(200):
-                    group.start_soon(resume)
+                for index in range(300):
+                    group.start_soon(resume, index)
         client = sync_client()
         try:
             ours = [
@@ -254,8 +258,43 @@ async def test_connections_are_bounded_whatever_the_load(prefix: str) -> None:
             ]
         finally:
             client.close()
-    assert results == [[event.id for event in rest]] * 200
+    assert results == {i: [stored[-1].id, str(i % 99)] for i in range(300)}
     assert 1 <= len(ours) <= 4
+
+
+@pytest.mark.anyio
+async def test_identical_concurrent_resumes_share_one_read(prefix: str) -> None:
+    async with Broker(backend(prefix), clock=ManualClock()) as broker:
+        stored = [await broker.publish(["a", "b"], str(i)) for i in range(10)]
+        replays = []
+
+        async def resume(topics: list[str]) -> None:
+            replays.append(await broker.backend.replay(topics, stored[2].id))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for index in range(50):
+                    group.start_soon(resume, ["a", "b"] if index % 2 else ["b", "a"])
+        later = await broker.backend.replay(["a", "b"], stored[2].id)
+    assert all(replay is replays[0] for replay in replays)  # one read, one decoding
+    assert [event.id for event in replays[0].events] == [event.id for event in stored[3:]]
+    assert later is not replays[0]  # nothing is cached once the read is over
+    assert later.events == replays[0].events
+
+
+@pytest.mark.anyio
+async def test_a_malformed_log_entry_is_skipped_not_fatal(broker: Broker, prefix: str) -> None:
+    async with broker.subscribe("a") as subscription:
+        client = sync_client()
+        try:
+            # An old id, so that the next publish (at Redis's time) still comes after it.
+            client.xadd(f"ssehub:{{{prefix}}}:log", {"junk": "not ours"}, id="1-1")
+        finally:
+            client.close()
+        stored = await broker.publish("a", "fine")
+        with anyio.fail_after(5):
+            items = await subscription.receive()
+    assert [item.id for item in items if isinstance(item, StoredEvent)] == [stored.id]
 
 
 @pytest.mark.anyio

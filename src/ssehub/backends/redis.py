@@ -87,6 +87,11 @@ _BACKOFF_MAX: Final = 5.0
 """Reader reconnect delays (seconds): doubling from 50 ms up to 5 s, like redis-py's own retry
 helpers, so a restart is caught within a second and a long outage costs ~1 attempt in 5 s."""
 
+_POOL_WAIT: Final = 60.0
+"""Seconds a command may wait for a free pool connection. Not ``socket_timeout``: a queue of
+commands (1 000 clients resuming at once) is load, not Redis being away, and must not turn into
+503s; a Redis that is away fails each command fast on its own connection instead."""
+
 _READ_COUNT: Final = 1000  # entries per XREAD: bounds one wake-up's work and memory
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _EVENT_ID_RE: Final = re.compile(r"([0-9a-f]{8})-(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
@@ -166,6 +171,17 @@ def _encode_fields(topics: Sequence[str], event: ServerSentEvent, private: bool)
     if event.sep != "\n":
         fields += ["s", event.sep]
     return fields
+
+
+class _Flight:
+    """One replay in progress, which identical concurrent requests wait for and share."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: Replay | None = None
+        self.error: BackendUnavailable | None = None
 
 
 class RedisBackend:
@@ -250,6 +266,7 @@ class RedisBackend:
         """How many times the reader has reconnected to Redis after losing it."""
         self.gaps = 0
         """How many times the reader found that events it had not read left the log."""
+        self._flights: dict[tuple[frozenset[str], str], _Flight] = {}  # replays in progress
         # Publishers waiting for the reader to deliver their events locally: (position, n, event)
         self._waiters: list[tuple[Position, int, anyio.Event]] = []
         self._waiter_count = 0
@@ -332,7 +349,7 @@ class RedisBackend:
         pool = redis.BlockingConnectionPool.from_url(
             self.url,
             max_connections=self.max_connections,
-            timeout=self.socket_timeout,
+            timeout=_POOL_WAIT,
             socket_timeout=self.socket_timeout,
             socket_connect_timeout=self.socket_timeout,
             retry=retry,
@@ -467,9 +484,36 @@ class RedisBackend:
         plus O(1) bookkeeping, so the cost is bounded whatever Redis holds. An event published to
         several of the topics is returned once.
 
+        Concurrent identical requests (same topics, same id) share one read: when a hub process
+        goes away, all its clients reconnect at once, mostly with the same last id, and one
+        read (and one decoding, and one encoding of each event) then serves all of them.
+
         Raises:
             BackendUnavailable: Redis cannot be reached.
         """
+        key = (frozenset(topics), last_event_id)
+        flight = self._flights.get(key)
+        if flight is not None:
+            await flight.done.wait()
+            if flight.result is not None:
+                return flight.result
+            if flight.error is not None:
+                raise BackendUnavailable(str(flight.error)) from flight.error
+            # The first caller was cancelled (its client left): read for ourselves.
+            return await self.replay(topics, last_event_id)
+        flight = _Flight()
+        self._flights[key] = flight
+        try:
+            flight.result = await self._replay(topics, last_event_id)
+        except BackendUnavailable as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
+        return flight.result
+
+    async def _replay(self, topics: Collection[str], last_event_id: str) -> Replay:
         parsed = parse_event_id(last_event_id)
         if parsed is None:
             return Replay(reset=ResetReason.UNKNOWN)
@@ -604,8 +648,15 @@ class RedisBackend:
             return
         for _, entries in reply:
             for entry_id, fields in entries:
-                stored = self._stored(entry_id, fields, None)
                 self._last_id = _text(entry_id)
+                try:
+                    stored = self._stored(entry_id, fields, None)
+                except (KeyError, TypeError, ValueError) as exc:
+                    # Not written by our publish script (someone else wrote to the key):
+                    # skip it rather than let one bad entry stop every stream of this process.
+                    message = "skipping malformed Redis log entry %s: %r"
+                    logger.error(message, self._last_id, exc)  # noqa: TRY400 - no traceback
+                    continue
                 self._epoch = stored.id.partition("-")[0]
                 sink = self._sink
                 if sink is not None:
