@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from ssehub._exceptions import IngestError
-from ssehub.channels._ingest_client import IngestClient
+from ssehub.channels import IngestClient
 from ssehub.wire import EventParser, MessageEvent
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,8 @@ import pytest
 
 from ssehub._exceptions import EventTooLarge, IngestError
 from ssehub.broker import Broker
-from ssehub.channels import ChannelRegistry, Message
+from ssehub.channels import ChannelRegistry, IngestClient, Message
 from ssehub.channels._ingest import LineReader, serve_ingest
-from ssehub.channels._ingest_client import IngestClient
 from ssehub.cli import main
 from ssehub.hub import HubSettings, create_app
 

@@ -3,12 +3,15 @@
 A second way to use the broker, for programs that address individual listeners rather than
 topics. Every channel runs its own in-memory broker; a listener is a subscription to the
 channel's broadcast topic and to its own topic, so queues, overflow policies, ids and
-``Last-Event-ID`` resume behave exactly as for hub subscriptions.
+``Last-Event-ID`` resume behave exactly as for hub subscriptions. The hub serves channels over
+HTTP (``ssehub.hub._channels``) and takes commands from other processes on a socket
+(``_ingest``; :class:`IngestClient` is its blocking client).
 """
 
 from __future__ import annotations
 
 from ._channel import DEFAULT_MAX_LISTENERS, Channel, ChannelStatistics
+from ._ingest_client import IngestClient
 from ._listener import Listener, ListenerState, MessageHook, MessageStream
 from ._message import END_OF_STREAM, Message
 from ._registry import DEFAULT_MAX_CHANNELS, ChannelRegistry
@@ -23,6 +26,7 @@ __all__ = [
     "Channel",
     "ChannelRegistry",
     "ChannelStatistics",
+    "IngestClient",
     "Listener",
     "ListenerState",
     "Message",
