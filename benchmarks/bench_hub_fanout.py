@@ -1,0 +1,210 @@
+"""Hub fan-out benchmark: ``ssehub serve`` vs a broadcaster built like sse-starlette's example.
+
+1 000 subscribers on one topic. Two phases per round, on the same subscribers:
+
+* burst: 2 000 events of about 100 bytes published one after another over one keep-alive
+  connection, each as soon as the previous one was answered ("as fast as the hub accepts
+  them"). Measured: deliveries/s (subscribers x events / time from the first publish to the
+  last delivery), server CPU time per delivery (``/proc/<pid>/stat``), publish-to-receive
+  latency p50/p99 over every delivery.
+* paced: 20 events/s offered (20 000 deliveries/s) for 10 s; publish-to-receive p50/p99.
+
+Both servers run under uvicorn with uvloop and httptools, one worker, default settings, pinned
+to core 0; this load generator is pinned to core 1 and reports its own CPU use so that one can
+see it is not the bottleneck. Rounds alternate which server goes first; medians are reported.
+The baseline is ``benchmarks/baseline_broadcaster.py``.
+
+Run: ``uv run python benchmarks/bench_hub_fanout.py [--rounds N] [--quick]``
+(``--quick``: 100 subscribers, 200 events, 2 s paced; a smoke run of a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import uvloop
+from _common import alternate, describe_environment, median, print_table
+from _loadgen import (
+    KINDS,
+    Publisher,
+    Received,
+    Server,
+    connect_many,
+    make_data,
+    percentile,
+    pin_load_generator,
+    raise_file_limit,
+    running_server,
+)
+
+__all__ = ["main"]
+
+
+async def _burst(publisher: Publisher, received: Received, events: int, first: int) -> None:
+    for seq in range(first, first + events):
+        await publisher.publish(make_data(seq))
+
+
+async def _paced(
+    publisher: Publisher, received: Received, rate: float, seconds: float, first: int
+) -> int:
+    # An absolute schedule: a late publish does not push the following ones back.
+    count = round(rate * seconds)
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await publisher.publish(make_data(first + i))
+    return count
+
+
+async def _wait_delivered(received: Received, subscribers: int, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(received.done.wait(), timeout)
+    except TimeoutError:
+        raise SystemExit(
+            f"only {received.count:,} of {received.target:,} deliveries after {timeout:.0f} s "
+            f"({subscribers} subscribers)"
+        ) from None
+
+
+async def measure(
+    server: Server, subscribers: int, events: int, paced_seconds: float
+) -> dict[str, float]:
+    """One round against one server: burst, then paced; returns the measurements."""
+    received = Received()
+    received.reset(0)
+    subs = await connect_many(server.port, subscribers, received)
+    publisher = await Publisher.open(server.port)
+    try:
+        await publisher.wait_connections(subscribers)
+        # burst
+        received.reset(subscribers * events)
+        cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.monotonic()
+        await _burst(publisher, received, events, first=0)
+        publish_s = time.monotonic() - t0
+        await _wait_delivered(received, subscribers, timeout=max(60.0, events * 0.5))
+        elapsed = time.monotonic() - t0
+        cpu = server.cpu_seconds() - cpu0
+        client_cpu = time.process_time() - client0
+        deliveries = subscribers * events
+        burst_latency = received.latencies_ns
+        shed = sum(sub.ended.is_set() for sub in subs)
+        # paced
+        offered = round(20 * paced_seconds)
+        received.reset(subscribers * offered)
+        await _paced(publisher, received, 20.0, paced_seconds, first=events)
+        await _wait_delivered(received, subscribers, timeout=60.0)
+        paced_latency = received.latencies_ns
+        checked = subs[0].sequences
+        expected = list(range(events + offered))
+        if checked != expected:
+            raise SystemExit(f"{server.kind}: subscriber 0 saw {len(checked)} events, not in order")
+        shed += sum(sub.ended.is_set() for sub in subs)
+    finally:
+        for sub in subs:
+            sub.close()
+        publisher.close()
+    return {
+        "deliveries_per_s": deliveries / elapsed,
+        "cpu_us_per_delivery": cpu / deliveries * 1e6,
+        "p50_ms": percentile(burst_latency, 0.50) / 1e6,
+        "p99_ms": percentile(burst_latency, 0.99) / 1e6,
+        "paced_p50_ms": percentile(paced_latency, 0.50) / 1e6,
+        "paced_p99_ms": percentile(paced_latency, 0.99) / 1e6,
+        "publishes_per_s": events / publish_s,
+        "client_cpu_pct": client_cpu / elapsed * 100,
+        "shed": float(shed),
+    }
+
+
+async def _settle(server: Server) -> None:
+    # The previous round's connections are gone before the next round starts.
+    publisher = await Publisher.open(server.port)
+    try:
+        await publisher.wait_connections(0)
+    finally:
+        publisher.close()
+
+
+def run_round(
+    server: Server, subscribers: int, events: int, paced_seconds: float
+) -> dict[str, float]:
+    """One measurement in a fresh event loop (uvloop)."""
+    result = uvloop.run(measure(server, subscribers, events, paced_seconds))
+    uvloop.run(_settle(server))
+    return result
+
+
+ROWS = (
+    ("deliveries_per_s", "deliveries/s (burst)", "higher", "{:,.0f}"),
+    ("cpu_us_per_delivery", "server CPU µs/delivery", "lower", "{:.2f}"),
+    ("p50_ms", "burst latency p50 (ms)", "lower", "{:.1f}"),
+    ("p99_ms", "burst latency p99 (ms)", "lower", "{:.1f}"),
+    ("paced_p50_ms", "20 events/s: latency p50 (ms)", "lower", "{:.2f}"),
+    ("paced_p99_ms", "20 events/s: latency p99 (ms)", "lower", "{:.2f}"),
+    ("publishes_per_s", "publishes accepted/s (burst)", "higher", "{:,.0f}"),
+    ("client_cpu_pct", "load generator CPU % (burst)", "info", "{:.0f}"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--quick", action="store_true", help="tiny counts, a few seconds")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.subscribers, args.events, args.paced_seconds = 100, 200, 2.0
+        args.rounds = 1
+    raise_file_limit()
+    pinning = pin_load_generator()
+    print(describe_environment())
+    print(pinning)
+    print(
+        f"{args.subscribers:,} subscribers, burst of {args.events:,} events of ~100 bytes, "
+        f"then 20 events/s for {args.paced_seconds:g} s; {args.rounds} rounds"
+    )
+    with running_server("ssehub") as ours, running_server("baseline") as theirs:
+        servers = {"ssehub": ours, "baseline": theirs}
+        for kind in KINDS:  # warm-up: imports, first-request paths
+            run_round(servers[kind], min(args.subscribers, 50), 20, 0.2)
+        results = alternate(
+            args.rounds,
+            [
+                (
+                    kind,
+                    lambda s=servers[kind]: run_round(
+                        s, args.subscribers, args.events, args.paced_seconds
+                    ),
+                )
+                for kind in KINDS
+            ],
+        )
+    rows = []
+    for key, label, better, fmt in ROWS:
+        a, b = median(results["ssehub"], key), median(results["baseline"], key)
+        if better == "higher":
+            ratio = f"{a / b:.2f}x" if b else "-"
+        elif better == "lower":
+            ratio = f"{b / a:.2f}x" if a else "-"
+        else:
+            ratio = ""
+        rows.append([label, fmt.format(a), fmt.format(b), ratio])
+    shed = sum(r["shed"] for rs in results.values() for r in rs)
+    print_table(
+        f"Fan-out, {args.subscribers:,} subscribers x {args.events:,} events, "
+        f"median of {args.rounds} rounds",
+        ["metric", "ssehub", "baseline (sse-starlette)", "ssehub advantage"],
+        rows,
+    )
+    print(f"\nstreams ended by a server during measurement: {shed:.0f}")
+
+
+if __name__ == "__main__":
+    main()
