@@ -17,12 +17,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 from hub_server import HubServer
 from pipes_kit import read_line
 
+from ssehub import ConnectionFailed
 from ssehub.cli import main
-from ssehub.cli.listen import format_event
+from ssehub.cli.listen import _reason, format_event
 from ssehub.client import HubClient
 from ssehub.wire import MessageEvent
 
@@ -266,3 +268,17 @@ def test_ctrl_c_exits_130_without_a_traceback(hub: HubServer) -> None:
                 child.kill()
     assert child.returncode == 130
     assert b"Traceback" not in err
+
+
+def test_reconnect_notices_name_the_cause() -> None:
+    assert _reason(None, 45.0) == "the hub ended the stream"
+    assert _reason(httpx.ReadTimeout("timed out"), 45.0) == "no data for 45 s"
+    assert _reason(httpx.ConnectError("refused"), 45.0) == "cannot connect (refused)"
+    assert _reason(httpx.ConnectTimeout("slow"), None) == "cannot connect (slow)"
+    assert _reason(httpx.RemoteProtocolError("peer closed"), 1.0) == (
+        "connection lost (peer closed)"
+    )
+    assert _reason(httpx.WriteTimeout(""), None) == "connection lost (WriteTimeout)"
+    assert _reason(ConnectionFailed("the server answered HTTP 503", 503), 1.0) == (
+        "the server answered HTTP 503"
+    )

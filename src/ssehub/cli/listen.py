@@ -1,4 +1,4 @@
-"""``ssehub listen [--url URL] TOPIC... [--json] [--last-event-id ID] [--count N]``.
+"""``ssehub listen [--url URL] TOPIC... [--json] [--last-event-id ID] [--count N] [--wait]``.
 
 Prints the events of one or more topics as they arrive, one per line: ``<id> <type> <data>``
 (continuation lines of multi-line data indented; control characters shown escaped so an event
@@ -127,7 +127,7 @@ def _reason(cause: BaseException | None, idle_timeout: float | None) -> str:
     if cause is None:
         return "the hub ended the stream"
     text = str(cause) or type(cause).__name__
-    if isinstance(cause, httpx.TimeoutException) and not isinstance(cause, httpx.ConnectTimeout):
+    if isinstance(cause, httpx.ReadTimeout) and idle_timeout is not None:
         return f"no data for {idle_timeout:g} s"
     if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout)):
         return f"cannot connect ({text})"
