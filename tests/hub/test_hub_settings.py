@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,31 @@ def test_replace_validates() -> None:
     assert settings.port == 0
     with pytest.raises(ConfigurationError):
         settings.replace(max_batch=0)
+
+
+HUB_DOC = (Path(__file__).resolve().parents[2] / "docs" / "hub.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # the options of `ssehub serve` named by the hub's specification, and the base ones
+        *("host", "port", "broker", "history", "history_ttl", "ping", "max_connection_age"),
+        *("queue_size", "slow_policy", "send_timeout", "grace_period", "max_body_size"),
+        *("max_topics", "max_batch", "docs", "log_level", "access_log"),
+    ],
+)
+def test_docs_settings_table_documents_the_option(name: str) -> None:
+    spec = {spec.name: spec for spec in options()}[name]
+    (row,) = [line for line in HUB_DOC.splitlines() if line.startswith(f"| `{spec.flag} ")]
+    assert f"`{spec.env}`" in row
+    default = getattr(HubSettings(), name)
+    if isinstance(default, bool):
+        text = "on" if default else "off"
+    elif default is None:
+        text = "none"
+    elif isinstance(default, float) and default.is_integer():
+        text = str(int(default))
+    else:
+        text = str(default)
+    assert f"| `{text}` |" in row
