@@ -99,6 +99,34 @@ async def test_a_failing_hook_is_logged_and_breaks_nothing(
     assert all(r.exc_info is not None for r in failures)
 
 
+# ------------------------------------------------------------------------- clean ends
+
+
+@pytest.mark.parametrize("how", ["close", "broker_exit"])
+async def test_iteration_ends_cleanly_after_pending_items(how: str) -> None:
+    got: list[str | None] = []
+    ended = anyio.Event()
+    async with anyio.create_task_group() as group:
+        async with Broker() as broker:
+            sub = broker.subscribe("t")
+
+            async def consume() -> None:
+                async for item in sub:  # ends with StopAsyncIteration, not an error
+                    assert isinstance(item, StoredEvent)
+                    got.append(item.event.data)
+                ended.set()
+
+            group.start_soon(consume)
+            await broker.publish("t", "1")
+            await broker.publish("t", "2")
+            if how == "close":
+                sub.close()
+        with anyio.fail_after(5):
+            await ended.wait()
+    assert got == ["1", "2"]  # what was queued before the end is still delivered
+    assert sub.end_reason is (EndReason.CLOSED if how == "close" else EndReason.BROKER_CLOSED)
+
+
 # ------------------------------------------------------------------ maximum connection age
 
 
