@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -214,6 +215,7 @@ def _free_port() -> int:
         return port
 
 
+@contextmanager
 def _serve_lines(*args: str) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
     port = _free_port()
     process = subprocess.Popen(
@@ -251,9 +253,8 @@ def _serve_lines(*args: str) -> Iterator[tuple[str, subprocess.Popen[str], list[
 
 @pytest.mark.integration
 def test_json_access_log_with_request_ids_and_no_secrets() -> None:
-    gen = _serve_lines("--log-format", "json", "--access-log", "on", "--grace-period", "1")
-    url, process, lines = next(gen)
-    try:
+    args = ("--log-format", "json", "--access-log", "on", "--grace-period", "1")
+    with _serve_lines(*args) as (url, process, lines):
         with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
             response = client.get(
                 "/status",
@@ -263,8 +264,6 @@ def test_json_access_log_with_request_ids_and_no_secrets() -> None:
             assert response.headers["x-request-id"] == "req-abc"
         process.terminate()
         assert process.wait(TIMEOUT) == 0
-    finally:
-        gen.close()
     documents = [json.loads(line) for line in lines]  # every line is one JSON object
     access = [d for d in documents if d["logger"] == "uvicorn.access"]
     assert len(access) == 1

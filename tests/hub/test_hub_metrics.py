@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 
 import anyio
 import httpx
@@ -200,3 +202,46 @@ async def test_metrics_need_a_credential_when_auth_is_on() -> None:
         allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {credential}"})
         assert allowed.status_code == 200
         assert "ssehub_events_published_total" in allowed.text
+
+
+# redis-py is asyncio-only: this test runs on asyncio on purpose (no trio variant).
+@pytest.mark.redis
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": False})], ids=["asyncio"])
+async def test_metrics_and_dashboard_stats_with_redis() -> None:
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("SSEHUB_REQUIRE_REDIS") == "1":
+            pytest.fail(f"Redis does not answer at {url} ({exc}); SSEHUB_REQUIRE_REDIS=1")
+        pytest.skip(f"Redis does not answer at {url}: start redis-server to run this test")
+    from ssehub.backends.redis import RedisBackend
+
+    prefix = "test-metrics-" + uuid.uuid4().hex[:12]
+    backend = RedisBackend(url, history_size=100, history_ttl=600, prefix=prefix)
+    try:
+        async with (
+            Broker(backend) as broker,
+            running_hub(broker=broker) as app,
+            client_for(app) as client,
+        ):
+            first = await publish(client, "feed", "a")
+            await publish(client, "feed", "b")
+            with anyio.fail_after(10):
+                async with open_events(app, "topic=feed", {"Last-Event-ID": first}) as stream:
+                    assert [e.data for e in await stream.events().take(1)] == ["b"]
+                    await publish(client, "feed", "c")
+                    assert [e.data for e in await stream.events().take(1)] == ["c"]
+                    stats = (await client.get("/dashboard/stats")).json()
+            samples = await scrape(client)
+        assert value(samples, "ssehub_backend_up") == 1
+        assert value(samples, "ssehub_replays_total") == 1
+        assert value(samples, "ssehub_events_published_total") == 3
+        assert stats["topics"]["feed"] == {"subscribers": 1, "history": 3, "events": 1}
+    finally:
+        client_sync = redis.Redis.from_url(url, socket_timeout=5)
+        keys = list(client_sync.scan_iter(match=f"ssehub:{{{prefix}}}:*", count=1000))
+        if keys:
+            client_sync.delete(*keys)
+        client_sync.close()
