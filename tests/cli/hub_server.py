@@ -33,6 +33,8 @@ class HubServer:
     def __init__(self, port: int = 0, settings: HubSettings | None = None) -> None:
         self._app = create_app(settings)
         self._opened = threading.Semaphore(0)
+        self.authorizations: list[tuple[str, bytes | None]] = []
+        """``(path, Authorization header)`` of every request, in order."""
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
@@ -66,6 +68,9 @@ class HubServer:
         anyio.run(self._server.serve, [self._sock], backend="asyncio")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            self.authorizations.append((scope["path"], headers.get(b"authorization")))
         if scope["type"] != "http" or scope["path"] != "/events":
             await self._app(scope, receive, send)
             return

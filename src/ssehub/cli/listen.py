@@ -58,10 +58,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``listen`` subcommand's parser.
     """
-    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV
+    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV, TOKEN_ENV
 
     parser.add_argument(
         "--url", help=f"the hub's URL (env {HUB_URL_ENV}; default {DEFAULT_HUB_URL})"
+    )
+    parser.add_argument(
+        "--token", help=f"a JWT or API key for the hub (env {TOKEN_ENV}, which ps cannot show)"
     )
     parser.add_argument("topics", metavar="TOPIC", nargs="+", help="topics to listen to")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
@@ -174,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         The exit code (see the module docstring).
     """
     from ..client import RETRYABLE_STATUSES, HubClient, ReconnectPolicy
-    from ..client._hub import default_hub_url
+    from ..client._hub import default_hub_url, token_headers
 
     colour = not args.json and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     policy = ReconnectPolicy(
@@ -185,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     idle_timeout = args.idle_timeout or None
     received = 0
     try:
-        with HubClient(args.url or default_hub_url()) as hub:
+        with HubClient(args.url or default_hub_url(), headers=token_headers(args.token)) as hub:
             listener = _Listener(hub.url, wait=args.wait, idle_timeout=idle_timeout)
             with hub.subscribe(
                 args.topics,

@@ -34,11 +34,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``publish`` subcommand's parser.
     """
-    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV
+    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV, TOKEN_ENV
 
     parser.add_argument(
         "--url",
         help=f"the hub's URL (env {HUB_URL_ENV}; default {DEFAULT_HUB_URL})",
+    )
+    parser.add_argument(
+        "--token", help=f"a JWT or API key for the hub (env {TOKEN_ENV}, which ps cannot show)"
     )
     parser.add_argument("topic", metavar="TOPIC", help="the topic to publish to")
     parser.add_argument(
@@ -103,12 +106,12 @@ def run(args: argparse.Namespace) -> int:
         0 when every event was published, 1 when the hub refused one or cannot be reached, 2
         for an invalid URL or input that is not UTF-8, 130 on Ctrl-C.
     """
-    from ..client._hub import HubClient, default_hub_url
+    from ..client._hub import HubClient, default_hub_url, token_headers
 
     if getattr(args, "socket", None):
         return _run_socket(args)
     try:
-        with HubClient(args.url or default_hub_url()) as hub:
+        with HubClient(args.url or default_hub_url(), headers=token_headers(args.token)) as hub:
             for data in _payloads(args):
                 if args.lines and not data:
                     continue

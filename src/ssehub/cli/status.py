@@ -37,10 +37,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``status`` subcommand's parser.
     """
-    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV
+    from ..client._hub import DEFAULT_HUB_URL, HUB_URL_ENV, TOKEN_ENV
 
     parser.add_argument(
         "--url", help=f"the hub's URL (env {HUB_URL_ENV}; default {DEFAULT_HUB_URL})"
+    )
+    parser.add_argument(
+        "--token", help=f"a JWT or API key for the hub (env {TOKEN_ENV}, which ps cannot show)"
     )
     parser.add_argument("--json", action="store_true", help="print the raw JSON document")
 
@@ -124,10 +127,10 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 when printed, 1 when the hub answered an error or cannot be reached, 2 for a bad URL.
     """
-    from ..client._hub import HubClient, default_hub_url
+    from ..client._hub import HubClient, default_hub_url, token_headers
 
     try:
-        with HubClient(args.url or default_hub_url()) as hub:
+        with HubClient(args.url or default_hub_url(), headers=token_headers(args.token)) as hub:
             document = hub.status()
             url = hub.url
     except ConfigurationError as exc:

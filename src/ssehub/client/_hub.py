@@ -36,11 +36,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HUB_URL",
     "HUB_URL_ENV",
+    "TOKEN_ENV",
     "AsyncHubClient",
     "HubClient",
     "Publication",
     "PublishResult",
     "default_hub_url",
+    "token_headers",
 ]
 
 DEFAULT_HUB_URL: Final = "http://127.0.0.1:8000"
@@ -48,6 +50,10 @@ DEFAULT_HUB_URL: Final = "http://127.0.0.1:8000"
 
 HUB_URL_ENV: Final = "SSEHUB_URL"
 """The environment variable the ``ssehub`` commands read the hub's URL from."""
+
+TOKEN_ENV: Final = "SSEHUB_TOKEN"  # noqa: S105 - a variable name, not a secret
+"""The environment variable the ``ssehub`` commands read the hub credential from (a JWT or an
+API key), sent as ``Authorization: Bearer``. Safer than ``--token``: arguments show in ``ps``."""
 
 DEFAULT_TIMEOUT: Final = 10.0
 """Seconds for one API call (connect, send, and each read)."""
@@ -104,6 +110,30 @@ def default_hub_url(environ: Mapping[str, str] | None = None) -> str:
     """Return ``$SSEHUB_URL`` when set and non-empty, else :data:`DEFAULT_HUB_URL`."""
     env = os.environ if environ is None else environ
     return env.get(HUB_URL_ENV) or DEFAULT_HUB_URL
+
+
+def token_headers(
+    token: str | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return the ``Authorization`` header for a hub credential, or no header.
+
+    Args:
+        token: the credential (a JWT or an API key); when empty, ``$SSEHUB_TOKEN`` is used.
+        environ: the environment to read (default ``os.environ``).
+
+    Returns:
+        ``{"Authorization": "Bearer <token>"}``, or ``{}`` when there is no credential.
+
+    Raises:
+        ConfigurationError: the credential contains whitespace or control characters.
+    """
+    env = os.environ if environ is None else environ
+    value = token or env.get(TOKEN_ENV) or ""
+    if not value:
+        return {}
+    if not value.isprintable() or any(ch.isspace() for ch in value):
+        raise ConfigurationError("the token must not contain whitespace or control characters")
+    return {"Authorization": f"Bearer {value}"}
 
 
 def _base(url: str) -> str:
