@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from ssehub.broker import RESET_EVENT_TYPE, Broker
 from ssehub.hub import RESET_HEADER, HubSettings, create_app
+from ssehub.testing import http_scope, stream_asgi
 
 from .conftest import client_for, hub_of, open_events, running_hub
 
@@ -204,6 +205,23 @@ async def test_head_does_not_subscribe(hub_app: Starlette, client: httpx.AsyncCl
     response = await client.head("/events?topic=t")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert hub_of(hub_app).broker.statistics().subscribers == 0
+
+
+async def test_head_has_the_headers_of_get_and_an_empty_body(hub_app: Starlette) -> None:
+    seen = {}
+    with anyio.fail_after(5):
+        for method in ("GET", "HEAD"):
+            scope = http_scope("/events", method=method, query_string="topic=t")
+            async with stream_asgi(hub_app, scope=scope) as stream:
+                await stream.start()
+                headers = dict(stream.headers.items())
+                headers.pop("x-request-id", None)
+                seen[method] = headers
+                if method == "HEAD":
+                    assert await stream.read_all() == b""
+    assert seen["HEAD"] == seen["GET"]
+    assert "content-length" not in seen["HEAD"]
     assert hub_of(hub_app).broker.statistics().subscribers == 0
 
 

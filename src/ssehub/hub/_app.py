@@ -261,10 +261,9 @@ class _Endpoints:
             # -- security: refused before anything is opened
             principal = hub.guard.authorize_subscribe(request.scope, topics, last_event_id)
             if request.method == "HEAD":
-                # Same status and type as GET, without subscribing (nothing would consume it).
-                return Response(
-                    media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-                )
+                # The same headers as GET (RFC 9110 §9.3.2), without subscribing: nothing would
+                # consume it. EventSourceResponse answers HEAD without reading its content.
+                return EventSourceResponse((), ping=0)
             broker = hub.require_broker()
             lease = hub.guard.acquire(request.scope, principal)
             try:
