@@ -137,10 +137,14 @@ def server_command(kind: str, port: int) -> list[str]:
 
 
 def server_env(kind: str) -> dict[str, str]:
-    """The server's environment: ``SSEHUB_BENCH_SRC`` (a source tree, e.g. an exported commit)
-    is put first on ``PYTHONPATH`` so that a fixed version of ssehub is measured while the
-    working tree changes."""
+    """The server's environment: stream limits lifted, and ``SSEHUB_BENCH_SRC`` (a source
+    tree, e.g. an exported commit) put first on ``PYTHONPATH`` so that a fixed version of
+    ssehub is measured while the working tree changes."""
     env = dict(os.environ)
+    # Every connection comes from one address here, unlike real clients: lift the hub's
+    # per-address and total stream limits (the only settings that differ from the defaults).
+    env.setdefault("SSEHUB_MAX_CONNECTIONS", "1000000")
+    env.setdefault("SSEHUB_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
     source = env.get("SSEHUB_BENCH_SRC")
     if kind == "ssehub" and source:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))

@@ -12,7 +12,7 @@ The file limit is raised to the hard limit (``RLIMIT_NOFILE``) for this process 
 Servers pinned to core 0, this process to core 1, default settings, uvloop and httptools.
 
 Run: ``uv run python benchmarks/bench_hub_idle.py [--rounds N] [--connections N] [--quick]``
-(``--quick``: 500 streams, one round, a few seconds).
+(``--quick``: 200 streams, one round, a few seconds).
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ async def _measure(kind: str, connections: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--quick", action="store_true", help="500 streams, one round")
+    parser.add_argument("--quick", action="store_true", help="200 streams, one round")
     parser.add_argument("--connections", type=int, default=10_000)
     args = parser.parse_args()
     if args.quick:
-        args.connections, args.rounds = 500, 1
+        args.connections, args.rounds = 200, 1
     limit = raise_file_limit()
     # Each side needs one descriptor per stream plus a few; keep a margin for imports and pipes.
     if args.connections + WARM + 64 > limit:

@@ -17,7 +17,7 @@ Per server (default settings, uvloop, httptools, pinned to core 0; load generato
    it caught up completely, from history).
 
 Run: ``uv run python benchmarks/bench_hub_slow.py [--seconds S] [--quick]``
-(``--quick``: 1 s control, 2 s slow phase: shows that the script works; no server sheds a
+(``--quick``: 0.5 s control, 1 s slow phase: shows that the script works; no server sheds a
 stream that fast with its default settings, so the output then reports "never").
 """
 
@@ -85,7 +85,9 @@ async def _sample(server: Server, monitor: Publisher, stop: asyncio.Event, into:
             pass
 
 
-async def _measure(server: Server, control_seconds: float, seconds: float) -> dict[str, float]:
+async def _measure(
+    server: Server, control_seconds: float, seconds: float, catch_up_seconds: float
+) -> dict[str, float]:
     received = Received()
     received.reset(0)
     others = await connect_many(server.port, OTHERS, received)
@@ -122,7 +124,7 @@ async def _measure(server: Server, control_seconds: float, seconds: float) -> di
         ended = True
         try:
             # A shed stream ends once its buffered bytes are read; one never shed does not.
-            await asyncio.wait_for(slow.ended.wait(), 15 if samples["shed"].is_set() else 1)
+            await asyncio.wait_for(slow.ended.wait(), 15 if samples["shed"].is_set() else 0.5)
         except TimeoutError:
             ended = False  # the server has not ended the stream: give up on it
         last_id = slow.last_id
@@ -135,7 +137,7 @@ async def _measure(server: Server, control_seconds: float, seconds: float) -> di
         stop.set()
         await sampler
         with_slow = received.latencies_ns
-        await feed.run(CATCH_UP_SECONDS)
+        await feed.run(catch_up_seconds)
         last_seq = feed.next_seq - 1
         deadline = time.monotonic() + 10
         while (not again.sequences or again.sequences[-1] < last_seq) and (
@@ -174,8 +176,9 @@ def main() -> None:
     parser.add_argument("--control-seconds", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=40.0, help="length of the slow phase")
     args = parser.parse_args()
+    catch_up = CATCH_UP_SECONDS
     if args.quick:
-        args.control_seconds, args.seconds = 1.0, 2.0
+        args.control_seconds, args.seconds, catch_up = 0.5, 1.0, 0.5
     raise_file_limit()
     pinning = pin_load_generator()
     print(describe_environment())
@@ -187,7 +190,9 @@ def main() -> None:
     results = {}
     for kind in KINDS:
         with running_server(kind) as server:
-            results[kind] = uvloop.run(_measure(server, args.control_seconds, args.seconds))
+            results[kind] = uvloop.run(
+                _measure(server, args.control_seconds, args.seconds, catch_up)
+            )
         shown = ", ".join(f"{k}={v:,.2f}" for k, v in results[kind].items())
         print(f"  {kind:<10} {shown}", flush=True)
     rows = []
