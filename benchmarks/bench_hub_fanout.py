@@ -4,9 +4,9 @@
 
 * burst: 500 events (``--events``; the issue says 2 000) of about 100 bytes published one after
   another over one keep-alive connection, each as soon as the previous one was answered ("as
-  fast as the hub accepts them"). Measured: deliveries/s (subscribers x events / time from the first publish to the
-  last delivery), server CPU time per delivery (``/proc/<pid>/stat``), publish-to-receive
-  latency p50/p99 over every delivery.
+  fast as the hub accepts them"). Measured: deliveries/s (subscribers x events / time from the
+  first publish to the last delivery), server CPU time per delivery (``/proc/<pid>/stat``),
+  publish-to-receive latency p50/p99 over every delivery.
 * paced: 20 events/s offered (20 000 deliveries/s) for 10 s; publish-to-receive p50/p99.
 
 Both servers run under uvicorn with uvloop and httptools, one worker, default settings, pinned
