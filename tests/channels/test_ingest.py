@@ -18,7 +18,7 @@ import pytest
 from ssehub._exceptions import EventTooLarge, IngestError
 from ssehub.broker import Broker
 from ssehub.channels import ChannelRegistry, IngestClient, Message
-from ssehub.channels._ingest import LineReader, serve_ingest
+from ssehub.channels._ingest import IngestHandler, LineReader, serve_ingest
 from ssehub.cli import main
 from ssehub.hub import HubSettings, create_app
 
@@ -230,3 +230,28 @@ def test_ingest_client_errors() -> None:
 def test_cli_socket_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["publish", "--socket", "/nonexistent/ssehub.sock", "t", "x"]) == 1
     assert "cannot connect" in capsys.readouterr().err
+
+
+async def test_a_bug_costs_one_connection_not_the_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = IngestHandler.execute
+
+    async def buggy(self: IngestHandler, line: bytes) -> dict[str, Any]:
+        if line == b'"boom"':
+            raise RuntimeError("a bug")
+        return await original(self, line)
+
+    monkeypatch.setattr(IngestHandler, "execute", buggy)
+    async with ingest(HubSettings(ingest_port=0)) as (_, _registry, addresses):
+        port = int(addresses[0].rsplit(":", 1)[1])
+        with anyio.fail_after(10):
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(b'"boom"\n')
+                assert await LineReader(stream, 1024).readline() is None  # closed by the hub
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                reply = await Connection(stream).ask(
+                    {"command": "publish", "topic": "t", "data": 1}
+                )
+                assert reply["ok"] is True
+    assert "an ingest connection failed" in caplog.text

@@ -286,7 +286,11 @@ async def serve_ingest(
             task_status.started(addresses)
 
             async def serve(stream: Any) -> None:
-                await _serve_connection(handler, stream, limit)
+                try:
+                    await _serve_connection(handler, stream, limit)
+                except Exception:
+                    # A bug must cost one connection, never the ingest (or the hub).
+                    logger.exception("an ingest connection failed; it was closed")
 
             await multi.serve(serve, task_group=task_group)
     finally:
