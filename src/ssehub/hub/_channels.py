@@ -129,7 +129,7 @@ class HubChannels:
         return self._task_group is not None and self.registry.running
 
     def lingering(self) -> int:
-        """Return how many HTTP listeners are waiting for a client now."""
+        """Return how many HTTP listeners are waiting for a client now (each has one timer)."""
         return len(self._timers)
 
     def linger(self, channel: Channel, listener: Listener, *, created: bool = False) -> None:
@@ -153,7 +153,11 @@ class HubChannels:
         task_group.start_soon(self._expire, channel, listener, scope)
 
     def connected(self, listener: Listener) -> None:
-        """A client streams ``listener`` now: stop its removal timer."""
+        """A client streams ``listener`` now: stop its removal timer.
+
+        Args:
+            listener: the listener whose stream has just opened.
+        """
         scope = self._timers.pop(listener, None)
         if scope is not None:
             scope.cancel()
