@@ -7,7 +7,7 @@ import os
 import select
 import time
 
-__all__ = ["read_line"]
+__all__ = ["read_line", "read_to_end"]
 
 
 def read_line(stream: io.BufferedReader, timeout: float) -> bytes:
@@ -23,3 +23,18 @@ def read_line(stream: io.BufferedReader, timeout: float) -> bytes:
             assert byte, f"the child closed its output (got {line!r})"
             line += byte
     return line
+
+
+def read_to_end(stream: io.BufferedReader, timeout: float) -> bytes:
+    """Everything a child writes to a pipe until it closes it, failing after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"the pipe stayed open for {timeout} s (got {data!r})"
+        ready, _, _ = select.select([stream], [], [], remaining)
+        if ready:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                return data
+            data += chunk

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from hub_server import HubServer
-from pipes_kit import read_line
+from pipes_kit import read_line, read_to_end
 
 from ssehub import ConnectionFailed
 from ssehub.cli import main
@@ -282,3 +282,29 @@ def test_reconnect_notices_name_the_cause() -> None:
     assert _reason(ConnectionFailed("the server answered HTTP 503", 503), 1.0) == (
         "the server answered HTTP 503"
     )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX pipes")
+def test_a_closed_pipe_ends_quietly(hub: HubServer) -> None:
+    # `ssehub listen t | head -1`: once the reader is gone, exit 0 without a traceback.
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssehub.cli", "listen", "--url", hub.url, "p"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stderr is not None
+            hub.stream_opened()
+            ident = publish(hub.url, "p", "one")
+            assert read_line(child.stdout, 10) == f"{ident} message one\n".encode()
+            child.stdout.close()  # what `head -1` does after its line
+            publish(hub.url, "p", "two")
+            err = read_to_end(child.stderr, 10)
+            assert child.wait(timeout=10) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert b"Traceback" not in err
+    assert b"Exception ignored" not in err
