@@ -72,6 +72,18 @@ _HEADER_SECRET: Final = re.compile(
 )
 
 
+# The attributes every LogRecord has (and the ones our formatters add): anything else on a
+# record came from ``extra=`` and belongs in the JSON document.
+_RECORD_FIELDS: Final = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "request",
+    "request_id",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
+    "taskName",
+}
+
+
 def current_request_id() -> str | None:
     """Return the id of the request being handled in this context, or ``None``."""
     return _request_id.get()
@@ -170,8 +182,8 @@ class JsonFormatter(logging.Formatter):
             record: the record.
 
         Returns:
-            ``{"time", "level", "logger", "message", "request_id"}``, plus ``exception``
-            (the formatted traceback) when the record carries one.
+            ``{"time", "level", "logger", "message", "request_id"}``, plus the fields given
+            with ``extra=`` and ``exception`` (the formatted traceback) when there is one.
         """
         request_id = getattr(record, "request_id", None) or _request_id.get()
         document: dict[str, Any] = {
@@ -183,6 +195,10 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
             "request_id": None if request_id in (None, "-") else request_id,
         }
+        for key, value in record.__dict__.items():
+            # Fields given with ``extra=`` become top-level keys (strings redacted too).
+            if key not in _RECORD_FIELDS and key not in document:
+                document[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             document["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(document, ensure_ascii=False, default=str)

@@ -92,6 +92,18 @@ def test_json_formatter() -> None:
     assert document["request_id"] == "req-7"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", document["time"])
     assert "\n" not in line
+    extra = _record("stream ended")
+    extra.topic = "orders"
+    extra.url = "/events?token=abc"
+    extra.count = 3
+    fields = json.loads(JsonFormatter().format(extra))
+    assert (fields["topic"], fields["url"], fields["count"]) == (
+        "orders",
+        "/events?token=[redacted]",
+        3,
+    )
+    assert "args" not in fields
+    assert "msg" not in fields
     try:
         raise ValueError("boom token=abc")
     except ValueError:
@@ -271,3 +283,4 @@ def test_json_access_log_with_request_ids_and_no_secrets() -> None:
     assert "/status?token=[redacted]" in access[0]["message"]
     assert "s3cr3t" not in "".join(lines)
     assert any("listening on" in d["message"] for d in documents)
+    assert not any("color_message" in d for d in documents)  # uvicorn's ANSI duplicate
