@@ -146,14 +146,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serve(*args: str) -> Iterator[str]:
+def _serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run ``ssehub serve`` on a free loopback port; yield its URL once it has started."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         text=True,
     )
     ready = threading.Event()
@@ -286,3 +286,42 @@ async def test_dashboard_needs_a_credential_when_auth_is_on() -> None:
             assert refused.json()["error"] == "unauthorized"
             headers = {"Authorization": f"Bearer {credential}"}
             assert (await client.get(path, headers=headers)).status_code == 200
+
+
+@pytest.mark.integration
+def test_dashboard_behind_auth_in_chromium() -> None:
+    sync_playwright = _browser_or_skip()
+    jwt = pytest.importorskip("jwt")
+    secret = "k" * 40
+    grants = {"publish": ["*"], "subscribe": ["*"]}
+    claims = {"sub": "operator", "exp": int(time.time()) + 600, "ssehub": grants}
+    operator = jwt.encode(claims, secret, algorithm="HS256")
+    # The key goes through the environment, as the docs advise (command lines are visible).
+    env = {"SSEHUB_AUTH": "jwt", "SSEHUB_JWT_KEY": secret}
+    with ExitStack() as stack:
+        url = stack.enter_context(_serve("--grace-period", "2", env=env))
+        playwright = stack.enter_context(sync_playwright())
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        stack.callback(browser.close)
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT * 1000)
+        # Without a credential there is no dashboard.
+        response = page.goto(f"{url}/")
+        assert response is not None
+        assert response.status == 401
+        # With the hub's auth cookie, the page, its fetches and its EventSource all work.
+        context.add_cookies([{"name": "ssehub_token", "value": operator, "url": url}])
+        assert page.goto(f"{url}/?poll=400") is not None
+        page.locator("#hub-state", has_text="live").wait_for()
+        page.fill("#watch-topic", "secure")
+        page.click("#watch-form button[type=submit]")
+        page.locator("#tail-state", has_text="watching secure").wait_for()
+        page.fill("#pub-topic", "secure")
+        page.fill("#pub-data", "sent with the cookie")
+        page.click("#pub-send")
+        page.locator("#pub-result", has_text="to 1 subscriber(s) on secure").wait_for()
+        page.locator("#tail .ev", has_text="sent with the cookie").wait_for()
+        page.locator("#topics tr[data-topic=secure]").wait_for()
