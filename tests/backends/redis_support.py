@@ -192,6 +192,16 @@ class RedisServer:
         client.close()
         self._reap(process)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): like a network that drops packets, no reset, no answer."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Unfreeze the server (SIGCONT) after :meth:`pause`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Kill the server (SIGKILL): its data is lost, clients see connections reset."""
         process = self.process
