@@ -22,8 +22,11 @@ from ._exceptions import (
     EventTooLarge,
     EventValidationError,
     HubResponseError,
+    IngestError,
     InvalidLastEventId,
     InvalidTopic,
+    LimitReached,
+    ListenerBusy,
     MessageRejected,
     MissingDependency,
     NegotiationError,
@@ -52,7 +55,15 @@ if TYPE_CHECKING:
         Subscription,
         SubscriptionStatistics,
     )
-    from .channels import CallbackListener, Channel, ChannelRegistry, Listener, Message, WorkerPool
+    from .channels import (
+        CallbackListener,
+        Channel,
+        ChannelRegistry,
+        IngestClient,
+        Listener,
+        Message,
+        WorkerPool,
+    )
     from .protocols import EventProtocol
     from .response import EventSourceResponse
 
@@ -70,6 +81,7 @@ _LAZY: dict[str, str] = {
     "SubscriptionStatistics": ".broker",
     "Dropped": ".broker",
     "Channel": ".channels",
+    "IngestClient": ".channels",
     "ChannelRegistry": ".channels",
     "Listener": ".channels",
     "Message": ".channels",
@@ -98,10 +110,14 @@ __all__ = [
     "EventTooLarge",
     "EventValidationError",
     "HubResponseError",
+    "IngestClient",
+    "IngestError",
     "InvalidLastEventId",
     "InvalidTopic",
     "JSONServerSentEvent",
+    "LimitReached",
     "Listener",
+    "ListenerBusy",
     "Message",
     "MessageEvent",
     "MessageRejected",
