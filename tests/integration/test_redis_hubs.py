@@ -19,6 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ssehub import ConfigurationError
+from ssehub.cli._supervisor import check_workers
+from ssehub.hub import HubSettings
 from ssehub.wire import EventParser, MessageEvent
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "backends"))
@@ -45,29 +48,40 @@ class Hub:
         self.lines: list[str] = []
         self.urls: list[str] = []
         self._workers = workers
-        self._started = 0
-        self.ready = threading.Event()
+        self._changed = threading.Condition()
+        self._ended = False
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
 
     def _read_log(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            self.lines.append(line)
-            if "listening on http://" in line:
-                self.urls.append(line.split("listening on ", 1)[1].split()[0])
-            if "authentication is" in line:  # the last line of one process's startup log
-                self._started += 1
-                if self._started == self._workers:
-                    self.ready.set()
-        self.ready.set()
+            with self._changed:
+                self.lines.append(line)
+                if "listening on http://" in line:
+                    self.urls.append(line.split("listening on ", 1)[1].split()[0])
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
 
     @property
     def log(self) -> str:
         return "".join(self.lines)
 
+    def wait_lines(self, text: str, count: int) -> None:
+        """Wait until ``count`` log lines contain ``text`` (fail if the process ends first)."""
+
+        def enough() -> bool:
+            return self._ended or sum(text in line for line in self.lines) >= count
+
+        with self._changed:
+            assert self._changed.wait_for(enough, TIMEOUT), f"waiting for {text!r}:\n{self.log}"
+            assert not self._ended or sum(text in line for line in self.lines) >= count, self.log
+
     def wait_ready(self) -> str:
-        assert self.ready.wait(TIMEOUT), f"the hub did not start in time:\n{self.log}"
+        # "authentication is ..." is the last line of one process's startup log.
+        self.wait_lines("authentication is", self._workers)
         assert len(self.urls) == self._workers, f"the hub did not start:\n{self.log}"
         return self.urls[0]
 
@@ -210,3 +224,33 @@ def test_workers_refuse_the_memory_broker() -> None:
         assert "needs a shared broker such as redis://" in hub.log
     finally:
         hub.close()
+
+
+def test_a_dead_worker_is_replaced(broker_url: str) -> None:
+    args = ["--workers", "2", "--port", "0", "--broker", broker_url, "--grace-period", str(GRACE)]
+    with hubs(args, workers=2) as (hub,):
+        url = hub.wait_ready()
+        (line,) = [line for line in hub.lines if "2 workers [" in line]
+        pids = [int(pid) for pid in line.split("[")[-1].split("]")[0].split(",")]
+        os.kill(pids[0], signal.SIGKILL)
+        hub.wait_lines("starting a new one", 1)
+        hub.wait_lines("authentication is", 3)  # the replacement has started
+        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+            for _ in range(4):  # whichever worker answers, it is serving
+                assert client.get("/health").json() == {"status": "ok"}
+        assert hub.stop() == 0, hub.log
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"workers": 0}, "at least 1"),
+        ({"workers": 2}, "needs a shared broker"),
+        ({"workers": 2, "broker": "redis://h/0", "socket": "/tmp/x.sock"}, "--socket"),
+        ({"workers": 2, "broker": "redis://h/0", "ingest_port": 0}, "--ingest-port"),
+    ],
+)
+def test_worker_settings_are_checked(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        check_workers(HubSettings(**changes))  # type: ignore[arg-type]
+    check_workers(HubSettings(workers=3, broker="rediss://h:6380/1"))  # accepted
