@@ -310,3 +310,30 @@ async def test_max_connection_age_comes_from_the_broker() -> None:
                 clock.advance(60)
                 await stream.events().rest()
                 assert stream.complete
+
+
+async def test_slow_subscriber_is_shed_then_catches_up_from_history() -> None:
+    # The default policy: a subscriber whose queue is full loses its stream (a clean end, so
+    # the client reconnects) and resumes from history with its last id, losing nothing.
+    async with running_hub(HubSettings(queue_size=3, send_timeout=None)) as app:
+        broker = hub_of(app).broker
+        with anyio.fail_after(5):
+            async with open_events(app, "topic=t", max_buffered_messages=0) as slow:
+                await slow.start()
+                assert await slow.receive_chunk() == b": ok\n\n"
+                # The client reads nothing: the hub's send of the first event is stuck on it,
+                # then its queue of 3 overflows during the next 11 publishes, and it is shed.
+                published = [(await broker.publish("t", "0")).id]
+                await anyio.wait_all_tasks_blocked()  # the first event is in flight
+                published += [(await broker.publish("t", str(n))).id for n in range(1, 12)]
+                first = await slow.events().rest()  # what was in flight, then the end
+                assert slow.complete
+            assert broker.statistics().shed == 1
+            assert broker.statistics().subscribers == 0
+            assert [e.id for e in first] == published[:1]
+            last = first[-1].id
+            async with open_events(app, "topic=t", {"Last-Event-ID": last}) as again:
+                await again.start()
+                assert "ssehub-reset" not in again.headers
+                rest = await again.events().take(len(published) - len(first))
+        assert [e.id for e in first + rest] == published
