@@ -88,6 +88,7 @@ async def test_stats_document(hub_app: Starlette, client: httpx.AsyncClient) -> 
         "watched": {"subscribers": 1, "history": 3, "events": 3},
     }
     assert document["topic_count"] == 2
+    assert re.fullmatch(r"\d+-[0-9a-f]{8}", document["process"])
     assert document["connections"] == 1
     assert document["totals"]["published"] == 4
     assert document["draining"] is False

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import secrets
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
@@ -45,6 +47,23 @@ DASHBOARD_MAX_TOPICS: Final = 200
 response that stays small on a hub with many thousands of topics."""
 
 _INLINE: Final = re.compile(r"<(script|style)>(.*?)</\1>", re.DOTALL)
+
+
+class _ProcessId:
+    """``<pid>-<random>``: unique per process, also in a child forked after import."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._value = ""
+
+    def get(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid, self._value = pid, f"{pid}-{secrets.token_hex(4)}"
+        return self._value
+
+
+_PROCESS: Final = _ProcessId()
 
 
 @cache
@@ -82,8 +101,10 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
         hub: the running hub.
 
     Returns:
-        ``{"uptime", "draining", "backend_up", "connections", "topic_count", "topics",
-        "totals"}``: ``topics`` maps at most :data:`DASHBOARD_MAX_TOPICS` names (most
+        ``{"process", "uptime", "draining", "backend_up", "connections", "topic_count",
+        "topics", "totals"}``: ``process`` names the hub process that answered (counters are
+        per process, so with ``--workers`` the page compares samples of one process only);
+        ``topics`` maps at most :data:`DASHBOARD_MAX_TOPICS` names (most
         subscribers first, then most events) to ``{"subscribers", "history", "events"}``,
         where ``events`` counts events fanned out on the topic here since it gained its first
         subscriber; ``totals`` holds the broker's counters.
@@ -101,6 +122,7 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
     busiest = sorted(topics, key=lambda info: (-info.subscribers, -info.events, info.topic))
     shown = sorted(busiest[:DASHBOARD_MAX_TOPICS], key=lambda info: info.topic)
     return {
+        "process": _PROCESS.get(),
         "uptime": round(hub.uptime, 3),
         "draining": hub.draining,
         "backend_up": bool(getattr(broker.backend, "healthy", True)),

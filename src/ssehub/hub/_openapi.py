@@ -302,6 +302,7 @@ def _operations_paths(settings: HubSettings) -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "properties": {
+                                        "process": {"type": "string"},
                                         "uptime": {"type": "number"},
                                         "draining": {"type": "boolean"},
                                         "backend_up": {"type": "boolean"},
