@@ -13,6 +13,7 @@ or an all-or-nothing batch), ``GET /status``, ``GET /health``, ``GET /openapi.js
 
 from __future__ import annotations
 
+from .._logging import JsonFormatter, RequestIdMiddleware, TextFormatter, logging_config, redact
 from ._app import RESET_HEADER, HubState, create_app
 from ._errors import ERROR_CODES
 from ._openapi import openapi_document
@@ -24,8 +25,13 @@ __all__ = [
     "RESET_HEADER",
     "HubSettings",
     "HubState",
+    "JsonFormatter",
     "PublishRequest",
+    "RequestIdMiddleware",
+    "TextFormatter",
     "create_app",
+    "logging_config",
     "openapi_document",
     "parse_publish_body",
+    "redact",
 ]
