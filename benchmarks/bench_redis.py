@@ -303,6 +303,8 @@ def main() -> None:
     print(describe_environment())
     print(pin_load_generator(), "; Redis on core", SIDE_CORE, "; hub B on core", HUB_CORES[1])
     print(f"file limit {raise_file_limit()}; rounds {args.rounds}")
+    # Other work on the machine shows up here; pinning cannot keep it off the two cores.
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     runner = uvloop.run
 
     with redis_server() as (redis_url, redis_pid):
@@ -366,6 +368,7 @@ def main() -> None:
             for name, samples in resume.items()
         ]
         print_table("Mass resume (median)", ["broker", *keys, "exact"], rows)
+    print("\nload average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
