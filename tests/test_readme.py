@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,23 @@ async def test_the_broker_example_streams_what_it_publishes() -> None:
             stored = await broker.publish("news", {"title": "hello"}, event="story")
             event = await stream.events().next_event()
     assert (event.id, event.event, event.data) == (stored.id, "story", '{"title":"hello"}')
+
+
+@pytest.mark.anyio
+async def test_the_fastapi_example_streams_json_ticks() -> None:
+    (source,) = [block for block in _blocks("python") if "FastAPI()" in block]
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    with anyio.fail_after(5):
+        async with stream_asgi(namespace["app"], "/ticks") as stream:
+            await stream.start()
+            event = await stream.events().next_event()
+    assert (event.event, event.data, event.id) == ("tick", '{"n":0}', "0")
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ssehub", "--version"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ssehub ")
