@@ -164,6 +164,14 @@ class RecordingClock(ManualClock):
         self.parked = anyio.Event()
         return self.waits[-1]
 
+    async def keep_advancing(self) -> None:
+        """End the current wait and every later one as it starts (cancel the task to stop)."""
+        while True:
+            if self.waits:
+                self.advance(self.waits[-1])
+            await self.parked.wait()
+            self.parked = anyio.Event()
+
 
 async def test_reader_backs_off_exponentially_and_resumes(server: RedisServer) -> None:
     clock = RecordingClock()
@@ -206,6 +214,30 @@ async def test_hub_answers_503_json_and_reports_degraded_while_redis_is_down(
             # The next publish reaches Redis again; the reader follows with its backoff.
             response = await client.post("/publish", json={"topic": "t", "data": "y"})
             assert response.status_code == 200, response.text
+
+
+async def test_health_recovers_without_publishing(server: RedisServer) -> None:
+    clock = RecordingClock()
+    backend = RedisBackend(server.url, prefix="quiet", socket_timeout=2, reconnect_clock=clock)
+    async with Broker(backend) as broker, broker.subscribe("t") as subscription:
+        app = create_app(broker=broker)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            await stop(server, save=True)
+            response = await client.post("/publish", json={"topic": "t", "data": "lost"})
+            assert response.status_code == 503
+            assert (await client.get("/health")).json() == {"status": "degraded"}
+            await clock.next_wait()  # the reader is backing off
+            await anyio.to_thread.run_sync(server.start)
+            async with anyio.create_task_group() as group:
+                group.start_soon(clock.keep_advancing)  # let every reconnect attempt run
+                # Another process publishes; receiving it shows that this one's reader is
+                # back, although this hub has not run a command of its own since.
+                async with Broker(RedisBackend(server.url, prefix="quiet")) as other:
+                    await other.publish("t", "from another hub")
+                assert await receive_data(subscription, 1) == ["from another hub"]
+                group.cancel_scope.cancel()
+            assert (await client.get("/health")).json() == {"status": "ok"}
 
 
 async def test_a_silent_network_fails_publishes_fast_and_streams_go_on(server: RedisServer) -> None:

@@ -623,6 +623,9 @@ class RedisBackend:
                     recovering = False
                     self.reconnects += 1
                     self._reader_connected = True
+                    # Redis answered the reader: commands will work again too. Without this a
+                    # quiet hub (nobody publishing) would report "degraded" long after a blip.
+                    self._commands_ok = True
                     delay = _BACKOFF_FIRST
                 await self._read_batch()
                 self._reader_connected = True
