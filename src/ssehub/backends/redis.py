@@ -696,5 +696,6 @@ class RedisBackend:
             # (field ``p``), so an empty data set (``epoch`` None) is not mistaken again later.
             logger.warning("Redis lost its data (restart without persistence, or a flush)")
             self._last_id = "0-0"
+            self._release_waiters()  # their positions belong to the lost data set
             self._epoch = epoch
         del last

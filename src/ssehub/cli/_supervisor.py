@@ -12,12 +12,13 @@ worker to exit.
 - SIGTERM or SIGINT: sent on to every worker as SIGTERM; each drains its streams and exits
   within the grace period. The parent waits for all of them and exits 0 (1 if a worker had to
   be killed after the grace period plus :data:`_KILL_MARGIN`, or failed).
-- A worker that cannot start (exit status 1: port taken, Redis unreachable, ...) stops the whole
-  group with exit status 1: every replacement would fail the same way.
-- A worker that dies otherwise (killed, crashed) is replaced, so one bad process does not shrink
-  the group for good; its clients reconnect to the others and resume with ``Last-Event-ID``.
-  More than :data:`_MAX_RESTARTS` replacements within :data:`_RESTART_WINDOW` seconds stop the
-  group instead (exit 1), rather than restart a crashing worker forever.
+- A worker of the first set that cannot start (exit status 1: port taken, Redis unreachable,
+  bad settings) stops the whole group with exit status 1: the others would fail the same way.
+- A worker that dies later (killed, crashed), or a replacement that cannot start (Redis is
+  restarting, say), is replaced, so one bad moment does not shrink the group for good; its
+  clients reconnect to the others and resume with ``Last-Event-ID``. More than
+  :data:`_MAX_RESTARTS` replacements within :data:`_RESTART_WINDOW` seconds stop the group
+  instead (exit 1), rather than restart a crashing worker forever.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def supervise(settings: HubSettings) -> int:
         return process
 
     workers = [start() for _ in range(settings.workers)]
+    first = set(workers)
     logger.info(
         "ssehub supervisor [%d]: %d workers %s on port %d",
         os.getpid(),
@@ -180,7 +182,7 @@ def supervise(settings: HubSettings) -> int:
                 if process.is_alive():
                     continue
                 process.join()
-                if process.exitcode == _STARTUP_FAILED:
+                if process.exitcode == _STARTUP_FAILED and process in first:
                     logger.error("worker [%s] could not start; stopping", process.pid)
                     return _stop(workers, settings, status=1)
                 now = time.monotonic()
@@ -215,6 +217,8 @@ def _stop(workers: list[SpawnProcess], settings: HubSettings, *, status: int) ->
             process.kill()
             process.join()
             status = 1
-        elif process.exitcode not in (0, None) and status == 0:
+        elif process.exitcode not in (0, None, -signal.SIGTERM) and status == 0:
+            # -SIGTERM: our signal reached a worker still starting, before it had handlers
+            # (and so before it had any client): a clean stop too.
             status = 1
     return status
