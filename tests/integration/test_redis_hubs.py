@@ -25,7 +25,7 @@ from ssehub.hub import HubSettings
 from ssehub.wire import EventParser, MessageEvent
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "backends"))
-from redis_support import REDIS_URL, delete_prefix, require_redis, unique_prefix
+from redis_support import REDIS_URL, RedisServer, delete_prefix, require_redis, unique_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -254,3 +254,26 @@ def test_worker_settings_are_checked(changes: dict[str, object], message: str) -
     with pytest.raises(ConfigurationError, match=message):
         check_workers(HubSettings(**changes))  # type: ignore[arg-type]
     check_workers(HubSettings(workers=3, broker="rediss://h:6380/1"))  # accepted
+
+
+def test_streams_stay_open_through_a_redis_restart(tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    try:
+        args = ["--port", "0", "--broker", redis_server.url, "--grace-period", str(GRACE)]
+        with hubs(args) as (hub,), httpx.Client(base_url=hub.wait_ready(), timeout=TIMEOUT) as http:
+            with http.stream("GET", "/events", params={"topic": "t"}) as stream:
+                reader = Reader(stream)
+                first = publish(http, ["t"], "before")
+                assert [(e.id, e.data) for e in reader.read(1)] == [(first, "before")]
+                redis_server.stop(save=True)
+                down = http.post("/publish", json={"topic": "t", "data": "while down"})
+                assert (down.status_code, down.json()["error"]) == (503, "unavailable")
+                assert http.get("/health").json() == {"status": "degraded"}
+                redis_server.start()
+                # The same stream, still open, gets what is published once Redis is back.
+                second = publish(http, ["t"], "after")
+                assert [(e.id, e.data) for e in reader.read(1)] == [(second, "after")]
+            assert hub.stop() == 0, hub.log
+    finally:
+        redis_server.kill()
