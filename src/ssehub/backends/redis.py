@@ -26,7 +26,6 @@ trio, :meth:`RedisBackend.start` raises :class:`~ssehub.ConfigurationError`.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import re
 import secrets
@@ -44,7 +43,7 @@ from .._exceptions import (
     MissingDependency,
 )
 from ..broker.events import Position, ResetReason, StoredEvent
-from ..wire import ServerSentEvent
+from ._redis_codec import decode_entry, encode_fields, parse_event_id, stream_position, text
 from ._redis_scripts import PUBLISH_LUA, REPLAY_LUA, SIZES_LUA, TAIL_LUA
 from .base import EventSink, PendingEvent, Replay
 
@@ -94,38 +93,7 @@ commands (1 000 clients resuming at once) is load, not Redis being away, and mus
 
 _READ_COUNT: Final = 1000  # entries per XREAD: bounds one wake-up's work and memory
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_EVENT_ID_RE: Final = re.compile(r"([0-9a-f]{8})-(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
-_STREAM_ID_RE: Final = re.compile(r"(0|[1-9][0-9]{0,19})-(0|[1-9][0-9]{0,19})")
-_MAX_U64: Final = 2**64 - 1
 _OUR_QUERY_OPTIONS: Final = ("prefix", "log_size", "max_connections")
-
-
-def parse_event_id(value: str) -> tuple[str, Position] | None:
-    """Split an event id of this backend, ``<epoch>-<ms>-<seq>``, into epoch and position.
-
-    Only the canonical form is accepted (8 lowercase hex digits, then decimal numbers without
-    leading zeros, each at most 2**64 - 1), so an id has exactly one spelling.
-
-    Args:
-        value: a candidate id, e.g. a ``Last-Event-ID``.
-
-    Returns:
-        ``(epoch, (ms, seq))``, or ``None`` when ``value`` is not such an id.
-    """
-    match = _EVENT_ID_RE.fullmatch(value)
-    if match is None:
-        return None
-    ms, seq = int(match[2]), int(match[3])
-    if ms > _MAX_U64 or seq > _MAX_U64:
-        return None
-    return match[1], (ms, seq)
-
-
-def _stream_position(value: bytes | str) -> Position:
-    """Return the position of a stream id Redis wrote (``<ms>-<seq>``)."""
-    match = _STREAM_ID_RE.fullmatch(_text(value))
-    assert match is not None
-    return (int(match[1]), int(match[2]))
 
 
 def _import_redis() -> Any:
@@ -150,27 +118,6 @@ def _require_asyncio() -> None:
 
 def _unavailable(action: str, exc: Exception) -> BackendUnavailable:
     return BackendUnavailable(f"Redis is unavailable ({action}): {exc}")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _encode_fields(topics: Sequence[str], event: ServerSentEvent, private: bool) -> list[str]:
-    fields = ["t", json.dumps(list(topics), separators=(",", ":"))]
-    if private:
-        fields += ["v", "1"]  # v: visibility; absent means public (entries written before it)
-    if event.data is not None:
-        fields += ["d", event.data]
-    if event.event is not None:
-        fields += ["e", event.event]
-    if event.retry is not None:
-        fields += ["r", str(event.retry)]
-    if event.comment is not None:
-        fields += ["c", event.comment]
-    if event.sep != "\n":
-        fields += ["s", event.sep]
-    return fields
 
 
 class _Flight:
@@ -433,7 +380,7 @@ class RedisBackend:
         ]
         args += list(topic_index)
         for topics, event, private in batch:
-            fields = _encode_fields(topics, event, private)
+            fields = encode_fields(topics, event, private)
             args += [len(topics), *(topic_index[t] for t in topics), len(fields), *fields]
         keys = self._keys + [self._topic_key(t) for t in topic_index]
         try:
@@ -442,10 +389,10 @@ class RedisBackend:
             self._commands_ok = False
             raise _unavailable("publish", exc) from exc
         self._commands_ok = True
-        epoch = _text(raw_epoch)
+        epoch = text(raw_epoch)
         stored: list[StoredEvent] = []
         for raw_id, (topics, event, private) in zip(raw_ids, batch, strict=True):
-            position = _stream_position(raw_id)
+            position = stream_position(raw_id)
             event_id = f"{epoch}-{position[0]}-{position[1]}"
             stored.append(
                 StoredEvent(
@@ -467,7 +414,7 @@ class RedisBackend:
         every publisher that long would turn a blip into a publishing outage. The events are
         stored; the reader delivers them when it is back.
         """
-        if not self._reader_connected or _stream_position(self._last_id) >= position:
+        if not self._reader_connected or stream_position(self._last_id) >= position:
             return
         done = anyio.Event()
         self._waiter_count += 1
@@ -532,16 +479,19 @@ class RedisBackend:
             raise _unavailable("replay", exc) from exc
         self._commands_ok = True
         current_epoch, last = raw[0], raw[1]
-        if current_epoch is None or _text(current_epoch) != epoch:
+        if current_epoch is None or text(current_epoch) != epoch:
             return Replay(reset=ResetReason.UNKNOWN)  # another data set, or never published
-        if last is None or position > _stream_position(last):
+        if last is None or position > stream_position(last):
             return Replay(reset=ResetReason.UNKNOWN)  # from the future: never issued
         per_topic: list[list[StoredEvent]] = []
         for gone, first_kept, entries in raw[2:]:
-            if gone is not None and position < _stream_position(gone):
+            if gone is not None and position < stream_position(gone):
                 return Replay(reset=ResetReason.EXPIRED)  # an event after the id was trimmed
-            events = [self._stored(entry_id, fields, epoch) for entry_id, fields in entries]
-            if events and (first_kept is None or events[0].position < _stream_position(first_kept)):
+            events = [
+                decode_entry(entry_id, fields, epoch, self._timestamp)
+                for entry_id, fields in entries
+            ]
+            if events and (first_kept is None or events[0].position < stream_position(first_kept)):
                 # An event after the id is past the age bound (trimmed at the next publish).
                 return Replay(reset=ResetReason.EXPIRED)
             per_topic.append(events)
@@ -562,7 +512,7 @@ class RedisBackend:
             raise BrokerClosed("the Redis backend is not started")
         try:
             if topics is None:
-                names = sorted(_text(name) for name in await client.smembers(self._keys[3]))
+                names = sorted(text(name) for name in await client.smembers(self._keys[3]))
             else:
                 names = list(topics)
             if not names:
@@ -585,32 +535,10 @@ class RedisBackend:
         except self._redis.RedisError as exc:
             raise _unavailable("read the log", exc) from exc
         return (
-            None if epoch is None else _text(epoch),
-            None if last is None else _text(last),
-            None if gone is None else _text(gone),
+            None if epoch is None else text(epoch),
+            None if last is None else text(last),
+            None if gone is None else text(gone),
         )
-
-    def _stored(self, raw_id: bytes | str, raw: Any, epoch: str | None) -> StoredEvent:
-        """Rebuild a stored event from an entry (a dict from XREAD, a flat list from Lua).
-
-        Log entries carry their epoch in field ``p``; topic entries get it from the caller.
-        """
-        position = _stream_position(raw_id)
-        pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-        fields = {_text(k): _text(v) for k, v in pairs}
-        event_id = f"{fields.get('p', epoch)}-{position[0]}-{position[1]}"
-        retry = fields.get("r")
-        event = ServerSentEvent(
-            fields.get("d"),
-            event=fields.get("e"),
-            id=event_id,
-            retry=None if retry is None else int(retry),
-            comment=fields.get("c"),
-            sep=fields.get("s"),
-        )
-        topics = tuple(json.loads(fields["t"]))
-        private = fields.get("v") == "1"
-        return StoredEvent(event_id, topics, event, self._timestamp(position), position, private)
 
     async def _read_forever(self) -> None:
         """Tail the log and feed the sink; on any Redis error back off and resume."""
@@ -651,9 +579,9 @@ class RedisBackend:
             return
         for _, entries in reply:
             for entry_id, fields in entries:
-                self._last_id = _text(entry_id)
+                self._last_id = text(entry_id)
                 try:
-                    stored = self._stored(entry_id, fields, None)
+                    stored = decode_entry(entry_id, fields, None, self._timestamp)
                 except (KeyError, TypeError, ValueError) as exc:
                     # Not written by our publish script (someone else wrote to the key):
                     # skip it rather than let one bad entry stop every stream of this process.
@@ -666,7 +594,7 @@ class RedisBackend:
                     sink(stored)
         waiters = self._waiters
         if waiters:
-            last = _stream_position(self._last_id)
+            last = stream_position(self._last_id)
             while waiters and waiters[0][0] <= last:
                 heapq.heappop(waiters)[2].set()
 
@@ -678,8 +606,8 @@ class RedisBackend:
     async def _check_gap(self) -> None:
         """After a reconnect: did anything we had not read leave the log, or Redis lose data?"""
         epoch, last, gone = await self._tail()
-        mine = _stream_position(self._last_id)
-        if gone is not None and _stream_position(gone) > mine and epoch == self._epoch:
+        mine = stream_position(self._last_id)
+        if gone is not None and stream_position(gone) > mine and epoch == self._epoch:
             self.gaps += 1
             logger.error(
                 "the Redis log was trimmed past this hub's last id %s while it was disconnected;"
