@@ -62,10 +62,10 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def make_data(seq: int) -> str:
-    """About 100 bytes of event data carrying a sequence number and the publish time."""
+def make_data(seq: int, size: int = DATA_BYTES) -> str:
+    """``size`` bytes of event data carrying a sequence number and the publish time."""
     head = f"n={seq} t={time.monotonic_ns()} "
-    return head + "x" * max(0, DATA_BYTES - len(head))
+    return head + "x" * max(0, size - len(head))
 
 
 def percentile(values: array[int] | list[float], fraction: float) -> float:

@@ -2,19 +2,20 @@
 
 Per server (default settings, uvloop, httptools, pinned to core 0; load generator on core 1):
 
-1. control: 100 subscribers, 100 events/s of ~100 bytes for ``--control-seconds``; the
-   subscribers' publish-to-receive p50/p99.
+1. control: 100 subscribers, 100 events/s of 2 000 bytes (``--data-bytes``) for
+   ``--control-seconds``; the subscribers' publish-to-receive p50/p99. Events are that large
+   so that the slow stream's backlog outgrows the kernel's socket buffers (up to 4 MiB on
+   Linux) within the phase: until then no server can notice that a client stopped reading.
 2. slow: the same 100 plus one subscriber with a small receive buffer that reads its response
    headers, then stops reading; 100 events/s for ``--seconds``. Sampled every 0.5 s: the
    server's RSS and its count of open streams. Reported: the 100's p50/p99 (compared with the
    control), the RSS at the start, its peak and at the end, and when the slow stream was shed
-   (the server stopped counting it).
+   (the server stopped counting it; other streams the server ended are reported too).
 3. catch-up: as soon as the server has shed it (or at the end of the phase if it never does),
    the slow subscriber reads again until its stream ends, then reconnects with
    ``Last-Event-ID`` (the id of the last event it read); events keep flowing until the end of
-   the phase and 2 s more.
-   Reported: how many of the events published after its first one it never received (0 means
-   it caught up completely, from history).
+   the phase and 2 s more. Reported: how many of the events published after its first one it
+   never received (0 means it caught up completely, from history).
 
 Run: ``uv run python benchmarks/bench_hub_slow.py [--seconds S] [--quick]``
 (``--quick``: 0.5 s control, 1 s slow phase: shows that the script works; no server sheds a
@@ -56,8 +57,9 @@ CATCH_UP_SECONDS = 2.0
 class _Feed:
     """Publishes at ``RATE`` on an absolute schedule, numbering events from 0."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, size: int) -> None:
         self.publisher = publisher
+        self.size = size
         self.next_seq = 0
 
     async def run(self, seconds: float) -> None:
@@ -67,16 +69,20 @@ class _Feed:
             delay = start + i / RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self.publisher.publish(make_data(self.next_seq))
+            await self.publisher.publish(make_data(self.next_seq, self.size))
             self.next_seq += 1
 
 
-async def _sample(server: Server, monitor: Publisher, stop: asyncio.Event, into: dict) -> None:
+async def _sample(
+    server: Server, monitor: Publisher, others: list[Subscriber], stop: asyncio.Event, into: dict
+) -> None:
     start = time.monotonic()
     while not stop.is_set():
         into["rss"].append(server.rss_bytes())
         count = await monitor.connections()
-        if count <= OTHERS and into["shed_at"] is None:
+        # Shed: the server no longer counts the slow stream (others it ended count too).
+        still_open = sum(not other.ended.is_set() for other in others)
+        if count <= still_open and into["shed_at"] is None:
             into["shed_at"] = time.monotonic() - start
             into["shed"].set()
         try:
@@ -86,14 +92,14 @@ async def _sample(server: Server, monitor: Publisher, stop: asyncio.Event, into:
 
 
 async def _measure(
-    server: Server, control_seconds: float, seconds: float, catch_up_seconds: float
+    server: Server, control_seconds: float, seconds: float, catch_up_seconds: float, size: int
 ) -> dict[str, float]:
     received = Received()
     received.reset(0)
     others = await connect_many(server.port, OTHERS, received)
     publisher = await Publisher.open(server.port)
     monitor = await Publisher.open(server.port)
-    feed = _Feed(publisher)
+    feed = _Feed(publisher, size)
     slow: Subscriber | None = None
     again: Subscriber | None = None
     try:
@@ -112,7 +118,7 @@ async def _measure(
         received.reset(0)
         samples: dict = {"rss": [], "shed_at": None, "shed": asyncio.Event()}
         stop = asyncio.Event()
-        sampler = asyncio.create_task(_sample(server, monitor, stop, samples))
+        sampler = asyncio.create_task(_sample(server, monitor, others, stop, samples))
         first_seq = feed.next_seq
         publishing = asyncio.create_task(feed.run(seconds))
         shed = asyncio.create_task(samples["shed"].wait())
@@ -167,6 +173,7 @@ async def _measure(
         "events_published_while_slow": float(last_seq - first_seq + 1),
         "missed": float(missed),
         "duplicates": float(duplicates),
+        "others_ended": float(sum(other.ended.is_set() for other in others)),
     }
 
 
@@ -174,7 +181,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     parser.add_argument("--control-seconds", type=float, default=5.0)
-    parser.add_argument("--seconds", type=float, default=40.0, help="length of the slow phase")
+    parser.add_argument("--seconds", type=float, default=45.0, help="length of the slow phase")
+    parser.add_argument(
+        "--data-bytes",
+        type=int,
+        default=2000,
+        help="event size: large enough that kernel socket buffers (4 MiB) fill within the phase",
+    )
     args = parser.parse_args()
     catch_up = CATCH_UP_SECONDS
     if args.quick:
@@ -184,14 +197,15 @@ def main() -> None:
     print(describe_environment())
     print(pinning)
     print(
-        f"{OTHERS} subscribers at {RATE:g} events/s; control {args.control_seconds:g} s, "
+        f"{OTHERS} subscribers at {RATE:g} events/s of {args.data_bytes} bytes; "
+        f"control {args.control_seconds:g} s, "
         f"then one subscriber stops reading for {args.seconds:g} s"
     )
     results = {}
     for kind in KINDS:
         with running_server(kind) as server:
             results[kind] = uvloop.run(
-                _measure(server, args.control_seconds, args.seconds, catch_up)
+                _measure(server, args.control_seconds, args.seconds, catch_up, args.data_bytes)
             )
         shown = ", ".join(f"{k}={v:,.2f}" for k, v in results[kind].items())
         print(f"  {kind:<10} {shown}", flush=True)
@@ -208,6 +222,7 @@ def main() -> None:
         ("events_published_while_slow", "events published since its first"),
         ("missed", "events it never received after reconnecting"),
         ("duplicates", "events it received twice"),
+        ("others_ended", "other streams the server ended"),
     ):
         rows.append([label, f"{results['ssehub'][key]:,.2f}", f"{results['baseline'][key]:,.2f}"])
     print_table(
