@@ -82,7 +82,7 @@ async def test_create_list_delete(http: httpx.AsyncClient, app: Starlette) -> No
         ("GET", "/channels/jobs/listeners/nope/events", None, 404, "unknown_listener"),
         ("POST", "/channels/nope/broadcast", {"type": "t"}, 404, "unknown_channel"),
         ("POST", "/channels/jobs/listeners/nope/messages", {}, 404, "unknown_listener"),
-        ("POST", "/channels/jobs/broadcast", {"type": "ssehub.x"}, 400, "invalid_event"),
+        ("POST", "/channels/jobs/broadcast", {"type": "ssehub.x"}, 403, "reserved_event"),
         ("POST", "/channels/jobs/broadcast", {"type": "a\nb"}, 400, "invalid_event"),
         ("POST", "/channels/jobs/broadcast", {"type": 3}, 400, "invalid_event"),
         ("POST", "/channels/jobs/broadcast", {"typo": "t"}, 400, "unknown_field"),

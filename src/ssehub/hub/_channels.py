@@ -39,7 +39,8 @@ from .._exceptions import (
     UnknownChannel,
     UnknownListener,
 )
-from ..channels import Channel, ChannelRegistry, Listener, Message
+from ..broker.events import RESERVED_EVENT_PREFIX
+from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
 from ._auth_channels import authorize_channel
 from ._errors import HubHTTPError
@@ -277,6 +278,10 @@ def _message(body: Any) -> Message:
     kind = item.get("type", "message")
     if not isinstance(kind, str):
         raise HubHTTPError("invalid_event", "'type' must be a string")
+    if kind.startswith(RESERVED_EVENT_PREFIX) and kind != END_OF_STREAM:
+        raise HubHTTPError(
+            "reserved_event", f"message types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
+        )
     try:
         message = Message(kind, item.get("payload"))
         if not message.is_end:

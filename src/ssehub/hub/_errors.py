@@ -27,6 +27,8 @@ ERROR_CODES: Final[Mapping[str, int]] = {
     "invalid_data": 400,
     "invalid_event": 400,
     "invalid_retry": 400,
+    # A reserved type is well-formed but not the publisher's to use (SSE-SPEC §5 case 28).
+    "reserved_event": 403,
     # -- security: codes added here
     "last_event_id_too_long": 400,
     "private_without_auth": 400,

@@ -185,7 +185,7 @@ def _parse_event(item: dict[str, Any], where: str) -> str | None:
         _reject("invalid_event", f"{where}'event' must not contain CR, LF or NUL")
     if value.startswith(RESERVED_EVENT_PREFIX):
         _reject(
-            "invalid_event",
+            "reserved_event",
             f"{where}event types starting with {RESERVED_EVENT_PREFIX!r} are reserved for the hub",
         )
     try:
