@@ -339,3 +339,14 @@ def _closed_port() -> int:
     from redis_support import free_port
 
     return free_port()  # nothing listens there once the probe socket is closed
+
+
+@pytest.mark.parametrize(
+    ("required", "outcome"), [("1", pytest.fail.Exception), ("", pytest.skip.Exception)]
+)
+def test_without_redis_tests_fail_in_ci_and_skip_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, required: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("SSEHUB_REQUIRE_REDIS", required)
+    with pytest.raises(outcome, match="no Redis answers"):
+        require_redis(f"redis://127.0.0.1:{_closed_port()}/0")
