@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .__about__ import __version__
 from ._exceptions import (
+    AuthenticationError,
     BackendUnavailable,
     BrokerClosed,
     BrokerError,
@@ -91,6 +92,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AuthenticationError",
     "BackendUnavailable",
     "Broker",
     "BrokerClosed",

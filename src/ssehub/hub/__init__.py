@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from .._logging import JsonFormatter, RequestIdMiddleware, TextFormatter, logging_config, redact
 from ._app import RESET_HEADER, HubState, create_app
+from ._auth import Principal, principal_of
 from ._errors import ERROR_CODES
 from ._openapi import openapi_document
+from ._patterns import TopicPatterns
 from ._publish import PublishRequest, parse_publish_body
 from ._settings import HubSettings
+from ._tokens import TokenVerifier
 
 __all__ = [
     "ERROR_CODES",
@@ -26,12 +29,16 @@ __all__ = [
     "HubSettings",
     "HubState",
     "JsonFormatter",
+    "Principal",
     "PublishRequest",
     "RequestIdMiddleware",
     "TextFormatter",
+    "TokenVerifier",
+    "TopicPatterns",
     "create_app",
     "logging_config",
     "openapi_document",
     "parse_publish_body",
+    "principal_of",
     "redact",
 ]
