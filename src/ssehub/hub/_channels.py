@@ -18,6 +18,7 @@ checks (authentication) apply to all of them alike.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -39,9 +40,11 @@ from .._exceptions import (
     UnknownChannel,
     UnknownListener,
 )
+from .._response._excgroups import collapse_excgroups
 from ..broker.events import RESERVED_EVENT_PREFIX
 from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
+from ._auth import principal_of
 from ._auth_channels import authorize_channel
 from ._errors import HubHTTPError
 from ._publish import check_content_type
@@ -53,10 +56,15 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.types import Receive, Scope, Send
 
+    from .._clock import Clock
     from ._app import HubState
+    from ._guard import Guard
+    from ._limits import Lease
     from ._settings import HubSettings
 
 __all__ = ["HubChannels", "channel_routes", "with_channels"]
+
+logger = logging.getLogger("ssehub.hub")
 
 Sleep = Callable[[float], Awaitable[None]]
 Operation = Callable[["HubChannels", Request], Awaitable[Response]]
@@ -352,25 +360,70 @@ async def _dispatch(hub: HubChannels, request: Request) -> Response:
 
 
 class _ListenerStream(EventSourceResponse):
-    """A listener's event stream; when it ends the listener lingers, then is removed."""
+    """A listener's event stream; when it ends the listener lingers, then is removed.
+
+    Under authentication it follows the rules of topic streams: it holds a connection place
+    (``lease``) while open and ends cleanly when its token expires (``deadline`` on ``clock``).
+    """
 
     def __init__(
-        self, hub: HubChannels, channel: Channel, listener: Listener, **kwargs: Any
+        self,
+        hub: HubChannels,
+        channel: Channel,
+        listener: Listener,
+        *,
+        lease: Lease | None = None,
+        deadline: float | None = None,
+        clock: Clock | None = None,
+        **kwargs: Any,
     ) -> None:
         last_event_id = kwargs.pop("last_event_id")
         super().__init__(channel.message_stream(listener, last_event_id=last_event_id), **kwargs)
         self._hub = hub
         self._channel = channel
         self._listener = listener
+        self._lease = lease
+        self._deadline = deadline
+        self._clock = clock
         hub.connected(listener)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            if self._deadline is None or self._clock is None:
+                await self._respond(scope, receive, send)
+            else:
+                # The stream's end signal becomes "hub shutdown or token expiry": the response
+                # ends cleanly on it, as on shutdown (no cancellation in the middle of a send).
+                end = anyio.Event()
+                shutdown, self._shutdown_event = self._shutdown_event, end
+                with collapse_excgroups():
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._expire, self._clock, self._deadline, end)
+                        if shutdown is not None:
+                            group.start_soon(_relay, shutdown, end)
+                        await self._respond(scope, receive, send)
+                        group.cancel_scope.cancel()
+        finally:
+            if self._lease is not None:
+                self._lease.release()
+            self._hub.linger(self._channel, self._listener)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             pass  # a frozen client: the stream ends, as if it had disconnected
-        finally:
-            self._hub.linger(self._channel, self._listener)
+
+    @staticmethod
+    async def _expire(clock: Clock, deadline: float, end: anyio.Event) -> None:
+        await clock.sleep_until(deadline)
+        logger.info("ended a listener stream: its token expired")
+        end.set()
+
+
+async def _relay(source: anyio.Event, target: anyio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 async def _events(hub: HubChannels, request: Request) -> Response:
@@ -381,15 +434,36 @@ async def _events(hub: HubChannels, request: Request) -> Response:
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     if request.method == "HEAD":
         return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
-    return _ListenerStream(
-        hub,
-        channel,
-        listener,
-        last_event_id=last_event_id,
-        ping=hub.settings.ping,
-        send_timeout=hub.settings.send_timeout,
-        shutdown_event=None if hub.shutdown_event is None else hub.shutdown_event(),
-    )
+    # -- security: a connection place and the token's expiry, as for topic streams
+    guard = _guard_of(request)
+    lease = deadline = clock = None
+    if guard is not None:
+        principal = principal_of(request.scope)
+        lease = guard.acquire(request.scope, principal)
+        deadline, clock = guard.deadline(principal), guard.clock
+    try:
+        return _ListenerStream(
+            hub,
+            channel,
+            listener,
+            lease=lease,
+            deadline=deadline,
+            clock=clock,
+            last_event_id=last_event_id,
+            ping=hub.settings.ping,
+            send_timeout=hub.settings.send_timeout,
+            shutdown_event=None if hub.shutdown_event is None else hub.shutdown_event(),
+        )
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+
+
+def _guard_of(request: Request) -> Guard | None:
+    """The hub's guard, when these routes run inside a hub app (``app.state.hub``)."""
+    hub_state = getattr(request.app.state, "hub", None)
+    return getattr(hub_state, "guard", None)
 
 
 # -- routing ---------------------------------------------------------------------------------
