@@ -47,8 +47,8 @@ from .._exceptions import (
     UnknownListener,
 )
 from ..hub._errors import HubHTTPError
-from ..hub._publish import parse_publish_body
-from ._message import Message
+from ..hub._publish import check_not_reserved, parse_publish_body
+from ._message import END_OF_STREAM, Message
 
 if TYPE_CHECKING:
     from ..broker import Broker
@@ -210,6 +210,7 @@ class IngestHandler:
         kind = item.get("type", "message")
         if not isinstance(kind, str):
             raise HubHTTPError("invalid_event", "'type' must be a string")
+        check_not_reserved(kind, "message types", allowed=frozenset({END_OF_STREAM}))
         message = Message(kind, item.get("payload"))
         channel = self.registry.get(name)
         if command == "broadcast":

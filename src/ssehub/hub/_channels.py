@@ -41,13 +41,12 @@ from .._exceptions import (
     UnknownListener,
 )
 from .._response._excgroups import collapse_excgroups
-from ..broker.events import RESERVED_EVENT_PREFIX
 from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
 from ._auth import principal_of
 from ._auth_channels import authorize_channel
 from ._errors import HubHTTPError
-from ._publish import check_content_type
+from ._publish import check_content_type, check_not_reserved
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -65,6 +64,9 @@ if TYPE_CHECKING:
 __all__ = ["HubChannels", "channel_routes", "with_channels"]
 
 logger = logging.getLogger("ssehub.hub")
+
+_SENDABLE_RESERVED: Final = frozenset({END_OF_STREAM})
+"""Reserved message types a sender may use: the end-of-stream type ends a listener's stream."""
 
 Sleep = Callable[[float], Awaitable[None]]
 Operation = Callable[["HubChannels", Request], Awaitable[Response]]
@@ -286,10 +288,7 @@ def _message(body: Any) -> Message:
     kind = item.get("type", "message")
     if not isinstance(kind, str):
         raise HubHTTPError("invalid_event", "'type' must be a string")
-    if kind.startswith(RESERVED_EVENT_PREFIX) and kind != END_OF_STREAM:
-        raise HubHTTPError(
-            "reserved_event", f"message types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
-        )
+    check_not_reserved(kind, "message types", allowed=_SENDABLE_RESERVED)
     try:
         message = Message(kind, item.get("payload"))
         if not message.is_end:

@@ -167,6 +167,24 @@ def _parse_data(item: dict[str, Any], where: str) -> str:
     return text
 
 
+def check_not_reserved(value: str, what: str, *, allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse a type in the hub's reserved ``ssehub.`` namespace (resets, drops, end of stream).
+
+    Args:
+        value: the event or message type.
+        what: how the error names it (``"event types"``, ``"message types"``).
+        allowed: reserved types the caller may send anyway (a channel's end-of-stream type).
+
+    Raises:
+        HubHTTPError: ``reserved_event`` (403): well-formed, but not the sender's to use.
+    """
+    if value.startswith(RESERVED_EVENT_PREFIX) and value not in allowed:
+        _reject(
+            "reserved_event",
+            f"{what} starting with {RESERVED_EVENT_PREFIX!r} are reserved for the hub",
+        )
+
+
 def _parse_event(item: dict[str, Any], where: str) -> str | None:
     value = item.get("event")
     if value is None:
@@ -183,11 +201,7 @@ def _parse_event(item: dict[str, Any], where: str) -> str | None:
     # would let a publisher inject fields; NUL is refused so types stay printable text.
     if "\r" in value or "\n" in value or "\0" in value:
         _reject("invalid_event", f"{where}'event' must not contain CR, LF or NUL")
-    if value.startswith(RESERVED_EVENT_PREFIX):
-        _reject(
-            "reserved_event",
-            f"{where}event types starting with {RESERVED_EVENT_PREFIX!r} are reserved for the hub",
-        )
+    check_not_reserved(value, f"{where}event types")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
