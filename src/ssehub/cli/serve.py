@@ -45,6 +45,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "Every option can also be set with the environment variable shown."
     for spec in options():
         default = "none" if spec.default is None else spec.default
+        if spec.name == "socket_mode":
+            default = f"{spec.default:o}"  # a file mode reads as octal, as chmod takes it
         help_text = f"{spec.help} (env {spec.env}; default {default})".replace("%", "%%")
         parser.add_argument(
             spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text
