@@ -86,14 +86,16 @@ async def _paced(pool: list[Publisher], rate: float, seconds: float, first: int)
     return (count - 1) / offered_s if count > 1 and offered_s > 0 else rate
 
 
-async def _wait_delivered(received: Received, subscribers: int, timeout: float) -> None:
+async def _wait_delivered(received: Received, timeout: float) -> float:
+    """Wait for every delivery; return the fraction that arrived within ``timeout``."""
     try:
         await asyncio.wait_for(received.done.wait(), timeout)
     except TimeoutError:
-        raise SystemExit(
-            f"only {received.count:,} of {received.target:,} deliveries after {timeout:.0f} s "
-            f"({subscribers} subscribers)"
-        ) from None
+        print(
+            f"    only {received.count:,} of {received.target:,} deliveries after {timeout:.0f} s",
+            flush=True,
+        )
+    return received.count / received.target if received.target else 1.0
 
 
 async def measure(
@@ -111,7 +113,7 @@ async def measure(
         cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.monotonic()
         await _burst(pool, events, first=0)
         publish_s = time.monotonic() - t0
-        await _wait_delivered(received, subscribers, timeout=max(60.0, events * 0.5))
+        burst_delivered = await _wait_delivered(received, timeout=max(120.0, events * 0.5))
         elapsed = time.monotonic() - t0
         cpu = server.cpu_seconds() - cpu0
         client_cpu = time.process_time() - client0
@@ -122,11 +124,12 @@ async def measure(
         offered = round(20 * paced_seconds)
         received.reset(subscribers * offered)
         offered_rate = await _paced(pool, 20.0, paced_seconds, first=events)
-        await _wait_delivered(received, subscribers, timeout=60.0)
+        paced_delivered = await _wait_delivered(received, timeout=120.0)
         paced_latency = received.latencies_ns
         # Concurrent publishes may be stored in any order; each exactly once is what counts.
         checked = subs[0].sequences
-        if sorted(checked) != list(range(events + offered)):
+        complete = burst_delivered == paced_delivered == 1.0
+        if complete and sorted(checked) != list(range(events + offered)):
             raise SystemExit(
                 f"{server.kind}: subscriber 0 saw {len(checked)} events, not each once"
             )
@@ -147,6 +150,9 @@ async def measure(
         "publishes_per_s": events / publish_s,
         "client_cpu_pct": client_cpu / elapsed * 100,
         "shed": float(shed),
+        # Below 1: deliveries still missing when the wait gave up (latencies are then those
+        # of the deliveries that did arrive, an underestimate).
+        "delivered_fraction": min(burst_delivered, paced_delivered),
     }
 
 
@@ -178,6 +184,7 @@ ROWS = (
     ("paced_offered_per_s", "20 events/s: rate achieved", "info", "{:.1f}"),
     ("publishes_per_s", "publishes accepted/s (burst)", "higher", "{:,.0f}"),
     ("client_cpu_pct", "load generator CPU % (burst)", "info", "{:.0f}"),
+    ("delivered_fraction", "fraction delivered before the wait gave up", "info", "{:.3f}"),
 )
 
 
