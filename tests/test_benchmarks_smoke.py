@@ -35,6 +35,7 @@ EXPECTED = {
         "| server RSS per stream (KiB) |",
         "streams ended by a server during measurement: 0",
     ],
+    "profile_hub_inprocess.py": ["µs of CPU per delivery (no sockets)"],
     "bench_hub_slow.py": [
         "### Slow consumer",
         "| others' p99 with the slow one (ms) |",
