@@ -183,6 +183,7 @@ class EventSourceResponse(Response):
         self._cleanup_timeout = cleanup_timeout
         self._encode = make_encoder(self.sep)
         self._last_activity = 0.0
+        self._done: anyio.Event | None = None
         self.active = True
         """False once the client disconnected or the stream ended (as in sse-starlette)."""
 
@@ -250,7 +251,13 @@ class EventSourceResponse(Response):
             await self.background()
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, start: Message) -> None:
-        self._done = anyio.Event()  # set when the content has ended (for the shutdown grace)
+        # Set when the content has ended; only a shutdown grace period waits for it, so idle
+        # streams without one do not carry an event each.
+        self._done = (
+            anyio.Event()
+            if self._shutdown_event is not None and self._shutdown_grace_period > 0
+            else None
+        )
         with collapse_excgroups():
             async with anyio.create_task_group() as group:
                 group.start_soon(self._listen_for_disconnect, receive, group.cancel_scope)
@@ -456,11 +463,12 @@ class EventSourceResponse(Response):
                 return
 
     def _finished(self) -> None:
-        self._done.set()
+        if self._done is not None:
+            self._done.set()
 
     async def _watch_shutdown(self, event: anyio.Event, stop: anyio.CancelScope) -> None:
         await event.wait()
-        if self._shutdown_grace_period > 0:
+        if self._done is not None:
             # Let the content finish by itself (a farewell event) before cancelling it.
             with anyio.move_on_after(self._shutdown_grace_period):
                 await self._done.wait()

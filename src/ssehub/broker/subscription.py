@@ -109,7 +109,9 @@ class Subscription:
         self._replay: Sequence[StoredEvent] = ()
         self._floor: Position | None = None  # live events at or below it were replayed
         self._dropped_pending = 0
-        self._buffer: deque[Item] = deque()
+        # Only ``async for`` consumers need it; the response's fast path never does, and an
+        # empty deque costs several hundred bytes per idle stream.
+        self._buffer: deque[Item] | None = None
         self._peak = 0
         self._dropped = 0
         self._delivered = 0
@@ -325,6 +327,8 @@ class Subscription:
                 from history with the last id you processed.
         """
         buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = deque()
         if not buffer:
             buffer.extend(await self.receive())
             if not buffer:

@@ -82,6 +82,10 @@ class HubState:
         self._started = time.monotonic()
         self._draining = False
         self._shutdown: anyio.Event | None = None
+        # The subscriptions of open event streams: drain() closes them, which ends each stream
+        # cleanly. Cheaper than a shutdown watcher task per stream (an idle stream's memory is
+        # mostly its tasks).
+        self._streams: set[Subscription] = set()
         # -- security: authentication, authorization and limits (app.state.hub.guard)
         self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
@@ -119,6 +123,16 @@ class HubState:
         self._draining = True
         if self._shutdown is not None:
             self._shutdown.set()
+        for subscription in list(self._streams):
+            subscription.close()
+
+    def _stream_opened(self, subscription: Subscription) -> None:
+        self._streams.add(subscription)
+        if self._draining:
+            subscription.close()  # the stream sends its headers and ends at once
+
+    def _stream_closed(self, subscription: Subscription) -> None:
+        self._streams.discard(subscription)
 
     def _started_now(self) -> None:
         self._started = time.monotonic()
@@ -152,6 +166,7 @@ class _HubStream(EventSourceResponse):
         self,
         subscription: Subscription,
         *,
+        hub: HubState | None = None,
         guard: Guard | None = None,
         principal: Principal | None = None,
         lease: Lease | None = None,
@@ -161,6 +176,7 @@ class _HubStream(EventSourceResponse):
         source = guard.stream_source(subscription, principal) if guard and principal else None
         super().__init__(source or subscription, **kwargs)
         self._subscription = subscription
+        self._hub = hub
         self._lease = lease
         self._deadline = guard.deadline(principal) if guard and principal else None
         self._clock = guard.clock if guard else None
@@ -172,6 +188,9 @@ class _HubStream(EventSourceResponse):
         self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hub = self._hub
+        if hub is not None:
+            hub._stream_opened(self._subscription)
         try:
             if self._deadline is None:
                 await self._respond(scope, receive, send)
@@ -183,6 +202,8 @@ class _HubStream(EventSourceResponse):
                         await self._respond(scope, receive, send)
                         group.cancel_scope.cancel()
         finally:
+            if hub is not None:
+                hub._stream_closed(self._subscription)
             await self._subscription.aclose()
             if self._lease is not None:
                 self._lease.release()
@@ -294,7 +315,7 @@ class _Endpoints:
             headers=headers,
             ping=settings.ping,
             send_timeout=settings.send_timeout,
-            shutdown_event=hub.shutdown_event(),
+            hub=hub,  # drain() ends the stream by closing its subscription
             guard=hub.guard,
             principal=principal,
             lease=lease,
