@@ -131,10 +131,16 @@ class Guard:
         return VisibleEvents(subscription, principal)
 
     def deadline(self, principal: Principal) -> float | None:
-        """Return when (on the broker's clock) the principal's stream must end, or ``None``."""
+        """Return when (on the broker's clock) the principal's stream must end, or ``None``.
+
+        The JWT leeway applies here as it does when the token is checked: a token accepted
+        within the leeway after its ``exp`` must not open a stream that ends at once (the
+        client would reconnect in a loop until it gets a new token).
+        """
         if principal.expires_at is None:
             return None
-        return self.clock.time() + (principal.expires_at - time.time())
+        remaining = principal.expires_at + self.settings.jwt_leeway - time.time()
+        return self.clock.time() + remaining
 
     # -- POST /publish ---------------------------------------------------------------------
 
