@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -117,6 +118,49 @@ async def test_requests_never_cause_a_server_error(
         document = response.json()
         assert set(document) == {"error", "detail"}
         assert document["error"] in ERROR_CODES or response.status_code in {404, 405}
+
+
+# Query strings for GET /events: repeated, empty, odd and over-long topics, lastEventId and the
+# token parameter, percent-escapes (valid and broken), and unrelated parameters.
+query_keys = st.sampled_from(["topic", "topic", "lastEventId", "token", "x", "", "topic[]"])
+query_values = st.one_of(
+    st.sampled_from(["a", "b", "b/1", "*", "", "%", "%zz", "%0a", "%00", "a%0Db", "x" * 300]),
+    st.text(max_size=20).map(lambda text: quote(text, safe="")),
+    st.sampled_from([READER, SCOPED]).map(lambda value: value.partition(" ")[2]),
+)
+query_strings = st.lists(st.tuples(query_keys, query_values), max_size=40).map(
+    lambda pairs: "&".join(f"{key}={value}" for key, value in pairs)
+)
+
+
+@FUZZ
+@given(query=query_strings, credential=credentials, last_event_id=header_values)
+async def test_subscribe_queries_never_cause_a_server_error(
+    app: Starlette, query: str, credential: str | None, last_event_id: str
+) -> None:
+    headers = {"last-event-id": last_event_id} if last_event_id else {}
+    if credential is not None:
+        headers["authorization"] = credential
+    scope = http_scope("/events", query_string=query, headers=headers)
+    with anyio.fail_after(10):
+        async with stream_asgi(app, scope=scope) as stream:
+            await stream.start()
+            assert stream.status_code < 500
+            if stream.status_code != 200:
+                document = json.loads(await stream.read_all())
+                assert set(document) == {"error", "detail"}
+                assert document["error"] in ERROR_CODES
+                return
+            # An accepted stream opens with a comment that a spec parser reads as nothing,
+            # possibly preceded by a reset notice: never garbage, never the client's id.
+            first = await stream.receive_chunk()
+            assert first is not None
+            assert first.startswith(b": ok")
+            events = list(EventParser().feed(first))
+            assert all(event.event == "ssehub.reset" for event in events)
+            if last_event_id:
+                assert last_event_id.encode("utf-8", "replace") not in first
+            await stream.disconnect()
 
 
 @FUZZ
