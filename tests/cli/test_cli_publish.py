@@ -86,6 +86,20 @@ def test_stdin_lines_are_one_event_each(
     assert [e.id for e in events] == [m.group(1) for m in answers if m is not None]
 
 
+def test_stdin_and_inline_lines_split_alike_on_cr_lf_and_crlf(
+    hub: HubServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lone CR ends a line (it used to stay in the data, and join "b" and "c"); CRLF is one end.
+    raw = "a\rb\r\n\rc\u2026\nd\r"
+    start = marker(hub.url, "crlines")
+    feed_stdin(monkeypatch, raw.encode())
+    assert main(["publish", "--url", hub.url, "crlines", "-", "--lines"]) == 0
+    assert main(["publish", "--url", hub.url, "crlines", raw, "--lines"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 8
+    events = published_after(hub.url, "crlines", start, 8)
+    assert [e.data for e in events] == ["a", "b", "c\u2026", "d"] * 2
+
+
 def test_inline_data_lines(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> None:
     start = marker(hub.url, "inline")
     assert main(["publish", "--url", hub.url, "inline", "x\ny", "--lines"]) == 0
@@ -151,4 +165,32 @@ def test_stdin_lines_are_published_as_they_arrive(hub: HubServer) -> None:
     assert len(out.splitlines()) == 1
     events = published_after(hub.url, "logs", start, 2)
     assert [e.data for e in events] == ["first", "second \u2026"]
+    assert events[0].id == answer.group(1)
+
+
+def test_a_line_ending_in_cr_is_published_before_more_input(hub: HubServer) -> None:
+    # The CR alone ends the line: no wait for a possible LF; the LF that follows is not a line.
+    start = marker(hub.url, "crlogs")
+    with subprocess.Popen(
+        [sys.executable, "-m", "ssehub.cli", "publish", "--url", hub.url, "crlogs", "-", "--lines"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as child:
+        try:
+            assert child.stdin is not None
+            assert child.stdout is not None
+            child.stdin.write(b"first\r")
+            child.stdin.flush()
+            answer = ANSWER.fullmatch(read_line(child.stdout, 10).decode().strip())
+            assert answer is not None
+            out, err = child.communicate(b"\nsecond\r\n", timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+    assert child.returncode == 0, err
+    assert len(out.splitlines()) == 1
+    events = published_after(hub.url, "crlogs", start, 2)
+    assert [e.data for e in events] == ["first", "second"]
     assert events[0].id == answer.group(1)

@@ -4,7 +4,8 @@ Publishes through the hub's ``POST /publish`` and prints what the hub answered, 
 event: ``id=<id> topics=<t,...> subscribers=<n>``. ``DATA`` ``-`` reads standard input: all of it
 as one event (one final newline removed, as shells do with ``$(...)``), or with ``--lines`` one
 event per line *as each line arrives*, so ``tail -f log | ssehub publish logs - --lines`` streams.
-Empty lines are skipped with ``--lines``.
+With ``--lines`` CRLF, CR and LF all end a line, on standard input as inline, and empty lines
+are skipped.
 
 Exit codes: 0 published, 1 the hub refused or cannot be reached, 2 bad arguments (URL, input).
 """
@@ -26,6 +27,7 @@ __all__ = ["add_parser", "describe_refusal", "run"]
 
 _PROG = "ssehub publish"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BYTE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -66,8 +68,37 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _stdin_lines() -> Iterator[str]:
-    for raw in sys.stdin.buffer:
-        yield raw.decode("utf-8").rstrip("\r\n")
+    """Yield the lines of standard input as they arrive; CRLF, CR and LF all end a line.
+
+    Iterating the binary stream would split on LF only (and keep a lone CR), unlike inline
+    ``--lines``. ``read1`` returns whatever the pipe holds, so a line is published as soon as its
+    terminator arrives, even one ending in a CR with nothing after it yet.
+    """
+    stream = sys.stdin.buffer
+    read = getattr(stream, "read1", stream.read)
+    yield from _split_lines(iter(lambda: read(65536), b""))
+
+
+def _split_lines(chunks: Iterator[bytes]) -> Iterator[str]:
+    """Split a stream of byte chunks into UTF-8 lines at CRLF, CR or LF.
+
+    A CR ends its line at once; an LF right after it (perhaps in the next chunk) is the rest of
+    the same CRLF, not an empty line. Splitting the bytes is safe before decoding: CR and LF
+    never occur inside a multi-byte UTF-8 sequence.
+
+    Raises:
+        UnicodeDecodeError: a line is not UTF-8.
+    """
+    pending = b""
+    after_cr = False
+    for raw in chunks:
+        chunk = raw[1:] if after_cr and raw.startswith(b"\n") else raw
+        after_cr = chunk.endswith(b"\r")
+        *complete, pending = _BYTE_LINE_BREAK.split(pending + chunk)
+        for line in complete:
+            yield line.decode("utf-8")
+    if pending:
+        yield pending.decode("utf-8")
 
 
 def _payloads(args: argparse.Namespace) -> Iterator[str]:
