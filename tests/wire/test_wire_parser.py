@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import ssehub
-from ssehub.wire import DEFAULT_MAX_EVENT_SIZE, EventParser, MessageEvent, parse
+from ssehub.wire import DEFAULT_MAX_EVENT_SIZE, MAX_RETRY, EventParser, MessageEvent, parse
 
 M = MessageEvent
 
@@ -201,6 +201,40 @@ def test_seeded_last_event_id() -> None:
 def test_multibyte_character_split_byte_by_byte_in_event_and_id() -> None:
     stream = "id: é…\nevent: ü\ndata: 日本\n\n".encode()
     assert feed_all([stream[i : i + 1] for i in range(len(stream))]) == [M("日本", "ü", "é…")]
+
+
+# A hostile server must not crash the client with a retry value int() refuses (more than 4300
+# digits) or make it convert megabytes of digits: values above MAX_RETRY are ignored.
+
+
+@pytest.mark.parametrize("digits", [21, 4300, 4301, 100_000])
+def test_huge_retry_is_ignored_without_converting_it(digits: int) -> None:
+    parser = EventParser()
+    stream = b"retry: 1000\n\nretry: " + b"1" * digits + b"\ndata: x\n\n"
+    assert parser.feed(stream) == [M("x")]
+    assert parser.retry == 1000  # the previous valid value is kept
+
+
+def test_retry_bound_is_inclusive() -> None:
+    assert MAX_RETRY == 2**64 - 1
+    parser = EventParser()
+    parser.feed(f"retry: {MAX_RETRY}\n\n".encode())
+    assert parser.retry == MAX_RETRY
+    parser.feed(f"retry: {MAX_RETRY + 1}\n\n".encode())
+    assert parser.retry == MAX_RETRY
+
+
+def test_leading_zeros_do_not_count_towards_the_retry_bound() -> None:
+    parser = EventParser()
+    parser.feed(b"retry: " + b"0" * 10_000 + b"2500\n\n")
+    assert parser.retry == 2500
+    parser.feed(b"retry: " + b"0" * 10_000 + b"\n\n")
+    assert parser.retry == 0
+
+
+def test_huge_retry_fed_byte_by_byte() -> None:
+    stream = b"retry: 7\n\nretry: " + b"9" * 5000 + b"\ndata: x\n\n"
+    assert feed_all([stream[i : i + 1] for i in range(len(stream))]) == [M("x")]
 
 
 def test_invalid_max_event_size() -> None:

@@ -6,12 +6,13 @@ required); ``tests/test_exports.py`` enforces it.
 
 from __future__ import annotations
 
-from .decode import DEFAULT_MAX_EVENT_SIZE, EventParser, MessageEvent, parse
+from .decode import DEFAULT_MAX_EVENT_SIZE, MAX_RETRY, EventParser, MessageEvent, parse
 from .event import DEFAULT_SEPARATOR, SEPARATORS, JSONServerSentEvent, ServerSentEvent
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "DEFAULT_SEPARATOR",
+    "MAX_RETRY",
     "SEPARATORS",
     "EventParser",
     "JSONServerSentEvent",

@@ -20,11 +20,19 @@ from typing import Final
 
 from .._exceptions import EventTooLarge
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "EventParser", "MessageEvent", "parse"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "MAX_RETRY", "EventParser", "MessageEvent", "parse"]
 
 DEFAULT_MAX_EVENT_SIZE: Final = 8 * 1024 * 1024
 """8 MiB bounds one line and one event's data; generous for LLM token streams and JSON documents,
 small enough that a hostile endless line cannot exhaust a client's memory."""
+
+MAX_RETRY: Final = 2**64 - 1
+"""The largest ``retry:`` value (milliseconds) the parser accepts and the encoder writes: Chromium's
+bound (an unsigned 64-bit integer). A larger value is ignored like any invalid one, so a hostile
+server cannot make the parser convert thousands of digits (which Python refuses with a
+``ValueError`` beyond ``sys.get_int_max_str_digits()``, 4300 by default)."""
+
+_MAX_RETRY_DIGITS: Final = len(str(MAX_RETRY))
 
 _EOL: Final = re.compile(rb"\r\n|\r|\n")
 _BOM: Final = b"\xef\xbb\xbf"
@@ -55,7 +63,11 @@ class EventParser:
 
     Attributes:
         last_event_id: the last event ID string (committed at each blank line).
-        retry: the last valid ``retry:`` value in milliseconds, or ``None``.
+        retry: the last valid ``retry:`` value in milliseconds, or ``None``. Valid means ASCII
+            digits only (WHATWG §9.2.6; leading zeros allowed) and at most :data:`MAX_RETRY`
+            (2**64 - 1, Chromium's bound); a larger value is ignored like an invalid one, so
+            the previous value stays, and the work per ``retry:`` line stays bounded however
+            many digits a server sends.
 
     Raises:
         EventTooLarge: from :meth:`feed`, when a line or an event's data exceeds the bound. The
@@ -201,9 +213,22 @@ class EventParser:
                 self._id = value
         elif name == b"retry" and value.isdigit():
             # bytes.isdigit() is true for ASCII digits only (and false for b""), exactly the
-            # spec's rule.
-            self.retry = int(value)
+            # spec's rule: "If the field value consists of only ASCII digits, then interpret
+            # the field value as an integer in base ten" (WHATWG §9.2.6).
+            self._set_retry(value)
         # Any other field name is ignored (§9.2.6), including case variants such as "Data".
+
+    def _set_retry(self, digits: bytes) -> None:
+        # The spec sets no upper bound, but int() on an unbounded digit string is both slow
+        # (quadratic) and refused by Python beyond 4300 digits (a ValueError that would crash
+        # the client). Leading zeros are legal ("03000" is 3000), so they are stripped first;
+        # then more digits than MAX_RETRY has means a larger value, ignored as Chromium does.
+        significant = digits.lstrip(b"0")
+        if len(significant) > _MAX_RETRY_DIGITS:
+            return
+        value = int(significant) if significant else 0
+        if value <= MAX_RETRY:
+            self.retry = value
 
     def _dispatch(self, events: list[MessageEvent]) -> None:
         # Step 1: the last event ID string is set even when no event fires.
