@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import ssehub
-from ssehub.wire import JSONServerSentEvent, MessageEvent, ServerSentEvent, _json, parse
+from ssehub.wire import MAX_RETRY, JSONServerSentEvent, MessageEvent, ServerSentEvent, _json, parse
 from ssehub.wire import event as event_module
 
 
@@ -66,6 +66,40 @@ def test_invalid_fields_raise_a_typed_error(kwargs: dict[str, Any]) -> None:
     if kwargs:
         with pytest.raises(ssehub.EventValidationError):
             JSONServerSentEvent({"a": 1}, **kwargs)
+
+
+HUGE = 10**5000  # more digits than Python renders as text (sys.get_int_max_str_digits())
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("id", {"id": HUGE}),
+        ("retry", {"retry": HUGE}),
+        ("retry", {"retry": 2**64}),
+        ("data", {"data": HUGE}),
+        ("data", {"data": -HUGE}),
+    ],
+    ids=["huge-id", "huge-retry", "retry-2**64", "huge-data", "huge-negative-data"],
+)
+def test_huge_ints_raise_the_typed_error(field: str, kwargs: dict[str, Any]) -> None:
+    # Not the plain ValueError of int -> str conversion.
+    data = kwargs.pop("data", "x")
+    with pytest.raises(ssehub.EventValidationError) as info:
+        ServerSentEvent(data, **kwargs)
+    assert info.value.field == field
+
+
+def test_huge_json_int_raises_the_typed_error() -> None:
+    with pytest.raises(ssehub.EventValidationError) as info:
+        JSONServerSentEvent({"n": HUGE})
+    assert info.value.field == "data"
+
+
+def test_retry_up_to_max_retry_is_accepted() -> None:
+    wire = ServerSentEvent(retry=MAX_RETRY).encode()
+    assert wire == f"retry: {2**64 - 1}\n\n".encode()
+    assert ServerSentEvent("x", id=10**4000).id == str(10**4000)  # long but renderable
 
 
 def test_error_names_the_offending_field() -> None:

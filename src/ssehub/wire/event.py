@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Final, NoReturn
 
 from .._exceptions import EventValidationError
 from ._json import dumps
+from .decode import MAX_RETRY
 
 __all__ = ["DEFAULT_SEPARATOR", "SEPARATORS", "JSONServerSentEvent", "ServerSentEvent"]
 
@@ -59,12 +60,23 @@ def _raise_unencodable(**fields: str | None) -> NoReturn:
     raise AssertionError("unreachable: no field failed to encode")  # pragma: no cover
 
 
+def _int_text(field: str, value: int) -> str:
+    # int.__repr__, not str(): an IntEnum member's str() is its name on Python 3.10.
+    try:
+        return int.__repr__(value)
+    except ValueError:
+        # Python refuses to render ints of more than sys.get_int_max_str_digits() digits
+        # (4300 by default); report it as the typed error every other bad field raises.
+        raise EventValidationError(
+            field, "int has too many digits to be rendered as text"
+        ) from None
+
+
 def _id_text(value: object) -> str:
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        # int.__repr__, not str(): an IntEnum member's str() is its name on Python 3.10.
-        return int.__repr__(value)
+        return _int_text("id", value)
     raise EventValidationError("id", f"must be str or int, not {type(value).__name__}")
 
 
@@ -85,7 +97,7 @@ def _data_text(data: object) -> str:
             "ServerSentEvent.json()) to send it as JSON",
         )
     if isinstance(data, int):
-        return int.__repr__(data)
+        return _int_text("data", data)
     if isinstance(data, float):
         return float.__repr__(data)
     return str(data)
@@ -103,13 +115,16 @@ class ServerSentEvent:
             still sets ``id``).
         event: the event type (``event:`` field); no CR or LF.
         id: the event id; ``str`` or ``int`` (rendered as decimal text); no CR, LF or NUL.
-        retry: the client's reconnection time in milliseconds; a non-negative ``int``.
+        retry: the client's reconnection time in milliseconds; an ``int`` from 0 to
+            :data:`~ssehub.wire.MAX_RETRY` (2**64 - 1, the most a parser honours).
         comment: comment text; each line becomes one ``:`` line, ignored by clients.
         sep: the line separator, ``"\\n"`` (default), ``"\\r\\n"`` or ``"\\r"``.
 
     Raises:
-        EventValidationError: a field would break the wire format, or a text field holds a
-            lone surrogate (not encodable as UTF-8). It is a ``ValueError``.
+        EventValidationError: a field would break the wire format, a text field holds a
+            lone surrogate (not encodable as UTF-8), or an ``int`` ``id`` or ``data`` has more
+            digits than Python renders as text (``sys.get_int_max_str_digits()``). It is a
+            ``ValueError``.
 
     Fields are written in sse-starlette's order (comment, id, event, data, retry), each as
     ``name: value`` with exactly one space, which the parser strips, so a value that itself
@@ -171,8 +186,13 @@ class ServerSentEvent:
                 if isinstance(retry, bool) or not isinstance(retry, int):
                     raise EventValidationError("retry", "must be a non-negative int (milliseconds)")
                 retry = int(retry)
-            if retry < 0:
-                raise EventValidationError("retry", "must be a non-negative int (milliseconds)")
+            if not 0 <= retry <= MAX_RETRY:
+                # Parsers ignore larger values (Chromium keeps an unsigned 64-bit integer, and
+                # so does ssehub's EventParser), so such a field could never take effect; the
+                # bound also keeps the int cheap to render as text.
+                raise EventValidationError(
+                    "retry", "must be a non-negative int (milliseconds) up to 2**64 - 1"
+                )
             tail = f"retry: {retry}\n\n"
         if data is None:
             text = head + tail
