@@ -107,7 +107,22 @@ def test_server_retry_above_the_cap_wins() -> None:
 
 
 def test_delay_for_a_long_outage_does_not_overflow() -> None:
-    assert ReconnectPolicy(max_delay=30.0).delay(3.0, 10_000, 0.5) == 30.0
+    assert ReconnectPolicy(max_delay=30.0).delay(3.0, 10_000, 0.5) == 25.0
+
+
+def test_capped_delays_keep_their_jitter_below_the_cap() -> None:
+    # Clipping the jittered delay at the cap made every capped delay exactly max_delay, so a
+    # cohort of clients retrying a dead server came back in lockstep.
+    policy = ReconnectPolicy(max_delay=30.0, jitter=0.5)
+    capped = [policy.delay(3.0, 20, rand) for rand in (0.0, 0.25, 0.5, 0.999)]
+    assert capped == pytest.approx([20.0, 22.5, 25.0, 29.99])
+    assert len(set(capped)) == 4
+    assert all(20.0 <= d <= 30.0 for d in capped)
+    # The window slides under the cap continuously: 8 s * 1.5 = 12 s passes the 10 s cap.
+    policy = ReconnectPolicy(max_delay=10.0, jitter=0.5)
+    assert policy.delay(1.0, 3, 0.0) == pytest.approx(10.0 / 1.5)
+    assert policy.delay(1.0, 3, 0.999) == pytest.approx(10.0 * 1.4995 / 1.5)
+    assert policy.delay(1.0, 2, 0.999) == pytest.approx(4 * 1.4995)  # 6 s window: uncapped
 
 
 @given(
@@ -124,6 +139,9 @@ def test_delay_is_always_between_the_retry_and_the_cap(
     delay = policy.delay(base, failures, rand)
     assert base <= delay <= max(base, cap)
     assert policy.delay(base, failures + 1, rand) >= delay  # never shrinks while failing
+    # Not below the plain backoff, except inside the window the jitter keeps under the cap.
+    grown = base * policy.multiplier ** min(failures, 64)
+    assert delay >= min(grown, cap / (1 + jitter)) * (1 - 1e-9)
 
 
 # -- machine -------------------------------------------------------------------------------------
@@ -244,6 +262,17 @@ def test_jitter_uses_the_random_source() -> None:
     policy = ReconnectPolicy(initial_retry=1.0, max_delay=100.0, jitter=0.5)
     machine = ReconnectMachine(policy, random=sequence(0.0, 0.5, 0.25))
     assert [machine.on_disconnect().delay for _ in range(3)] == [1.0, 2.5, 4.5]
+
+
+def test_capped_delays_are_deterministic_under_the_random_source() -> None:
+    policy = ReconnectPolicy(initial_retry=1.0, max_delay=4.0, jitter=1.0)
+    rands = (0.5, 0.0, 0.5, 0.0, 0.75)
+    machine = ReconnectMachine(policy, random=sequence(*rands))
+    delays = [machine.on_disconnect().delay for _ in rands]
+    # 1.5, then windows 4, 8, 16, 32 capped at 4: [2, 4] picked by the random source.
+    assert delays == [1.5, 2.0, 3.0, 2.0, 3.5]
+    machine = ReconnectMachine(policy, random=sequence(*rands))
+    assert [machine.on_disconnect().delay for _ in rands] == delays
 
 
 def test_interrupted_reconnects_at_once_without_counting_a_failure() -> None:

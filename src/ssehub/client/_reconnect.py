@@ -101,8 +101,14 @@ class ReconnectPolicy:
     successful open, so 0 right after an open stream ended) is::
 
         base  = reconnection time (the server's last valid ``retry:``, else initial_retry)
-        delay = min(max_delay, base * multiplier**k * (1 + jitter * random()))
+        top   = min(max_delay, base * multiplier**k * (1 + jitter))
+        delay = top * (1 + jitter * random()) / (1 + jitter)
         delay = max(delay, base)        # never sooner than the server asked (spec)
+
+    Below the cap this is ``base * multiplier**k * (1 + jitter * random())``: up to ``jitter``
+    of the backed-off delay is added. Once that window reaches the cap it slides under it, to
+    ``[max_delay / (1 + jitter), max_delay]``, so capped delays keep their spread (clipping
+    them would bring every client of a long outage back at the same moment).
 
     Args:
         initial_retry: the reconnection time in seconds until the server sends ``retry:``.
@@ -111,8 +117,9 @@ class ReconnectPolicy:
             within half a minute while a dead one costs one request per client per 30 s. A
             server's ``retry:`` above the cap still wins (the spec's minimum wait).
         multiplier: growth factor per consecutive failure (``1`` disables backoff).
-        jitter: up to this fraction of the delay is added at random, so clients dropped at
-            the same moment do not come back at the same moment.
+        jitter: up to this fraction of the delay is added at random (at the cap: the spread
+            is kept below it), so clients dropped at the same moment do not come back at the
+            same moment.
         retry_statuses: HTTP statuses that reconnect (with backoff) instead of failing the
             connection. Empty by default, as browsers fail on every non-200 status; pass
             :data:`RETRYABLE_STATUSES` to survive overloaded or restarting servers. **This
@@ -156,7 +163,14 @@ class ReconnectPolicy:
         """
         # The exponent is bounded so a long outage cannot overflow the float.
         grown = base * self.multiplier ** min(failures, 64)
-        delay = min(self.max_delay, grown * (1.0 + self.jitter * rand))
+        spread = 1.0 + self.jitter
+        # Cap the top of the jitter window rather than the jittered delay: capping after the
+        # jitter would pin every delay at max_delay, exactly when a whole cohort of clients is
+        # retrying a dead server. The factor is at most 1, so the delay never exceeds the cap,
+        # and it is one multiplication of a monotonic ``top``, so it never shrinks as
+        # ``failures`` grows.
+        top = min(self.max_delay, grown * spread)
+        delay = top * ((1.0 + self.jitter * rand) / spread)
         return max(delay, base)
 
 
