@@ -191,6 +191,37 @@ async def test_bad_items_raise_typed_errors() -> None:
         await body_of(EventSourceResponse(agen("ok \ud800"), ping=0))
 
 
+class Colour(enum.Enum):
+    RED = 1
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(
+    "item",
+    [object(), Colour.RED, True, {1, 2}, (1,), None, ServerSentEvent],
+    ids=["object", "plain-enum", "bool", "set", "tuple", "none", "class"],
+)
+async def test_items_without_a_text_form_are_refused_not_sent_as_repr(item: object) -> None:
+    # sse-starlette would send str(item): "<object object at 0x...>", "Colour.RED", "True".
+    with pytest.raises(EventValidationError, match=type(item).__name__) as info:
+        await body_of(EventSourceResponse(agen(item), ping=0))
+    assert "JSONServerSentEvent" in str(info.value)
+
+
+@pytest.mark.parametrize("data", [object(), Colour.RED])
+async def test_dict_items_with_repr_prone_data_are_refused(data: object) -> None:
+    with pytest.raises(EventValidationError, match="JSONServerSentEvent"):
+        await body_of(EventSourceResponse(agen({"data": data}), ping=0))
+
+
+async def test_numbers_and_int_enums_are_data_text_as_in_sse_starlette() -> None:
+    body = await body_of(EventSourceResponse(agen(7, -2.5, Level.HIGH, "s"), ping=0))
+    assert body == OPEN_LF + b"data: 7\n\ndata: -2.5\n\ndata: 3\n\ndata: s\n\n"
+
+
 async def test_str_subclass_items_are_sent_as_their_text() -> None:
     class Kind(str, enum.Enum):
         UPDATE = "update"

@@ -154,6 +154,45 @@ def test_repr_prone_data_is_refused_with_a_pointer_to_json(data: object) -> None
     assert info.value.field == "data"
 
 
+class Colour(enum.Enum):
+    RED = 1
+
+
+class Perm(enum.IntFlag):
+    READ = 4
+
+
+@pytest.mark.parametrize(
+    "data",
+    [object(), Colour.RED, Kind, ServerSentEvent("x"), complex(1, 2), type("Any", (), {})()],
+    ids=["object", "plain-enum", "class", "event", "complex", "custom"],
+)
+def test_data_without_a_text_form_is_refused_not_sent_as_repr(data: object) -> None:
+    # str() of these is a repr ("<object object at 0x...>", "Colour.RED"), never wire data.
+    with pytest.raises(ssehub.EventValidationError, match="JSONServerSentEvent") as info:
+        ServerSentEvent(data)
+    assert info.value.field == "data"
+    assert type(data).__name__ in str(info.value)
+
+
+def test_number_subclasses_are_rendered_by_value() -> None:
+    class Ratio(float):
+        def __repr__(self) -> str:
+            return "Ratio!"
+
+    assert ServerSentEvent(Perm.READ).encode() == b"data: 4\n\n"
+    assert ServerSentEvent(Ratio(0.25)).encode() == b"data: 0.25\n\n"
+
+
+def test_str_int_float_match_sse_starlette() -> None:
+    starlette_event = pytest.importorskip("sse_starlette.event")
+    for data in ["text", "two\nlines", 42, -7, 1.5, 1e100, Number.SEVEN]:
+        theirs = starlette_event.ServerSentEvent(data, sep="\n").encode()
+        if isinstance(data, enum.Enum):
+            theirs = b"data: 7\n\n"  # sse-starlette's str() gives the name on Python 3.10
+        assert ServerSentEvent(data).encode() == theirs, data
+
+
 def test_bool_data_is_refused() -> None:
     with pytest.raises(ssehub.EventValidationError, match="JSONServerSentEvent"):
         ServerSentEvent(data=True)

@@ -3,9 +3,12 @@
 The rules follow sse-starlette's ``ensure_bytes`` where they are safe, so code written for it
 keeps its output: ``bytes`` go out as they are, a :class:`~ssehub.wire.ServerSentEvent` uses its
 own (cached) encoding, a ``dict`` is read as the keyword arguments of an event and encoded with the
-response's separator, and anything else becomes the event's ``data`` text. Unlike sse-starlette,
-containers are refused with :class:`~ssehub.EventValidationError` instead of being sent as a Python
-``repr`` (use :class:`~ssehub.JSONServerSentEvent` for JSON).
+response's separator, ``str``, ``int`` and ``float`` become the event's ``data`` text, and objects
+with an ``encode()`` method returning bytes (sse-starlette's events) are sent as they encode
+themselves. Unlike sse-starlette, which sends ``str(item)`` for anything else, every other item
+(containers, ``bool``, plain ``Enum`` members, arbitrary objects) is refused with
+:class:`~ssehub.EventValidationError` instead of being sent as a Python ``repr`` (use
+:class:`~ssehub.JSONServerSentEvent` for JSON).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from .._exceptions import EventValidationError
 from ..wire import ServerSentEvent
 
 __all__ = ["DICT_KEYS", "make_encoder"]
@@ -35,6 +39,14 @@ def _from_dict(item: dict[Any, Any], sep: str) -> bytes:
     return ServerSentEvent(data, sep=sep, **fields).encode()
 
 
+def _unsupported(item: object) -> str:
+    return (
+        f"content item of type {type(item).__name__} has no SSE form; yield a ServerSentEvent, "
+        "a dict of event fields, str, bytes, int or float (use JSONServerSentEvent for "
+        "structured data)"
+    )
+
+
 def make_encoder(sep: str) -> Callable[[Any], bytes]:
     """Return a function that encodes one content item with the line separator ``sep``.
 
@@ -43,8 +55,9 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
 
     Returns:
         ``encode(item) -> bytes``. It raises :class:`~ssehub.EventValidationError` for an item
-        that would break the wire format or has no text form, and ``TypeError`` for a ``dict``
-        with unknown keys.
+        that would break the wire format or is not one of the kinds above (its message names
+        the item's type and the accepted kinds), and ``TypeError`` for a ``dict`` with unknown
+        keys.
     """
     tail = sep + sep
 
@@ -75,12 +88,18 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
         if kind is not int and not isinstance(item, float):
             # Duck-typed events (for example sse-starlette's own ServerSentEvent objects mixed in
             # during a migration) carry their own encoding.
-            method = getattr(item, "encode", None)
+            # A class is skipped: its encode is an unbound function (yielding
+            # ServerSentEvent instead of an instance is a bug to report, not to call).
+            method = None if isinstance(item, type) else getattr(item, "encode", None)
             if callable(method):
                 encoded = method()
                 if isinstance(encoded, bytes):
                     return encoded
-        # int, float and other scalars become data text; containers raise EventValidationError.
+            if not isinstance(item, int) or isinstance(item, bool):
+                # sse-starlette sends str(item), which for anything but text and numbers is a
+                # Python repr ("<object object at 0x...>", "Colour.RED", "{'a': 1}"): refuse it.
+                raise EventValidationError("data", _unsupported(item))
+        # int and float (subclasses included) become data text, as in sse-starlette.
         return ServerSentEvent(item, sep=sep).encode()
 
     return encode

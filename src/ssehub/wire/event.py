@@ -26,7 +26,6 @@ SEPARATORS: Final = ("\n", "\r\n", "\r")
 _LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 _LF: Final = "\n"
 _NEXT_DATA: Final = "\ndata: "
-_REPR_PRONE = (bool, dict, list, tuple, set, frozenset, bytes, bytearray, memoryview)
 
 
 def _text(field: str, value: object) -> str:
@@ -88,19 +87,26 @@ def _json_text(value: object) -> str:
 
 
 def _data_text(data: object) -> str:
+    # Only text and numbers have a text form that is not a Python repr: str() of anything else
+    # (object(), a plain Enum member's "E.A", a container, bytes' "b'...'") would put a repr on
+    # the wire. int and float cover sse-starlette's common non-str data (IntEnum, IntFlag and
+    # float subclasses included, rendered by value); bool is an int but refused, because "True"
+    # is neither JSON nor what a JavaScript client expects.
     if isinstance(data, str):
         return str.__str__(data)  # a str subclass: its text, as a plain str
-    if isinstance(data, _REPR_PRONE):
-        raise EventValidationError(
-            "data",
-            f"{type(data).__name__} is not text; use JSONServerSentEvent (or "
-            "ServerSentEvent.json()) to send it as JSON",
-        )
-    if isinstance(data, int):
+    if isinstance(data, int) and not isinstance(data, bool):
         return _int_text("data", data)
     if isinstance(data, float):
         return float.__repr__(data)
-    return str(data)
+    raise EventValidationError("data", _not_text(data))
+
+
+def _not_text(data: object) -> str:
+    """The message for data that is neither str nor a number (shared with the response)."""
+    return (
+        f"must be str, int or float, not {type(data).__name__}; use JSONServerSentEvent "
+        "(or ServerSentEvent.json()) to send structured data as JSON, or convert it to str"
+    )
 
 
 class ServerSentEvent:
@@ -108,9 +114,11 @@ class ServerSentEvent:
 
     Args:
         data: the event's data. ``str`` is sent as is (multi-line text becomes one ``data:``
-            line per line); ``int`` and ``float`` become their text. Containers, bytes and
-            ``bool`` are refused so a Python ``repr`` never reaches the wire: use
-            :class:`JSONServerSentEvent` or :meth:`ServerSentEvent.json` for structured data.
+            line per line); ``int`` and ``float`` (subclasses such as ``IntEnum`` included)
+            become their decimal text. Anything else (containers, bytes, ``bool``, a plain
+            ``Enum`` member, arbitrary objects) is refused so a Python ``repr`` never reaches
+            the wire: use :class:`JSONServerSentEvent` or :meth:`ServerSentEvent.json` for
+            structured data.
             ``None`` writes no ``data`` line (such a frame dispatches nothing in a browser, but
             still sets ``id``).
         event: the event type (``event:`` field); no CR or LF.
