@@ -150,3 +150,24 @@ async def test_expired_resume_sends_reset_first(backend_factory: BackendFactory)
             with anyio.fail_after(5):
                 items = await sub.receive()
     assert items == [Reset(ResetReason.EXPIRED), live]
+
+
+async def test_forget_drops_a_topics_history_only(backend_factory: BackendFactory) -> None:
+    async with make_broker(backend_factory, history_size=3) as broker:
+        before = await broker.publish("keep", "before")
+        gone = [await broker.publish("gone", str(i)) for i in range(5)]  # 2 evicted by count
+        both = await broker.publish(["keep", "gone"], "both")
+        await broker.backend.forget(["gone", "never-published"])
+        assert await broker.backend.history_sizes(["keep", "gone"]) == {"keep": 2, "gone": 0}
+        assert "gone" not in await broker.backend.history_sizes()
+        # Nothing of the forgotten topic is replayed, and its old trim mark went with it: an
+        # id from before the forget is not "expired", it resumes what comes after the forget.
+        empty = await broker.backend.replay(["gone"], gone[0].id)
+        assert (empty.reset, list(empty.events)) == (None, [])
+        kept = await broker.backend.replay(["keep"], before.id)
+        assert [event.id for event in kept.events] == [both.id]
+        again = await broker.publish("gone", "again")
+        replay = await broker.backend.replay(["gone", "keep"], gone[0].id)
+        assert replay.reset is None
+        assert [event.id for event in replay.events] == [both.id, again.id]
+        await broker.backend.forget([])  # nothing to do

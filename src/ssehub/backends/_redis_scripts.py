@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["PUBLISH_LUA", "REPLAY_LUA", "SIZES_LUA", "TAIL_LUA"]
+__all__ = ["FORGET_LUA", "PUBLISH_LUA", "REPLAY_LUA", "SIZES_LUA", "TAIL_LUA"]
 
 _HELPERS: Final = """
 local function ms_of(id)
@@ -174,3 +174,17 @@ return sizes
 """
 )
 """Count the events each topic retains (age bound applied)."""
+
+FORGET_LUA: Final = """
+-- KEYS: gone, topic set, then topic streams.  ARGV: the topic names (same order as the streams).
+-- The global log keeps its entries (readers catch up from it; it is bounded by log_size): only
+-- the per-topic history that replay reads goes, with the topic's trim mark and its name.
+for i = 3, #KEYS do
+  local topic = ARGV[i - 2]
+  redis.call('DEL', KEYS[i])
+  redis.call('HDEL', KEYS[1], topic)
+  redis.call('SREM', KEYS[2], topic)
+end
+return #KEYS - 2
+"""
+"""Drop the history of some topics: their streams, their trim marks, their names."""

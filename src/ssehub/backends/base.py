@@ -109,3 +109,16 @@ class Backend(Protocol):
             BackendUnavailable: the storage cannot be reached.
         """
         ...
+
+    async def forget(self, topics: Collection[str]) -> None:
+        """Drop the history of ``topics`` now: their retained events and their bookkeeping.
+
+        For topics nobody may replay any more (a removed channel listener's private topic), so
+        that they cost nothing until their events would have aged out. A later resume of a
+        forgotten topic after an older id returns what was published to it since (nothing
+        before), not a reset; other topics are unaffected. Unknown topics are ignored.
+
+        Raises:
+            BackendUnavailable: the storage cannot be reached.
+        """
+        ...

@@ -84,6 +84,16 @@ class MemoryBackend:
         """Seconds an event is kept."""
         return self._history.max_age
 
+    @property
+    def last_id(self) -> str:
+        """The id of the newest event stored, or ``"<epoch>-0"`` before the first.
+
+        Both forms are ids of this instance (:meth:`parse_id` accepts them), so resuming after
+        ``last_id`` replays exactly what is published from now on: a channel listener records
+        it when it joins, as the point before which it may replay nothing.
+        """
+        return self._prefix + str(self._sequence)
+
     async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
         """Remember the sink and the clock; the memory backend needs no background task."""
         self._sink = sink
@@ -142,3 +152,15 @@ class MemoryBackend:
         self._history.expire(self._clock.time(), topics)
         names = self._history.topics() if topics is None else topics
         return {topic: self._history.size(topic) for topic in names}
+
+    async def forget(self, topics: Collection[str]) -> None:
+        """Drop the history of ``topics`` (see :meth:`forget_now`)."""
+        self.forget_now(topics)
+
+    def forget_now(self, topics: Collection[str]) -> None:
+        """:meth:`forget` without awaiting: in memory it is one dict removal per topic.
+
+        A channel removes a listener synchronously (from a stream's close, a timer) and must
+        release its private history at that moment, not in a task scheduled for later.
+        """
+        self._history.forget(topics)

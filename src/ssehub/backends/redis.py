@@ -44,7 +44,7 @@ from .._exceptions import (
 )
 from ..broker.events import Position, ResetReason, StoredEvent
 from ._redis_codec import decode_entry, encode_fields, parse_event_id, stream_position, text
-from ._redis_scripts import PUBLISH_LUA, REPLAY_LUA, SIZES_LUA, TAIL_LUA
+from ._redis_scripts import FORGET_LUA, PUBLISH_LUA, REPLAY_LUA, SIZES_LUA, TAIL_LUA
 from .base import EventSink, PendingEvent, Replay
 
 if TYPE_CHECKING:
@@ -200,6 +200,7 @@ class RedisBackend:
         self._replay_script: AsyncScript | None = None
         self._sizes_script: AsyncScript | None = None
         self._tail_script: AsyncScript | None = None
+        self._forget_script: AsyncScript | None = None
         self._sink: EventSink | None = None
         self._clock: Clock = SystemClock()
         self._reconnect_clock: Clock = reconnect_clock or SystemClock()
@@ -318,6 +319,7 @@ class RedisBackend:
         self._replay_script = client.register_script(REPLAY_LUA)
         self._sizes_script = client.register_script(SIZES_LUA)
         self._tail_script = client.register_script(TAIL_LUA)
+        self._forget_script = client.register_script(FORGET_LUA)
         self._sink = sink
         self._clock = clock
         try:
@@ -524,6 +526,29 @@ class RedisBackend:
             raise _unavailable("history sizes", exc) from exc
         self._commands_ok = True
         return {name: int(size) for name, size in zip(names, sizes, strict=True)}
+
+    async def forget(self, topics: Collection[str]) -> None:
+        """Drop the history of ``topics``: their streams, trim marks and names (one script).
+
+        The global log keeps its entries: it is what readers catch up from, bounded by
+        ``log_size``, and replay never reads it.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached.
+        """
+        client, script = self._client, self._forget_script
+        if client is None or script is None:
+            raise BrokerClosed("the Redis backend is not started")
+        names = list(topics)
+        if not names:
+            return
+        keys = [self._keys[2], self._keys[3], *(self._topic_key(t) for t in names)]
+        try:
+            await script(keys=keys, args=names)
+        except self._redis.RedisError as exc:
+            self._commands_ok = False
+            raise _unavailable("forget", exc) from exc
+        self._commands_ok = True
 
     # -- the reader ------------------------------------------------------------------------------
 

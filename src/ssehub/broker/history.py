@@ -150,6 +150,19 @@ class History:
                 last = event.position
         return merged
 
+    def forget(self, topics: Iterable[str]) -> None:
+        """Drop every retained event of ``topics`` at once, and their logs.
+
+        Unlike expiry, this does not raise the bound of :meth:`after` for topics without a log:
+        folding the dropped positions in would make resumes of *other* topics report
+        ``expired`` for events that were never theirs. So an id from before the forget resumes
+        a forgotten topic as if nothing had been published to it; callers forget only topics
+        nobody may replay (a removed channel listener's private topic).
+        """
+        logs = self._logs
+        for topic in topics:
+            logs.pop(topic, None)
+
     def size(self, topic: str) -> int:
         """Return how many events ``topic`` retains."""
         log = self._logs.get(topic)
