@@ -309,3 +309,28 @@ async def test_without_lifespan_channels_answer_503() -> None:
     async with client_for(app) as http:
         response = await http.get("/channels")
         assert (response.status_code, response.json()["error"]) == (503, "unavailable")
+
+
+async def test_a_listener_recreated_over_http_with_an_old_id_reads_nothing_of_its_predecessor() -> (
+    None
+):
+    # listener_linger=0: the first "alice" is removed as soon as its client goes away.
+    settings = HubSettings(ping=3600, listener_linger=0)
+    async with running_hub(settings) as app, client_for(app) as http:
+        await make_listener(http, id="alice")
+        messages = "/channels/jobs/listeners/alice/messages"
+        sent = await http.post(messages, json={"payload": "s1"})
+        secret_id = sent.json()["id"]  # an id older than her last private message
+        await http.post(messages, json={"payload": "s2"})
+        events = "/channels/jobs/listeners/alice/events"
+        with anyio.fail_after(10):
+            async with stream_asgi(app, events) as stream:
+                await stream.start()
+                assert [e.data for e in await stream.events().take(2)] == ['"s1"', '"s2"']
+            assert "alice" not in channels_of(app).registry.get("jobs")
+            await make_listener(http, id="alice")  # a new listener takes the id
+            async with stream_asgi(app, events, headers={"last-event-id": secret_id}) as stream:
+                await stream.start()
+                assert stream.status_code == 200
+                await http.post(messages, json={"payload": "new"})
+                assert [e.data for e in await stream.events().take(1)] == ['"new"']

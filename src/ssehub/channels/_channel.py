@@ -1,11 +1,16 @@
 """A channel: named listeners, broadcast to all of them or dispatch to one.
 
 Each channel runs its own in-memory :class:`~ssehub.Broker` and reuses everything it has: a
-listener is a subscription to two topics of that broker, ``all`` (broadcasts) and
-``to/<listener id>`` (messages dispatched to it). So listener queues are bounded with the same
-overflow policies as hub subscriptions, messages get broker ids, and ``Last-Event-ID`` resume
-replays history exactly. A broadcast is published (and encoded) once, whatever the number of
-listeners.
+listener is a subscription to two topics of that broker, ``all`` (broadcasts) and its private
+topic ``to/<listener id>/<n>`` (messages dispatched to it; ``n`` counts registrations, so a new
+listener that takes a removed one's id never shares its topic). So listener queues are bounded
+with the same overflow policies as hub subscriptions, messages get broker ids, and
+``Last-Event-ID`` resume replays history exactly. A broadcast is published (and encoded) once,
+whatever the number of listeners.
+
+A listener replays only what was addressed to it: it records the newest id when it joins, and
+a resume from an older id starts there instead (broadcasts before it joined were never checked
+by its hook). Removing a listener forgets its private topic's history at once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from .._exceptions import AlreadyExists, LimitReached, ListenerBusy, NoMessages, UnknownListener
+from ..backends.memory import MemoryBackend
 from ..broker.broker import DEFAULT_QUEUE_SIZE, Broker
 from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from ..broker.policy import OverflowPolicy
@@ -88,15 +94,12 @@ class Channel:
     ) -> None:
         self.name = check_name("channel name", name)
         self.max_listeners = max_listeners
-        self._broker = Broker(
-            "memory://",
-            history_size=history_size,
-            history_ttl=history_ttl,
-            queue_size=queue_size,
-            overflow=overflow,
-            clock=clock,
-        )
+        # Kept typed: removing a listener forgets its topic synchronously (forget_now), and a
+        # joining listener reads the newest id (last_id); both are memory-backend operations.
+        self._backend = MemoryBackend(history_size=history_size, history_ttl=history_ttl)
+        self._broker = Broker(self._backend, queue_size=queue_size, overflow=overflow, clock=clock)
         self._listeners: dict[str, Listener] = {}
+        self._registrations = 0  # numbers the private topics: never reused within the channel
 
     def __repr__(self) -> str:
         return f"<Channel {self.name!r} listeners={len(self._listeners)}>"
@@ -141,10 +144,27 @@ class Channel:
             len(self._listeners), stats.published, stats.delivered, stats.dropped, stats.shed
         )
 
-    def _subscribe(self, listener_id: str, last_event_id: str | None) -> Subscription:
-        return self._broker.subscribe(
-            (_BROADCAST_TOPIC, _LISTENER_TOPIC + listener_id), last_event_id
-        )
+    def _subscribe(self, listener: Listener, last_event_id: str | None) -> Subscription:
+        """Subscribe ``listener`` to its topics, resuming after ``last_event_id`` (``None``: live).
+
+        An id of this channel older than the listener's join point resumes from the join point:
+        what was published before the listener existed (broadcasts its hook never saw, private
+        messages of an earlier listener with its id) is not its to replay. Other ids (unknown,
+        malformed) go to the broker as they are, which answers them with a reset.
+        """
+        resume = last_event_id or None
+        if resume is not None:
+            backend = self._backend
+            requested = backend.parse_id(resume)
+            joined = backend.parse_id(listener._floor)
+            if requested is not None and joined is not None and requested < joined:
+                resume = listener._floor
+        return self._broker.subscribe((_BROADCAST_TOPIC, listener._topic), resume)
+
+    def _enrol(self, listener_id: str) -> tuple[str, str]:
+        """Return a new listener's private topic and join point (the newest id now)."""
+        self._registrations += 1
+        return f"{_LISTENER_TOPIC}{listener_id}/{self._registrations}", self._backend.last_id
 
     # -- listeners ------------------------------------------------------------------------------
 
@@ -187,7 +207,7 @@ class Channel:
                 f"channel {self.name!r} has its maximum of {self.max_listeners} listeners",
                 self.max_listeners,
             )
-        listener._attach(self)
+        listener._attach(self, *self._enrol(listener.id))
         self._listeners[listener.id] = listener
         return listener
 
@@ -205,6 +225,10 @@ class Channel:
     def remove_listener(self, listener_id: str) -> None:
         """Remove a listener: its queue is freed after what is pending, its stream ends.
 
+        Its private history is forgotten at once: nobody may replay it (a new listener with the
+        same id has a topic of its own), and it would otherwise stay in memory for
+        ``history_ttl``.
+
         Raises:
             UnknownListener: there is none with this id.
         """
@@ -212,6 +236,7 @@ class Channel:
         if listener is None:
             raise UnknownListener(listener_id)
         listener._detach()
+        self._backend.forget_now((listener._topic,))
 
     def listener_ids(self) -> list[str]:
         """Return the ids of the registered listeners, in registration order."""
@@ -281,7 +306,12 @@ class Channel:
             await run_hook(listener.on_message, message)
             if self._listeners.get(listener_id) is not listener:
                 raise UnknownListener(listener_id)
-        stored = await self._broker.publish(_LISTENER_TOPIC + listener_id, event)
+        stored = await self._broker.publish(listener._topic, event)
+        if self._listeners.get(listener_id) is not listener:
+            # Removed while the publish waited for room (``block`` policy): the message reached
+            # nobody (the topic is this incarnation's own), and must not stay in history.
+            self._backend.forget_now((listener._topic,))
+            raise UnknownListener(listener_id)
         return stored.id
 
     # -- receiving ------------------------------------------------------------------------------
@@ -319,7 +349,8 @@ class Channel:
             listener: a registered listener or its id.
             last_event_id: a client's ``Last-Event-ID``: a running listener then replays every
                 message after it from history (or starts with an ``ssehub.reset`` message when
-                that is impossible), then continues live.
+                that is impossible), then continues live. Never anything from before the
+                listener was registered: an older id replays from that point.
             remove_on_close: remove the listener from the channel when the stream is closed
                 (as the HTTP endpoint does when its client goes away).
 

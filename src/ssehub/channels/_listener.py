@@ -85,9 +85,11 @@ class Listener:
         "_buffer",
         "_channel",
         "_consumed",
+        "_floor",
         "_last_id",
         "_state",
         "_sub",
+        "_topic",
         "id",
         "on_message",
     )
@@ -101,6 +103,8 @@ class Listener:
         self._buffer: deque[Item] = deque()
         self._last_id: str | None = None
         self._consumed = False
+        self._topic = ""  # its private topic, set when registered
+        self._floor = ""  # the channel's newest id when it was registered: replay starts after
 
     def __repr__(self) -> str:
         return f"<Listener {self.id!r} {self._state.value}>"
@@ -131,8 +135,9 @@ class Listener:
     def start(self) -> None:
         """Start (or restart) receiving; idempotent while running.
 
-        A restarted listener resumes after the last message it delivered: what was sent to it
-        while it was stopped is replayed from its channel's history.
+        A restarted listener resumes after the last message it delivered (or, before the first,
+        after the point it was registered): what was sent to it while it was stopped is
+        replayed from its channel's history.
 
         Raises:
             UnknownListener: it is not registered with a channel (or was removed).
@@ -143,7 +148,8 @@ class Listener:
             raise UnknownListener(self.id)
         if self._state is ListenerState.RUNNING:
             return
-        self._resubscribe(self._last_id)
+        # Registering starts live; a restart resumes, from the join point at the latest.
+        self._resubscribe(None if self._state is ListenerState.NEW else self._resume_point())
         self._state = ListenerState.RUNNING
 
     def stop(self) -> None:
@@ -158,10 +164,12 @@ class Listener:
 
     # -- called by the channel -------------------------------------------------------------------
 
-    def _attach(self, channel: Channel) -> None:
+    def _attach(self, channel: Channel, topic: str, floor: str) -> None:
         if self._channel is not None or self._state is not ListenerState.NEW:
             raise ConfigurationError(f"listener {self.id!r} is already registered with a channel")
         self._channel = channel
+        self._topic = topic
+        self._floor = floor
         try:
             self.start()
         except BaseException:
@@ -173,11 +181,15 @@ class Listener:
         if self._sub is not None:
             self._sub.close()
 
+    def _resume_point(self) -> str:
+        """Where a restart or a catch-up resumes: the last delivered id, else the join point."""
+        return self._last_id or self._floor
+
     def _resubscribe(self, last_event_id: str | None) -> None:
         channel = self._channel
         if channel is None:
             raise UnknownListener(self.id)
-        new = channel._subscribe(self.id, last_event_id)
+        new = channel._subscribe(self, last_event_id)
         old, self._sub = self._sub, new
         # Items taken from the old queue but not yet delivered are replayed by the new one.
         self._buffer.clear()
@@ -208,7 +220,7 @@ class Listener:
                 continue  # restarted meanwhile: read the new subscription
             if sub.end_reason is EndReason.SHED and self._state is ListenerState.RUNNING:
                 # Fell behind: catch up from history after the last delivered message.
-                self._resubscribe(self._last_id)
+                self._resubscribe(self._resume_point())
                 continue
             return None
 
