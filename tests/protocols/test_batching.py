@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections import deque
 
 import anyio
@@ -52,21 +53,107 @@ def test_delay_bound_on_a_manual_clock() -> None:
 
 
 def test_byte_bound_flushes_before_overflowing() -> None:
-    size = len(ev(1).encode())
-    policy = BatchPolicy(max_bytes=size * 2 + 1, clock=ManualClock())
+    # The bound is on the encoded batch event, not on the sum of the lone events.
+    size = len(batch_event([ev(1), ev(2)]).encode())
+    policy = BatchPolicy(max_bytes=size, clock=ManualClock())
     assert policy.add(ev(1)) == []
-    assert policy.add(ev(2)) == []
+    assert policy.add(ev(2)) == []  # exactly at the bound: allowed
     [batch] = policy.add(ev(3))  # 3 would overflow: 1 and 2 go out, 3 starts a new batch
+    assert len(batch.encode()) == size
     assert [m.id for m in unbatch(parse(batch.encode())[0])] == ["1", "2"]
     assert policy.pending == 1
 
 
+def test_byte_bound_is_exact_one_byte_below() -> None:
+    size = len(batch_event([ev(1), ev(2)]).encode())
+    policy = BatchPolicy(max_bytes=size - 1, clock=ManualClock())
+    assert policy.add(ev(1)) == []
+    assert policy.add(ev(2)) == [ev(1)]  # the batch of two would be one byte too large
+    assert policy.pending == 1
+
+
 def test_oversized_event_goes_alone_after_the_pending_batch() -> None:
-    policy = BatchPolicy(max_bytes=40, clock=ManualClock())
     small = ServerSentEvent("1", event="tick", id=1)
-    big = ServerSentEvent("x" * 100, event="tick", id=2)
+    policy = BatchPolicy(max_bytes=len(batch_event([small, small]).encode()), clock=ManualClock())
+    big = ServerSentEvent("x" * 1000, event="tick", id=2)
     assert policy.add(small) == []
     assert policy.add(big) == [small, big]  # a batch of one is the plain event
+    assert policy.pending == 0
+    assert policy.deadline() is None
+
+
+def test_an_event_no_other_can_join_goes_out_at_once() -> None:
+    # Even a batch holding only this event would reach the bound: waiting for the deadline
+    # could not produce a batch, only latency.
+    lone = ServerSentEvent("1", event="tick", id=1)
+    policy = BatchPolicy(max_bytes=len(lone.encode()) + 1, clock=ManualClock())
+    assert policy.add(lone) == [lone]
+    assert policy.pending == 0
+
+
+# Characters that JSON-in-JSON escaping inflates: a quote or a backslash becomes 2 bytes (and
+# each escape of an escape 2 more), a control character 6 (\u0001), CR and LF 2; non-ASCII
+# stays raw UTF-8 of 2 to 4 bytes.
+HOSTILE = ['"', "\\", '\\"', "\x01", "\x1f", "\n", "\r\n", "\t", "é", "漢", "😀", "a", "/"]
+
+
+def hostile_events(count: int, seed: int, max_len: int = 120) -> list[ServerSentEvent]:
+    """Events whose data is JSON full of characters that escaping inflates."""
+    rng = random.Random(seed)
+    events = []
+    for n in range(1, count + 1):
+        text = "".join(rng.choice(HOSTILE) for _ in range(rng.randrange(0, max_len)))
+        data = json.dumps({"n": n, "text": text}, ensure_ascii=rng.random() < 0.3)
+        event_id = None if rng.random() < 0.2 else f"id-{n}-é"
+        events.append(ServerSentEvent(data, event="tick", id=event_id))
+    return events
+
+
+@pytest.mark.parametrize("max_bytes", [300, 1000, 4096])
+def test_encoded_batches_never_exceed_max_bytes_with_escape_heavy_payloads(
+    max_bytes: int,
+) -> None:
+    clock = ManualClock()
+    policy = BatchPolicy(max_count=1000, max_bytes=max_bytes, max_delay=1.0, clock=clock)
+    events = hostile_events(400, seed=max_bytes, max_len=max_bytes // 8)
+    out: list[ServerSentEvent] = []
+    for index, event in enumerate(events):
+        out.extend(policy.add(event))
+        if index % 7 == 0:
+            clock.advance(0.5)  # some batches end by the deadline, not by bytes
+            out.extend(policy.poll())
+    out.extend(policy.flush())
+    batches = [e for e in out if e.event == BATCH_EVENT]
+    assert len(batches) > 10  # the test exercises batches, not just lone events
+    for batch in batches:
+        assert len(batch.encode()) <= max_bytes
+    for lone in (e for e in out if e.event != BATCH_EVENT):
+        # A lone event is within the bound, or too large to ever share a batch.
+        assert lone in events
+    # Nothing lost, duplicated or reordered, and every item keeps its id (or inherits one).
+    parser = EventParser()
+    received = []
+    for message in parser.feed(b"".join(e.encode() for e in out)):
+        received.extend(unbatch(message, received[-1].id if received else ""))
+    assert [m.data for m in received] == [e.data for e in events]
+    running = ""
+    for message, event in zip(received, events, strict=True):
+        running = event.id if event.id is not None else running
+        assert message.id == running
+
+
+def test_byte_bound_fills_batches_close_to_the_bound() -> None:
+    # Exact accounting: a batch flushed by the byte bound would have overflowed with the next
+    # item (no safety margin wastes space).
+    policy = BatchPolicy(max_count=1000, max_bytes=1000, clock=ManualClock())
+    events = hostile_events(200, seed=7)
+    for index, event in enumerate(events):
+        for due in policy.add(event):
+            if due.event == BATCH_EVENT:
+                items = unbatch(parse(due.encode())[0])
+                batched_events = events[index - len(items) : index]
+                assert [m.data for m in items] == [e.data for e in batched_events]
+                assert len(batch_event([*batched_events, event]).encode()) > 1000
 
 
 def test_non_batchable_events_flush_first_and_keep_order() -> None:

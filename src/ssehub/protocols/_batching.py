@@ -26,13 +26,14 @@ says when the pending batch must go out, ``poll()`` flushes it once the clock re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import anyio
 
 from .._clock import Clock, SystemClock
 from .._exceptions import ConfigurationError, SchemaValidationError
 from ..wire import MessageEvent, ServerSentEvent
+from ..wire._json import dumps
 from ._codec import parse_json
 from ._schema import BATCH_EVENT
 
@@ -55,25 +56,54 @@ class CancelSafeReceiver(Protocol[T_co]):
         ...
 
 
+def _entry_text(item: ServerSentEvent) -> str:
+    """One batch item as compact JSON text, exactly as it appears inside the batch's data.
+
+    Raises:
+        ConfigurationError: the item has no data (such items are never batched).
+    """
+    if item.data is None:
+        raise ConfigurationError("an event without data cannot be batched")
+    entry: dict[str, str] = {}
+    if item.id is not None:
+        entry["id"] = item.id
+    if item.event is not None:
+        entry["event"] = item.event
+    entry["data"] = item.data
+    return dumps(entry)
+
+
+# The fixed parts of a batch event's wire bytes around its items (see _batch_size).
+_BATCH_HEAD: Final = '{"events":['
+_BATCH_TAIL: Final = "]}"
+_BATCH_OVERHEAD: Final = len(f"event: {BATCH_EVENT}\ndata: {_BATCH_HEAD}{_BATCH_TAIL}\n\n".encode())
+
+
+def _batch_size(entries_bytes: int, count: int, last_id: str | None) -> int:
+    """The exact length of the encoded batch event of ``count`` items whose entry texts
+    total ``entries_bytes`` UTF-8 bytes (commas between them not included)."""
+    id_line = 0 if last_id is None else len(f"id: {last_id}\n".encode())
+    return _BATCH_OVERHEAD + id_line + entries_bytes + max(0, count - 1)
+
+
+def _join(texts: list[str], last_id: str | None) -> ServerSentEvent:
+    # The data is assembled from the very texts the policy measured, so the measured size is
+    # the size on the wire (the JSON text has no CR or LF: JSON escapes them in strings).
+    data = f"{_BATCH_HEAD}{','.join(texts)}{_BATCH_TAIL}"
+    return ServerSentEvent(data, event=BATCH_EVENT, id=last_id)
+
+
 def batch_event(items: list[ServerSentEvent]) -> ServerSentEvent:
     """Encode ``items`` as one batch event (see the module docstring for the format).
 
     Raises:
         ConfigurationError: an item has no data (such items are never batched).
     """
-    entries: list[dict[str, str]] = []
     last_id: str | None = None
     for item in items:
-        if item.data is None:
-            raise ConfigurationError("an event without data cannot be batched")
-        entry: dict[str, str] = {}
         if item.id is not None:
-            entry["id"] = last_id = item.id
-        if item.event is not None:
-            entry["event"] = item.event
-        entry["data"] = item.data
-        entries.append(entry)
-    return ServerSentEvent.json({"events": entries}, event=BATCH_EVENT, id=last_id)
+            last_id = item.id
+    return _join([_entry_text(item) for item in items], last_id)
 
 
 class BatchPolicy:
@@ -81,8 +111,13 @@ class BatchPolicy:
 
     Args:
         max_count: flush when this many events are pending.
-        max_bytes: flush before the pending events' encoded size would exceed this; an event
-            this large on its own goes out alone.
+        max_bytes: the most wire bytes one batch event may take (``id``, ``event`` and ``data``
+            lines included). The policy measures each item as it will appear *inside* the
+            batch (its data re-escaped as a JSON string, so quotes, backslashes and control
+            characters count twice or more), and the batch is built from those very texts, so
+            the accounting is exact. An event that cannot share a batch within the bound goes
+            out alone as the plain event; one larger than the bound on its own still goes out
+            (an event cannot be split), never in a batch.
         max_delay: seconds the first pending event may wait; read on ``clock``.
         kinds: event types that may be batched; ``None`` means every event type.
         clock: the time source (default: :class:`ssehub._clock.SystemClock`).
@@ -112,7 +147,9 @@ class BatchPolicy:
         self.kinds = None if kinds is None else frozenset(kinds)
         self.clock: Clock = clock or SystemClock()
         self._pending: list[ServerSentEvent] = []
-        self._bytes = 0
+        self._texts: list[str] = []  # each pending event's entry text, as the batch holds it
+        self._entries_bytes = 0  # their UTF-8 length, commas not included
+        self._last_id: str | None = None  # the id the batch event would carry
         self._deadline: float | None = None
 
     @property
@@ -130,17 +167,26 @@ class BatchPolicy:
         """Offer one event; return the events to send now, in order (often none)."""
         if not self.batchable(event):
             return [*self.flush(), event]
-        size = len(event.encode())
+        text = _entry_text(event)
+        text_bytes = len(text.encode())
         out: list[ServerSentEvent] = []
-        if self._pending and self._bytes + size > self.max_bytes:
-            out.extend(self.flush())
-        if size >= self.max_bytes:
+        if self._pending:
+            last_id = self._last_id if event.id is None else event.id
+            size = _batch_size(self._entries_bytes + text_bytes, len(self._pending) + 1, last_id)
+            if size > self.max_bytes:
+                out.extend(self.flush())
+        if _batch_size(text_bytes, 1, event.id) >= self.max_bytes:
+            # Even a batch of this event alone reaches the bound, so no other event can ever
+            # join it: holding it until the deadline would only add latency.
             out.append(event)
             return out
         if not self._pending:
             self._deadline = self.clock.time() + self.max_delay
         self._pending.append(event)
-        self._bytes += size
+        self._texts.append(text)
+        self._entries_bytes += text_bytes
+        if event.id is not None:
+            self._last_id = event.id
         if len(self._pending) >= self.max_count:
             out.extend(self.flush())
         return out
@@ -161,10 +207,12 @@ class BatchPolicy:
 
     def flush(self) -> list[ServerSentEvent]:
         """Return the pending events now: nothing, the lone event, or one batch event."""
-        pending, self._pending, self._bytes, self._deadline = self._pending, [], 0, None
+        pending, texts, last_id = self._pending, self._texts, self._last_id
+        self._pending, self._texts, self._entries_bytes = [], [], 0
+        self._last_id = self._deadline = None
         if len(pending) <= 1:
             return pending
-        return [batch_event(pending)]
+        return [_join(texts, last_id)]
 
 
 class _Receive(Generic[T]):
