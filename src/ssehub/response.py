@@ -100,7 +100,9 @@ class EventSourceResponse(Response):
             that feeds the memory stream given as ``content``); cancelled when the stream ends.
         send_timeout: seconds one ASGI ``send`` (data or ping) may take before the client is
             considered frozen; the stream then ends with :class:`~ssehub.SendTimeoutError`.
-            ``None`` (default) waits forever.
+            ``None`` (default) waits forever. For a ``FrameSource`` (a broker subscription)
+            the stream ends between ``send_timeout`` and 1.1 × ``send_timeout`` after the
+            stuck send began: that tolerance lets one timer serve a busy stream.
         client_close_handler_callable: awaited with the ``http.disconnect`` message when the
             client goes away, before the generator is stopped.
         shutdown_event: an ``anyio.Event``; when it is set, the content gets
@@ -404,8 +406,9 @@ class EventSourceResponse(Response):
         """Send batches of frames until the source ends or the timer scope fires.
 
         Returns:
-            ``False`` once the source has ended; ``True`` after the idle timer fired (a ping
-            was sent, or the batch that arrived just as it fired), to be called again.
+            ``False`` once the source has ended; ``True`` after the timer fired (a ping was
+            sent, the batch that arrived just as it fired went out, or it fired early and a
+            new timer must be started), to be called again.
 
         Raises:
             SendTimeoutError: a send took longer than ``send_timeout``.
@@ -416,28 +419,50 @@ class EventSourceResponse(Response):
         now = anyio.current_time
         sending = False
         late: bytes | None = None
-        # One timer scope for every wait of this loop, its deadline moved before each wait:
-        # moving a deadline costs a few calls, while entering a new scope per event (as
-        # move_on_after does) costs dozens, which dominated the hub's CPU per delivery.
-        # receive_frames() is cancellation-safe, so an idle timeout loses nothing.
+        # One timer scope serves every wait and every send of this loop, and its deadline
+        # moves as rarely as possible: each move cancels a timer handle and schedules a new
+        # one on the event loop, and two moves per event (ping deadline before each wait,
+        # send deadline before each send) were the largest cost per delivery in fan-out.
+        #
+        # The invariants: while a send is pending the deadline is at least send_timeout
+        # after its start (so it never cuts a send that is not late) and at most
+        # send_timeout + slack after it (so a frozen client is shed in time); while waiting
+        # it is no later than the ping's due time. Moving it forward with a slack of a tenth
+        # of send_timeout means a busy stream moves it about once per slack period instead
+        # of once per event. When the timer fires early during a wait (the stream was not
+        # idle for a whole ping interval), the caller simply starts a new timer.
+        # receive_frames() is cancellation-safe, so a timer firing during a wait loses
+        # nothing.
+        slack = 0.0 if timeout is None else timeout / 10
+        last_send = self._last_activity
         with anyio.CancelScope() as timer:
+            timer.deadline = last_send + interval if interval > 0 else math.inf
             while True:
                 sending = False
-                timer.deadline = now() + interval if interval > 0 else math.inf
+                if interval > 0 and timer.deadline > last_send + interval:
+                    timer.deadline = last_send + interval
                 frames = await receive_frames()
                 if not frames:
                     return False
                 body = frames[0] if len(frames) == 1 else b"".join(frames)
                 if timer.cancel_called:
-                    # The idle timer fired as these frames arrived (no checkpoint since):
-                    # send them outside this cancelled scope.
+                    # The timer fired as these frames arrived (no checkpoint since): send
+                    # them outside this cancelled scope.
                     late = body
                     break
                 sending = True
-                timer.deadline = math.inf if timeout is None else now() + timeout
+                last_send = now()
+                if timeout is None:
+                    if timer.deadline != math.inf:
+                        timer.deadline = math.inf
+                elif not last_send + timeout <= timer.deadline <= last_send + timeout + slack:
+                    timer.deadline = last_send + timeout + slack
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+                self._last_activity = last_send
         if sending:
             raise SendTimeoutError(f"client did not accept data within {timeout} s")
+        if late is None and (interval <= 0 or now() < self._last_activity + interval):
+            return True  # fired before the stream was idle for a whole ping interval
         await self._send_body(send, self._ping_bytes() if late is None else late)
         return True
 

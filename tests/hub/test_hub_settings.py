@@ -124,7 +124,7 @@ HUB_DOC = (Path(__file__).resolve().parents[2] / "docs" / "hub.md").read_text(en
         # the options of `ssehub serve` named by the hub's specification, and the base ones
         *("host", "port", "broker", "history", "history_ttl", "ping", "max_connection_age"),
         *("queue_size", "slow_policy", "send_timeout", "grace_period", "max_body_size"),
-        *("max_topics", "max_batch", "docs", "log_level", "access_log"),
+        *("max_topics", "max_batch", "docs", "log_level", "access_log", "gc_threshold"),
     ],
 )
 def test_docs_settings_table_documents_the_option(name: str) -> None:
@@ -141,3 +141,20 @@ def test_docs_settings_table_documents_the_option(name: str) -> None:
     else:
         text = str(default)
     assert f"| `{text}` |" in row
+
+
+def test_gc_threshold_changes_only_the_young_generation() -> None:
+    import gc
+
+    from ssehub.cli.serve import tune_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector(0)
+        assert gc.get_threshold() == before
+        tune_garbage_collector(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+    with pytest.raises(ConfigurationError):
+        HubSettings(gc_threshold=-1)

@@ -171,6 +171,11 @@ class Broker:
         self._subscriptions: dict[Subscription, None] = {}
         self._task_group: TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
+        # Makes the events subscriptions wait on. anyio.Event() looks up the running async
+        # library on every call (sniffio), once per wake-up of every subscriber in fan-out;
+        # the concrete class of the running backend, taken once when the broker starts,
+        # makes the same object without the look-up.
+        self._new_event: Callable[[], anyio.Event] = anyio.Event
         self._loop_thread: int | None = None
         self._published = 0
         self._delivered = 0
@@ -188,6 +193,7 @@ class Broker:
         if self._state is not _State.NEW:
             raise BrokerClosed("a Broker can be entered only once")
         self._token = anyio.lowlevel.current_token()
+        self._new_event = type(anyio.Event())
         self._loop_thread = threading.get_ident()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()

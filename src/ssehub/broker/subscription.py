@@ -286,7 +286,7 @@ class Subscription:
             if self._end_reason is not None:
                 await anyio.lowlevel.checkpoint()
                 return []
-            waiter = self._waiter = anyio.Event()
+            waiter = self._waiter = self._broker._new_event()
             await waiter.wait()
 
     async def receive_frames(self) -> list[bytes]:

@@ -473,6 +473,15 @@ class HubSettings:
         _parse_choice(("text", "json")),
         "FORMAT",
     )
+    gc_threshold: int = _option(
+        50_000,
+        "allocations between young-generation garbage collections in `ssehub serve` "
+        "(Python's default is 700); with thousands of open streams each collection scans "
+        "their long-lived objects, which cost 20-30 % of the CPU per delivery in fan-out "
+        "(benchmarks/RESULTS.md); 0 keeps Python's setting",
+        _parse_int,
+        "N",
+    )
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -481,6 +490,8 @@ class HubSettings:
             raise ConfigurationError(f"port must be 0-65535, not {self.port}")
         if "://" not in self.broker:
             raise ConfigurationError(f"broker must be a URL such as memory://, not {self.broker!r}")
+        if self.gc_threshold < 0:
+            raise ConfigurationError(f"gc_threshold must not be negative, not {self.gc_threshold}")
         for name in ("history", "queue_size", "max_body_size", "max_topics", "max_batch"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
