@@ -76,6 +76,10 @@ _BAD_MESSAGE: Final = _error(
     ["invalid_json", "invalid_body", "unknown_field", "invalid_event", "invalid_data"],
 )
 _REJECTED: Final = _error("A listener's on_message hook refused the message.", ["message_rejected"])
+_RATE_LIMITED: Final = _error(
+    "Over the sender's publish rate (`publish_rate`; the bucket POST /publish uses).",
+    ["rate_limited"],
+)
 
 
 def channel_paths(settings: HubSettings) -> dict[str, Any]:
@@ -201,6 +205,10 @@ def channel_paths(settings: HubSettings) -> dict[str, Any]:
                         "description": "The event stream.",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
+                    "400": _error(
+                        "Last-Event-ID longer than max_last_event_id_length.",
+                        ["last_event_id_too_long"],
+                    ),
                     "404": _UNKNOWN_IDS,
                     "409": _error("Another client streams this listener.", ["listener_busy"]),
                 },
@@ -216,6 +224,7 @@ def channel_paths(settings: HubSettings) -> dict[str, Any]:
                     "400": _BAD_MESSAGE,
                     "404": _UNKNOWN_CHANNEL,
                     "422": _REJECTED,
+                    "429": _RATE_LIMITED,
                 },
             }
         },
@@ -229,6 +238,7 @@ def channel_paths(settings: HubSettings) -> dict[str, Any]:
                     "400": _BAD_MESSAGE,
                     "404": _UNKNOWN_IDS,
                     "422": _REJECTED,
+                    "429": _RATE_LIMITED,
                 },
             }
         },

@@ -46,6 +46,7 @@ from ..response import EventSourceResponse
 from ._auth import principal_of
 from ._auth_channels import authorize_channel
 from ._errors import HubHTTPError
+from ._proxy import client_address
 from ._publish import check_content_type, check_not_reserved
 
 if TYPE_CHECKING:
@@ -345,6 +346,7 @@ async def _add_listener(hub: HubChannels, request: Request) -> Response:
 async def _broadcast(hub: HubChannels, request: Request) -> Response:
     message = _message(await _json_body(request, hub.settings.max_body_size))
     channel = _channel(hub, request)
+    _take_publish_rate(request)  # -- security: after validation, before any hook runs
     listeners = len(channel)
     message_id = await channel.broadcast(message)
     return JSONResponse({"id": message_id, "listeners": listeners})
@@ -354,8 +356,42 @@ async def _dispatch(hub: HubChannels, request: Request) -> Response:
     message = _message(await _json_body(request, hub.settings.max_body_size))
     channel = _channel(hub, request)
     listener_id = request.path_params["listener"]
+    channel.get_listener(listener_id)  # a 404 spends no rate token
+    _take_publish_rate(request)  # -- security: after validation, before the hook runs
     message_id = await channel.dispatch(listener_id, message)
     return JSONResponse({"id": message_id, "listeners": 1})
+
+
+def _take_publish_rate(request: Request) -> None:
+    """Spend one event of the sender's ``POST /publish`` rate bucket (``publish_rate``).
+
+    The same bucket as ``/publish`` (same limiter, same key: the token's identity, else the
+    client address), so a sender cannot get around the publish limit by sending through a
+    channel. One message counts as one event, as a broadcast is published once.
+
+    Raises:
+        HubHTTPError: ``rate_limited`` (429, with ``Retry-After``); nothing was sent.
+    """
+    guard = _guard_of(request)
+    if guard is None or guard.rates is None:
+        return
+    principal = principal_of(request.scope)
+    # Keyed exactly as Guard.authorize_publish keys /publish: the buckets must be shared.
+    key = principal.identity or ("a:" + (client_address(request.scope) or "unknown"))
+    guard.rates.take(key, 1)
+
+
+def _check_last_event_id(settings: HubSettings, last_event_id: str | None) -> None:
+    """Refuse a ``Last-Event-ID`` over ``max_last_event_id_length``, as ``GET /events`` does.
+
+    Raises:
+        HubHTTPError: ``last_event_id_too_long`` (400).
+    """
+    limit = settings.max_last_event_id_length
+    if last_event_id is not None and len(last_event_id) > limit:
+        raise HubHTTPError(
+            "last_event_id_too_long", f"Last-Event-ID is longer than {limit} characters"
+        )
 
 
 class _ListenerStream(EventSourceResponse):
@@ -431,6 +467,7 @@ async def _events(hub: HubChannels, request: Request) -> Response:
     if listener.channel is not channel:  # pragma: no cover - registered listeners are attached
         raise UnknownListener(listener.id)
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+    _check_last_event_id(hub.settings, last_event_id)  # -- security: before anything is opened
     if request.method == "HEAD":
         return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
     # -- security: a connection place and the token's expiry, as for topic streams
