@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+
 import anyio
 import pytest
 
-from ssehub import ProtocolError, SchemaValidationError
+from ssehub import ConfigurationError, ProtocolError, SchemaValidationError
 from ssehub.protocols import (
     TASK_PROGRESS,
     ProgressBoard,
+    ProgressOverrun,
     ProgressReporter,
     ProgressSubscription,
     TaskProgress,
@@ -172,14 +175,89 @@ async def test_finished_tasks_are_forgotten_beyond_the_bound() -> None:
         assert (await sub.receive()).task_id == "d"
 
 
-async def test_subscription_to_a_forgotten_task_ends() -> None:
+async def test_keep_finished_zero_still_delivers_the_final_state_then_forgets() -> None:
     board = ProgressBoard(keep_finished=0)
     board.create("a")
     sub = board.subscribe("a")
-    board.get("a")
     ProgressReporter(board, "a").complete()
+    assert board.get("a").state is TaskState.COMPLETED  # kept: the subscriber has not seen it
+    with anyio.fail_after(5):
+        final = await sub.receive()
+        assert final.state is TaskState.COMPLETED
+        with pytest.raises(anyio.EndOfStream):
+            await sub.receive()
+    with pytest.raises(KeyError):
+        board.get("a")  # delivered to everyone who follows it: forgotten
+
+
+async def test_slow_all_tasks_subscriber_gets_every_completion() -> None:
+    board = ProgressBoard(keep_finished=1)
+    sub = board.subscribe()
+    for name in "abc":
+        board.create(name).complete(f"{name} done")
+    with anyio.fail_after(5):
+        got = [await sub.receive() for _ in range(3)]
+    assert [(s.task_id, s.state) for s in got] == [(name, TaskState.COMPLETED) for name in "abc"]
+    # Once delivered, the board is back to its bound.
+    assert [s.task_id for s in board.tasks()] == ["c"]
+
+
+async def test_ended_tasks_wait_for_the_slowest_subscriber_only() -> None:
+    board = ProgressBoard(keep_finished=0)
+    fast, slow, one = board.subscribe(), board.subscribe(), None
+    board.create("a")
+    one = board.subscribe("a")
+    ProgressReporter(board, "a").complete()
+    board.create("b").fail("boom")
+    with anyio.fail_after(5):
+        assert [(await fast.receive()).task_id for _ in range(2)] == ["a", "b"]
+        assert {s.task_id for s in board.tasks()} == {"a", "b"}  # slow and one owe them
+        assert (await slow.receive()).task_id == "a"
+        assert {s.task_id for s in board.tasks()} == {"a", "b"}  # one still owes "a"
+        assert (await one.receive()).state is TaskState.COMPLETED
+        assert [s.task_id for s in board.tasks()] == ["b"]
+        failed = await slow.receive()
+    assert (failed.task_id, failed.state, failed.error) == ("b", TaskState.FAILED, "boom")
+    assert board.tasks() == []
+
+
+async def test_closed_or_dropped_subscriptions_stop_holding_tasks() -> None:
+    board = ProgressBoard(keep_finished=0)
+    closed, dropped = board.subscribe(), board.subscribe()
+    board.create("a").complete()
+    assert [s.task_id for s in board.tasks()] == ["a"]
+    closed.close()
+    assert [s.task_id for s in board.tasks()] == ["a"]  # dropped still owes it
+    del dropped
+    gc.collect()  # a subscription abandoned by a disconnected client
+    board.create("b").complete()  # the next end looks again
+    assert board.tasks() == []
     with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
-        await sub.receive()
+        await closed.receive()
+
+
+async def test_a_subscriber_too_far_behind_is_cut_off_and_memory_stays_bounded() -> None:
+    board = ProgressBoard(keep_finished=1, max_unread=2)
+    stalled = board.subscribe()
+    follower = board.subscribe()
+    with anyio.fail_after(5):
+        for n in range(10):
+            board.create(f"t{n}").complete()
+            assert (await follower.receive()).task_id == f"t{n}"  # keeps up: never cut off
+            ended = [s for s in board.tasks() if s.state.terminal]
+            assert len(ended) <= board.keep_finished + board.max_unread
+        for _ in range(2):  # a broken stream stays broken
+            with pytest.raises(ProgressOverrun, match="too far behind"):
+                await stalled.receive()
+        board.close()
+        assert [s async for s in follower] == []
+    assert [s.task_id for s in board.tasks()] == ["t9"]
+
+
+def test_negative_bounds_are_refused() -> None:
+    for kwargs in ({"keep_finished": -1}, {"max_unread": -1}):
+        with pytest.raises(ConfigurationError):
+            ProgressBoard(**kwargs)
 
 
 async def test_encode_uses_the_sequence_as_event_id() -> None:

@@ -7,6 +7,11 @@ and its final one. That bounds memory by the number of tasks, never by the numbe
 needs no per-subscriber queue. A late or reconnecting subscriber gets the current state of every
 task it follows first, then live updates.
 
+An ended task is forgotten (beyond ``keep_finished``) only once every live subscription that
+follows it has received its final state, so no subscriber misses a ``completed`` or ``failed``.
+A subscription that falls more than ``max_unread`` ended tasks behind is cut off with
+:class:`ProgressOverrun` instead of holding memory without bound.
+
 Every change gets a board-wide sequence number, used as the SSE event id. All methods must be
 called from the event loop's thread (from a worker thread, use ``anyio.from_thread.run_sync``).
 """
@@ -14,15 +19,17 @@ called from the event loop's thread (from a worker thread, use ``anyio.from_thre
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
-from .._exceptions import ProtocolError, SchemaValidationError
+from .._exceptions import ConfigurationError, ProtocolError, SchemaValidationError
 from ..wire import ServerSentEvent
 from ._schema import EventProtocol
 
@@ -30,11 +37,21 @@ __all__ = [
     "TASK_PROGRESS",
     "TASK_PROTOCOL",
     "ProgressBoard",
+    "ProgressOverrun",
     "ProgressReporter",
     "ProgressSubscription",
     "TaskProgress",
     "TaskState",
 ]
+
+
+class ProgressOverrun(ProtocolError):
+    """A subscription fell so far behind that the board could not keep, for it, the final states
+    it had not received yet (more than the board's ``max_unread`` ended tasks).
+
+    Nothing was skipped silently: the subscription ends with this error instead. Subscribe
+    again to start from the current states.
+    """
 
 
 class TaskState(str, enum.Enum):
@@ -139,12 +156,31 @@ class ProgressBoard:
 
     Args:
         keep_finished: how many ended tasks to keep for late subscribers; older ones are
-            forgotten first (bounded memory for long-running servers).
+            forgotten first (bounded memory for long-running servers), but never before every
+            live subscription following them has received their final state.
+        max_unread: how many more ended tasks the board keeps for subscriptions that have not
+            received their final state yet. A subscription that would need more is cut off
+            (its ``receive()`` raises :class:`ProgressOverrun`), slowest first.
+
+    Raises:
+        ConfigurationError: a bound is negative.
+
+    Memory: at most ``keep_finished + max_unread`` ended tasks plus the tasks still running,
+    whatever the number of updates or subscribers; a subscription itself holds one cursor.
     """
 
-    def __init__(self, *, keep_finished: int = 1000) -> None:
+    def __init__(self, *, keep_finished: int = 1000, max_unread: int = 1000) -> None:
+        if keep_finished < 0 or max_unread < 0:
+            raise ConfigurationError("keep_finished and max_unread must not be negative")
         self.keep_finished = keep_finished
+        self.max_unread = max_unread
         self._states: dict[str, TaskProgress] = {}
+        # Ended tasks in the order they ended (a final state is a task's last change, so this
+        # is also sequence order): the oldest are the ones to forget first.
+        self._finished: dict[str, TaskProgress] = {}
+        # Live subscriptions, weakly: one dropped without being drained (a client that went
+        # away) stops holding ended tasks for itself once it is garbage.
+        self._subs: weakref.WeakSet[ProgressSubscription] = weakref.WeakSet()
         self._seq = 0
         self._changed: anyio.Event | None = None
         self._closed = False
@@ -231,7 +267,9 @@ class ProgressBoard:
         """
         if task_id is not None:
             self.get(task_id)
-        return ProgressSubscription(self, task_id)
+        subscription = ProgressSubscription(self, task_id)
+        self._subs.add(subscription)
+        return subscription
 
     def close(self) -> None:
         """End every subscription once it has delivered the current states.
@@ -263,14 +301,51 @@ class ProgressBoard:
         progress = replace(progress, seq=self._seq)
         self._states[progress.task_id] = progress
         if progress.state.terminal:
+            self._finished[progress.task_id] = progress
             self._forget_old()
         self._wake()
         return progress
 
     def _forget_old(self) -> None:
-        finished = [s for s in self.tasks() if s.state.terminal]
-        for old in finished[: max(0, len(finished) - self.keep_finished)]:
-            del self._states[old.task_id]
+        """Forget the ended tasks beyond ``keep_finished`` that no live subscription still owes
+        its final state; cut off the slowest subscriptions beyond ``max_unread``.
+
+        Cost: one pass over the live subscriptions and the excess ended tasks (at most
+        ``max_unread + 1`` of them), only when there is an excess at all.
+        """
+        overrun = False
+        while len(self._finished) > self.keep_finished:
+            excess = len(self._finished) - self.keep_finished
+            subs = list(self._subs)
+            # All-task subscriptions deliver in sequence order: the slowest cursor tells
+            # which final states one of them still has to deliver.
+            floor = min((sub._cursor for sub in subs if sub._task_id is None), default=None)
+            followed = {sub._task_id for sub in subs if sub._task_id is not None}
+            pinned: list[TaskProgress] = []
+            for state in list(itertools.islice(self._finished.values(), excess)):
+                if (floor is not None and state.seq > floor) or state.task_id in followed:
+                    pinned.append(state)
+                else:
+                    del self._finished[state.task_id]
+                    del self._states[state.task_id]
+            if len(pinned) <= self.max_unread:
+                break
+            # Too many final states held for laggards: cut off the ones that owe the oldest,
+            # then look again (that task is now free, and maybe more behind it).
+            oldest = pinned[0]
+            for sub in subs:
+                if sub._owes(oldest):
+                    sub._overrun = True
+                    self._subs.discard(sub)
+                    overrun = True
+        if overrun:
+            self._wake()
+
+    def _release(self, subscription: ProgressSubscription) -> None:
+        """A subscription ended or was closed: it holds no ended task any more."""
+        self._subs.discard(subscription)
+        if len(self._finished) > self.keep_finished:
+            self._forget_old()
 
     def _wake(self) -> None:
         if self._changed is not None:
@@ -288,6 +363,10 @@ class ProgressSubscription:
 
     ``receive()`` reads the board only after waking, so cancelling it never loses an update;
     it can therefore be raced against a deadline (see :func:`ssehub.protocols.batched`).
+
+    While it is live (not ended, closed or garbage), the board keeps every ended task it follows
+    until it has received the task's final state. Call :meth:`close` when stopping early, or
+    just drop it: either way it stops holding tasks.
     """
 
     def __init__(self, board: ProgressBoard, task_id: str | None) -> None:
@@ -295,6 +374,19 @@ class ProgressSubscription:
         self._task_id = task_id
         self._cursor = 0
         self._ended = False
+        self._overrun = False
+
+    def _owes(self, state: TaskProgress) -> bool:
+        """Whether this subscription has yet to deliver ``state`` (an ended task's final state)."""
+        if self._task_id is None:
+            return self._cursor < state.seq
+        return self._task_id == state.task_id and not self._ended
+
+    def close(self) -> None:
+        """Stop following: ``receive()`` then raises :class:`anyio.EndOfStream`."""
+        if not self._ended:
+            self._ended = True
+            self._board._release(self)
 
     def _next(self) -> TaskProgress | None:
         if self._task_id is not None:
@@ -308,20 +400,34 @@ class ProgressSubscription:
 
         Raises:
             anyio.EndOfStream: the followed task has ended and was delivered, or the board is
-                closed and everything current was delivered.
+                closed and everything current was delivered, or :meth:`close` was called.
+            ProgressOverrun: the subscription fell more than the board's ``max_unread`` ended
+                tasks behind and was cut off (see :class:`ProgressBoard`); raised again on every
+                later call.
         """
         while True:
+            if self._overrun:  # checked first: a cut-off stream stays broken, it never "ends"
+                raise ProgressOverrun(
+                    "the progress subscription fell too far behind (more than "
+                    f"{self._board.max_unread} ended tasks unread); subscribe again"
+                )
             if self._ended:
                 raise anyio.EndOfStream
             state = self._next()
             if state is not None:
                 self._cursor = state.seq
                 if self._task_id is not None and state.state.terminal:
-                    self._ended = True
+                    self.close()  # delivered its final state: the task is free to go
+                elif (
+                    state.state.terminal and len(self._board._finished) > self._board.keep_finished
+                ):
+                    # This may have been the last subscription owing the state.
+                    self._board._forget_old()
                 return state
             if self._board._closed or (
                 self._task_id is not None and self._task_id not in self._board._states
             ):
+                self.close()
                 raise anyio.EndOfStream
             await self._board._wait_changed()
 
