@@ -96,7 +96,15 @@ async def idle_callbacks(listeners: int, seconds: float) -> float:
 
 async def idle_http(listeners: int, seconds: float) -> float:
     """``listeners`` SSE responses of the hub's channel route."""
-    app = create_app(HubSettings(max_listeners=listeners))
+    # Every stream comes from one in-process address: lift the hub's stream limits (100 per
+    # address by default), as the other in-process benchmarks do.
+    app = create_app(
+        HubSettings(
+            max_listeners=listeners,
+            max_connections=listeners + 10,
+            max_connections_per_address=listeners + 10,
+        )
+    )
     async with app.router.lifespan_context(app), AsyncExitStack() as stack:
         registry = app.state.hub.channels.registry
         channel = await registry.create("idle")
@@ -106,12 +114,21 @@ async def idle_http(listeners: int, seconds: float) -> float:
             path = f"/channels/idle/listeners/{listener.id}/events"
             stream = await stack.enter_async_context(stream_asgi(app, path))
             await stream.start()
+            if stream.status_code != 200:
+                raise SystemExit(f"the listener stream answered {stream.status_code}")
             streams.append(stream)
         await channel.broadcast(Message("hello"))
         for stream in streams:
             await stream.events().take(1)
         return await _idle(seconds)
 
+
+LABELS: dict[str, str] = {
+    "stream": "message streams (a task each)",
+    "callback": "callback listeners (thread pool)",
+    "http": "HTTP SSE responses (hub route)",
+}
+"""Row labels of the Markdown table (``tests/test_benchmarks_smoke.py`` checks them)."""
 
 SCENARIOS: dict[str, Scenario] = {
     "stream": idle_streams,
@@ -136,11 +153,21 @@ def main() -> None:
     )
     print(f"{args.listeners} idle listeners, {args.seconds:g} s each\n")
     print(f"{'scenario':<10} {'CPU ms':>8} {'CPU %':>7} {'CPU us/listener/s':>18}")
+    rows: list[tuple[str, float]] = []
     for name, scenario in SCENARIOS.items():
         cpu = anyio.run(scenario, args.listeners, args.seconds, backend=args.backend)
         share = 100 * cpu / args.seconds
         per = 1e6 * cpu / args.listeners / args.seconds
         print(f"{name:<10} {1000 * cpu:>8.2f} {share:>6.3f}% {per:>18.3f}", flush=True)
+        rows.append((name, cpu))
+    print(
+        f"\n### Idle listeners ({args.listeners} listeners, {args.seconds:g} s idle,"
+        f" {args.backend})\n"
+    )
+    print("| listeners | process CPU over the window (ms) | CPU % of one core |")
+    print("|---|---|---|")
+    for name, cpu in rows:
+        print(f"| {LABELS[name]} | {1000 * cpu:.2f} | {100 * cpu / args.seconds:.3f} |")
 
 
 if __name__ == "__main__":

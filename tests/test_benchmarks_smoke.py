@@ -36,6 +36,12 @@ EXPECTED = {
         "streams ended by a server during measurement: 0",
     ],
     "profile_hub_inprocess.py": ["µs of CPU per delivery (no sockets)"],
+    "bench_idle_listeners.py": [
+        "### Idle listeners",
+        "| message streams (a task each) |",
+        "| callback listeners (thread pool) |",
+        "| HTTP SSE responses (hub route) |",
+    ],
     "bench_hub_slow.py": [
         "### Slow consumer",
         "| others' p99 with the slow one (ms) |",
