@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 
@@ -58,6 +60,51 @@ def test_thresholds_classify_both_directions() -> None:
         Thresholds(warning=500, critical=100)
     with pytest.raises(ConfigurationError):
         Thresholds(warning=5, critical=20, higher_is_worse=False)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("higher_is_worse", [True, False])
+def test_non_finite_values_are_critical_never_healthy(value: float, higher_is_worse: bool) -> None:
+    thresholds = (
+        Thresholds(100, 500) if higher_is_worse else Thresholds(20, 5, higher_is_worse=False)
+    )
+    assert thresholds.classify(value) is HealthStatus.CRITICAL
+
+
+def test_nan_thresholds_are_refused() -> None:
+    for warning, critical in ((math.nan, 5), (5, math.nan)):
+        with pytest.raises(ConfigurationError, match="NaN"):
+            Thresholds(warning, critical)
+    assert Thresholds(100, math.inf).classify(10**9) is HealthStatus.WARNING  # never critical
+
+
+@pytest.mark.anyio
+async def test_a_probe_returning_nan_makes_an_encodable_critical_report_and_an_alert() -> None:
+    monitor = HealthMonitor([latency(Probe(10, math.nan))])
+    sub = monitor.subscribe()
+    with anyio.fail_after(5):
+        await monitor.check_once()
+        assert (await sub.receive()).status is HealthStatus.HEALTHY
+        report = await monitor.check_once()
+        alert = await sub.receive()
+        assert isinstance(alert, HealthAlert)
+        assert (alert.previous, alert.current, alert.value) == (
+            HealthStatus.HEALTHY,
+            HealthStatus.CRITICAL,
+            None,
+        )
+        assert await sub.receive() == report
+    [component] = report.components
+    assert (report.status, component.status, component.value) == (
+        HealthStatus.CRITICAL,
+        HealthStatus.CRITICAL,
+        None,
+    )
+    assert "non-finite" in component.message
+    # The report and the alert reach the wire (JSON has no NaN: a NaN value would not encode).
+    for item in (report, alert):
+        [message] = parse(HealthSubscription.encode(item).encode())
+        assert HEALTH_PROTOCOL.decode(message).payload == item
 
 
 def test_monitor_configuration_errors() -> None:

@@ -2,7 +2,8 @@
 
 Each :class:`HealthCheck` probes one component and returns a number (latency in ms, queue depth,
 error rate, ...). Its :class:`Thresholds` classify the number as healthy, warning or critical; a
-probe that raises or times out is critical. Every round produces a :class:`HealthReport` (overall
+probe that raises, times out or returns a value that is not a finite number (NaN, an infinity)
+is critical. Every round produces a :class:`HealthReport` (overall
 status = the worst component), and every change of a component's status produces a
 :class:`HealthAlert` (including recoveries).
 
@@ -15,6 +16,7 @@ task group of ``async with HealthMonitor(...)``.
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +69,8 @@ class Thresholds:
             or available connections (then the thresholds are lower bounds).
 
     Raises:
-        ConfigurationError: the thresholds are in the wrong order for ``higher_is_worse``.
+        ConfigurationError: a threshold is NaN, or they are in the wrong order for
+            ``higher_is_worse``. (An infinite threshold is allowed: that level is never reached.)
     """
 
     warning: float
@@ -75,6 +78,8 @@ class Thresholds:
     higher_is_worse: bool = True
 
     def __post_init__(self) -> None:
+        if math.isnan(self.warning) or math.isnan(self.critical):
+            raise ConfigurationError("health thresholds must not be NaN")
         ordered = (
             self.warning <= self.critical
             if self.higher_is_worse
@@ -84,7 +89,16 @@ class Thresholds:
             raise ConfigurationError("the warning threshold must come before the critical one")
 
     def classify(self, value: float) -> HealthStatus:
-        """The status of ``value``."""
+        """The status of ``value``; a value that is not a finite number is critical.
+
+        NaN compares false with everything, so without this check it would fall through every
+        threshold and look healthy. An infinity is refused too, in both directions: no real
+        latency, queue depth or free space is infinite, so it means the probe could not measure
+        (a division by zero, an empty sample), and a component that cannot be measured must
+        not look healthy.
+        """
+        if not math.isfinite(value):
+            return HealthStatus.CRITICAL
         sign = 1.0 if self.higher_is_worse else -1.0
         if sign * value >= sign * self.critical:
             return HealthStatus.CRITICAL
@@ -114,7 +128,8 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class ComponentHealth:
-    """The result of one probe: status, value (``None`` when the probe failed) and message."""
+    """The result of one probe: status, value (``None`` when the probe failed, timed out or
+    returned a non-finite number) and message."""
 
     name: str
     status: HealthStatus
@@ -204,6 +219,15 @@ class HealthMonitor:
         except Exception as exc:  # noqa: BLE001 - a failing probe *is* a critical component
             return ComponentHealth(
                 check.name, HealthStatus.CRITICAL, None, f"probe failed: {type(exc).__name__}"
+            )
+        if not math.isfinite(value):
+            # Critical, with no value: JSON has no NaN or infinity (the report could not even
+            # be encoded), and the message says what the probe returned.
+            return ComponentHealth(
+                check.name,
+                HealthStatus.CRITICAL,
+                None,
+                f"probe returned a non-finite value ({value})",
             )
         status = check.thresholds.classify(value)
         return ComponentHealth(check.name, status, value, f"{value:g}{check.unit}")
