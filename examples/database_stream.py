@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +43,10 @@ __all__ = ["MESSAGES", "app", "create_app", "main"]
 
 PAGE = 100  # rows per query: bounded memory however far behind a client is
 MAX_TEXT = 1000
+# A row id as a client may send it back: ASCII digits only, and few enough to fit SQLite's
+# 64-bit integers. str.isdigit() is not enough: it accepts "²" (header byte 0xB2, as Starlette
+# decodes headers as Latin-1), which int() then refuses.
+ROW_ID = re.compile(r"[0-9]{1,18}")
 
 
 class Base(DeclarativeBase):
@@ -110,13 +115,16 @@ def create_app(database_url: str) -> Starlette:
 
     async def stream(request: Request) -> Response:
         last_event_id = request.headers.get("last-event-id", "0") or "0"
-        if not last_event_id.isdigit() or len(last_event_id) > 18:
+        if ROW_ID.fullmatch(last_event_id) is None:
             return JSONResponse({"error": "Last-Event-ID must be a row id"}, status_code=400)
+        # Converted here, before answering: a value the generator could not use must get a
+        # 400, not a 200 followed by a crash in mid-stream.
+        start_after = int(last_event_id)
         sessions: async_sessionmaker[AsyncSession] = request.state.sessions
         signal: Signal = request.state.new
 
         async def rows() -> AsyncIterator[ServerSentEvent]:
-            after = int(last_event_id)
+            after = start_after
             while True:
                 # Take the signal *before* querying: a row added during the query then still
                 # wakes us, so no row can slip between the query and the wait.

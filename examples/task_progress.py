@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,6 +36,8 @@ from ssehub import EventSourceResponse, ServerSentEvent
 from ssehub.protocols import ProgressBoard, ProgressReporter, ProgressSubscription
 
 __all__ = ["app", "main"]
+
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # a board sequence number sent back as Last-Event-ID
 
 
 def make_job(steps: int, delay: float, fail_at: int | None) -> Any:
@@ -105,7 +108,9 @@ async def task_events(request: Request) -> Response:
     if state is None:
         return JSONResponse({"error": "unknown task"}, status_code=404)
     last_event_id = request.headers.get("last-event-id", "")
-    if state.state.terminal and last_event_id.isdigit() and int(last_event_id) >= state.seq:
+    # ASCII digits only: str.isdigit() accepts "²" (header byte 0xB2), which int() refuses.
+    seen = int(last_event_id) if EVENT_ID.fullmatch(last_event_id) else None
+    if state.state.terminal and seen is not None and seen >= state.seq:
         return Response(status_code=204)  # already seen the end: stop the browser reconnecting
     subscription = request.state.board.subscribe(state.task_id)
 

@@ -78,6 +78,15 @@ async def test_more_rows_than_a_page(example: Any, tmp_path: Path, run_lifespan:
         ({"text": ""}, {}, "/messages"),
         ("just text", {}, "/messages"),
         (None, {"last-event-id": "abc"}, "/stream"),
+        # str.isdigit() accepts these (header bytes 0xB2, 0xB9, 0xB3 decode as Latin-1) but
+        # int() refuses them: they must get a 400, not a 200 and a crash in the generator.
+        (None, {"last-event-id": "\u00b2"}, "/stream"),
+        (None, {"last-event-id": "\u00b9"}, "/stream"),
+        (None, {"last-event-id": "1\u00b3"}, "/stream"),
+        (None, {"last-event-id": "1" * 19}, "/stream"),
+        (None, {"last-event-id": "-1"}, "/stream"),
+        (None, {"last-event-id": "+1"}, "/stream"),
+        (None, {"last-event-id": " 1"}, "/stream"),
     ],
 )
 async def test_bad_input_gets_400(
