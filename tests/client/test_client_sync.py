@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from typing import Any
@@ -214,19 +215,104 @@ def test_close_from_another_thread_while_reading(server: ScriptServer) -> None:
     assert len(server.requests(path)) == 1
 
 
-def test_close_from_another_thread_mid_connect(server: ScriptServer) -> None:
+def test_close_from_another_thread_while_waiting_for_headers(server: ScriptServer) -> None:
     path = server.new_path()
     gate = server.gate()
     url = server.script(path, Reply(before_headers=gate, steps=[b"data: late\n\n"]))
-    source = EventSource(url, policy=FAST)
+    # No idle timeout: only close() can end the wait for the headers.
+    source = EventSource(url, policy=FAST, idle_timeout=None)
     thread, out = run_in_thread(source)
     server.wait_requests(path, 1)
     source.close()
-    gate.open()  # the in-flight request completes; its response must be discarded
-    thread.join(5)
+    thread.join(5)  # the gate is still shut: the server has not answered
     assert not thread.is_alive()
+    gate.open()
     assert out == []
+    server.wait_disconnects(path, 1)
     assert len(server.requests(path)) == 1
+
+
+def test_close_ends_a_wait_for_headers_that_never_come() -> None:
+    # A raw server that accepts and reads the request, then never answers.
+    request_seen = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        request_seen.set()
+
+    with listener:
+        acceptor = threading.Thread(target=serve, daemon=True)
+        acceptor.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/events"
+        source = EventSource(url, policy=FAST, idle_timeout=None)
+        thread, out = run_in_thread(source)
+        assert request_seen.wait(5)
+        assert source.ready_state is ReadyState.CONNECTING
+        source.close()
+        thread.join(5)
+        assert not thread.is_alive(), "close() did not interrupt the wait for headers"
+        acceptor.join(5)
+        assert out == []
+        assert source.ready_state is ReadyState.CLOSED
+        # The client hung up: the server sees the end of the connection.
+        assert accepted[0].recv(1) == b""
+        accepted[0].close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="relies on Linux dropping SYNs at backlog")
+def test_close_ends_a_connect_in_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With its accept queue full (backlog 0 holds one connection), Linux drops new SYNs: a
+    # connect to this listener stays in progress until close() aborts it.
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    address = listener.getsockname()
+    filler = socket.create_connection(address, timeout=5)
+    connecting = threading.Event()
+    connect_ex = socket.socket.connect_ex
+
+    def spy(sock: socket.socket, target: Any) -> int:
+        code = connect_ex(sock, target)
+        if target == address:
+            connecting.set()
+        return code
+
+    monkeypatch.setattr(socket.socket, "connect_ex", spy)
+    with listener, filler:
+        url = f"http://127.0.0.1:{address[1]}/events"
+        source = EventSource(url, policy=FAST, connect_timeout=None, idle_timeout=None)
+        thread, out = run_in_thread(source)
+        assert connecting.wait(5)
+        source.close()
+        thread.join(5)
+        assert not thread.is_alive(), "close() did not interrupt the connect"
+    assert out == []
+
+
+def test_an_incompatible_httpx_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoPool(httpx.BaseTransport):
+        pass
+
+    monkeypatch.setattr(httpx, "HTTPTransport", NoPool)
+    with pytest.raises(RuntimeError, match=r"HTTPTransport\._pool"):
+        EventSource("http://127.0.0.1:1/")
+
+
+def test_a_given_client_is_used_and_left_open(server: ScriptServer) -> None:
+    path = server.new_path()
+    url = server.script(path, sse(b"data: x\n\n"))
+    with httpx.Client(headers={"X-From": "mine"}) as client:
+        with EventSource(url, client=client, policy=FAST) as source:
+            assert [e.data for e in source] == ["x"]
+        assert not client.is_closed
+    assert server.requests(path)[0].headers[b"x-from"] == b"mine"
 
 
 def test_no_buffered_event_after_close(server: ScriptServer) -> None:

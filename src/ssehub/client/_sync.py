@@ -2,7 +2,9 @@
 
 Same state machine, same parser, same rules; iteration blocks the calling thread.
 :meth:`EventSource.close` may be called from any thread: it wakes a pending reconnect wait at
-once and shuts down an open stream's socket so a blocked read returns.
+once and, through the abortable network backend of :mod:`._abort`, abandons a connect in
+progress and shuts down the sockets of the source's own client, so a thread blocked waiting for
+response headers or reading the stream returns at once.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     import httpx
 
     from ..protocols import EventProtocol, TypedEvent
+    from ._abort import AbortableBackend
 
 __all__ = ["EventSource"]
 
@@ -56,11 +59,13 @@ class EventSource(Generic[T]):
     is no ``clock``: waits use :func:`time.monotonic`).
 
     Calling :meth:`close` from the ``on_open`` or ``on_reconnect`` callback ends the iteration
-    cleanly (no further request). :meth:`close` from another thread takes effect at once while
-    waiting to reconnect or reading an open stream. While a connection attempt is in flight it
-    cannot interrupt httpx; the attempt ends within ``connect_timeout``/``idle_timeout`` and
-    its response is discarded unread. In every case no event is delivered and no request is
-    made after ``close()``.
+    cleanly (no further request). :meth:`close` from another thread takes effect at once in
+    every state: waiting to reconnect, connecting, waiting for the response headers, reading
+    the stream (the source's own client runs on a network backend whose sockets ``close()``
+    shuts down). With a ``client`` you pass, only the reconnect wait and an open stream's read
+    are interrupted: a connection attempt in flight ends within ``connect_timeout`` /
+    ``idle_timeout`` and its response is discarded unread. In every case no event is
+    delivered and no request is made after ``close()``.
     """
 
     @overload
@@ -138,8 +143,6 @@ class EventSource(Generic[T]):
         on_open: Callable[[], None] | None = None,
     ) -> None:
         require_httpx()
-        import httpx
-
         validate_url(url)
         machine = (
             ReconnectMachine(policy, last_event_id=last_event_id)
@@ -157,7 +160,14 @@ class EventSource(Generic[T]):
         )
         self._timeout = timeout_for(connect_timeout, idle_timeout)
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client()
+        # An owned client runs on a backend whose sockets close() can shut down from another
+        # thread, so a connect or a wait for headers ends at once; a given client cannot be.
+        self._backend: AbortableBackend | None = None
+        if client is None:
+            from ._abort import abortable_client
+
+            client, self._backend = abortable_client()
+        self._client: httpx.Client = client
         self._on_reconnect = on_reconnect
         self._on_open = on_open
         self._response: httpx.Response | None = None
@@ -344,6 +354,8 @@ class EventSource(Generic[T]):
             finished, self._finished = self._finished, True
         if not finished and self._owns_client:
             self._client.close()
+            if self._backend is not None:
+                self._backend.close()
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -351,7 +363,9 @@ class EventSource(Generic[T]):
         """Close the source: ``CLOSED`` at once, no request or event afterwards; idempotent.
 
         Safe from any thread. If another thread is iterating, it is woken (a reconnect wait
-        ends, an open stream's socket is shut down) and releases the connection itself.
+        ends; with the source's own client a connect in progress is abandoned and every socket
+        is shut down, so a wait for headers or a blocked read returns; with a given client only
+        an open stream's socket is) and releases the connection itself.
         """
         with self._lock:
             if self._closed:
@@ -361,8 +375,10 @@ class EventSource(Generic[T]):
             self._wake.set()
             busy = self._busy
             response = self._response
+        if self._backend is not None:
+            self._backend.abort()
         if busy:
-            if response is not None:
+            if response is not None and self._backend is None:
                 _shutdown(response)
         else:
             self._finish()
