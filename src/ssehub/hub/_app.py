@@ -90,7 +90,9 @@ class HubState:
         self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
         self.channels: HubChannels | None = (
-            HubChannels(settings, shutdown_event=self.shutdown_event) if settings.channels else None
+            HubChannels(settings, shutdown_event=self.shutdown_event, clock=broker.clock)
+            if settings.channels
+            else None
         )
 
     @property

@@ -85,7 +85,9 @@ class HubChannels:
     Args:
         settings: the hub's settings (limits, queue and history options, ``listener_linger``).
         shutdown_event: returns the event that ends every stream when the hub shuts down.
-        sleep: how a linger timer waits (``anyio.sleep``); tests inject a controllable one.
+        sleep: how a linger timer waits; by default on ``clock``, else ``anyio.sleep``.
+        clock: the clock linger timers wait on (the hub passes its broker's, so a test that
+            drives the broker with a ``ManualClock`` drives the timers too).
 
     Attributes:
         registry: the channels.
@@ -96,7 +98,8 @@ class HubChannels:
         settings: HubSettings,
         *,
         shutdown_event: Callable[[], anyio.Event] | None = None,
-        sleep: Sleep = anyio.sleep,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
         self.shutdown_event = shutdown_event
@@ -108,6 +111,8 @@ class HubChannels:
             history_ttl=settings.history_ttl,
             max_listeners=settings.max_listeners,
         )
+        if sleep is None:
+            sleep = anyio.sleep if clock is None else _sleep_on(clock)
         self._sleep = sleep
         self._timers: dict[Listener, anyio.CancelScope] = {}
         self._task_group: TaskGroup | None = None
@@ -191,6 +196,15 @@ class HubChannels:
         if not self.running:
             raise HubHTTPError("unavailable", "the channels are not running")
         return self.registry
+
+
+def _sleep_on(clock: Clock) -> Sleep:
+    """Return a ``sleep(seconds)`` that waits on ``clock``."""
+
+    async def sleep(seconds: float) -> None:
+        await clock.sleep_until(clock.time() + seconds)
+
+    return sleep
 
 
 def with_channels(
