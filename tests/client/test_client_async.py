@@ -106,6 +106,29 @@ async def test_parser_vectors_over_http(
     assert triples(events) == expected
 
 
+# Vector 9: only ASCII digits set the reconnection time; anything else keeps the previous value.
+INVALID_RETRY_VALUES = [b"1000x", b"-5", b" 5", b"+5", b"1_000", "\uff15".encode(), b""]
+
+
+@pytest.mark.parametrize("bad", INVALID_RETRY_VALUES)
+async def test_retry_validation_over_http(server: ScriptServer, bad: bytes) -> None:
+    path = server.new_path()
+    # 03000 is 3000 ms (leading zeros are digits); the invalid value after it changes nothing.
+    body = b"retry: 03000\n\nretry: " + bad + b"\ndata: x\n\n"
+    url = server.script(path, sse(body), sse(b"data: y\n\n"))
+    policy = ReconnectPolicy(initial_retry=0.25, jitter=0.0)
+    clock = RecordingClock()
+    with anyio.fail_after(10):
+        async with AsyncEventSource(url, policy=policy, clock=clock) as source:
+            events = [event async for event in source]
+            assert source.reconnection_time == 3.0
+    assert [e.data for e in events] == ["x", "y"]
+    # Both reconnects (after each stream's end; the open in between resets the backoff) wait
+    # the server's 3 s, not the initial 0.25 s nor a value read from the invalid line.
+    assert clock.delays == [3.0, 3.0]
+    assert len(server.requests(path)) == 3
+
+
 async def test_charset_parameter_is_ignored(server: ScriptServer) -> None:
     reply = Reply(
         headers=[(b"content-type", b"text/event-stream; charset=windows-1252")],

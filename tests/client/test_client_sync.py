@@ -85,6 +85,28 @@ def test_parser_rules_hold_over_http(server: ScriptServer) -> None:
     ]
 
 
+@pytest.mark.parametrize("bad", [b"1000x", b"-5", b" 5", b"+5", b"1_000", "\uff15".encode(), b""])
+def test_retry_validation_over_http(server: ScriptServer, bad: bytes) -> None:
+    # SSE-SPEC §5 vector 9: 03000 is 3000 ms; the invalid value after it is ignored.
+    path = server.new_path()
+    body = b"retry: 03000\n\nretry: " + bad + b"\ndata: x\n\n"
+    url = server.script(path, sse(body), sse(b"data: never\n\n"))
+    delays: list[float] = []
+
+    def on_reconnect(delay: float, _cause: BaseException | None) -> None:
+        delays.append(delay)
+        source.close()  # the 3 s wait is not needed to see its length
+
+    source = EventSource(
+        url, policy=ReconnectPolicy(initial_retry=0.25, jitter=0.0), on_reconnect=on_reconnect
+    )
+    with source:
+        assert [e.data for e in source] == ["x"]
+        assert source.reconnection_time == 3.0
+    assert delays == [3.0]
+    assert len(server.requests(path)) == 1
+
+
 def test_204_stops_and_errors_fail(server: ScriptServer) -> None:
     path = server.new_path()
     url = server.script(path, Reply(status=204, headers=[]))
