@@ -8,7 +8,10 @@ protocol. The client may also state versions and features, with headers (``X-Pro
 * ``tasks`` streams ``task.progress`` for a few simulated jobs updating many times a second.
   With ``batching`` enabled, updates are grouped into ``protocol.batch`` events (count, bytes and
   50 ms bounds); without it they come one by one. A new watcher gets every task's current state
-  first.
+  first. A reconnecting watcher sends ``Last-Event-ID`` (the event ids are the board's sequence
+  numbers) and gets only what changed after it. Every item of a batch carries its own id, so a
+  client that stopped in the middle of a batch sends the id of the last item it handled and gets
+  the rest of that batch again: nothing missing, nothing twice.
 * ``health`` streams ``health.report`` every few seconds and a ``health.alert`` whenever a
   (simulated) component changes between healthy, warning and critical.
 
@@ -24,7 +27,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,6 +61,17 @@ from ssehub.protocols import (
 __all__ = ["app", "create_app", "main"]
 
 negotiator = Negotiator([TASK_PROTOCOL, HEALTH_PROTOCOL], default="tasks")
+SEQUENCE = re.compile(r"[0-9]{1,18}")  # an id this server sent: ASCII digits (not str.isdigit)
+
+
+def resume_point(request: Request) -> int:
+    """The board sequence number a reconnecting client has handled (0 for a new client).
+
+    A malformed ``Last-Event-ID`` is treated as absent: progress is state, so starting again
+    from the current states is always correct, while a 400 would stop a browser for good.
+    """
+    value = request.headers.get("last-event-id", "")
+    return int(value) if SEQUENCE.fullmatch(value) else 0
 
 
 async def simulate_tasks(board: ProgressBoard, tick: float, parallel: int = 3) -> None:
@@ -85,13 +100,24 @@ def simulated_latency() -> Any:
     return probe
 
 
-def create_app(*, tick: float = 0.05, health_interval: float = 2.0) -> Starlette:
+def create_app(
+    *,
+    tick: float = 0.05,
+    health_interval: float = 2.0,
+    simulate: bool = True,
+    make_policy: Callable[[Collection[str]], BatchPolicy] | None = None,
+) -> Starlette:
     """Build the application.
 
     Args:
         tick: seconds between two progress updates of a simulated job.
         health_interval: seconds between two health rounds.
+        simulate: run the simulated jobs; ``False`` leaves the board (``state["board"]`` in
+            the lifespan state) to the caller, for tests that need a known sequence.
+        make_policy: builds the batching policy of a connection from its batchable kinds
+            (default: ``BatchPolicy(kinds=kinds)``, the 100 events, 64 KiB, 50 ms bounds).
     """
+    policy_for = make_policy or (lambda kinds: BatchPolicy(kinds=kinds))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -102,7 +128,8 @@ def create_app(*, tick: float = 0.05, health_interval: float = 2.0) -> Starlette
         ]
         async with HealthMonitor(checks, interval=health_interval) as monitor:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(simulate_tasks, board, tick)
+                if simulate:
+                    tg.start_soon(simulate_tasks, board, tick)
                 yield {"board": board, "monitor": monitor}
                 tg.cancel_scope.cancel()
             board.close()
@@ -112,14 +139,21 @@ def create_app(*, tick: float = 0.05, health_interval: float = 2.0) -> Starlette
             session = negotiate_request(negotiator, request)
         except NegotiationError as exc:
             return negotiation_error_response(exc, request)
-        return EventSourceResponse(stream(request, session))
+        # Read before answering, so the generator has nothing left to refuse.
+        return EventSourceResponse(stream(request, session, resume_point(request)))
 
-    async def stream(request: Request, session: Negotiated) -> AsyncIterator[ServerSentEvent]:
+    async def stream(
+        request: Request, session: Negotiated, after: int
+    ) -> AsyncIterator[ServerSentEvent]:
+        # The handshake has no id: sent again on every reconnection, it never moves the
+        # client's Last-Event-ID.
         yield session.handshake_event()
         # Only clients that enabled "batching" get batches; only batchable kinds are grouped.
-        policy = BatchPolicy(kinds=session.batchable_kinds()) if session.batching else None
+        policy = policy_for(session.batchable_kinds()) if session.batching else None
         if session.protocol is TASK_PROTOCOL:
-            tasks = request.state.board.subscribe()
+            # Ids are board sequence numbers: resuming is starting the cursor at the client's
+            # Last-Event-ID, whether that id ended a batch or sat in the middle of one.
+            tasks = request.state.board.subscribe(after=after)
             async for event in batched(tasks, policy, encode=ProgressSubscription.encode):
                 yield event
         else:

@@ -112,7 +112,8 @@ async def task_events(request: Request) -> Response:
     seen = int(last_event_id) if EVENT_ID.fullmatch(last_event_id) else None
     if state.state.terminal and seen is not None and seen >= state.seq:
         return Response(status_code=204)  # already seen the end: stop the browser reconnecting
-    subscription = request.state.board.subscribe(state.task_id)
+    # A reconnecting watcher gets only what changed after the id it sent.
+    subscription = request.state.board.subscribe(state.task_id, after=seen or 0)
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
         async for progress in subscription:

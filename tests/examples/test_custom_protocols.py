@@ -13,11 +13,13 @@ from ssehub.protocols import (
     BATCH_EVENT,
     HEALTH_PROTOCOL,
     TASK_PROTOCOL,
+    BatchPolicy,
     HealthReport,
     ProtocolClient,
     TaskProgress,
+    TypedEvent,
 )
-from ssehub.testing import http_scope, stream_asgi
+from ssehub.testing import ManualClock, http_scope, stream_asgi
 
 pytestmark = pytest.mark.anyio
 
@@ -115,3 +117,71 @@ async def test_unknown_protocol_browser_mode(example: Any, run_lifespan: Any) ->
     assert error.event == "protocol.error"
     with pytest.raises(NegotiationError, match="unknown protocol"):
         ProtocolClient(TASK_PROTOCOL).feed(error)
+
+
+def known_sequence_app(example: Any) -> Any:
+    """The example without simulated jobs, batching by count only: batches of 4.
+
+    The policy's manual clock is never advanced, so no batch is cut by the delay bound: which
+    items share a batch depends on the count alone, not on the machine's speed.
+    """
+    return example("custom_protocols").create_app(
+        simulate=False,
+        make_policy=lambda kinds: BatchPolicy(max_count=4, kinds=kinds, clock=ManualClock()),
+    )
+
+
+async def test_reconnect_mid_batch_ends_with_the_exact_sequence(
+    example: Any, run_lifespan: Any
+) -> None:
+    app = known_sequence_app(example)
+    handled: list[TypedEvent[Any]] = []
+    with anyio.fail_after(10):
+        async with run_lifespan(app) as state:
+            for n in range(1, 11):  # ten tasks, one state each: ids 1..10, nothing conflated
+                state["board"].create(f"task-{n}")
+            client = ProtocolClient(TASK_PROTOCOL)  # asks for batching
+            scope = http_scope("/events", headers=client.request_headers(), state=dict(state))
+            async with stream_asgi(app, scope=scope) as stream:
+                collector = stream.events()
+                assert client.feed(await collector.next_event()) == []  # the handshake
+                batch = await collector.next_event()
+                assert (batch.event, batch.id) == (BATCH_EVENT, "4")
+                items = client.feed(batch)
+                assert [t.id for t in items] == ["1", "2", "3", "4"]
+                # The application handles two items of the batch, then the connection drops.
+                handled.extend(items[:2])
+            resumed = ProtocolClient(TASK_PROTOCOL, last_event_id=handled[-1].id)
+            headers = resumed.request_headers()
+            assert headers["Last-Event-ID"] == "2"  # the item's id, not the batch's ("4")
+            scope = http_scope("/events", headers=headers, state=dict(state))
+            async with stream_asgi(app, scope=scope) as stream:
+                collector = stream.events()
+                assert resumed.feed(await collector.next_event()) == []  # the handshake again
+                batches = [await collector.next_event() for _ in range(2)]
+                for message in batches:
+                    handled.extend(resumed.feed(message))
+    assert [(b.event, b.id) for b in batches] == [(BATCH_EVENT, "6"), (BATCH_EVENT, "10")]
+    # Items 3 and 4 came again (the client never handled them), 1 and 2 did not.
+    assert [int(t.id) for t in handled] == list(range(1, 11))
+    assert [t.payload.task_id for t in handled] == [f"task-{n}" for n in range(1, 11)]
+    assert resumed.last_event_id == "10"
+
+
+@pytest.mark.parametrize("last_event_id", ["\u00b2", "abc", "99", "1" * 19])
+async def test_an_unusable_last_event_id_starts_from_the_current_states(
+    example: Any, run_lifespan: Any, last_event_id: str
+) -> None:
+    # A malformed id, or one this board never sent (from before a restart): the current states,
+    # not a 400 (which would stop a browser for good) and not an empty stream.
+    app = known_sequence_app(example)
+    with anyio.fail_after(10):
+        async with run_lifespan(app) as state:
+            for n in range(1, 5):
+                state["board"].create(f"task-{n}")
+            headers = {"x-protocol": "tasks", "last-event-id": last_event_id}
+            scope = http_scope("/events", headers=headers, state=dict(state))
+            async with stream_asgi(app, scope=scope) as stream:
+                events = await stream.events().take(5)
+                assert stream.status_code == 200
+    assert [e.id for e in events[1:]] == ["1", "2", "3", "4"]

@@ -260,6 +260,43 @@ def test_negative_bounds_are_refused() -> None:
             ProgressBoard(**kwargs)
 
 
+async def test_subscribe_after_resumes_from_a_sequence_number() -> None:
+    board = ProgressBoard()
+    for name in "abcd":
+        board.create(name)  # seq 1..4
+    with anyio.fail_after(5):
+        resumed = board.subscribe(after=2)
+        assert [(await resumed.receive()).seq for _ in range(2)] == [3, 4]
+        # An id this board never sent (beyond the latest change): the current states.
+        for stale in (99, -1):
+            fresh = board.subscribe(after=stale)
+            assert (await fresh.receive()).seq == 1
+        # A single task whose final state the client already has: nothing to wait for.
+        board.get("a")
+        ProgressReporter(board, "a").complete()
+        done = board.get("a").seq
+        with pytest.raises(anyio.EndOfStream):
+            await board.subscribe("a", after=done).receive()
+        assert (await board.subscribe("a", after=done - 1).receive()).seq == done
+
+
+async def test_a_subscription_resumed_after_a_final_state_does_not_hold_it() -> None:
+    board = ProgressBoard(keep_finished=0)
+    board.create("a")
+    sub = board.subscribe(after=1)
+    board.create("b")
+    ProgressReporter(board, "a").complete()  # seq 3: sub still owes it
+    assert {s.task_id for s in board.tasks()} == {"a", "b"}
+    late = board.subscribe("a", after=3)  # already has a's final state: owes nothing
+    ProgressReporter(board, "b").complete()
+    with anyio.fail_after(5):
+        # b's pending state (2) was conflated into its completion (4).
+        assert [(await sub.receive()).seq for _ in range(2)] == [3, 4]
+        with pytest.raises(anyio.EndOfStream):
+            await late.receive()
+    assert board.tasks() == []
+
+
 async def test_encode_uses_the_sequence_as_event_id() -> None:
     board = ProgressBoard()
     state = board.create("job").update(42.5, "x")

@@ -257,17 +257,28 @@ class ProgressBoard:
                 reporter.complete()
         return reporter.state
 
-    def subscribe(self, task_id: str | None = None) -> ProgressSubscription:
+    def subscribe(self, task_id: str | None = None, *, after: int = 0) -> ProgressSubscription:
         """Follow one task (ends after its final state) or all tasks (ends when closed).
 
         The first items are the current states, so a late subscriber starts from the present.
+
+        Args:
+            task_id: the task to follow; ``None`` follows every task.
+            after: resume after this sequence number (a reconnecting client's
+                ``Last-Event-ID``): states the client already has (``seq <= after``) are not
+                sent again, even from the middle of a batch. States are conflated, so every
+                task that changed since comes with its latest state, nothing in between. An
+                ``after`` beyond the latest change cannot come from this board (an id from
+                before a restart, say) and starts from the current states instead.
 
         Raises:
             KeyError: ``task_id`` is unknown.
         """
         if task_id is not None:
             self.get(task_id)
-        subscription = ProgressSubscription(self, task_id)
+        if not 0 <= after <= self._seq:
+            after = 0
+        subscription = ProgressSubscription(self, task_id, after)
         self._subs.add(subscription)
         return subscription
 
@@ -320,10 +331,19 @@ class ProgressBoard:
             # All-task subscriptions deliver in sequence order: the slowest cursor tells
             # which final states one of them still has to deliver.
             floor = min((sub._cursor for sub in subs if sub._task_id is None), default=None)
-            followed = {sub._task_id for sub in subs if sub._task_id is not None}
+            # Single-task subscriptions: the slowest cursor per followed task.
+            followed: dict[str, int] = {}
+            for sub in subs:
+                if sub._task_id is not None:
+                    followed[sub._task_id] = min(
+                        followed.get(sub._task_id, sub._cursor), sub._cursor
+                    )
             pinned: list[TaskProgress] = []
             for state in list(itertools.islice(self._finished.values(), excess)):
-                if (floor is not None and state.seq > floor) or state.task_id in followed:
+                single = followed.get(state.task_id)
+                if (floor is not None and floor < state.seq) or (
+                    single is not None and single < state.seq
+                ):
                     pinned.append(state)
                 else:
                     del self._finished[state.task_id]
@@ -369,10 +389,10 @@ class ProgressSubscription:
     just drop it: either way it stops holding tasks.
     """
 
-    def __init__(self, board: ProgressBoard, task_id: str | None) -> None:
+    def __init__(self, board: ProgressBoard, task_id: str | None, after: int = 0) -> None:
         self._board = board
         self._task_id = task_id
-        self._cursor = 0
+        self._cursor = after  # the seq of the last state delivered (or already held)
         self._ended = False
         self._overrun = False
 
@@ -380,7 +400,7 @@ class ProgressSubscription:
         """Whether this subscription has yet to deliver ``state`` (an ended task's final state)."""
         if self._task_id is None:
             return self._cursor < state.seq
-        return self._task_id == state.task_id and not self._ended
+        return self._task_id == state.task_id and self._cursor < state.seq
 
     def close(self) -> None:
         """Stop following: ``receive()`` then raises :class:`anyio.EndOfStream`."""
@@ -424,9 +444,14 @@ class ProgressSubscription:
                     # This may have been the last subscription owing the state.
                     self._board._forget_old()
                 return state
-            if self._board._closed or (
-                self._task_id is not None and self._task_id not in self._board._states
-            ):
+            if self._task_id is not None:
+                # Nothing newer for the followed task: if it has ended, this subscriber already
+                # has its final state (it resumed after it), so there is nothing to wait for.
+                current = self._board._states.get(self._task_id)
+                if current is None or current.state.terminal:
+                    self.close()
+                    raise anyio.EndOfStream
+            if self._board._closed:
                 self.close()
                 raise anyio.EndOfStream
             await self._board._wait_changed()
