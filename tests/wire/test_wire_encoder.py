@@ -268,6 +268,36 @@ def test_events_are_immutable(name: str) -> None:
     assert event.encode() == b"id: 1\nevent: e\ndata: x\n\n"
 
 
+@pytest.mark.parametrize("cls", [ServerSentEvent, JSONServerSentEvent])
+@pytest.mark.parametrize("name", ["_state", "_encoded", "_data", "_json_data", "__class__"])
+def test_private_state_is_immutable_too(cls: type[ServerSentEvent], name: str) -> None:
+    event = cls("x", id="1")
+    wire = event.encode()
+    with pytest.raises(AttributeError, match="immutable"):
+        setattr(event, name, b"evil")
+    with pytest.raises(AttributeError, match="immutable"):
+        delattr(event, name)
+    assert event.encode() is wire
+    assert type(event) is cls
+
+
+def test_pickle_and_copy_keep_the_event() -> None:
+    import copy
+    import pickle
+
+    for event in (
+        ServerSentEvent("a\nb", event="e", id=3, retry=5, comment="c", sep="\r\n"),
+        JSONServerSentEvent({"k": [1]}),
+    ):
+        for clone in (pickle.loads(pickle.dumps(event)), copy.copy(event), copy.deepcopy(event)):
+            assert type(clone) is type(event)
+            assert clone == event
+            assert clone.encode() == event.encode()
+            assert repr(clone) == repr(event)
+            with pytest.raises(AttributeError):
+                clone._state = ()
+
+
 def test_equality_hash_and_repr() -> None:
     a = ServerSentEvent("x", id=1)
     b = ServerSentEvent("x", id="1")

