@@ -101,17 +101,22 @@ class EventSourceResponse(Response):
         send_timeout: seconds one ASGI ``send`` (data or ping) may take before the client is
             considered frozen; the stream then ends with :class:`~ssehub.SendTimeoutError`.
             ``None`` (default) waits forever. For a ``FrameSource`` (a broker subscription)
-            the stream ends between ``send_timeout`` and 1.1 × ``send_timeout`` after the
+            the stream ends between ``send_timeout`` and 1.1 times ``send_timeout`` after the
             stuck send began: that tolerance lets one timer serve a busy stream.
         client_close_handler_callable: awaited with the ``http.disconnect`` message when the
             client goes away, before the generator is stopped.
         shutdown_event: an ``anyio.Event``; when it is set, the content gets
             ``shutdown_grace_period`` seconds to end on its own (generators may watch the same
             event to send a farewell event), then it is cancelled and the response ends cleanly
-            with an empty final body. Share one event between all streams and set it when the
+            with an empty final body. The grace period bounds the sending too, whatever
+            ``send_timeout`` is: when it is over, a send still blocked on a client that does
+            not read is abandoned (frames not yet sent are dropped, so the client never sees
+            a gap hidden behind a later event), and the final empty body gets at most
+            :attr:`SHUTDOWN_SEND_TIMEOUT` seconds; the response then returns and the server
+            closes the connection. Share one event between all streams and set it when the
             server begins to shut down.
         shutdown_grace_period: seconds to wait after ``shutdown_event`` before cancelling the
-            content; ``>= 0``, default 0.
+            content and abandoning a blocked send; ``>= 0``, default 0.
         cleanup_timeout: seconds allowed to the content's ``aclose()`` (its ``finally`` blocks)
             when the stream is interrupted; ``None`` for no bound. Default 30.
 
@@ -128,6 +133,9 @@ class EventSourceResponse(Response):
     DEFAULT_PING_INTERVAL: ClassVar[float] = 15
     DEFAULT_SEPARATOR: ClassVar[str] = "\n"
     DEFAULT_CLEANUP_TIMEOUT: ClassVar[float] = 30.0
+    SHUTDOWN_SEND_TIMEOUT: ClassVar[float] = 1.0
+    """Seconds the last send after a shutdown may take (what was pending and the final empty
+    body), so a frozen client cannot hold the server's shutdown; ``send_timeout`` if shorter."""
     OPEN_COMMENT: ClassVar[str | None] = "ok"
     """Comment sent right after the headers (``: ok``); ``None`` in a subclass sends none."""
 
@@ -186,6 +194,8 @@ class EventSourceResponse(Response):
         self._encode = make_encoder(self.sep)
         self._last_activity = 0.0
         self._done: anyio.Event | None = None
+        self._complete = False  # the final empty body went out
+        self._in_send = False  # the items path's sender is inside a send
         self.active = True
         """False once the client disconnected or the stream ended (as in sse-starlette)."""
 
@@ -294,6 +304,21 @@ class EventSourceResponse(Response):
     async def _finish(self, send: Send) -> None:
         self.active = False
         await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        self._complete = True
+
+    async def _finish_after_shutdown(self, send: Send, pending: bytes) -> None:
+        # The grace period is over and the stream was cut: end the body (with the frames that
+        # were waiting, when they can follow what was sent) if the client takes it soon, and
+        # otherwise return anyway and let the server close the connection.
+        self.active = False
+        timeout = self.SHUTDOWN_SEND_TIMEOUT
+        if self.send_timeout is not None:
+            timeout = min(timeout, self.send_timeout)
+        with anyio.move_on_after(timeout) as scope:
+            await send({"type": "http.response.body", "body": pending, "more_body": False})
+            self._complete = True
+        if scope.cancel_called:
+            logger.debug("shutdown: the client did not take the end of the stream; leaving it")
 
     def _ping_bytes(self) -> bytes:
         if self.ping_message_factory is not None:
@@ -313,14 +338,32 @@ class EventSourceResponse(Response):
             group.start_soon(self._produce_sync, self._sync_content, outbox, stop)
         if self._ping_interval > 0:
             group.start_soon(self._pinger, outbox)
-        if self._shutdown_event is not None:
-            group.start_soon(self._watch_shutdown, self._shutdown_event, stop)
+        if self._shutdown_event is None:
+            await self._pump(send, outbox)
+            return
+        # Cancelled by the shutdown watcher at the end of the grace period: without it, a
+        # send blocked on a client that never reads would keep the stream (and the server's
+        # shutdown) waiting forever when send_timeout is None.
+        sender = anyio.CancelScope()
+        group.start_soon(self._watch_shutdown, self._shutdown_event, stop, sender)
+        with sender:
+            await self._pump(send, outbox)
+        if not self._complete:
+            # A send cut mid-way may not have reached the client, so what follows it is
+            # dropped too: a later event arriving without the one before would hide the gap
+            # from a client that resumes with Last-Event-ID.
+            await self._finish_after_shutdown(send, b"" if self._in_send else outbox.take_nowait())
+
+    async def _pump(self, send: Send, outbox: Outbox) -> None:
         take = outbox.take
         while True:
             body = await take()
             if body is None:
                 break
+            self._in_send = True
             await self._send_body(send, body)
+            self._in_send = False
+        self._in_send = True
         await self._finish(send)
 
     async def _produce_async(
@@ -393,14 +436,22 @@ class EventSourceResponse(Response):
     async def _stream_frames(
         self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
     ) -> None:
-        stop = anyio.CancelScope()
-        if self._shutdown_event is not None:
-            group.start_soon(self._watch_shutdown, self._shutdown_event, stop)
-        with stop:
+        if self._shutdown_event is None:
             while await self._send_frames(send, source):
                 pass  # a ping or a batch caught by a timer firing went out: start a new timer
-        self._finished()
-        await self._finish(send)
+            await self._finish(send)
+            return
+        # One scope for receiving and sending: the shutdown watcher cancels it at the end of
+        # the grace period, which also abandons a send blocked on a frozen client.
+        sender = anyio.CancelScope()
+        group.start_soon(self._watch_shutdown, self._shutdown_event, None, sender)
+        with sender:
+            while await self._send_frames(send, source):
+                pass
+            self._finished()
+            await self._finish(send)
+        if not self._complete:
+            await self._finish_after_shutdown(send, b"")
 
     async def _send_frames(self, send: Send, source: FrameSource) -> bool:
         """Send batches of frames until the source ends or the timer scope fires.
@@ -491,14 +542,27 @@ class EventSourceResponse(Response):
         if self._done is not None:
             self._done.set()
 
-    async def _watch_shutdown(self, event: anyio.Event, stop: anyio.CancelScope) -> None:
+    async def _watch_shutdown(
+        self, event: anyio.Event, stop: anyio.CancelScope | None, sender: anyio.CancelScope
+    ) -> None:
+        """End the stream ``shutdown_grace_period`` seconds after ``event`` is set.
+
+        ``stop`` (the producer's scope, ``None`` on the frame path) is cancelled once the grace
+        period is over or the content has ended; ``sender`` (the sending loop's scope) at the
+        end of the grace period, so a send blocked on a frozen client is abandoned then.
+        """
         await event.wait()
+        end = anyio.current_time() + self._shutdown_grace_period
         if self._done is not None:
             # Let the content finish by itself (a farewell event) before cancelling it.
             with anyio.move_on_after(self._shutdown_grace_period):
                 await self._done.wait()
         logger.debug("shutdown requested; ending the stream")
-        stop.cancel()
+        if stop is not None:
+            stop.cancel()
+        # The sender keeps the rest of the grace period to deliver what the content sent
+        # before it ended (a farewell); a deadline already past cancels at once.
+        sender.deadline = end
 
     def _cleanup_scope(self) -> anyio.CancelScope:
         # Shielded so the cleanup runs even inside a cancelled task, and bounded because nothing

@@ -112,6 +112,41 @@ async def test_frame_source_shutdown_event_ends_the_stream_cleanly() -> None:
     assert source.closed == 1
 
 
+@pytest.mark.parametrize("grace", [0, 0.05])
+async def test_frame_source_shutdown_abandons_a_send_blocked_on_a_frozen_client(
+    grace: float,
+) -> None:
+    # send_timeout=None (the default): before the fix the stream never ended.
+    class QuickShutdown(EventSourceResponse):
+        SHUTDOWN_SEND_TIMEOUT = 0.05
+
+    source = MemoryFrameSource()
+    source.sender.send_nowait(b"data: stuck\n\n")
+    shutdown = anyio.Event()
+    blocked = anyio.Event()
+    bodies: list[tuple[bytes, bool]] = []
+
+    async def frozen_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append((message["body"], message["more_body"]))
+            if message["body"] != OPEN:
+                blocked.set()
+                await anyio.sleep_forever()
+
+    async def never_receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    response = QuickShutdown(source, shutdown_event=shutdown, shutdown_grace_period=grace, ping=0)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(response, http_scope(), never_receive, frozen_send)
+            await blocked.wait()
+            shutdown.set()
+    assert bodies == [(OPEN, True), (b"data: stuck\n\n", True), (b"", False)]
+    assert source.closed == 1
+
+
 async def test_frame_source_send_timeout() -> None:
     source = MemoryFrameSource()
     source.sender.send_nowait(b"data: stuck\n\n")

@@ -335,3 +335,116 @@ async def test_generator_error_propagates_unwrapped() -> None:
     with anyio.fail_after(5), pytest.raises(RuntimeError, match="boom"):
         async with stream_asgi(EventSourceResponse(gen(), ping=0)) as stream:
             await stream.wait_closed()
+
+
+# ------------------------------------------- shutdown with a client that never reads
+
+
+class FrozenClient:
+    """A scripted ASGI ``send``: accepts the opening comment, then every body message blocks
+    forever (a client whose socket buffer is full), unless ``accept_final`` lets the final
+    empty body through (the client reads again just as the server shuts down)."""
+
+    def __init__(self, *, accept_final: bool = False) -> None:
+        self.accept_final = accept_final
+        self.bodies: list[tuple[bytes, bool]] = []  # every body message the response tried
+        self.blocked = anyio.Event()  # set when a send starts blocking
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] != "http.response.body":
+            return
+        self.bodies.append((message["body"], message["more_body"]))
+        if message["body"] == OPEN or (self.accept_final and not message["more_body"]):
+            return
+        self.blocked.set()
+        await anyio.sleep_forever()
+
+
+class QuickShutdown(EventSourceResponse):
+    SHUTDOWN_SEND_TIMEOUT = 0.05  # keeps the bounded final send short in tests
+
+
+async def ticks(finally_runs: list[str]) -> AsyncIterator[str]:
+    try:
+        while True:
+            yield "tick"
+            await anyio.lowlevel.checkpoint()
+    finally:
+        finally_runs.append("finally")
+
+
+async def run_until_blocked_then_shut_down(
+    response: EventSourceResponse, client: FrozenClient, shutdown: anyio.Event
+) -> None:
+    async with anyio.create_task_group() as group:
+        group.start_soon(response, http_scope(), never_receive, client.send)
+        await client.blocked.wait()
+        shutdown.set()
+
+
+@pytest.mark.parametrize("grace", [0, 0.05])
+async def test_shutdown_abandons_a_send_blocked_on_a_frozen_client(grace: float) -> None:
+    # send_timeout=None (the default): before the fix the stream never ended.
+    shutdown = anyio.Event()
+    finally_runs: list[str] = []
+    client = FrozenClient()
+    response = QuickShutdown(
+        ticks(finally_runs), shutdown_event=shutdown, shutdown_grace_period=grace, ping=0
+    )
+    with anyio.fail_after(5):
+        await run_until_blocked_then_shut_down(response, client, shutdown)
+    assert finally_runs == ["finally"]
+    assert not response.active
+    # The final empty body was attempted (bounded, the client is frozen), and nothing pending
+    # was sent after the cut send: the client must not receive events past a gap.
+    assert client.bodies[0] == (OPEN, True)
+    assert client.bodies[1][0].startswith(b"data: tick\n\n")
+    assert client.bodies[-1] == (b"", False)
+    assert len(client.bodies) == 3
+
+
+async def test_shutdown_sends_the_final_body_when_the_client_takes_it() -> None:
+    shutdown = anyio.Event()
+    finally_runs: list[str] = []
+    client = FrozenClient(accept_final=True)
+    response = EventSourceResponse(ticks(finally_runs), shutdown_event=shutdown, ping=0)
+    with anyio.fail_after(5):
+        await run_until_blocked_then_shut_down(response, client, shutdown)
+    assert client.bodies[-1] == (b"", False)
+    assert response._complete  # the response ended with a clean end of body
+    assert finally_runs == ["finally"]
+
+
+async def test_grace_period_bounds_a_farewell_stuck_on_a_frozen_client() -> None:
+    shutdown = anyio.Event()
+    client = FrozenClient()
+
+    async def gen() -> AsyncIterator[str]:
+        await shutdown.wait()
+        yield "bye"  # the content ends by itself; its farewell cannot be delivered
+
+    async def shut_down_soon() -> None:
+        # The generator waits for the shutdown, so the first blocked send is the farewell.
+        shutdown.set()
+
+    response = QuickShutdown(gen(), shutdown_event=shutdown, shutdown_grace_period=0.05, ping=0)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(response, http_scope(), never_receive, client.send)
+            group.start_soon(shut_down_soon)
+    assert client.blocked.is_set()
+    assert client.bodies == [(OPEN, True), (b"data: bye\n\n", True), (b"", False)]
+
+
+async def test_shutdown_with_a_frozen_client_respects_a_shorter_send_timeout() -> None:
+    # The final body's bound is send_timeout when that is shorter than SHUTDOWN_SEND_TIMEOUT,
+    # and the shutdown is not reported as a SendTimeoutError.
+    class SlowShutdown(EventSourceResponse):
+        SHUTDOWN_SEND_TIMEOUT = 1000
+
+    shutdown = anyio.Event()
+    client = FrozenClient()
+    response = SlowShutdown(ticks([]), shutdown_event=shutdown, ping=0, send_timeout=0.5)
+    with anyio.fail_after(5):
+        await run_until_blocked_then_shut_down(response, client, shutdown)
+    assert client.bodies[-1] == (b"", False)

@@ -70,6 +70,17 @@ class Outbox:
             self._readable = None
             readable.set()
 
+    def take_nowait(self) -> bytes:
+        """Return every pending frame joined (``b""`` when none) without waiting."""
+        chunks = self._chunks
+        self._chunks = []
+        self._size = 0
+        writable = self._writable
+        if writable is not None:
+            self._writable = None
+            writable.set()
+        return b"".join(chunks)
+
     async def take(self) -> bytes | None:
         """Wait for frames and return all of them joined, or ``None`` at the end of the stream."""
         while not self._chunks:
