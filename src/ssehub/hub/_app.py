@@ -404,12 +404,29 @@ async def _publish_one(
     )
 
 
+class _EventsRoute:
+    """``GET /events`` as a plain ASGI app rather than a function endpoint.
+
+    Starlette wraps a function endpoint in per-request closures (exception handling, the
+    ``Request``) that stay alive as long as the response runs: for an event stream that is
+    its whole life, about 2 KiB per idle connection. Errors are answered by the endpoint
+    itself, and anything unexpected still reaches the app's exception middleware.
+    """
+
+    def __init__(self, endpoints: _Endpoints) -> None:
+        self._endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._endpoints.events(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
     """The hub's routes. Later features add theirs here, each gated by a setting: ``/metrics``
     (Prometheus), the dashboard at ``/``, channel routes. ``tests/hub/test_openapi.py`` makes
     sure the OpenAPI document keeps describing exactly these."""
     routes: list[BaseRoute] = [
-        Route("/events", endpoints.events, methods=["GET"]),
+        Route("/events", _EventsRoute(endpoints), methods=["GET"]),
         Route("/publish", endpoints.publish, methods=["POST"]),
         Route("/status", endpoints.status, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
