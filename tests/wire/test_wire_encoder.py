@@ -3,8 +3,13 @@ encoding (vector 20), caching, immutability and JSON."""
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import datetime
+import decimal
 import enum
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -396,3 +401,102 @@ def test_real_nulls_still_encode() -> None:
     assert JSONServerSentEvent({"a": None, "s": "null"}).encode() == (
         b'data: {"a":null,"s":"null"}\n\n'
     )
+
+
+# ------------------------------------------------- JSON: the same rules with and without orjson
+
+
+class Ratio(float):
+    pass
+
+
+@dataclasses.dataclass
+class Point:
+    x: int = 1
+
+
+Pair = collections.namedtuple("Pair", "a b")
+SOME_UUID = uuid.UUID(int=1)
+
+JSON_ACCEPTED: dict[str, tuple[Any, str]] = {
+    "plain-enum": (Colour.RED, "1"),
+    "int-enum": (Number.SEVEN, "7"),
+    "str-enum": (Kind.UPDATE, '"update"'),
+    "uuid": (SOME_UUID, '"00000000-0000-0000-0000-000000000001"'),
+    "enum-in-list": ([Colour.RED, {"k": Number.SEVEN}], '[1,{"k":7}]'),
+    "tuple": ((1, "a"), '[1,"a"]'),
+    "namedtuple": (Pair(1, 2), "[1,2]"),
+    "float-subclass": (Ratio(0.5), "0.5"),
+    "ordered-dict": (collections.OrderedDict(b=1, a=2), '{"b":1,"a":2}'),
+    "big-int": (2**70, "1180591620717411303424"),
+    "int-key": ({1: 2}, '{"1":2}'),
+    "float-key": ({1.5: 1}, '{"1.5":1}'),
+    "bool-and-none-keys": ({True: 1, None: 2}, '{"true":1,"null":2}'),
+    "int-enum-key": ({Number.SEVEN: 1}, '{"7":1}'),
+    "str-enum-key": ({Kind.UPDATE: 1}, '{"update":1}'),
+}
+
+JSON_REFUSED: dict[str, Any] = {
+    "date": datetime.date(2020, 1, 1),
+    "datetime": datetime.datetime(2020, 1, 1, 12, 30, tzinfo=datetime.timezone.utc),
+    "time": datetime.time(12, 30),
+    "dataclass": Point(),
+    "decimal": decimal.Decimal("1.5"),
+    "set": {1},
+    "bytes": b"x",
+    "object": object(),
+    "nested-date": {"when": [datetime.date(2020, 1, 1)]},
+    "enum-of-date": enum.Enum("When", {"D": datetime.date(2020, 1, 1)})["D"],
+    "date-key": {datetime.date(2020, 1, 1): 1},
+    "plain-enum-key": {Colour.RED: 1},
+    "uuid-key": {SOME_UUID: 1},
+    "tuple-key": {(1,): 1},
+    "nan": {"x": [float("nan")]},
+}
+
+
+def json_paths() -> list[Any]:
+    """The stdlib encoder, and orjson's when it is installed (both whatever is active)."""
+    paths = [pytest.param(_json._stdlib_dumps, id="stdlib")]
+    orjson_dumps = _json._load_orjson()
+    if orjson_dumps is not None:
+        paths.append(pytest.param(orjson_dumps, id="orjson"))
+    return paths
+
+
+@pytest.mark.parametrize("dumps", json_paths())
+@pytest.mark.parametrize("name", list(JSON_ACCEPTED))
+def test_json_accepts_the_same_values_on_both_paths(
+    name: str, dumps: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value, text = JSON_ACCEPTED[name]
+    monkeypatch.setattr(event_module, "dumps", dumps)
+    assert JSONServerSentEvent(value).encode() == f"data: {text}\n\n".encode()
+    assert ServerSentEvent.json(value).data == text
+
+
+@pytest.mark.parametrize("dumps", json_paths())
+@pytest.mark.parametrize("name", list(JSON_REFUSED))
+def test_json_refuses_the_same_values_on_both_paths(
+    name: str, dumps: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # JSONServerSentEvent(date(2020, 1, 1)) used to encode with orjson and fail without it.
+    monkeypatch.setattr(event_module, "dumps", dumps)
+    with pytest.raises(ssehub.EventValidationError) as info:
+        JSONServerSentEvent(JSON_REFUSED[name])
+    assert info.value.field == "data"
+    with pytest.raises(ssehub.EventValidationError):
+        ServerSentEvent.json(JSON_REFUSED[name])
+
+
+def test_both_json_paths_raise_the_same_error_types() -> None:
+    orjson_dumps = _json._load_orjson()
+    if orjson_dumps is None:
+        pytest.skip("orjson is not installed")
+    for value in JSON_REFUSED.values():
+        errors = []
+        for dumps in (_json._stdlib_dumps, orjson_dumps):
+            with pytest.raises((TypeError, ValueError)) as info:
+                dumps(value)
+            errors.append(type(info.value))
+        assert errors[0] is errors[1], value
