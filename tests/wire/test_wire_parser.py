@@ -1,5 +1,6 @@
-"""EventParser against SSE-SPEC.md §5 vectors 1-13, fed whole, byte by byte and split at every
-point (WHATWG HTML §9.2.6, https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+"""EventParser against SSE-SPEC.md §5 vectors 1-13, and the encoder's output for vectors 19-20,
+fed whole, byte by byte and split at every point (WHATWG HTML §9.2.6,
+https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from dataclasses import dataclass, field
 import pytest
 
 import ssehub
-from ssehub.wire import DEFAULT_MAX_EVENT_SIZE, MAX_RETRY, EventParser, MessageEvent, parse
+from ssehub.wire import (
+    DEFAULT_MAX_EVENT_SIZE,
+    MAX_RETRY,
+    EventParser,
+    MessageEvent,
+    ServerSentEvent,
+    parse,
+)
 
 M = MessageEvent
 
@@ -119,6 +127,74 @@ VECTORS: dict[str, Vector] = {
 @pytest.mark.parametrize("name", list(VECTORS))
 def test_vector_in_every_chunking(name: str) -> None:
     vector = VECTORS[name]
+    for how, chunks in chunkings(vector.stream):
+        parser = EventParser()
+        assert feed_all(chunks, parser) == vector.events, how
+        assert parser.retry == vector.retry, how
+        assert parser.last_event_id == vector.last_event_id, how
+
+
+# Vectors 19-20 (server side): what the encoder writes for them must parse back to exactly the
+# intended events, in every chunking and with every separator.
+
+
+def encoded(*events: ServerSentEvent) -> bytes:
+    return b"".join(event.encode() for event in events)
+
+
+def server_vectors(sep: str) -> dict[str, Vector]:
+    def sse(data: object = None, **fields: object) -> ServerSentEvent:
+        return ServerSentEvent(data, sep=sep, **fields)  # type: ignore[arg-type]
+
+    return {
+        # 19. Data is split on every line break; a multi-line comment is several ":" lines.
+        "19-data-split": Vector(encoded(sse("a\rb\r\nc\nd")), [M("a\nb\nc\nd")]),
+        "19-comment-lines": Vector(encoded(sse(comment="a\nb")), []),
+        "19-comment-and-data": Vector(encoded(sse("x", comment="a\r\nb\rc")), [M("x")]),
+        # Field-like text inside data stays data: no injected event type, id or retry.
+        "19-injection-in-data": Vector(
+            encoded(sse("x\nevent: spoof\rid: 666\r\nretry: 1\n\ndata: evil")),
+            [M("x\nevent: spoof\nid: 666\nretry: 1\n\ndata: evil")],
+        ),
+        "19-all-fields": Vector(
+            encoded(sse("d\ne", event="up", id="7", retry=1500, comment="c")),
+            [M("d\ne", "up", "7")],
+            1500,
+            "7",
+        ),
+        "19-int-id": Vector(encoded(sse("x", id=42)), [M("x", id="42")], None, "42"),
+        # 20. Byte-exact frames: the leading space survives, empty data dispatches, an
+        # id-only frame advances the cursor without dispatching.
+        "20-leading-space": Vector(encoded(sse(" x")), [M(" x")]),
+        "20-empty-data": Vector(encoded(sse("")), [M("")]),
+        "20-id-only": Vector(encoded(sse(id="9")), [], None, "9"),
+        "20-id-only-then-event": Vector(
+            encoded(sse(id="9"), sse("after")), [M("after", id="9")], None, "9"
+        ),
+        "20-tricky-text": Vector(
+            encoded(sse(":  \ufeff\x00\v\u2028", event=" e ", id="é…")),
+            [M(":  \ufeff\x00\v\u2028", " e ", "é…")],
+            None,
+            "é…",
+        ),
+        "20-stream": Vector(
+            encoded(sse("a", id="1"), sse(comment="ping"), sse("b", event="t"), sse(retry=0)),
+            [M("a", id="1"), M("b", "t", "1")],
+            0,
+            "1",
+        ),
+    }
+
+
+SERVER_VECTOR_NAMES = list(server_vectors("\n"))
+
+
+@pytest.mark.parametrize("sep", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+@pytest.mark.parametrize("name", SERVER_VECTOR_NAMES)
+def test_encoded_vectors_19_20_in_every_chunking(name: str, sep: str) -> None:
+    vector = server_vectors(sep)[name]
+    assert not vector.stream.startswith(b"\xef\xbb\xbf")  # no BOM, ever
+    vector.stream.decode("utf-8")  # valid UTF-8
     for how, chunks in chunkings(vector.stream):
         parser = EventParser()
         assert feed_all(chunks, parser) == vector.events, how
