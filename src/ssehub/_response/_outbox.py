@@ -70,8 +70,8 @@ class Outbox:
             self._readable = None
             readable.set()
 
-    def take_nowait(self) -> bytes:
-        """Return every pending frame joined (``b""`` when none) without waiting."""
+    def _drain(self) -> list[bytes]:
+        # Hand over every pending frame and wake a producer waiting for room.
         chunks = self._chunks
         self._chunks = []
         self._size = 0
@@ -79,7 +79,11 @@ class Outbox:
         if writable is not None:
             self._writable = None
             writable.set()
-        return b"".join(chunks)
+        return chunks
+
+    def take_nowait(self) -> bytes:
+        """Return every pending frame joined (``b""`` when none) without waiting."""
+        return b"".join(self._drain())
 
     async def take(self) -> bytes | None:
         """Wait for frames and return all of them joined, or ``None`` at the end of the stream."""
@@ -88,11 +92,5 @@ class Outbox:
                 return None
             readable = self._readable = anyio.Event()
             await readable.wait()
-        chunks = self._chunks
-        self._chunks = []
-        self._size = 0
-        writable = self._writable
-        if writable is not None:
-            self._writable = None
-            writable.set()
+        chunks = self._drain()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
