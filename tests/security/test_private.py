@@ -123,3 +123,32 @@ async def test_memory_backend_keeps_the_flag_in_history() -> None:
         assert [s.private for s in stored] == [True, False]
         replay = await broker.backend.replay(["t"], first.id)
         assert [(e.event.data, e.private) for e in replay.events] == [("p", True), ("q", False)]
+
+
+async def test_drop_notices_do_not_count_private_events_the_reader_cannot_see() -> None:
+    # Under drop_oldest a reader is told how many events it missed; counting private events it
+    # could never read would reveal how many passed. An authorized reader's count includes them.
+    from ssehub.hub import Principal
+    from ssehub.hub._guard import VisibleEvents
+    from ssehub.hub._patterns import NOTHING, TopicPatterns
+    from ssehub.wire import EventParser
+
+    anonymous = Principal("anonymous", NOTHING, NOTHING, any_topic=True)
+    granted = Principal("token", NOTHING, TopicPatterns(["a"]))
+    async with Broker(queue_size=2, overflow="drop_oldest") as broker:
+        readers = {
+            "anonymous": VisibleEvents(broker.subscribe("a"), anonymous),
+            "granted": VisibleEvents(broker.subscribe("a"), granted),
+        }
+        # Five events into queues of two: the first three are dropped (two of them private).
+        for number, private in enumerate([True, False, True, False, False]):
+            await broker.publish("a", f"e{number}", private=private)
+        notices = {}
+        with anyio.fail_after(5):
+            for name, reader in readers.items():
+                frames = await reader.receive_frames()
+                events = list(EventParser().feed(b"".join(frames)))
+                notices[name] = [e.data for e in events if e.event == "ssehub.dropped"]
+                assert [e.data for e in events if e.event == "message"] == ["e3", "e4"]
+                await reader.aclose()
+    assert notices == {"anonymous": ['{"dropped":1}'], "granted": ['{"dropped":3}']}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -80,6 +80,7 @@ class Subscription:
         "_reset_pending",
         "_resume_id",
         "_space",
+        "_visible",
         "_waiter",
         "deadline",
         "topics",
@@ -109,6 +110,7 @@ class Subscription:
         self._replay: Sequence[StoredEvent] = ()
         self._floor: Position | None = None  # live events at or below it were replayed
         self._dropped_pending = 0
+        self._visible: Callable[[StoredEvent], bool] | None = None
         # Only ``async for`` consumers need it; the response's fast path never does, and an
         # empty deque costs several hundred bytes per idle stream.
         self._buffer: deque[Item] | None = None
@@ -138,6 +140,15 @@ class Subscription:
         """Whether the subscription has ended (pending items may still be delivered)."""
         return self._end_reason is not None
 
+    def restrict_notices(self, visible: Callable[[StoredEvent], bool]) -> None:
+        """Count only events for which ``visible(event)`` is true in ``Dropped`` notices.
+
+        For consumers that filter what they deliver (the hub hides private events from
+        readers not granted them): a notice counting every dropped event would reveal how
+        many hidden events passed. :meth:`statistics` still counts them all.
+        """
+        self._visible = visible
+
     def statistics(self) -> SubscriptionStatistics:
         """Return ``(queued, peak, dropped, delivered)``."""
         return SubscriptionStatistics(len(self._queue), self._peak, self._dropped, self._delivered)
@@ -163,9 +174,11 @@ class Subscription:
             if policy is OverflowPolicy.DISCONNECT:
                 return False
             if policy is OverflowPolicy.DROP_OLDEST:
-                queue.popleft()
+                gone = queue.popleft()
                 self._dropped += 1
-                self._dropped_pending += 1
+                visible = self._visible
+                if visible is None or visible(gone):
+                    self._dropped_pending += 1
                 self._broker._dropped += 1
             # BLOCK: publish waited for room, but concurrent publishers (or a remote backend)
             # may still overshoot; the bound is soft rather than lose an event.

@@ -203,6 +203,8 @@ class VisibleEvents:
     def __init__(self, subscription: Subscription, principal: Principal) -> None:
         self.subscription = subscription
         self.principal = principal
+        # A drop_oldest notice must not count events this reader could never see.
+        subscription.restrict_notices(principal.may_read)
 
     async def receive_frames(self) -> list[bytes]:
         """Return the frames pending now that the principal may read; ``[]`` once ended."""
