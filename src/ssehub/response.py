@@ -436,6 +436,8 @@ class EventSourceResponse(Response):
     async def _stream_frames(
         self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
     ) -> None:
+        # Idle time counts from now: the opening comment (when there is one) just went out.
+        self._last_activity = anyio.current_time()
         if self._shutdown_event is None:
             while await self._send_frames(send, source):
                 pass  # a ping or a batch caught by a timer firing went out: start a new timer
@@ -480,7 +482,10 @@ class EventSourceResponse(Response):
         # send_timeout + slack after it (so a frozen client is shed in time); while waiting
         # it is no later than the ping's due time. Moving it forward with a slack of a tenth
         # of send_timeout means a busy stream moves it about once per slack period instead
-        # of once per event. When the timer fires early during a wait (the stream was not
+        # of once per event, as long as 1.1 x send_timeout is below ping (the hub's defaults:
+        # 10 s and 15 s). Otherwise (no send timeout, or pings more frequent than it) the
+        # deadline still moves before each wait and each send, as it must: a ping deadline
+        # would otherwise cut a send. When the timer fires early during a wait (the stream was not
         # idle for a whole ping interval), the caller simply starts a new timer.
         # receive_frames() is cancellation-safe, so a timer firing during a wait loses
         # nothing.
@@ -509,7 +514,9 @@ class EventSourceResponse(Response):
                 elif not last_send + timeout <= timer.deadline <= last_send + timeout + slack:
                     timer.deadline = last_send + timeout + slack
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-                self._last_activity = last_send
+                # Idleness counts from the end of the send: a slow send must not be followed
+                # at once by a ping.
+                self._last_activity = last_send = now()
         if sending:
             raise SendTimeoutError(f"client did not accept data within {timeout} s")
         if late is None and (interval <= 0 or now() < self._last_activity + interval):

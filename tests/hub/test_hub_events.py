@@ -262,6 +262,44 @@ async def test_drain_ends_every_stream_cleanly(
             assert late.complete
 
 
+@pytest.mark.parametrize("send_timeout", [None, 30.0])
+async def test_drain_ends_a_stream_whose_client_stopped_reading(
+    monkeypatch: pytest.MonkeyPatch, send_timeout: float | None
+) -> None:
+    # A send blocked on a frozen client must not hold the shutdown: drain() cuts it within
+    # SHUTDOWN_SEND_TIMEOUT (shortened here), whatever send_timeout is.
+    from ssehub import EventSourceResponse
+
+    monkeypatch.setattr(EventSourceResponse, "SHUTDOWN_SEND_TIMEOUT", 0.1)
+    blocked = anyio.Event()
+    async with Broker() as broker:
+        app = create_app(HubSettings(send_timeout=send_timeout), broker=broker)
+        hub = hub_of(app)
+
+        async def frozen_send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body" and message.get("body") not in (
+                b": ok\n\n",
+            ):
+                blocked.set()
+                await anyio.sleep_forever()
+
+        async def receive() -> dict[str, object]:
+            await anyio.sleep_forever()
+            raise AssertionError
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(app, http_scope("/events?topic=a"), receive, frozen_send)
+                while broker.subscriber_count() == 0:
+                    await anyio.wait_all_tasks_blocked()
+                await broker.publish("a", "stuck")
+                await blocked.wait()
+                hub.drain()
+            # The app call returned by itself (the task group did not need cancelling).
+        assert broker.statistics().subscribers == 0
+        assert not hub._streams
+
+
 async def test_lifespan_exit_ends_open_streams() -> None:
     with anyio.fail_after(5):
         app = create_app()

@@ -225,3 +225,60 @@ async def test_frame_source_closed_when_the_first_send_fails() -> None:
         await EventSourceResponse(source)(http_scope(), never_receive, broken_send)
     assert source.calls == 0
     assert source.closed == 1
+
+
+class _Silent(EventSourceResponse):
+    OPEN_COMMENT = None
+
+
+@pytest.mark.parametrize("response_class", [EventSourceResponse, _Silent])
+async def test_frame_path_first_ping_waits_a_whole_interval(
+    response_class: type[EventSourceResponse],
+) -> None:
+    # Idle time counts from the headers (and the opening comment, when there is one): without
+    # an opening comment the first ping must not go out at once.
+    source = MemoryFrameSource()
+    stamps: list[tuple[float, bytes]] = []
+    pinged = anyio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        stamps.append((anyio.current_time(), message.get("body", b"")))
+        if message.get("body", b"").startswith(b": ping"):
+            pinged.set()
+
+    async def receive() -> dict[str, Any]:
+        await pinged.wait()
+        return {"type": "http.disconnect"}
+
+    response = response_class(source, ping=0.3)
+    with anyio.fail_after(5):
+        await response(http_scope(), receive, send)
+    start = stamps[0][0]
+    ping_at = next(t for t, body in stamps if body.startswith(b": ping"))
+    assert ping_at - start >= 0.25
+
+
+async def test_frame_path_idle_time_counts_from_the_end_of_a_slow_send() -> None:
+    source = MemoryFrameSource()
+    source.sender.send_nowait(b"data: slow\n\n")
+    ended: list[float] = []
+    pinged = anyio.Event()
+    ping_at: list[float] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body == b"data: slow\n\n":
+            await anyio.sleep(0.4)  # a client slow to take this write (longer than ping)
+            ended.append(anyio.current_time())
+        elif body.startswith(b": ping"):
+            ping_at.append(anyio.current_time())
+            pinged.set()
+
+    async def receive() -> dict[str, Any]:
+        await pinged.wait()
+        return {"type": "http.disconnect"}
+
+    response = EventSourceResponse(source, ping=0.2)
+    with anyio.fail_after(5):
+        await response(http_scope(), receive, send)
+    assert ping_at[0] - ended[0] >= 0.15

@@ -14,6 +14,7 @@ not forward them), so pass ``broker=`` and enter that broker in the outer app's 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -35,6 +36,7 @@ from .._exceptions import (
     InvalidTopic,
     SendTimeoutError,
 )
+from .._frames import FrameSource
 from .._logging import RequestIdMiddleware
 from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
@@ -85,7 +87,7 @@ class HubState:
         # The subscriptions of open event streams: drain() closes them, which ends each stream
         # cleanly. Cheaper than a shutdown watcher task per stream (an idle stream's memory is
         # mostly its tasks).
-        self._streams: set[Subscription] = set()
+        self._streams: set[_HubStream] = set()
         # -- security: authentication, authorization and limits (app.state.hub.guard)
         self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
@@ -125,16 +127,16 @@ class HubState:
         self._draining = True
         if self._shutdown is not None:
             self._shutdown.set()
-        for subscription in list(self._streams):
-            subscription.close()
+        for stream in list(self._streams):
+            stream.drain()
 
-    def _stream_opened(self, subscription: Subscription) -> None:
-        self._streams.add(subscription)
+    def _stream_opened(self, stream: _HubStream) -> None:
+        self._streams.add(stream)
         if self._draining:
-            subscription.close()  # the stream sends its headers and ends at once
+            stream.drain()  # the stream sends its headers and ends at once
 
-    def _stream_closed(self, subscription: Subscription) -> None:
-        self._streams.discard(subscription)
+    def _stream_closed(self, stream: _HubStream) -> None:
+        self._streams.discard(stream)
 
     def _started_now(self) -> None:
         self._started = time.monotonic()
@@ -182,6 +184,31 @@ class _HubStream(EventSourceResponse):
         self._lease = lease
         self._deadline = guard.deadline(principal) if guard and principal else None
         self._clock = guard.clock if guard else None
+        # Set by drain(): the stream flushes what is queued and ends, but a send blocked on a
+        # frozen client is cut at this deadline. A deadline on the stream's own cancel scope,
+        # so draining needs no watcher task per stream.
+        self._drain_deadline = math.inf
+        self._drain_scope: anyio.CancelScope | None = None
+
+    def drain(self) -> None:
+        """End the stream for a shutdown: what is queued goes out, then the final empty body;
+        a client that does not take it within ``SHUTDOWN_SEND_TIMEOUT`` seconds (or
+        ``send_timeout`` if shorter) is left for the server to close."""
+        self._subscription.close()
+        limit = self.SHUTDOWN_SEND_TIMEOUT
+        if self.send_timeout is not None:
+            limit = min(limit, self.send_timeout)
+        self._drain_deadline = min(self._drain_deadline, anyio.current_time() + limit)
+        if self._drain_scope is not None:
+            self._drain_scope.deadline = self._drain_deadline
+
+    async def _stream_frames(
+        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
+    ) -> None:
+        with anyio.CancelScope(deadline=self._drain_deadline) as self._drain_scope:
+            await super()._stream_frames(send, source, group)
+        if not self._complete:
+            await self._finish_after_shutdown(send, b"")
 
     async def _expire(self, deadline: float) -> None:
         assert self._clock is not None
@@ -192,7 +219,7 @@ class _HubStream(EventSourceResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub = self._hub
         if hub is not None:
-            hub._stream_opened(self._subscription)
+            hub._stream_opened(self)
         try:
             if self._deadline is None:
                 await self._respond(scope, receive, send)
@@ -205,7 +232,7 @@ class _HubStream(EventSourceResponse):
                         group.cancel_scope.cancel()
         finally:
             if hub is not None:
-                hub._stream_closed(self._subscription)
+                hub._stream_closed(self)
             await self._subscription.aclose()
             if self._lease is not None:
                 self._lease.release()
