@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
+import json
 import os
 import re
 import socket
@@ -191,12 +193,20 @@ def test_dashboard_in_chromium() -> None:
     sync_playwright = _browser_or_skip()
     ARTIFACTS.mkdir(exist_ok=True)
     with ExitStack() as stack:
-        url = stack.enter_context(_serve("--grace-period", "2"))
+        # drop_oldest with a small queue: a burst larger than it makes an ssehub.dropped notice
+        # (the batches below stay within it, and every stream drains between two batches).
+        options = ("--grace-period", "2", "--slow-policy", "drop_oldest", "--queue-size", "10")
+        url = stack.enter_context(_serve(*options))
         api = stack.enter_context(httpx.Client(base_url=url, timeout=TIMEOUT))
         # Two other subscribers, so the topic table and the chart have more than one line.
         for topic in ("prices", "alerts"):
             stream = stack.enter_context(api.stream("GET", "/events", params={"topic": topic}))
             assert stream.status_code == 200
+        # And a channel listener's stream: a connection too, though no topic subscriber.
+        assert api.post("/channels", json={"name": "jobs"}).status_code == 200
+        listener = api.post("/channels/jobs/listeners", json={"id": "w1"}).json()
+        stream = stack.enter_context(api.stream("GET", listener["events"]))
+        assert stream.status_code == 200
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
@@ -253,20 +263,61 @@ def test_dashboard_in_chromium() -> None:
         page.click("#pause")
         page.locator("#tail .ev", has_text="while paused").wait_for()
 
-        # Traffic over a few polls, so the table and the chart show rates.
-        for round_number in range(6):
+        # Bursty traffic over a few polls: prices only at every other poll. The chart plots
+        # the rate over a window of samples (from the counters), so it shows the average
+        # instead of a sawtooth between a spike and 0, and the table shows the same number.
+        for round_number in range(10):
             polls = int(page.evaluate("Number(document.body.dataset.polls || 0)"))
-            batch = [{"topic": "prices", "data": {"p": n}} for n in range(4 + round_number * 3)]
-            batch += [{"topic": "orders", "data": {"o": n}} for n in range(2 + round_number)]
-            batch += [{"topic": "alerts", "data": "disk"} for _ in range(round_number % 3)]
+            batch = [{"topic": "prices", "data": {"p": n}} for n in range(10 * (round_number % 2))]
+            batch += [{"topic": "orders", "data": {"o": n}} for n in range(1 + round_number % 3)]
+            batch += [{"topic": "alerts", "data": "disk"} for _ in range(round_number % 2)]
             assert api.post("/publish", json=batch).status_code == 200
             # The next poll (the value only grows): one batch per poll interval.
             page.locator(f"body:not([data-polls='{polls}'])").wait_for(state="attached")
         page.locator("#legend", has_text="prices").wait_for()
+        page.locator("#chart-hint", has_text="averaged over the last 4 s").wait_for()
+        # The plotted series and the table's figure, read at one instant (no poll between).
+        series_json, table_rate = page.evaluate(
+            "[document.getElementById('chart').dataset.series,"
+            " document.querySelector('#topics tr[data-topic=prices] td:nth-child(4)')"
+            ".textContent]"
+        )
+        prices_series = json.loads(series_json)["prices"]
+        plotted = prices_series[next(i for i, v in enumerate(prices_series) if v > 0) :]
+        assert len(plotted) >= 8, prices_series
+        assert all(later >= earlier / 2 for earlier, later in itertools.pairwise(plotted)), plotted
+        assert abs(float(table_rate) - plotted[-1]) <= 0.051, (table_rate, plotted)
+        label = page.locator("#chart").get_attribute("aria-label") or ""
+        assert label.startswith("events per second, 4 s average: prices"), label
         prices = page.locator("#topics tr[data-topic=prices] td")
         assert prices.nth(1).text_content() == "1"  # subscribers
         assert page.locator("#topics tr.selected").get_attribute("data-topic") == "orders"
-        assert int(page.text_content("#c-connections") or "0") == 3
+        # Connections: the three topic streams (two here, the tail) and the listener stream.
+        assert page.text_content("#c-connections") == "4"
+        assert page.text_content("#c-subscribers") == "3 on topics"
+
+        swatch = page.locator("#topics tr[data-topic=prices] .swatch")
+        prices_color = swatch.evaluate("element => element.style.background")
+        assert prices_color
+
+        # Under drop_oldest, a stream that falls behind gets an ssehub.dropped notice: the
+        # tail shows it as a line of its own, also through a filter that matches no event.
+        page.fill("#filter", "no event has this")
+        burst = [{"topic": "orders", "data": {"burst": n}} for n in range(50)]
+        assert api.post("/publish", json=burst).status_code == 200
+        dropped = page.locator("#tail .ev.notice", has_text="events dropped here")
+        dropped.wait_for()
+        assert dropped.locator(".type").text_content() == "ssehub.dropped"
+        assert re.fullmatch(
+            r"\d+ events dropped here: this stream fell behind \(drop_oldest\)",
+            dropped.locator(".data").text_content() or "",
+        )
+        page.fill("#filter", "")
+        page.locator("#tail .ev", has_text='{"burst":49}').wait_for()
+        page.locator("#c-dropped", has_text=re.compile(r"^[1-9]")).wait_for()  # the next poll
+        # orders is the busiest topic now; prices keeps its color (lines do not swap colors).
+        page.locator("#legend > span:first-child", has_text="orders").wait_for()
+        assert swatch.evaluate("element => element.style.background") == prices_color
 
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         assert problems == []  # no CSP violation, no script error

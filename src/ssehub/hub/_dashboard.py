@@ -101,9 +101,13 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
         hub: the running hub.
 
     Returns:
-        ``{"process", "uptime", "draining", "backend_up", "connections", "topic_count",
-        "topics", "totals"}``: ``process`` names the hub process that answered (counters are
-        per process, so with ``--workers`` the page compares samples of one process only);
+        ``{"process", "uptime", "draining", "backend_up", "connections", "subscribers",
+        "topic_count", "topics", "totals"}``: ``process`` names the hub process that answered
+        (counters are per process, so with ``--workers`` the page compares samples of one
+        process only); ``connections`` counts the open SSE connections, topic streams on
+        ``/events`` and channel listener streams alike (see :func:`_open_streams`);
+        ``subscribers`` the broker's subscriptions (topic streams), which the topics'
+        subscriber counts add up to;
         ``topics`` maps at most :data:`DASHBOARD_MAX_TOPICS` names (most
         subscribers first, then most events) to ``{"subscribers", "history", "events"}``,
         where ``events`` counts events fanned out on the topic here since it gained its first
@@ -119,6 +123,7 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
     except BackendUnavailable:
         raise HubHTTPError("unavailable", "the broker's backend cannot be reached") from None
     stats = broker.statistics()
+    connections = _open_streams(hub, stats.subscribers)
     busiest = sorted(topics, key=lambda info: (-info.subscribers, -info.events, info.topic))
     shown = sorted(busiest[:DASHBOARD_MAX_TOPICS], key=lambda info: info.topic)
     return {
@@ -126,7 +131,8 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
         "uptime": round(hub.uptime, 3),
         "draining": hub.draining,
         "backend_up": bool(getattr(broker.backend, "healthy", True)),
-        "connections": stats.subscribers,
+        "connections": connections,
+        "subscribers": stats.subscribers,
         "topic_count": len(topics),
         "topics": {
             info.topic: {
@@ -145,6 +151,31 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
             "resets": stats.resets,
         },
     }
+
+
+def _open_streams(hub: HubState, subscribers: int) -> int:
+    """Return the open SSE connections of this process: topic and channel listener streams.
+
+    With metrics on (the default) this is the ``ssehub_open_connections`` gauge, so the
+    dashboard and ``/metrics`` agree: every ``text/event-stream`` response in progress, which
+    includes channel listener streams (each channel has a broker of its own, so the hub
+    broker's ``subscribers`` never sees them). With metrics off it is ``subscribers`` plus
+    the channel listeners a stream is consuming now.
+    """
+    if hub.settings.metrics:
+        from ._metrics import metrics_for
+
+        for metric in metrics_for(hub).open_connections.collect():
+            for sample in metric.samples:
+                return int(sample.value)
+    channels = hub.channels
+    listening = 0
+    if channels is not None and channels.running:
+        for channel in channels.registry.list():
+            for listener_id in channel.listener_ids():
+                # -- ``_consumed``: a MessageStream holds it (one per listener at a time)
+                listening += channel.get_listener(listener_id)._consumed
+    return subscribers + listening
 
 
 def dashboard_routes(hub: HubState) -> list[BaseRoute]:
