@@ -104,7 +104,15 @@ def _schemas(settings: HubSettings) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "uptime": {"type": "number", "description": "Seconds since the hub started."},
-                "connections": {"type": "integer", "description": "Open subscriptions."},
+                "connections": {
+                    "type": "integer",
+                    "description": "Open SSE connections: topic streams and channel listener "
+                    "streams.",
+                },
+                "subscribers": {
+                    "type": "integer",
+                    "description": "Subscriptions to topics (the topic streams among them).",
+                },
                 "topics": {
                     "type": "object",
                     "description": "Topics with subscribers or history, by name.",
