@@ -171,3 +171,35 @@ async def test_forget_drops_a_topics_history_only(backend_factory: BackendFactor
         assert replay.reset is None
         assert [event.id for event in replay.events] == [both.id, again.id]
         await broker.backend.forget([])  # nothing to do
+
+
+async def test_topics_whose_history_aged_out_are_removed(backend_factory: BackendFactory) -> None:
+    clock = ManualClock()
+    async with make_broker(backend_factory, history_ttl=60.0, clock=clock) as broker:
+        backend = broker.backend
+        a0 = await broker.publish("a", "a0")
+        a1 = await broker.publish("a", "a1")
+        clock.advance(30)
+        c1 = await broker.publish("c", "c1")
+        clock.advance(31)  # every event of "a" is now past the age bound; "c1" is 31 s old
+        b1 = await broker.publish("b", "b1")  # removes "a" (lazily: here, at a publish)
+        assert await backend.history_sizes() == {"b": 1, "c": 1}
+        assert await backend.history_sizes(["a"]) == {"a": 0}
+        # "a" has no history left, yet an id after which "a" had an event is not resumed as if
+        # complete; after a1, the newest of "a", nothing of "a" is missing.
+        assert (await backend.replay(["a"], a0.id)).reset is ResetReason.EXPIRED
+        assert (await backend.replay(["a", "c"], a0.id)).reset is ResetReason.EXPIRED
+        after_last = await backend.replay(["a"], a1.id)
+        assert (after_last.reset, list(after_last.events)) == (None, [])
+        # A live topic is unaffected, even from an id older than what "a" lost.
+        live = await backend.replay(["c"], a0.id)
+        assert live.reset is None
+        assert [event.id for event in live.events] == [c1.id]
+        both = await backend.replay(["a", "b", "c"], a1.id)
+        assert [event.id for event in both.events] == [c1.id, b1.id]
+        # Publishing to "a" again starts a new history that still knows what was lost.
+        a2 = await broker.publish("a", "a2")
+        assert (await backend.replay(["a"], a0.id)).reset is ResetReason.EXPIRED
+        again = await backend.replay(["a"], a1.id)
+        assert [event.id for event in again.events] == [a2.id]
+        assert await backend.history_sizes() == {"a": 1, "b": 1, "c": 1}

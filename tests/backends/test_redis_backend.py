@@ -179,6 +179,118 @@ async def test_replay_cost_is_bounded_by_the_history(prefix: str) -> None:
     assert [event.id for event in replay.events] == [event.id for event in stored[-5:]]
 
 
+# -- topics that age out -------------------------------------------------------------------------
+
+
+def stream_id(event: StoredEvent) -> bytes:
+    return event.id.split("-", 1)[1].encode()
+
+
+@pytest.mark.anyio
+async def test_aged_out_topics_leave_redis(prefix: str) -> None:
+    clock = ManualClock()
+    base = f"ssehub:{{{prefix}}}:"
+    client = sync_client()
+    try:
+        async with Broker(backend(prefix, history_ttl=60.0), clock=clock) as broker:
+            await broker.publish("a", "a0")
+            a1 = await broker.publish("a", "a1")
+            clock.advance(30)
+            c1 = await broker.publish("c", "c1")
+            clock.advance(31)
+            assert client.exists(base + "t:a") == 1  # nothing removes it before a publish
+            b1 = await broker.publish("b", "b1")
+            assert client.exists(base + "t:a") == 0
+            assert client.hexists(base + "gone", "a") is False
+            assert client.zscore(base + "newest", "a") is None
+            assert client.hget(base + "meta", "forgotten") == stream_id(a1)
+            assert client.exists(base + "topics") == 0  # the old set is never created
+            newest = dict(client.zrange(base + "newest", 0, -1, withscores=True))
+            assert newest == {b"b": b1.position[0], b"c": c1.position[0]}
+            assert client.xlen(base + "t:c") == 1
+            # A topic published again gets the watermark as its own mark, like a new memory log.
+            await broker.publish("a", "a2")
+            assert client.hget(base + "gone", "a") == stream_id(a1)
+            await broker.backend.forget(["a"])
+            assert client.zscore(base + "newest", "a") is None
+            assert client.hget(base + "meta", "forgotten") == stream_id(a1)  # forget: unchanged
+    finally:
+        client.close()
+
+
+@pytest.mark.anyio
+async def test_removal_is_bounded_per_call(prefix: str) -> None:
+    from ssehub.backends.redis import _EXPIRE_BATCH as BATCH
+
+    clock = ManualClock()
+    newest = f"ssehub:{{{prefix}}}:newest"
+    client = sync_client()
+    try:
+        async with Broker(backend(prefix, history_ttl=60.0), clock=clock) as broker:
+            for index in range(3 * BATCH):
+                await broker.publish(f"task-{index}", "done")
+            clock.advance(61)
+            await broker.publish("x", "1")  # removes at most BATCH + 1 (the topics it touched)
+            assert client.zcard(newest) == 3 * BATCH - (BATCH + 1) + 1
+            # Listing ignores what is left to remove, and removes at most BATCH more.
+            assert await broker.backend.history_sizes() == {"x": 1}
+            assert client.zcard(newest) == 3 * BATCH - (BATCH + 1) + 1 - BATCH
+            await broker.publish("x", "2")
+            assert client.zrange(newest, 0, -1) == [b"x"]
+            assert client.keys(f"ssehub:{{{prefix}}}:t:task-*") == []
+    finally:
+        client.close()
+
+
+@pytest.mark.anyio
+async def test_a_stale_score_never_removes_live_history(prefix: str) -> None:
+    """A topic only scored as old (picked, then published to; or published by a process of an
+    older version, which does not score topics) keeps its history and gets its true score."""
+    clock = ManualClock()
+    newest = f"ssehub:{{{prefix}}}:newest"
+    client = sync_client()
+    try:
+        async with Broker(backend(prefix, history_ttl=60.0), clock=clock) as broker:
+            live = await broker.publish("live", "1")
+            client.zadd(newest, {"live": 0})
+            await broker.publish("x", "1")
+            assert client.zscore(newest, "live") == live.position[0]
+            assert await broker.backend.history_sizes() == {"live": 1, "x": 1}
+    finally:
+        client.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("trigger", ["publish", "list"])
+async def test_the_old_topics_set_is_moved_into_the_sorted_set(prefix: str, trigger: str) -> None:
+    """Data written before ``newest`` existed: a plain ``topics`` set and unscored streams."""
+    clock = ManualClock()
+    base = f"ssehub:{{{prefix}}}:"
+    client = sync_client()
+    try:
+        async with Broker(backend(prefix, history_ttl=60.0), clock=clock) as broker:
+            dead = await broker.publish("old-dead", "1")
+            clock.advance(30)
+            alive = await broker.publish("old-live", "2")
+            client.delete(base + "newest")
+            client.sadd(base + "topics", "old-dead", "old-live", "old-forgotten")
+            clock.advance(31)
+            if trigger == "publish":
+                await broker.publish("x", "1")
+                expected = {"old-live": 1, "x": 1}
+            else:
+                expected = {"old-live": 1}
+            assert await broker.backend.history_sizes() == expected
+            assert client.exists(base + "topics") == 0  # emptied, so Redis deleted it
+            assert client.exists(base + "t:old-dead") == 0
+            assert client.zscore(base + "newest", "old-live") == alive.position[0]
+            assert client.hget(base + "meta", "forgotten") == stream_id(dead)
+            again = await broker.backend.replay(["old-live"], dead.id)
+            assert [event.id for event in again.events] == [alive.id]
+    finally:
+        client.close()
+
+
 # -- many processes ----------------------------------------------------------------------------
 
 

@@ -13,13 +13,25 @@ one prefix hashes to one slot and the multi-key scripts stay legal on a cluster)
   read with ``XRANGE`` for replay.
 - ``ssehub:{<p>}:meta``: a hash: ``epoch`` (random, set by the first publish of this data set,
   so ids of data Redis lost, by a restart without persistence or a flush, are recognised as
-  unknown) and ``last`` (the newest id).
+  unknown), ``last`` (the newest id) and ``forgotten`` (the newest id that left with a topic
+  whose every event aged out, see below).
 - ``ssehub:{<p>}:gone``: a hash, topic -> the newest id trimmed from that topic's stream (the
   empty field is the log). Redis does not record what trimming removed (``max-deleted-entry-id``
   only follows ``XDEL``), and "did an event after this id leave the history?" is exactly what a
   resume must answer, so the publish script records it as it trims.
-- ``ssehub:{<p>}:topics``: a set of every topic published to (for ``/status``).
+- ``ssehub:{<p>}:newest``: a sorted set, topic -> the ms of its newest entry: which topics
+  exist (for ``/status``) and which of them aged out entirely.
+- ``ssehub:{<p>}:topics``: the set of topics that versions before ``newest`` kept (a plain set,
+  never cleaned up). Nothing adds to it any more; its members are moved into ``newest`` (or
+  removed, when aged out) a few at a time, and Redis deletes the key once it is empty.
 
+Topics that age out are removed: when every event of a topic is older than the age bound, its
+stream, its ``gone`` field and its ``newest`` member go (:data:`EXPIRE_LUA`, a few topics per
+publish), and the newest id it had is folded into ``forgotten``. As in the memory backend
+(:class:`~ssehub.broker.history.History`), a topic without live history (removed, aged out but
+not yet removed, or never published) answers a resume from ``forgotten``: an id before it may
+have been followed by an event of that topic, so it is expired, never resumed as if complete. A
+topic created afterwards inherits ``forgotten`` as its ``gone`` field, like a new memory log.
 Time: the caller passes ``now`` in milliseconds (Redis's ``TIME`` read at start, advanced by the
 broker's clock, so tests drive history age with a manual clock). The ``<ms>`` of a new id is
 ``max(now, ms of the newest id)``, so ids never go backwards even if publishers' clocks differ.
@@ -37,22 +49,67 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["FORGET_LUA", "PUBLISH_LUA", "REPLAY_LUA", "SIZES_LUA", "TAIL_LUA"]
+__all__ = [
+    "EXPIRE_LUA",
+    "FORGET_LUA",
+    "LIST_LUA",
+    "PUBLISH_LUA",
+    "REPLAY_LUA",
+    "SIZES_LUA",
+    "TAIL_LUA",
+]
 
 _HELPERS: Final = """
 local function ms_of(id)
   return tonumber(string.match(id, '^(%d+)-'))
 end
+-- Compare two stream ids exactly (as decimal strings: Lua numbers are doubles); false is none.
+local function id_max(a, b)
+  if not a then return b end
+  if not b then return a end
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if #am ~= #bm then
+    if #am < #bm then return b end
+    return a
+  end
+  if am ~= bm then
+    if am < bm then return b end
+    return a
+  end
+  if #as ~= #bs then
+    if #as < #bs then return b end
+    return a
+  end
+  if as < bs then return b end
+  return a
+end
+"""
+
+_CANDIDATES: Final = """
+-- Up to `limit` topics that may have aged out entirely: those of `newest` scored before the
+-- cutoff, then members of the old `topics` set (still to be moved into `newest`). Read-only:
+-- the caller passes them to EXPIRE_LUA as keys, which checks each one again.
+local function candidates(newest_key, legacy_key, cutoff, limit)
+  local found = redis.call('ZRANGEBYSCORE', newest_key, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
+  if #found < limit then
+    for _, name in ipairs(redis.call('SRANDMEMBER', legacy_key, limit - #found)) do
+      found[#found + 1] = name
+    end
+  end
+  return found
+end
 """
 
 PUBLISH_LUA: Final = (
     _HELPERS
+    + _CANDIDATES
     + """
--- KEYS: log, meta, gone, topic set, then m topic streams.
--- ARGV: log maxlen, topic maxlen, ttl ms, now ms, epoch candidate, m, m topic names (same order
---       as the keys), then per event: number of topics k, k indices into the topic keys
---       (1-based), number of field strings f, f strings (field, value, field, value, ...).
--- Returns {epoch, id, id, ...}: the ids in batch order.
+-- KEYS: log, meta, gone, newest, old topic set, then m topic streams.
+-- ARGV: log maxlen, topic maxlen, ttl ms, now ms, epoch candidate, expiry candidates limit, m,
+--       m topic names (same order as the keys), then per event: number of topics k, k indices
+--       into the topic keys (1-based), number of field strings f, f strings (field, value, ...).
+-- Returns {epoch, expiry candidates, id, id, ...}: the ids in batch order.
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[5]
@@ -62,14 +119,17 @@ local now = tonumber(ARGV[4])
 local ms = now
 local last = redis.call('HGET', KEYS[2], 'last')
 if last then ms = math.max(ms, ms_of(last)) end
-local msid = string.format('%d', ms) .. '-*'
+local ms_text = string.format('%d', ms)
+local msid = ms_text .. '-*'
 local cutoff_ms = math.max(now - tonumber(ARGV[3]), 0)
 local cutoff = string.format('%d', cutoff_ms)
-local ntopics = tonumber(ARGV[6])
+local ntopics = tonumber(ARGV[7])
 
 -- Make room for one more entry in `key` (at most `maxlen`, none older than the age bound)
--- and remember the newest id that leaves, under `field` of the gone hash.
-local function trim(key, maxlen, field)
+-- and remember the newest id that leaves, under `field` of the gone hash. For a topic stream
+-- that is new or whose every entry just aged out, the topic starts afresh, as one removed by
+-- EXPIRE_LUA would: its marks go into `forgotten`, and it inherits `forgotten` as its mark.
+local function trim(key, maxlen, field, is_topic)
   local gone = false
   -- Look at the oldest entry first (a forward read is O(1)); only when it is past the age
   -- bound find the newest expired one. A reverse read from the cutoff on every publish cost
@@ -80,6 +140,15 @@ local function trim(key, maxlen, field)
     gone = old[1][1]
     redis.call('XTRIM', key, 'MINID', '=', cutoff)
   end
+  if is_topic and (#oldest == 0 or (gone and redis.call('XLEN', key) == 0)) then
+    local inherited = redis.call('HGET', KEYS[2], 'forgotten')
+    inherited = id_max(inherited, redis.call('HGET', KEYS[3], field))
+    if gone then
+      inherited = id_max(inherited, gone)
+      redis.call('HSET', KEYS[2], 'forgotten', inherited)
+    end
+    gone = inherited
+  end
   -- Age trimming removes the oldest entries first, so a count trim after it removes newer ones.
   local extra = redis.call('XLEN', key) + 1 - maxlen
   if extra > 0 then
@@ -89,9 +158,12 @@ local function trim(key, maxlen, field)
   if gone then redis.call('HSET', KEYS[3], field, gone) end
 end
 
-for i = 1, ntopics do redis.call('SADD', KEYS[4], ARGV[6 + i]) end
-local result = {epoch}
-local pos = 7 + ntopics
+for i = 1, ntopics do
+  redis.call('ZADD', KEYS[4], ms_text, ARGV[7 + i])
+  redis.call('SREM', KEYS[5], ARGV[7 + i])
+end
+local result = {epoch, {}}
+local pos = 8 + ntopics
 while pos <= #ARGV do
   local k = tonumber(ARGV[pos])
   local targets = {}
@@ -101,21 +173,61 @@ while pos <= #ARGV do
   local fields = {}
   for j = 1, nfields do fields[j] = ARGV[pos + j] end
   pos = pos + nfields + 1
-  trim(KEYS[1], tonumber(ARGV[1]), '')
+  trim(KEYS[1], tonumber(ARGV[1]), '', false)
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], msid, 'p', epoch, unpack(fields))
   for j = 1, k do
     local t = targets[j]
-    local key = KEYS[4 + t]
-    trim(key, tonumber(ARGV[2]), ARGV[6 + t])
+    local key = KEYS[5 + t]
+    trim(key, tonumber(ARGV[2]), ARGV[7 + t], true)
     redis.call('XADD', key, 'MAXLEN', '=', ARGV[2], id, unpack(fields))
   end
   result[#result + 1] = id
 end
 redis.call('HSET', KEYS[2], 'last', result[#result])
+result[2] = candidates(KEYS[4], KEYS[5], cutoff, tonumber(ARGV[6]))
 return result
 """
 )
-"""Append a batch of events to the log and their topic streams, trim, and return the new ids."""
+"""Append a batch of events to the log and their topic streams, trim, and return the new ids
+(and a few topics that may have aged out, for :data:`EXPIRE_LUA`)."""
+
+EXPIRE_LUA: Final = (
+    _HELPERS
+    + """
+-- KEYS: meta, gone, newest, old topic set, then topic streams.
+-- ARGV: ttl ms, now ms, then the topic names (same order as the streams).
+-- Removes each topic whose every entry is older than the age bound (its stream, mark and
+-- `newest` member) and folds the newest id it had into `forgotten`; a topic that is still live
+-- (published since it was picked, or only known from the old set) gets its true score instead.
+-- Returns how many topics were removed.
+local cutoff_ms = math.max(tonumber(ARGV[2]) - tonumber(ARGV[1]), 0)
+local forgotten = redis.call('HGET', KEYS[1], 'forgotten')
+local raised = false
+local removed = 0
+for i = 5, #KEYS do
+  local key, topic = KEYS[i], ARGV[i - 2]
+  local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #newest > 0 and ms_of(newest[1][1]) >= cutoff_ms then
+    redis.call('ZADD', KEYS[3], string.match(newest[1][1], '^(%d+)-'), topic)
+  else
+    local mark = redis.call('HGET', KEYS[2], topic)
+    if #newest > 0 then mark = id_max(mark, newest[1][1]) end
+    if mark then
+      forgotten = id_max(forgotten, mark)
+      raised = true
+    end
+    redis.call('UNLINK', key)
+    redis.call('HDEL', KEYS[2], topic)
+    redis.call('ZREM', KEYS[3], topic)
+    removed = removed + 1
+  end
+  redis.call('SREM', KEYS[4], topic)
+end
+if raised then redis.call('HSET', KEYS[1], 'forgotten', forgotten) end
+return removed
+"""
+)
+"""Remove topics whose history aged out entirely, keeping what a resume needs: ``forgotten``."""
 
 REPLAY_LUA: Final = (
     "#!lua flags=no-writes\n"
@@ -123,28 +235,38 @@ REPLAY_LUA: Final = (
 -- KEYS: meta, gone, topic streams...
 -- ARGV: after id (normalised "<ms>-<seq>"), ttl ms, count limit per topic, now ms, then the
 --       topic names (same order as the keys).
--- Returns {epoch or false, newest id or false,
---          per topic: {gone id or false, first id inside the age bound or false, entries}}
+-- Returns {epoch or false, newest id or false, forgotten id or false,
+--          per topic: {gone id or false, first id inside the age bound or false, entries,
+--                      newest id when no entry is inside the age bound, else false}}
 local after, limit = ARGV[1], ARGV[3]
 local cutoff = string.format('%d', math.max(tonumber(ARGV[4]) - tonumber(ARGV[2]), 0))
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'last')
-local result = {meta[1], meta[2]}
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'last', 'forgotten')
+local result = {meta[1], meta[2], meta[3]}
 for i = 3, #KEYS do
   local key = KEYS[i]
   local gone = redis.call('HGET', KEYS[2], ARGV[i + 2])
   -- Entries past the age bound may still be stored (trimming happens on publish); they are
   -- outside the history all the same.
   local first = false
+  local newest = false
+  local entries = {}
   local head = redis.call('XRANGE', key, cutoff, '+', 'COUNT', 1)
-  if #head > 0 then first = head[1][1] end
-  local entries = redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', limit)
-  result[#result + 1] = {gone, first, entries}
+  if #head > 0 then
+    first = head[1][1]
+    entries = redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', limit)
+  else
+    -- Nothing live: the topic counts as removed (EXPIRE_LUA will remove it), its newest id
+    -- as forgotten.
+    local tail = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if #tail > 0 then newest = tail[1][1] end
+  end
+  result[#result + 1] = {gone, first, entries, newest}
 end
 return result
 """
 )
-"""Read, at one instant, what a resume needs: the epoch, the newest id, and per topic its
-retention marks and the entries after the client's id."""
+"""Read, at one instant, what a resume needs: the epoch, the newest id, the forgotten mark, and
+per topic its retention marks and the entries after the client's id."""
 
 TAIL_LUA: Final = (
     "#!lua flags=no-writes\n"
@@ -175,16 +297,35 @@ return sizes
 )
 """Count the events each topic retains (age bound applied)."""
 
+LIST_LUA: Final = (
+    "#!lua flags=no-writes\n"
+    + _CANDIDATES
+    + """
+-- KEYS: newest, old topic set.  ARGV: ttl ms, now ms, expiry candidates limit.
+-- Returns {topics with an entry inside the age bound, members of the old set, candidates}.
+local cutoff = string.format('%d', math.max(tonumber(ARGV[2]) - tonumber(ARGV[1]), 0))
+return {
+  redis.call('ZRANGEBYSCORE', KEYS[1], cutoff, '+inf'),
+  redis.call('SMEMBERS', KEYS[2]),
+  candidates(KEYS[1], KEYS[2], cutoff, tonumber(ARGV[3])),
+}
+"""
+)
+"""Name the topics that retain events (for ``/status``), and a few that may have aged out."""
+
 FORGET_LUA: Final = """
--- KEYS: gone, topic set, then topic streams.  ARGV: the topic names (same order as the streams).
--- The global log keeps its entries (readers catch up from it; it is bounded by log_size): only
--- the per-topic history that replay reads goes, with the topic's trim mark and its name.
-for i = 3, #KEYS do
-  local topic = ARGV[i - 2]
+-- KEYS: gone, newest, old topic set, then topic streams.  ARGV: the topic names (same order as
+-- the streams). The global log keeps its entries (readers catch up from it; it is bounded by
+-- log_size): only the per-topic history that replay reads goes, with the topic's trim mark and
+-- its name. `forgotten` is not raised (see History.forget): a forgotten topic's own events were
+-- never other topics' events.
+for i = 4, #KEYS do
+  local topic = ARGV[i - 3]
   redis.call('DEL', KEYS[i])
   redis.call('HDEL', KEYS[1], topic)
-  redis.call('SREM', KEYS[2], topic)
+  redis.call('ZREM', KEYS[2], topic)
+  redis.call('SREM', KEYS[3], topic)
 end
-return #KEYS - 2
+return #KEYS - 3
 """
 """Drop the history of some topics: their streams, their trim marks, their names."""

@@ -44,7 +44,15 @@ from .._exceptions import (
 )
 from ..broker.events import Position, ResetReason, StoredEvent
 from ._redis_codec import decode_entry, encode_fields, parse_event_id, stream_position, text
-from ._redis_scripts import FORGET_LUA, PUBLISH_LUA, REPLAY_LUA, SIZES_LUA, TAIL_LUA
+from ._redis_scripts import (
+    EXPIRE_LUA,
+    FORGET_LUA,
+    LIST_LUA,
+    PUBLISH_LUA,
+    REPLAY_LUA,
+    SIZES_LUA,
+    TAIL_LUA,
+)
 from .base import EventSink, PendingEvent, Replay
 
 if TYPE_CHECKING:
@@ -90,6 +98,11 @@ _POOL_WAIT: Final = 60.0
 """Seconds a command may wait for a free pool connection. Not ``socket_timeout``: a queue of
 commands (1 000 clients resuming at once) is load, not Redis being away, and must not turn into
 503s; a Redis that is away fails each command fast on its own connection instead."""
+
+_EXPIRE_BATCH: Final = 10
+"""Topics that aged out entirely, removed at most per publish (plus one per topic the publish
+touches, so removal keeps up with creation: every topic was created by a publish that paid for
+its removal) and per listing of every topic. Each removal is O(1) work plus an ``UNLINK``."""
 
 _READ_COUNT: Final = 1000  # entries per XREAD: bounds one wake-up's work and memory
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
@@ -192,7 +205,8 @@ class RedisBackend:
         self.socket_timeout = socket_timeout
         base = f"ssehub:{{{prefix}}}:"
         self._topic_prefix = base + "t:"
-        self._keys = [base + "log", base + "meta", base + "gone", base + "topics"]
+        # log, meta, gone, newest (sorted set), topics (the plain set of older versions)
+        self._keys = [base + "log", base + "meta", base + "gone", base + "newest", base + "topics"]
         self._ttl_ms = max(1, round(self.history_ttl * 1000))
         self._client: Redis | None = None
         self._reader_client: Redis | None = None
@@ -201,6 +215,8 @@ class RedisBackend:
         self._sizes_script: AsyncScript | None = None
         self._tail_script: AsyncScript | None = None
         self._forget_script: AsyncScript | None = None
+        self._expire_script: AsyncScript | None = None
+        self._list_script: AsyncScript | None = None
         self._sink: EventSink | None = None
         self._clock: Clock = SystemClock()
         self._reconnect_clock: Clock = reconnect_clock or SystemClock()
@@ -320,6 +336,8 @@ class RedisBackend:
         self._sizes_script = client.register_script(SIZES_LUA)
         self._tail_script = client.register_script(TAIL_LUA)
         self._forget_script = client.register_script(FORGET_LUA)
+        self._expire_script = client.register_script(EXPIRE_LUA)
+        self._list_script = client.register_script(LIST_LUA)
         self._sink = sink
         self._clock = clock
         try:
@@ -358,6 +376,9 @@ class RedisBackend:
         with the memory backend, a subscriber that exists when ``publish`` returns has the event,
         and one created after it does not get it as a live event.
 
+        A publish also removes a few topics whose every event aged out (their keys, see
+        :mod:`ssehub.backends._redis_scripts`): one more round trip, only when there are some.
+
         Raises:
             BackendUnavailable: Redis cannot be reached (nothing was published) or refused the
                 write (out of memory, read-only replica).
@@ -378,6 +399,7 @@ class RedisBackend:
             self._ttl_ms,
             self._now_ms(),
             secrets.token_hex(4),  # becomes the epoch if this is the data set's first publish
+            _EXPIRE_BATCH + len(topic_index),
             len(topic_index),
         ]
         args += list(topic_index)
@@ -386,11 +408,17 @@ class RedisBackend:
             args += [len(topics), *(topic_index[t] for t in topics), len(fields), *fields]
         keys = self._keys + [self._topic_key(t) for t in topic_index]
         try:
-            raw_epoch, *raw_ids = await script(keys=keys, args=args)
+            raw_epoch, candidates, *raw_ids = await script(keys=keys, args=args)
         except self._redis.RedisError as exc:
             self._commands_ok = False
             raise _unavailable("publish", exc) from exc
         self._commands_ok = True
+        if candidates:
+            try:
+                await self._expire(candidates)
+            except self._redis.RedisError as exc:
+                # The events are stored: the publish succeeded. Removal is retried lazily.
+                logger.warning("could not remove aged-out topics (will retry): %s", exc)
         epoch = text(raw_epoch)
         stored: list[StoredEvent] = []
         for raw_id, (topics, event, private) in zip(raw_ids, batch, strict=True):
@@ -408,6 +436,20 @@ class RedisBackend:
             )
         await self._delivered(stored[-1].position)
         return stored
+
+    async def _expire(self, candidates: Sequence[bytes | str]) -> None:
+        """Remove those of ``candidates`` (topic names) whose every event aged out.
+
+        One script, which checks each topic again: one published to since it was picked stays.
+
+        Raises:
+            redis.RedisError: the script failed.
+        """
+        script = self._expire_script
+        assert script is not None
+        names = list(dict.fromkeys(text(name) for name in candidates))
+        keys = [*self._keys[1:5], *(self._topic_key(t) for t in names)]
+        await script(keys=keys, args=[self._ttl_ms, self._now_ms(), *names])
 
     async def _delivered(self, position: Position) -> None:
         """Wait until the reader has passed ``position`` (bounded by ``socket_timeout``).
@@ -480,20 +522,32 @@ class RedisBackend:
             self._commands_ok = False
             raise _unavailable("replay", exc) from exc
         self._commands_ok = True
-        current_epoch, last = raw[0], raw[1]
+        current_epoch, last, forgotten = raw[0], raw[1], raw[2]
         if current_epoch is None or text(current_epoch) != epoch:
             return Replay(reset=ResetReason.UNKNOWN)  # another data set, or never published
         if last is None or position > stream_position(last):
             return Replay(reset=ResetReason.UNKNOWN)  # from the future: never issued
+        # A topic without live history (aged out, removed, or never published) answers from the
+        # global watermark, raised by the marks of such topics, as in the memory backend: the
+        # events right after an older id may have been that topic's, so it is expired.
+        marks = [forgotten]
+        for gone, first_kept, _, newest in raw[3:]:
+            if first_kept is None:
+                marks += [gone, newest]
+        watermark = max((stream_position(mark) for mark in marks if mark is not None), default=None)
         per_topic: list[list[StoredEvent]] = []
-        for gone, first_kept, entries in raw[2:]:
+        for gone, first_kept, entries, _ in raw[3:]:
+            if first_kept is None:
+                if watermark is not None and position < watermark:
+                    return Replay(reset=ResetReason.EXPIRED)
+                continue  # nothing after the id is retained
             if gone is not None and position < stream_position(gone):
                 return Replay(reset=ResetReason.EXPIRED)  # an event after the id was trimmed
             events = [
                 decode_entry(entry_id, fields, epoch, self._timestamp)
                 for entry_id, fields in entries
             ]
-            if events and (first_kept is None or events[0].position < stream_position(first_kept)):
+            if events and events[0].position < stream_position(first_kept):
                 # An event after the id is past the age bound (trimmed at the next publish).
                 return Replay(reset=ResetReason.EXPIRED)
             per_topic.append(events)
@@ -504,17 +558,24 @@ class RedisBackend:
         return Replay(events=merged, position=position)
 
     async def history_sizes(self, topics: Collection[str] | None = None) -> dict[str, int]:
-        """Return how many events each topic retains (every topic ever published when ``None``).
+        """Return how many events each topic retains (every topic that retains one when ``None``).
+
+        Listing every topic also removes a few that aged out entirely (as a publish does).
 
         Raises:
             BackendUnavailable: Redis cannot be reached.
         """
-        client, script = self._client, self._sizes_script
-        if client is None or script is None:
+        client, script, list_script = self._client, self._sizes_script, self._list_script
+        if client is None or script is None or list_script is None:
             raise BrokerClosed("the Redis backend is not started")
         try:
             if topics is None:
-                names = sorted(text(name) for name in await client.smembers(self._keys[3]))
+                live, legacy, candidates = await list_script(
+                    keys=self._keys[3:5], args=[self._ttl_ms, self._now_ms(), _EXPIRE_BATCH]
+                )
+                if candidates:
+                    await self._expire(candidates)
+                names = sorted({text(name) for name in (*live, *legacy)})
             else:
                 names = list(topics)
             if not names:
@@ -525,10 +586,16 @@ class RedisBackend:
             self._commands_ok = False
             raise _unavailable("history sizes", exc) from exc
         self._commands_ok = True
-        return {name: int(size) for name, size in zip(names, sizes, strict=True)}
+        counts = {name: int(size) for name, size in zip(names, sizes, strict=True)}
+        if topics is None:  # like the memory backend: topics whose history aged out are gone
+            return {name: size for name, size in counts.items() if size > 0}
+        return counts
 
     async def forget(self, topics: Collection[str]) -> None:
         """Drop the history of ``topics``: their streams, trim marks and names (one script).
+
+        The global ``forgotten`` watermark is not raised (see
+        :meth:`ssehub.broker.history.History.forget`).
 
         The global log keeps its entries: it is what readers catch up from, bounded by
         ``log_size``, and replay never reads it.
@@ -542,7 +609,7 @@ class RedisBackend:
         names = list(topics)
         if not names:
             return
-        keys = [self._keys[2], self._keys[3], *(self._topic_key(t) for t in names)]
+        keys = [*self._keys[2:5], *(self._topic_key(t) for t in names)]
         try:
             await script(keys=keys, args=names)
         except self._redis.RedisError as exc:
