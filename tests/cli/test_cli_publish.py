@@ -140,16 +140,21 @@ def test_unreachable_hub_and_bad_arguments(
     assert capsys.readouterr().err == "ssehub publish: standard input is not UTF-8 text\n"
 
 
-def test_stdin_lines_are_published_as_they_arrive(hub: HubServer) -> None:
-    # `tail -f log | ssehub publish logs - --lines`: each line goes out while stdin stays open.
-    start = marker(hub.url, "logs")
-    with subprocess.Popen(
-        [sys.executable, "-m", "ssehub.cli", "publish", "--url", hub.url, "logs", "-", "--lines"],
+def publish_lines_process(hub: HubServer, topic: str) -> subprocess.Popen[bytes]:
+    """`ssehub publish TOPIC - --lines` as a child process with piped standard streams."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ssehub.cli", "publish", "--url", hub.url, topic, "-", "--lines"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as child:
+    )
+
+
+def test_stdin_lines_are_published_as_they_arrive(hub: HubServer) -> None:
+    # `tail -f log | ssehub publish logs - --lines`: each line goes out while stdin stays open.
+    start = marker(hub.url, "logs")
+    with publish_lines_process(hub, "logs") as child:
         try:
             assert child.stdin is not None
             assert child.stdout is not None
@@ -171,13 +176,7 @@ def test_stdin_lines_are_published_as_they_arrive(hub: HubServer) -> None:
 def test_a_line_ending_in_cr_is_published_before_more_input(hub: HubServer) -> None:
     # The CR alone ends the line: no wait for a possible LF; the LF that follows is not a line.
     start = marker(hub.url, "crlogs")
-    with subprocess.Popen(
-        [sys.executable, "-m", "ssehub.cli", "publish", "--url", hub.url, "crlogs", "-", "--lines"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as child:
+    with publish_lines_process(hub, "crlogs") as child:
         try:
             assert child.stdin is not None
             assert child.stdout is not None
