@@ -375,3 +375,36 @@ async def test_slow_subscriber_is_shed_then_catches_up_from_history() -> None:
                 assert "ssehub-reset" not in again.headers
                 rest = await again.events().take(len(published) - len(first))
         assert [e.id for e in first + rest] == published
+
+
+async def test_a_middleware_around_the_hub_sees_every_message_of_a_stream() -> None:
+    # Hub streams write their bodies past the hub's own middleware (which only touches the
+    # response start), never past anything that wraps the hub: an outer middleware (a user's,
+    # around a mounted hub) still sees the start with the hub's headers and every body.
+    seen: list[dict[str, object]] = []
+    async with Broker() as broker:
+        hub_app = create_app(HubSettings(), broker=broker)
+
+        async def outer(scope: dict[str, object], receive: object, send: object) -> None:
+            async def spy(message: dict[str, object]) -> None:
+                seen.append(message)
+                await send(message)  # type: ignore[operator]
+
+            await hub_app(scope, receive, spy)
+
+        with anyio.fail_after(5):
+            async with stream_asgi(outer, "/events?topic=a") as stream:
+                await stream.start()
+                for n in range(3):
+                    await broker.publish("a", f"e{n}")
+                events = await stream.events().take(3)
+                assert [e.data for e in events] == ["e0", "e1", "e2"]
+                hub_of(hub_app).drain()
+                await stream.events().rest()
+                assert stream.complete
+    start = seen[0]
+    assert start["type"] == "http.response.start"
+    assert any(name == b"x-request-id" for name, _ in start["headers"])  # type: ignore[attr-defined]
+    bodies = b"".join(m.get("body", b"") for m in seen[1:])  # type: ignore[misc]
+    assert bodies.count(b"data: e") == 3
+    assert seen[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
