@@ -46,7 +46,7 @@ from ..response import EventSourceResponse
 from ._auth import principal_of
 from ._auth_channels import authorize_channel
 from ._errors import HubHTTPError
-from ._proxy import client_address
+from ._guard import check_last_event_id
 from ._publish import check_content_type, check_not_reserved
 
 if TYPE_CHECKING:
@@ -377,35 +377,14 @@ async def _dispatch(hub: HubChannels, request: Request) -> Response:
 
 
 def _take_publish_rate(request: Request) -> None:
-    """Spend one event of the sender's ``POST /publish`` rate bucket (``publish_rate``).
-
-    The same bucket as ``/publish`` (same limiter, same key: the token's identity, else the
-    client address), so a sender cannot get around the publish limit by sending through a
-    channel. One message counts as one event, as a broadcast is published once.
+    """Spend one event of the sender's ``POST /publish`` rate (a broadcast is published once).
 
     Raises:
-        HubHTTPError: ``rate_limited`` (429, with ``Retry-After``); nothing was sent.
+        HubHTTPError: ``rate_limited`` (429); nothing was sent.
     """
     guard = _guard_of(request)
-    if guard is None or guard.rates is None:
-        return
-    principal = principal_of(request.scope)
-    # Keyed exactly as Guard.authorize_publish keys /publish: the buckets must be shared.
-    key = principal.identity or ("a:" + (client_address(request.scope) or "unknown"))
-    guard.rates.take(key, 1)
-
-
-def _check_last_event_id(settings: HubSettings, last_event_id: str | None) -> None:
-    """Refuse a ``Last-Event-ID`` over ``max_last_event_id_length``, as ``GET /events`` does.
-
-    Raises:
-        HubHTTPError: ``last_event_id_too_long`` (400).
-    """
-    limit = settings.max_last_event_id_length
-    if last_event_id is not None and len(last_event_id) > limit:
-        raise HubHTTPError(
-            "last_event_id_too_long", f"Last-Event-ID is longer than {limit} characters"
-        )
+    if guard is not None:
+        guard.take_publish_rate(request.scope, 1)
 
 
 class _ListenerStream(EventSourceResponse):
@@ -481,7 +460,8 @@ async def _events(hub: HubChannels, request: Request) -> Response:
     if listener.channel is not channel:  # pragma: no cover - registered listeners are attached
         raise UnknownListener(listener.id)
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-    _check_last_event_id(hub.settings, last_event_id)  # -- security: before anything is opened
+    # -- security: before anything is opened
+    check_last_event_id(last_event_id, hub.settings.max_last_event_id_length)
     if request.method == "HEAD":
         return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
     # -- security: a connection place and the token's expiry, as for topic streams

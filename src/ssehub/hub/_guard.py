@@ -103,13 +103,8 @@ class Guard:
             HubHTTPError: ``invalid_topic`` / ``last_event_id_too_long`` (400),
                 ``unauthorized`` (401), ``forbidden`` (403).
         """
-        settings = self.settings
-        check_topic_lengths(topics, settings.max_topic_length)
-        if last_event_id is not None and len(last_event_id) > settings.max_last_event_id_length:
-            raise HubHTTPError(
-                "last_event_id_too_long",
-                f"Last-Event-ID is longer than {settings.max_last_event_id_length} characters",
-            )
+        check_topic_lengths(topics, self.settings.max_topic_length)
+        check_last_event_id(last_event_id, self.settings.max_last_event_id_length)
         principal = principal_of(scope)
         for topic in topics:
             if not principal.may_subscribe(topic):
@@ -171,9 +166,21 @@ class Guard:
                 "private events need authentication (--auth jwt or api_key): with auth off, "
                 "no subscriber could ever be authorized to receive them",
             )
+        self.take_publish_rate(scope, len(requests))
+
+    def take_publish_rate(self, scope: Scope, events: int) -> None:
+        """Spend ``events`` of the sender's publish rate (``publish_rate``), if limited.
+
+        One bucket per token identity, else per client address, shared by ``POST /publish``
+        and the channel routes that send messages, so no route gets around the limit.
+
+        Raises:
+            HubHTTPError: ``rate_limited`` (429, with ``Retry-After``).
+        """
         if self.rates is not None:
+            principal = principal_of(scope)
             key = principal.identity or ("a:" + (client_address(scope) or "unknown"))
-            self.rates.take(key, len(requests))
+            self.rates.take(key, events)
 
     # -- GET /status -----------------------------------------------------------------------
 
@@ -185,6 +192,19 @@ class Guard:
         """
         if self.enabled and not principal_of(scope).authenticated:
             raise authentication_required("the status of an auth-enabled hub needs a token")
+
+
+def check_last_event_id(last_event_id: str | None, limit: int) -> None:
+    """Refuse a ``Last-Event-ID`` longer than ``limit`` (``max_last_event_id_length``), on every
+    stream route: topic streams and channel listener streams.
+
+    Raises:
+        HubHTTPError: ``last_event_id_too_long`` (400).
+    """
+    if last_event_id is not None and len(last_event_id) > limit:
+        raise HubHTTPError(
+            "last_event_id_too_long", f"Last-Event-ID is longer than {limit} characters"
+        )
 
 
 class VisibleEvents:
