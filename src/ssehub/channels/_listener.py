@@ -110,6 +110,11 @@ class Listener:
         return f"<Listener {self.id!r} {self._state.value}>"
 
     @property
+    def streaming(self) -> bool:
+        """Whether a message stream is consuming this listener now (at most one at a time)."""
+        return self._consumed
+
+    @property
     def state(self) -> ListenerState:
         """The listener's state."""
         return self._state

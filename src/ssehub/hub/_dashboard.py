@@ -173,8 +173,7 @@ def _open_streams(hub: HubState, subscribers: int) -> int:
     if channels is not None and channels.running:
         for channel in channels.registry.list():
             for listener_id in channel.listener_ids():
-                # -- ``_consumed``: a MessageStream holds it (one per listener at a time)
-                listening += channel.get_listener(listener_id)._consumed
+                listening += channel.get_listener(listener_id).streaming
     return subscribers + listening
 
 
