@@ -136,6 +136,9 @@ class EventSourceResponse(Response):
     SHUTDOWN_SEND_TIMEOUT: ClassVar[float] = 1.0
     """Seconds the last send after a shutdown may take (what was pending and the final empty
     body), so a frozen client cannot hold the server's shutdown; ``send_timeout`` if shorter."""
+    _ENDS_SENDING: ClassVar[bool] = False
+    """Whether the frame path runs its sending loop under the :meth:`_end_sending` scope even
+    without a ``shutdown_event`` (a subclass that ends its streams itself sets it)."""
     OPEN_COMMENT: ClassVar[str | None] = "ok"
     """Comment sent right after the headers (``: ok``); ``None`` in a subclass sends none."""
 
@@ -196,6 +199,10 @@ class EventSourceResponse(Response):
         self._done: anyio.Event | None = None
         self._complete = False  # the final empty body went out
         self._in_send = False  # the items path's sender is inside a send
+        # When sending must stop (anyio time): the end of a shutdown's grace period, or a
+        # subclass's own deadline (see _end_sending); the sending loop's scope carries it.
+        self._end_sending_at = math.inf
+        self._sender: anyio.CancelScope | None = None
         self.active = True
         """False once the client disconnected or the stream ended (as in sse-starlette)."""
 
@@ -306,15 +313,23 @@ class EventSourceResponse(Response):
         await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
         self._complete = True
 
+    def _shutdown_send_timeout(self) -> float:
+        timeout = self.SHUTDOWN_SEND_TIMEOUT
+        return timeout if self.send_timeout is None else min(timeout, self.send_timeout)
+
+    def _end_sending(self, at: float) -> None:
+        """Stop sending at ``at`` (anyio time, or earlier if already asked): a send still
+        blocked then is abandoned and the stream ends as after a shutdown. Idempotent."""
+        self._end_sending_at = min(self._end_sending_at, at)
+        if self._sender is not None:
+            self._sender.deadline = self._end_sending_at
+
     async def _finish_after_shutdown(self, send: Send, pending: bytes) -> None:
         # The grace period is over and the stream was cut: end the body (with the frames that
         # were waiting, when they can follow what was sent) if the client takes it soon, and
         # otherwise return anyway and let the server close the connection.
         self.active = False
-        timeout = self.SHUTDOWN_SEND_TIMEOUT
-        if self.send_timeout is not None:
-            timeout = min(timeout, self.send_timeout)
-        with anyio.move_on_after(timeout) as scope:
+        with anyio.move_on_after(self._shutdown_send_timeout()) as scope:
             await send({"type": "http.response.body", "body": pending, "more_body": False})
             self._complete = True
         if scope.cancel_called:
@@ -344,9 +359,8 @@ class EventSourceResponse(Response):
         # Cancelled by the shutdown watcher at the end of the grace period: without it, a
         # send blocked on a client that never reads would keep the stream (and the server's
         # shutdown) waiting forever when send_timeout is None.
-        sender = anyio.CancelScope()
-        group.start_soon(self._watch_shutdown, self._shutdown_event, stop, sender)
-        with sender:
+        group.start_soon(self._watch_shutdown, self._shutdown_event, stop)
+        with anyio.CancelScope(deadline=self._end_sending_at) as self._sender:
             await self._pump(send, outbox)
         if not self._complete:
             # A send cut mid-way may not have reached the client, so what follows it is
@@ -438,16 +452,17 @@ class EventSourceResponse(Response):
     ) -> None:
         # Idle time counts from now: the opening comment (when there is one) just went out.
         self._last_activity = anyio.current_time()
-        if self._shutdown_event is None:
+        if self._shutdown_event is None and not self._ENDS_SENDING:
             while await self._send_frames(send, source):
                 pass  # a ping or a batch caught by a timer firing went out: start a new timer
             await self._finish(send)
             return
-        # One scope for receiving and sending: the shutdown watcher cancels it at the end of
-        # the grace period, which also abandons a send blocked on a frozen client.
-        sender = anyio.CancelScope()
-        group.start_soon(self._watch_shutdown, self._shutdown_event, None, sender)
-        with sender:
+        # One scope for receiving and sending, its deadline set by _end_sending (the shutdown
+        # watcher's end of the grace period, or a subclass): a send blocked on a frozen
+        # client is abandoned then.
+        if self._shutdown_event is not None:
+            group.start_soon(self._watch_shutdown, self._shutdown_event, None)
+        with anyio.CancelScope(deadline=self._end_sending_at) as self._sender:
             while await self._send_frames(send, source):
                 pass
             self._finished()
@@ -553,14 +568,12 @@ class EventSourceResponse(Response):
         if self._done is not None:
             self._done.set()
 
-    async def _watch_shutdown(
-        self, event: anyio.Event, stop: anyio.CancelScope | None, sender: anyio.CancelScope
-    ) -> None:
+    async def _watch_shutdown(self, event: anyio.Event, stop: anyio.CancelScope | None) -> None:
         """End the stream ``shutdown_grace_period`` seconds after ``event`` is set.
 
         ``stop`` (the producer's scope, ``None`` on the frame path) is cancelled once the grace
-        period is over or the content has ended; ``sender`` (the sending loop's scope) at the
-        end of the grace period, so a send blocked on a frozen client is abandoned then.
+        period is over or the content has ended; sending ends at the end of the grace period
+        (:meth:`_end_sending`), so a send blocked on a frozen client is abandoned then.
         """
         await event.wait()
         end = anyio.current_time() + self._shutdown_grace_period
@@ -573,7 +586,7 @@ class EventSourceResponse(Response):
             stop.cancel()
         # The sender keeps the rest of the grace period to deliver what the content sent
         # before it ended (a farewell); a deadline already past cancels at once.
-        sender.deadline = end
+        self._end_sending(end)
 
     def _cleanup_scope(self) -> anyio.CancelScope:
         # Shielded so the cleanup runs even inside a cancelled task, and bounded because nothing

@@ -14,7 +14,6 @@ not forward them), so pass ``broker=`` and enter that broker in the outer app's 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -166,6 +165,8 @@ class _HubStream(EventSourceResponse):
     """The event stream of one subscription; always closes it, and ends quietly on a frozen
     client (a send timeout is the expected fate of a dead connection, not an app error)."""
 
+    _ENDS_SENDING = True  # drain() ends it through _end_sending
+
     def __init__(
         self,
         subscription: Subscription,
@@ -184,33 +185,20 @@ class _HubStream(EventSourceResponse):
         self._lease = lease
         self._deadline = guard.deadline(principal) if guard and principal else None
         self._clock = guard.clock if guard else None
-        # Set by drain(): the stream flushes what is queued and ends, but a send blocked on a
-        # frozen client is cut at this deadline. A deadline on the stream's own cancel scope,
-        # so draining needs no watcher task per stream.
-        self._drain_deadline = math.inf
-        self._drain_scope: anyio.CancelScope | None = None
 
     def drain(self) -> None:
         """End the stream for a shutdown: what is queued goes out, then the final empty body;
         a client that does not take it within ``SHUTDOWN_SEND_TIMEOUT`` seconds (or
         ``send_timeout`` if shorter) is left for the server to close."""
         self._subscription.close()
-        limit = self.SHUTDOWN_SEND_TIMEOUT
-        if self.send_timeout is not None:
-            limit = min(limit, self.send_timeout)
-        self._drain_deadline = min(self._drain_deadline, anyio.current_time() + limit)
-        if self._drain_scope is not None:
-            self._drain_scope.deadline = self._drain_deadline
+        # A deadline on the sending loop's scope, so draining needs no watcher task per stream.
+        self._end_sending(anyio.current_time() + self._shutdown_send_timeout())
 
     async def _stream_frames(
         self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
     ) -> None:
         # The start went through the middleware; bodies may skip it (see _BodyLane).
-        send = self._body_send or send
-        with anyio.CancelScope(deadline=self._drain_deadline) as self._drain_scope:
-            await super()._stream_frames(send, source, group)
-        if not self._complete:
-            await self._finish_after_shutdown(send, b"")
+        await super()._stream_frames(self._body_send or send, source, group)
 
     async def _expire(self, deadline: float) -> None:
         assert self._clock is not None
