@@ -30,7 +30,7 @@ Example::
                 await stream.disconnect()
 
 :class:`ManualClock` (from ``ssehub._clock``) is re-exported here for tests of time-based
-behaviour.
+behaviour, and :func:`drain_listener` empties a channel listener's queue.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -46,10 +46,36 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Scope
 
 from ._clock import ManualClock
+from ._exceptions import NoMessages
 from ._response._excgroups import collapse_excgroups
 from .wire import EventParser, MessageEvent
 
-__all__ = ["ASGIStream", "EventCollector", "ManualClock", "http_scope", "stream_asgi"]
+if TYPE_CHECKING:
+    from .channels import Channel
+    from .channels import Message as ChannelMessage
+
+__all__ = [
+    "ASGIStream",
+    "EventCollector",
+    "ManualClock",
+    "drain_listener",
+    "http_scope",
+    "stream_asgi",
+]
+
+
+async def drain_listener(channel: Channel, listener_id: str) -> list[ChannelMessage]:
+    """Return every message queued for a channel listener now, taking them off its queue.
+
+    Raises:
+        UnknownListener: the channel has no listener with this id.
+    """
+    messages = []
+    try:
+        while True:
+            messages.append(await channel.deliver_next(listener_id))
+    except NoMessages:
+        return messages
 
 
 def http_scope(

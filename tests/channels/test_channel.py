@@ -19,17 +19,9 @@ from ssehub import (
 )
 from ssehub._exceptions import AlreadyExists
 from ssehub.channels import END_OF_STREAM, Channel, Listener, ListenerState, Message
-from ssehub.testing import stream_asgi
+from ssehub.testing import drain_listener, stream_asgi
 
 pytestmark = pytest.mark.anyio
-
-
-async def drain(channel: Channel, listener_id: str) -> list[Message]:
-    messages = []
-    with pytest.raises(NoMessages):  # noqa: PT012 - the loop ends with the expected error
-        while True:
-            messages.append(await channel.deliver_next(listener_id))
-    return messages
 
 
 # -- Message -----------------------------------------------------------------------------------
@@ -61,7 +53,7 @@ async def test_reserved_type_and_non_json_payload_are_refused_at_send() -> None:
             await channel.dispatch(listener.id, Message("a", {1, 2}))
         with pytest.raises(EventValidationError):
             await channel.dispatch(listener.id, Message("a", float("nan")))
-        assert await drain(channel, listener.id) == []
+        assert await drain_listener(channel, listener.id) == []
 
 
 # -- listeners -------------------------------------------------------------------------------
@@ -133,8 +125,8 @@ async def test_broadcast_reaches_all_dispatch_reaches_one() -> None:
         second = await channel.dispatch("b", Message("private", "only b"))
         assert first is not None
         assert second is not None
-        got_a = await drain(channel, a.id)
-        got_b = await drain(channel, b.id)
+        got_a = await drain_listener(channel, a.id)
+        got_b = await drain_listener(channel, b.id)
         assert got_a == [Message("news", {"n": 1})]
         assert got_b == [Message("news", {"n": 1}), Message("private", "only b")]
         assert [m.id for m in got_b] == [first, second]
@@ -150,7 +142,7 @@ async def test_listener_registered_later_gets_only_later_messages() -> None:
         await channel.broadcast(Message("early"))
         late = channel.add_listener()
         await channel.broadcast(Message("late", None))
-        assert await drain(channel, late.id) == [Message("late")]
+        assert await drain_listener(channel, late.id) == [Message("late")]
 
 
 # -- hooks -----------------------------------------------------------------------------------
@@ -169,8 +161,8 @@ async def test_sync_hook_rejection_reaches_sender_and_nothing_is_delivered() -> 
         with pytest.raises(MessageRejected):
             await channel.dispatch(picky.id, Message("n", 12))
         await channel.broadcast(Message("n", 5))
-        assert await drain(channel, plain.id) == [Message("n", 5)]
-        assert await drain(channel, picky.id) == [Message("n", 5)]
+        assert await drain_listener(channel, plain.id) == [Message("n", 5)]
+        assert await drain_listener(channel, picky.id) == [Message("n", 5)]
 
 
 async def test_async_hook_and_listener_removed_during_hook() -> None:
@@ -189,7 +181,7 @@ async def test_async_hook_and_listener_removed_during_hook() -> None:
         with pytest.raises(MessageRejected):
             await channel.dispatch("x", Message("bad"))
         assert await channel.dispatch("x", Message("good")) is not None
-        assert await drain(channel, "x") == [Message("good")]
+        assert await drain_listener(channel, "x") == [Message("good")]
 
         release = anyio.Event()
         entered = anyio.Event()
@@ -235,7 +227,7 @@ async def test_broadcast_checks_listeners_that_join_while_hooks_run() -> None:
                 await entered.wait()
                 channel.add_listener("late", on_message=refuses)
                 release.set()
-        assert await drain(channel, "slow") == []
+        assert await drain_listener(channel, "slow") == []
 
 
 # -- end of stream, stop and start ---------------------------------------------------------
@@ -273,7 +265,7 @@ async def test_restart_resumes_after_last_delivered_message() -> None:
         listener.start()
         listener.start()  # idempotent
         await channel.broadcast(Message("three"))
-        assert await drain(channel, listener.id) == [Message("two"), Message("three")]
+        assert await drain_listener(channel, listener.id) == [Message("two"), Message("three")]
 
 
 # -- overflow policies -----------------------------------------------------------------------
@@ -284,7 +276,7 @@ async def test_drop_oldest_marks_the_gap() -> None:
         listener = channel.add_listener()
         for n in range(4):
             await channel.broadcast(Message("n", n))
-        assert await drain(channel, listener.id) == [
+        assert await drain_listener(channel, listener.id) == [
             Message("ssehub.dropped", {"dropped": 2}),
             Message("n", 2),
             Message("n", 3),
@@ -300,7 +292,7 @@ async def test_disconnect_policy_sheds_then_resumes_from_history() -> None:
         for n in range(1, 6):
             await channel.broadcast(Message("n", n))
         assert channel.statistics().shed == 1
-        assert await drain(channel, listener.id) == [Message("n", n) for n in range(1, 6)]
+        assert await drain_listener(channel, listener.id) == [Message("n", n) for n in range(1, 6)]
 
 
 async def test_disconnect_policy_reports_reset_when_history_is_gone() -> None:
@@ -310,7 +302,7 @@ async def test_disconnect_policy_reports_reset_when_history_is_gone() -> None:
         assert await channel.deliver_next(listener.id) == Message("n", 0)
         for n in range(1, 4):
             await channel.broadcast(Message("n", n))
-        got = await drain(channel, listener.id)
+        got = await drain_listener(channel, listener.id)
         assert got[0] == Message("ssehub.reset", {"reason": "expired"})
 
 

@@ -11,18 +11,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from ssehub import MessageRejected, NoMessages, UnknownListener
+from ssehub import MessageRejected, UnknownListener
 from ssehub.channels import Channel, Message, MessageStream
+from ssehub.testing import drain_listener
 
 pytestmark = pytest.mark.anyio
-
-
-async def drain(channel: Channel, listener_id: str) -> list[Message]:
-    messages = []
-    with pytest.raises(NoMessages):  # noqa: PT012 - the loop ends with the expected error
-        while True:
-            messages.append(await channel.deliver_next(listener_id))
-    return messages
 
 
 async def first_message(stream: MessageStream) -> Message:
@@ -49,7 +42,7 @@ async def test_removing_listeners_releases_their_private_history() -> None:
                 listener = channel.add_listener(f"l{n}")
                 for k in range(5):
                     await channel.dispatch(listener.id, Message("job", k))
-                assert len(await drain(channel, listener.id)) == 5
+                assert len(await drain_listener(channel, listener.id)) == 5
                 channel.remove_listener(listener.id)
         assert await channel._backend.history_sizes() == {}  # not 3000 topics, 15 000 events
         assert channel._broker.statistics().topics == 0
@@ -101,7 +94,7 @@ async def test_restart_before_any_delivery_replays_what_was_sent_while_stopped()
         listener.stop()
         await channel.dispatch(listener.id, Message("while stopped"))
         listener.start()
-        assert await drain(channel, listener.id) == [Message("while stopped")]
+        assert await drain_listener(channel, listener.id) == [Message("while stopped")]
 
 
 async def test_shed_before_any_delivery_catches_up_from_the_join_point() -> None:
@@ -111,7 +104,7 @@ async def test_shed_before_any_delivery_catches_up_from_the_join_point() -> None
         for n in range(4):
             await channel.broadcast(Message("n", n))
         assert channel.statistics().shed == 1
-        assert await drain(channel, listener.id) == [Message("n", n) for n in range(4)]
+        assert await drain_listener(channel, listener.id) == [Message("n", n) for n in range(4)]
 
 
 async def test_dispatch_to_a_listener_removed_while_blocked_reaches_nobody() -> None:
@@ -129,5 +122,5 @@ async def test_dispatch_to_a_listener_removed_while_blocked_reaches_nobody() -> 
                 await anyio.wait_all_tasks_blocked()  # waiting for room in alice's queue
                 channel.remove_listener("alice")
                 channel.add_listener("alice")  # the same id again, before the sender wakes
-        assert await drain(channel, "alice") == []
+        assert await drain_listener(channel, "alice") == []
         assert await channel._backend.history_sizes() == {}

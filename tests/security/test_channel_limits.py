@@ -11,25 +11,16 @@ import json
 import anyio
 import pytest
 
-from ssehub import NoMessages
 from ssehub.broker import Broker
 from ssehub.channels import Channel, Message
 from ssehub.hub import HubSettings
-from ssehub.testing import ManualClock, stream_asgi
+from ssehub.testing import ManualClock, drain_listener, stream_asgi
 
 from .support import assert_error, bearer, client_for, hub_of, jwt_settings, running_hub, token
 
 pytestmark = pytest.mark.anyio
 
 MESSAGE = {"type": "note", "payload": "hi"}
-
-
-async def drain(channel: Channel, listener_id: str) -> list[Message]:
-    messages = []
-    with pytest.raises(NoMessages):  # noqa: PT012 - the loop ends with the expected error
-        while True:
-            messages.append(await channel.deliver_next(listener_id))
-    return messages
 
 
 def channel_of(app: object, name: str = "jobs") -> Channel:
@@ -64,7 +55,7 @@ async def test_broadcast_and_dispatch_spend_the_publish_rate_per_address() -> No
         assert_error(bad, 404, "unknown_listener")
         dispatched = await http.post("/channels/jobs/listeners/w1/messages", json=MESSAGE)
         assert dispatched.status_code == 200
-        assert [m.type for m in await drain(channel, "w1")] == ["note", "note"]
+        assert [m.type for m in await drain_listener(channel, "w1")] == ["note", "note"]
         assert channel.statistics().published == 2
 
 
@@ -90,7 +81,7 @@ async def test_channel_sends_spend_the_publish_rate_per_token() -> None:
         # Another token has its own bucket.
         sent = await http.post("/channels/jobs/broadcast", json=MESSAGE, headers=other)
         assert sent.status_code == 200
-        assert len(await drain(channel_of(app), "w1")) == 3
+        assert len(await drain_listener(channel_of(app), "w1")) == 3
 
 
 @pytest.mark.parametrize("where", ["header", "query"])
