@@ -22,6 +22,7 @@ def test_exports() -> None:
         "ASGIStream",
         "EventCollector",
         "ManualClock",
+        "drain_listener",
         "http_scope",
         "stream_asgi",
     }
