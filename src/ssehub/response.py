@@ -45,7 +45,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ._exceptions import SendTimeoutError
-from ._frames import FrameSource
+from ._frames import DIRECT_WRITE, DirectWrite, FrameSource, FrameWriter
 from ._response._encode import make_encoder
 from ._response._excgroups import collapse_excgroups
 from ._response._outbox import Outbox
@@ -143,6 +143,7 @@ class EventSourceResponse(Response):
     """Comment sent right after the headers (``: ok``); ``None`` in a subclass sends none."""
 
     media_type = "text/event-stream"
+    _direct_write: DirectWrite | None = None  # the server's extension, when it offers one
 
     def __init__(  # noqa: PLR0917 - positional order is sse-starlette's
         self,
@@ -260,6 +261,10 @@ class EventSourceResponse(Response):
                     send, {"type": "http.response.body", "body": b"", "more_body": False}
                 )
             else:
+                if self._frame_source is not None:
+                    direct = scope.get("extensions", {}).get(DIRECT_WRITE)
+                    if direct is not None:
+                        self._direct_write = direct
                 await self._stream(scope, receive, send, start)
         finally:
             self.active = False
@@ -452,8 +457,9 @@ class EventSourceResponse(Response):
     ) -> None:
         # Idle time counts from now: the opening comment (when there is one) just went out.
         self._last_activity = anyio.current_time()
+        writer = self._writer_for(send, source)
         if self._shutdown_event is None and not self._ENDS_SENDING:
-            while await self._send_frames(send, source):
+            while await self._send_frames(send, source, writer):
                 pass  # a ping or a batch caught by a timer firing went out: start a new timer
             await self._finish(send)
             return
@@ -463,15 +469,29 @@ class EventSourceResponse(Response):
         if self._shutdown_event is not None:
             group.start_soon(self._watch_shutdown, self._shutdown_event, None)
         with anyio.CancelScope(deadline=self._end_sending_at) as self._sender:
-            while await self._send_frames(send, source):
+            while await self._send_frames(send, source, writer):
                 pass
             self._finished()
             await self._finish(send)
         if not self._complete:
             await self._finish_after_shutdown(send, b"")
 
-    async def _send_frames(self, send: Send, source: FrameSource) -> bool:
+    def _writer_for(self, send: Send, source: FrameSource) -> FrameWriter | None:
+        # Direct writes need the server's extension, a source that takes a writer, and the
+        # server's own send (see ssehub._frames); anything else streams through send alone.
+        direct = self._direct_write
+        if direct is None or not hasattr(source, "attach_writer"):
+            return None
+        return direct.writer_for(send)
+
+    async def _send_frames(
+        self, send: Send, source: FrameSource, writer: FrameWriter | None = None
+    ) -> bool:
         """Send batches of frames until the source ends or the timer scope fires.
+
+        With a ``writer``, the source writes live frames itself while this loop waits, and
+        the loop sends only what the writer could not take (in order: the writer is detached
+        while a send is pending).
 
         Returns:
             ``False`` once the source has ended; ``True`` after the timer fired (a ping was
@@ -507,13 +527,21 @@ class EventSourceResponse(Response):
         slack = 0.0 if timeout is None else timeout / 10
         long_sends = interval > 0 and (timeout is None or timeout + slack >= interval)
         last_send = self._last_activity
+        attach = getattr(source, "attach_writer", None) if writer is not None else None
         with anyio.CancelScope() as timer:
             timer.deadline = last_send + interval if interval > 0 else math.inf
             while True:
                 sending = False
                 if interval > 0 and timer.deadline > last_send + interval:
                     timer.deadline = last_send + interval
-                frames = await receive_frames()
+                if attach is None:
+                    frames = await receive_frames()
+                else:
+                    attach(writer)
+                    try:
+                        frames = await receive_frames()
+                    finally:
+                        attach(None)
                 if not frames:
                     return False
                 body = frames[0] if len(frames) == 1 else b"".join(frames)
@@ -538,6 +566,8 @@ class EventSourceResponse(Response):
                 self._last_activity = last_send
         if sending:
             raise SendTimeoutError(f"client did not accept data within {timeout} s")
+        if writer is not None and writer.last_write > self._last_activity:
+            self._last_activity = writer.last_write  # frames written directly count as activity
         if late is None and (interval <= 0 or now() < self._last_activity + interval):
             return True  # fired before the stream was idle for a whole ping interval
         await self._send_body(send, self._ping_bytes() if late is None else late)

@@ -158,3 +158,14 @@ def test_gc_threshold_changes_only_the_young_generation() -> None:
         gc.set_threshold(*before)
     with pytest.raises(ConfigurationError):
         HubSettings(gc_threshold=-1)
+
+
+def test_serve_uses_the_direct_write_protocol_only_with_httptools_and_the_setting_on() -> None:
+    from ssehub.cli.serve import http_protocol
+    from ssehub.uvicorn import HttpToolsProtocol
+
+    assert http_protocol("httptools", direct_write=True) is HttpToolsProtocol
+    assert http_protocol("httptools", direct_write=False) == "httptools"
+    assert http_protocol("h11", direct_write=True) == "h11"
+    assert HubSettings().direct_write is True
+    assert HubSettings.from_sources({}, {"SSEHUB_DIRECT_WRITE": "false"}).direct_write is False

@@ -2,7 +2,9 @@
 
 The publish path calls :meth:`Subscription._push` once per subscriber: an append to a deque, a
 length check, and waking the consumer if it waits. No encoding (the frame bytes are cached on
-the event) and no task switch per subscriber.
+the event) and no task switch per subscriber. When the consumer is a response served with
+direct writes (:meth:`Subscription.attach_writer`) and nothing is queued, ``_push`` writes the
+frame to the connection instead, and the consumer is not woken at all.
 
 Resume (``Last-Event-ID``) uses the handover Mercure calls the *live queue*: the subscription is
 registered for live events first (so they buffer in the queue), then the replay is fetched from
@@ -28,6 +30,7 @@ from .stats import SubscriptionStatistics
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from .._frames import FrameWriter
     from .broker import Broker
 
 __all__ = ["EndReason", "Item", "Subscription"]
@@ -82,6 +85,8 @@ class Subscription:
         "_space",
         "_visible",
         "_waiter",
+        "_writer",
+        "_writer_visible",
         "deadline",
         "topics",
     )
@@ -117,6 +122,9 @@ class Subscription:
         self._peak = 0
         self._dropped = 0
         self._delivered = 0
+        # A direct writer (see attach_writer), and the filter of what it may be given.
+        self._writer: FrameWriter | None = None
+        self._writer_visible: Callable[[StoredEvent], bool] | None = None
         self.deadline: float | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -149,6 +157,36 @@ class Subscription:
         """
         self._visible = visible
 
+    def attach_writer(
+        self,
+        writer: FrameWriter | None,
+        *,
+        visible: Callable[[StoredEvent], bool] | None = None,
+    ) -> None:
+        """Deliver live events through ``writer`` while nothing is pending; ``None`` detaches.
+
+        Implements :class:`ssehub._frames.WritableFrameSource`: the broker's publish then calls
+        ``writer(event.encode())`` for this subscriber instead of queueing the event and
+        waking the consumer. An event the writer refuses, and everything after it, is queued
+        as usual (the queue bound and overflow policy apply). Ignored once the subscription
+        has ended, or while a replay or a notice is still to be received (nothing may overtake
+        them).
+
+        Args:
+            writer: the writer, or ``None`` to detach it.
+            visible: private events for which it returns false are skipped on the direct path
+                (counted as delivered, never written), as a filtering consumer would skip them.
+        """
+        if writer is not None and (
+            self._end_reason is not None
+            or self._resume_id is not None
+            or self._replay
+            or self._reset_pending
+        ):
+            return
+        self._writer = writer
+        self._writer_visible = visible
+
     def statistics(self) -> SubscriptionStatistics:
         """Return ``(queued, peak, dropped, delivered)``."""
         return SubscriptionStatistics(len(self._queue), self._peak, self._dropped, self._delivered)
@@ -169,6 +207,15 @@ class Subscription:
                 return True
             self._floor = None
         queue = self._queue
+        writer = self._writer
+        if writer is not None and not queue and not self._dropped_pending:
+            visible = self._writer_visible
+            if (event.private and visible is not None and not visible(event)) or writer(
+                event.encode()
+            ):
+                self._delivered += 1
+                self._broker._delivered += 1
+                return True
         if len(queue) >= self._maxsize:
             policy = self._policy
             if policy is OverflowPolicy.DISCONNECT:
@@ -204,6 +251,7 @@ class Subscription:
         if self._end_reason is not None:
             return
         self._end_reason = reason
+        self._writer = None
         if reason is EndReason.SHED or self._resume_id is not None:
             # Shed: free the memory now; the client resumes from history. An unfinished
             # resume cannot be delivered without its replay, so it is discarded too.

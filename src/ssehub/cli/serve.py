@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from ..hub import HubSettings
     from ..hub._app import HubState
 
-__all__ = ["add_parser", "choose_implementations", "load_uvicorn", "run", "serve"]
+__all__ = [
+    "add_parser",
+    "choose_implementations",
+    "http_protocol",
+    "load_uvicorn",
+    "run",
+    "serve",
+]
 
 logger = logging.getLogger("ssehub.hub")
 
@@ -165,6 +172,24 @@ class _EarlySignals:
         self.received = True
 
 
+def http_protocol(http: str, *, direct_write: bool) -> Any:
+    """Return uvicorn's ``http`` setting: ssehub's httptools protocol when direct writes are on.
+
+    Args:
+        http: ``"httptools"`` or ``"h11"`` (from :func:`choose_implementations`).
+        direct_write: the ``--direct-write`` setting.
+
+    Returns:
+        :class:`ssehub.uvicorn.HttpToolsProtocol` (the class) for httptools with direct writes,
+        else ``http`` unchanged.
+    """
+    if http != "httptools" or not direct_write:
+        return http
+    from ..uvicorn import HttpToolsProtocol
+
+    return HttpToolsProtocol
+
+
 def tune_garbage_collector(threshold: int) -> None:
     """Make young-generation collections rarer in the server process (``--gc-threshold``).
 
@@ -208,7 +233,7 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
         host=settings.host,
         port=settings.port,
         loop=loop,
-        http=http,
+        http=http_protocol(http, direct_write=settings.direct_write),
         lifespan="on",
         log_level=settings.log_level,
         log_config=_log_config(settings.log_level, settings.log_format),
@@ -228,7 +253,9 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
             await super().startup(sockets=sockets)
             if not self.started:
                 return
-            _log_listening(settings, self.servers, loop=loop, http=http)
+            direct = http == "httptools" and settings.direct_write
+            shown_http = f"{http} with direct writes" if direct else http
+            _log_listening(settings, self.servers, loop=loop, http=shown_http)
             if early.received:
                 self.should_exit = True
 

@@ -477,8 +477,6 @@ def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
     middleware[:0] = [Middleware(RequestIdMiddleware)]
     if settings.metrics:
         middleware.insert(1, Middleware(MetricsMiddleware))
-    # Outermost of the hub's own: lets event streams write their bodies past the rest.
-    middleware.insert(0, Middleware(_BodyLane))
     return middleware
 
 
@@ -486,14 +484,17 @@ _BODY_SEND = "ssehub.body_send"
 
 
 class _BodyLane:
-    """Keeps the ``send`` the hub's middleware stack was given, in ``scope["ssehub.body_send"]``.
+    """Keeps the ``send`` the hub app was given, in ``scope["ssehub.body_send"]``.
 
-    Every middleware of the hub only reads or changes ``http.response.start`` (request ids,
-    CORS and security headers, metrics, Starlette's "response started" flags) and passes body
-    messages through untouched, so an event stream may send its body messages on this outer
-    ``send`` directly: in fan-out that saves four wrapper calls per delivery. The response
-    start still goes through the whole stack. Anything outside the hub (a user's middleware
-    around a mounted hub, Starlette's ServerErrorMiddleware) still sees every message.
+    Every middleware of the hub, and Starlette's own error and exception middleware, only read
+    or change ``http.response.start`` (request ids, CORS and security headers, metrics, the
+    "response started" flags) and pass body messages through untouched, so an event stream
+    may send its body messages on this outer ``send`` directly: in fan-out that saves six
+    wrapper calls per delivery, and when the hub is the server's top-level app it is the
+    server's own ``send``, which direct writes need (see :mod:`ssehub.uvicorn`). The response
+    start still goes through the whole stack. :class:`_HubApp` puts this lane in front of its
+    stack only while the stack is the hub's own: once a user adds a middleware (which may
+    change bodies, as GZip does), every message goes through everything.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -503,6 +504,20 @@ class _BodyLane:
         if scope["type"] == "http":
             scope[_BODY_SEND] = send
         await self.app(scope, receive, send)
+
+
+class _HubApp(Starlette):
+    """The hub's Starlette app: its middleware stack, fronted by :class:`_BodyLane`."""
+
+    _own_middleware: tuple[Middleware, ...] = ()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        own = self._own_middleware
+        mine = len(self.user_middleware) == len(own) and all(
+            a is b for a, b in zip(self.user_middleware, own, strict=True)
+        )
+        return _BodyLane(stack) if mine else stack
 
 
 def _build_broker(settings: HubSettings) -> Broker:
@@ -560,14 +575,16 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
     # -- channels: the channels and the socket ingest run inside the lifespan
     lifespan = with_channels(hub, lifespan)  # type: ignore[assignment]
 
-    app = Starlette(
+    middleware = _middleware(settings, hub.guard)
+    app = _HubApp(
         routes=_routes(endpoints, settings),
-        middleware=_middleware(settings, hub.guard),
+        middleware=middleware,
         exception_handlers={
             HTTPException: http_exception_handler,
             HubHTTPError: http_exception_handler,
         },
         lifespan=lifespan,
     )
+    app._own_middleware = tuple(middleware)
     app.state.hub = hub
     return app

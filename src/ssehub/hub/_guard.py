@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
     from .._clock import Clock
+    from .._frames import FrameWriter
     from ..broker import Subscription
     from ._publish import PublishRequest
     from ._settings import HubSettings
@@ -240,6 +241,10 @@ class VisibleEvents:
             ]
             if frames:
                 return frames
+
+    def attach_writer(self, writer: FrameWriter | None) -> None:
+        """Let the subscription write live events directly, skipping what may not be read."""
+        self.subscription.attach_writer(writer, visible=self.principal.may_read)
 
     async def aclose(self) -> None:
         """Close the subscription."""

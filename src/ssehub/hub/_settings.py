@@ -473,6 +473,15 @@ class HubSettings:
         _parse_choice(("text", "json")),
         "FORMAT",
     )
+    direct_write: bool = _option(
+        _ON,
+        "in `ssehub serve` with httptools, let a publish write each event straight to the "
+        "connections of subscribers that have nothing queued, instead of waking one task per "
+        "subscriber (a full connection buffer falls back to the queue, in order); false "
+        "streams every event through ASGI send",
+        _parse_bool,
+        "BOOL",
+    )
     gc_threshold: int = _option(
         50_000,
         "allocations between young-generation garbage collections in `ssehub serve` "

@@ -1,0 +1,188 @@
+"""EventSourceResponse with the ``ssehub.direct_write`` extension (scripted ASGI, no server).
+
+The server side of the extension is played by :class:`Connection`, a small implementation of
+the ``DirectWrite``/``FrameWriter`` protocols that appends what it is given to the same list as
+the ASGI sends, so the tests see the exact order in which bytes would reach the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from ssehub._frames import DIRECT_WRITE
+from ssehub.broker import Broker
+from ssehub.response import EventSourceResponse
+from ssehub.testing import http_scope
+
+pytestmark = pytest.mark.anyio
+
+OPEN = b": ok\n\n"
+
+
+class Connection:
+    """One client connection: ASGI ``send`` and direct writes land in ``wire``, in order."""
+
+    def __init__(self, *, offer: bool = True) -> None:
+        self.wire: list[tuple[str, bytes]] = []
+        self.offer = offer
+        self.full = False  # the writer refuses while set (a full socket buffer)
+        self.asked: list[Any] = []
+        self.last_write = 0.0
+        self.disconnect = anyio.Event()
+        self.sent = anyio.Event()  # set by every send
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            self.wire.append(("send", message["body"]))
+        self.sent.set()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    # DirectWrite
+    def writer_for(self, send: Any) -> Connection | None:
+        self.asked.append(send)
+        return self if self.offer and send == self.send else None
+
+    # FrameWriter
+    def __call__(self, frame: bytes) -> bool:
+        if self.full:
+            return False
+        self.wire.append(("direct", frame))
+        self.last_write = anyio.current_time()
+        return True
+
+    def scope(self) -> dict[str, Any]:
+        return http_scope("/events", extensions={DIRECT_WRITE: self})
+
+    def bodies(self) -> list[bytes]:
+        return [body for _how, body in self.wire]
+
+
+async def _run(response: EventSourceResponse, conn: Connection, group: Any) -> None:
+    group.start_soon(response, conn.scope(), conn.receive, conn.send)
+
+
+async def _until(conn: Connection, predicate: Any) -> None:
+    while not predicate():
+        conn.sent = anyio.Event()
+        await conn.sent.wait()
+
+
+async def test_live_events_are_written_directly_in_order_then_the_stream_ends() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _run(EventSourceResponse(sub, ping=0), conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await anyio.wait_all_tasks_blocked()
+                stored = [await broker.publish("t", str(i)) for i in range(3)]
+                assert conn.wire[1:] == [("direct", event.encode()) for event in stored]
+                assert sub.statistics().peak == 0  # nothing was ever queued
+                sub.close()
+        assert conn.wire[-1] == ("send", b"")  # the end of the body, after every event
+    assert conn.asked == [conn.send]
+
+
+async def test_refused_frames_are_sent_through_asgi_in_order_and_direct_writes_resume() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _run(EventSourceResponse(sub, ping=0), conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await anyio.wait_all_tasks_blocked()
+                first = await broker.publish("t", "direct")
+                conn.full = True
+                queued = [await broker.publish("t", f"queued {i}") for i in range(2)]
+                conn.full = False
+                expected = b"".join(event.encode() for event in queued)
+
+                def caught_up() -> bool:
+                    return b"".join(b for how, b in conn.wire[2:] if how == "send") == expected
+
+                await _until(conn, caught_up)
+                await anyio.wait_all_tasks_blocked()
+                last = await broker.publish("t", "direct again")
+                sub.close()
+        assert conn.wire[:2] == [("send", OPEN), ("direct", first.encode())]
+        # The refused events went out through send (in one or more sends), then direct
+        # writes resumed, and the end of the body came last.
+        assert b"".join(conn.bodies()) == OPEN + first.encode() + expected + last.encode()
+        assert conn.wire[-2:] == [("direct", last.encode()), ("send", b"")]
+
+
+async def test_without_a_writer_every_frame_goes_through_send() -> None:
+    conn = Connection(offer=False)
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _run(EventSourceResponse(sub, ping=0), conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                stored = await broker.publish("t", "x")
+                await _until(conn, lambda: len(conn.wire) == 2)
+                sub.close()
+        assert conn.wire == [("send", OPEN), ("send", stored.encode()), ("send", b"")]
+
+
+async def test_a_source_that_takes_no_writer_is_not_offered_one() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+
+        class Plain:  # a FrameSource without attach_writer
+            receive_frames = sub.receive_frames
+            aclose = sub.aclose
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _run(EventSourceResponse(Plain(), ping=0), conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                stored = await broker.publish("t", "x")
+                await _until(conn, lambda: len(conn.wire) == 2)
+                sub.close()
+        assert conn.asked == []
+        assert conn.wire[1] == ("send", stored.encode())
+
+
+async def test_a_disconnect_detaches_the_writer() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.fail_after(5):
+            await_response = EventSourceResponse(sub, ping=0)
+            async with anyio.create_task_group() as group:
+                await _run(await_response, conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                conn.disconnect.set()
+        await broker.publish("t", "after the client left")
+        assert conn.bodies() == [OPEN]
+        assert sub.closed
+
+
+async def test_pings_count_idleness_from_the_last_direct_write() -> None:
+    conn = Connection()
+    interval = 0.3
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _run(EventSourceResponse(sub, ping=interval), conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await anyio.sleep(interval * 2 / 3)  # some time passes, then one event
+                await broker.publish("t", "x")
+                written_at = conn.last_write
+                await _until(conn, lambda: any(b.startswith(b": ping") for b in conn.bodies()))
+                pinged_at = anyio.current_time()
+                sub.close()
+        # A ping timed from the opening comment would have gone out interval/3 after the event.
+        assert pinged_at - written_at >= interval * 0.9
+        assert [how for how, _ in conn.wire[:3]] == ["send", "direct", "send"]
