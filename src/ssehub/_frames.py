@@ -17,6 +17,7 @@ queued and the stream's task sends it the usual way, with its send timeout, in o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class FrameWriter(Protocol):
         ...
 
 
+@runtime_checkable
 class WritableFrameSource(FrameSource, Protocol):
     """A :class:`FrameSource` that can deliver frames through a :class:`FrameWriter`."""
 
@@ -85,6 +87,11 @@ class WritableFrameSource(FrameSource, Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """End the source now (as :meth:`aclose`, from a plain callback): a pending
+        :meth:`receive_frames` returns what is left, then ``[]``."""
+        ...
+
 
 class DirectWrite(Protocol):
     """The server side of direct writes, found in ``scope["extensions"][DIRECT_WRITE]``."""
@@ -96,5 +103,14 @@ class DirectWrite(Protocol):
         server's own ``send`` (an ASGI middleware that wraps ``send`` must see every message,
         so direct writes are only possible when nothing wraps it) and the body is streamed in
         a way the writer can continue (HTTP/1.1 chunked transfer coding).
+        """
+        ...
+
+    def on_disconnect(self, callback: Callable[[], object] | None) -> None:
+        """Call ``callback`` once when the client's connection is lost (at once if it already
+        is); ``None`` forgets it. Called on the event loop, outside any task.
+
+        A response that has it needs no task waiting in ASGI ``receive()`` for the
+        ``http.disconnect`` message: one task and its frames fewer per idle stream.
         """
         ...

@@ -45,7 +45,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ._exceptions import SendTimeoutError
-from ._frames import DIRECT_WRITE, DirectWrite, FrameSource, FrameWriter
+from ._frames import DIRECT_WRITE, DirectWrite, FrameSource, FrameWriter, WritableFrameSource
 from ._response._encode import make_encoder
 from ._response._excgroups import collapse_excgroups
 from ._response._outbox import Outbox
@@ -62,6 +62,9 @@ or a number."""
 ContentStream: TypeAlias = "AsyncIterable[Content] | Iterable[Content] | FrameSource"
 """What ``EventSourceResponse`` streams: async or sync iterables (including anyio memory object
 receive streams) or a :class:`~ssehub._frames.FrameSource`."""
+
+
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {sep: make_encoder(sep) for sep in SEPARATORS}
 
 
 def _websocket_denial(send: Send) -> Send:
@@ -144,6 +147,9 @@ class EventSourceResponse(Response):
 
     media_type = "text/event-stream"
     _direct_write: DirectWrite | None = None  # the server's extension, when it offers one
+    _frame_source: FrameSource | None = None
+    _sync_content: Iterable[Any] | None = None
+    _async_content: AsyncIterable[Any] | None = None
 
     def __init__(  # noqa: PLR0917 - positional order is sse-starlette's
         self,
@@ -169,9 +175,9 @@ class EventSourceResponse(Response):
         if cleanup_timeout is not None and cleanup_timeout < 0:
             raise ValueError("cleanup_timeout must be >= 0")
         self.sep: str = sep or self.DEFAULT_SEPARATOR
-        self._frame_source: FrameSource | None = None
-        self._sync_content: Iterable[Any] | None = None
-        self._async_content: AsyncIterable[Any] | None = None
+        # Only the attribute of the content's kind is set (the others stay the class's None):
+        # an instance dict shares its keys with the class's other instances only up to 30
+        # attributes, and each attribute fewer keeps idle streams smaller.
         if isinstance(content, FrameSource):
             self._frame_source = content
         elif isinstance(content, AsyncIterable):
@@ -195,7 +201,6 @@ class EventSourceResponse(Response):
         self._shutdown_event = shutdown_event
         self._shutdown_grace_period = shutdown_grace_period
         self._cleanup_timeout = cleanup_timeout
-        self._encode = make_encoder(self.sep)
         self._last_activity = 0.0
         self._done: anyio.Event | None = None
         self._complete = False  # the final empty body went out
@@ -231,6 +236,10 @@ class EventSourceResponse(Response):
         if value < 0:
             raise ValueError("ping interval must be >= 0 (0 disables ping)")
         self._ping_interval = value
+
+    @property
+    def _encode(self) -> Callable[[Any], bytes]:
+        return _ENCODERS[self.sep]
 
     @property
     def body_iterator(self) -> Any:
@@ -275,6 +284,17 @@ class EventSourceResponse(Response):
             await self.background()
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, start: Message) -> None:
+        direct = self._direct_write
+        if (
+            direct is not None
+            and self._frame_source is not None
+            and isinstance(self._frame_source, WritableFrameSource)
+            and self._shutdown_event is None
+            and self.data_sender_callable is None
+            and self.client_close_handler_callable is None
+        ):
+            await self._stream_direct(send, start, direct, self._frame_source)
+            return
         # Set when the content has ended; only a shutdown grace period waits for it, so idle
         # streams without one do not carry an event each.
         self._done = (
@@ -296,6 +316,28 @@ class EventSourceResponse(Response):
                 else:
                     await self._stream_items(send, group)
                 group.cancel_scope.cancel()
+
+    async def _stream_direct(
+        self, send: Send, start: Message, direct: DirectWrite, source: WritableFrameSource
+    ) -> None:
+        # The server reports the disconnect itself (DirectWrite.on_disconnect), and ending the
+        # source ends the sending loop: no task group, no task parked in receive() and no
+        # cancel scope for it, so one task per idle stream. A send blocked on a full buffer
+        # returns too: uvicorn releases it when the connection is lost.
+        def lost() -> None:
+            self.active = False
+            logger.debug("client disconnected; stopping the stream")
+            source.close()
+
+        direct.on_disconnect(lost)
+        try:
+            await self._send(send, start)
+            if self.OPEN_COMMENT is not None:
+                opening = ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()
+                await self._send_body(send, opening)
+            await self._stream_frames(send, source, None)
+        finally:
+            direct.on_disconnect(None)
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -453,7 +495,7 @@ class EventSourceResponse(Response):
     # -- FrameSource fast path ---------------------------------------------------------------
 
     async def _stream_frames(
-        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
+        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup | None
     ) -> None:
         # Idle time counts from now: the opening comment (when there is one) just went out.
         self._last_activity = anyio.current_time()
@@ -467,6 +509,7 @@ class EventSourceResponse(Response):
         # watcher's end of the grace period, or a subclass): a send blocked on a frozen
         # client is abandoned then.
         if self._shutdown_event is not None:
+            assert group is not None  # _stream_direct is only taken without a shutdown event
             group.start_soon(self._watch_shutdown, self._shutdown_event, None)
         with anyio.CancelScope(deadline=self._end_sending_at) as self._sender:
             while await self._send_frames(send, source, writer):

@@ -148,7 +148,7 @@ class _Writer:
 class _DirectWrite:
     """The ``ssehub.direct_write`` extension of one request (a ``DirectWrite``)."""
 
-    __slots__ = ("_cycle", "_flusher", "_time")
+    __slots__ = ("_cycle", "_flusher", "_lost", "_time")
 
     def __init__(
         self, cycle: RequestResponseCycle, time: Callable[[], float], flusher: _Flusher
@@ -156,6 +156,17 @@ class _DirectWrite:
         self._cycle = cycle
         self._time = time
         self._flusher = flusher
+        self._lost: Callable[[], object] | None = None
+
+    def on_disconnect(self, callback: Callable[[], object] | None) -> None:
+        self._lost = callback
+        if callback is not None and getattr(self._cycle, "disconnected", False):
+            self._connection_lost()
+
+    def _connection_lost(self) -> None:
+        callback, self._lost = self._lost, None
+        if callback is not None:
+            callback()
 
     def writer_for(self, send: Send) -> _Writer | None:
         cycle = self._cycle
@@ -180,6 +191,8 @@ class HttpToolsProtocol(_HttpToolsProtocol):
     or ``uvicorn.Config(http=HttpToolsProtocol)``); ``ssehub serve`` does.
     """
 
+    _ssehub_direct: _DirectWrite | None = None  # the latest request's extension
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
@@ -187,10 +200,18 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         # cycle gets the extension. Its task has been created but has not run yet, so the
         # scope may still be completed here.
         if cycle is not None and cycle.scope is self.scope:
+            direct = _DirectWrite(cycle, self.loop.time, self._flusher())
+            self._ssehub_direct = direct
             extensions = self.scope.setdefault("extensions", {})
-            extensions[DIRECT_WRITE] = _DirectWrite(  # type: ignore[assignment]
-                cycle, self.loop.time, self._flusher()
-            )
+            extensions[DIRECT_WRITE] = direct  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # The latest request's extension: on a keep-alive connection only it can be streaming.
+        direct = self._ssehub_direct
+        if direct is not None:
+            self._ssehub_direct = None
+            direct._connection_lost()
 
     def _flusher(self) -> _Flusher:
         # One per server (so per event loop), kept on uvicorn's shared server state.

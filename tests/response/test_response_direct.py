@@ -33,6 +33,8 @@ class Connection:
         self.last_write = 0.0
         self.disconnect = anyio.Event()
         self.sent = anyio.Event()  # set by every send
+        self.receives = 0
+        self.lost: Any = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
@@ -40,8 +42,19 @@ class Connection:
         self.sent.set()
 
     async def receive(self) -> dict[str, Any]:
+        self.receives += 1
         await self.disconnect.wait()
         return {"type": "http.disconnect"}
+
+    def lose(self) -> None:
+        """The client goes away: as the server reports it, to whoever listens."""
+        self.disconnect.set()
+        callback, self.lost = self.lost, None
+        if callback is not None:
+            callback()
+
+    def on_disconnect(self, callback: Any) -> None:
+        self.lost = callback
 
     # DirectWrite
     def writer_for(self, send: Any) -> Connection | None:
@@ -162,9 +175,33 @@ async def test_a_disconnect_detaches_the_writer() -> None:
             async with anyio.create_task_group() as group:
                 await _run(await_response, conn, group)
                 await _until(conn, lambda: conn.bodies() == [OPEN])
-                conn.disconnect.set()
+                await anyio.wait_all_tasks_blocked()
+                assert conn.lost is not None
+                conn.lose()
         await broker.publish("t", "after the client left")
-        assert conn.bodies() == [OPEN]
+        # Ending the source ended the stream: its end of body (which a server drops once the
+        # client is gone), and nothing after it.
+        assert conn.wire == [("send", OPEN), ("send", b"")]
+        assert sub.closed
+        assert not await_response.active
+        # The server reported the disconnect: nothing waited in receive() for it.
+        assert conn.receives == 0
+        assert conn.lost is None
+
+
+async def test_with_a_shutdown_event_the_stream_listens_for_the_disconnect_itself() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = EventSourceResponse(sub, ping=0, shutdown_event=anyio.Event())
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _run(response, conn, group)
+                await _until(conn, lambda: conn.bodies() == [OPEN])
+                stored = await broker.publish("t", "x")
+                assert conn.wire[-1] == ("direct", stored.encode())
+                conn.disconnect.set()
+        assert conn.receives == 1
         assert sub.closed
 
 

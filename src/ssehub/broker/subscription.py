@@ -105,7 +105,9 @@ class Subscription:
         self.topics = topics
         self._maxsize = maxsize
         self._policy = policy
-        self._queue: deque[StoredEvent] = deque()
+        # Created on the first event that must wait: with direct writes an idle (or keeping
+        # up) subscriber never needs one, and an empty deque costs over 600 bytes.
+        self._queue: deque[StoredEvent] | None = None
         self._waiter: anyio.Event | None = None
         self._space: anyio.Event | None = None
         self._end_reason: EndReason | None = None
@@ -189,11 +191,13 @@ class Subscription:
 
     def statistics(self) -> SubscriptionStatistics:
         """Return ``(queued, peak, dropped, delivered)``."""
-        return SubscriptionStatistics(len(self._queue), self._peak, self._dropped, self._delivered)
+        queued = len(self._queue) if self._queue else 0
+        return SubscriptionStatistics(queued, self._peak, self._dropped, self._delivered)
 
     def __repr__(self) -> str:
         state = self._end_reason.value if self._end_reason is not None else "open"
-        return f"<Subscription topics={list(self.topics)!r} {state} queued={len(self._queue)}>"
+        queued = len(self._queue) if self._queue else 0
+        return f"<Subscription topics={list(self.topics)!r} {state} queued={queued}>"
 
     # -- publish side (called by the broker on the event loop thread) --------------------------
 
@@ -216,7 +220,9 @@ class Subscription:
                 self._delivered += 1
                 self._broker._delivered += 1
                 return True
-        if len(queue) >= self._maxsize:
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._maxsize:
             policy = self._policy
             if policy is OverflowPolicy.DISCONNECT:
                 return False
@@ -238,7 +244,8 @@ class Subscription:
         return True
 
     def _has_room(self) -> bool:
-        return len(self._queue) < self._maxsize or self._end_reason is not None
+        queued = len(self._queue) if self._queue else 0
+        return queued < self._maxsize or self._end_reason is not None
 
     async def _wait_for_room(self) -> None:
         space = self._space
@@ -255,8 +262,8 @@ class Subscription:
         if reason is EndReason.SHED or self._resume_id is not None:
             # Shed: free the memory now; the client resumes from history. An unfinished
             # resume cannot be delivered without its replay, so it is discarded too.
-            discarded = len(self._queue)
-            self._queue.clear()
+            discarded = len(self._queue) if self._queue else 0
+            self._queue = None
             self._dropped += discarded
             self._broker._dropped += discarded
             self._resume_id = None
@@ -318,8 +325,8 @@ class Subscription:
             items.append(Dropped(self._dropped_pending))
             self._dropped_pending = 0
         queue = self._queue
-        live = len(queue)
-        if live:
+        live = len(queue) if queue else 0
+        if queue and live:
             items.extend(queue)
             queue.clear()
         count = replayed + live

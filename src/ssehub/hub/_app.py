@@ -51,6 +51,7 @@ from ._publish import PublishRequest, check_content_type, check_topics, parse_pu
 from ._settings import HubSettings
 
 if TYPE_CHECKING:
+    from .._clock import Clock
     from ._auth import Principal
 from ._status import health_document, status_document
 
@@ -183,8 +184,10 @@ class _HubStream(EventSourceResponse):
         self._subscription = subscription
         self._hub = hub
         self._lease = lease
-        self._deadline = guard.deadline(principal) if guard and principal else None
-        self._clock = guard.clock if guard else None
+        self._body_send: Send | None = None  # set per call, from the scope (see _BodyLane)
+        # When the principal's credential expires (broker clock), and that clock.
+        deadline = guard.deadline(principal) if guard and principal else None
+        self._expiry = None if deadline is None or guard is None else (deadline, guard.clock)
 
     def drain(self) -> None:
         """End the stream for a shutdown: what is queued goes out, then the final empty body;
@@ -195,30 +198,29 @@ class _HubStream(EventSourceResponse):
         self._end_sending(anyio.current_time() + self._shutdown_send_timeout())
 
     async def _stream_frames(
-        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup
+        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup | None
     ) -> None:
         # The start went through the middleware; bodies may skip it (see _BodyLane).
         await super()._stream_frames(self._body_send or send, source, group)
 
-    async def _expire(self, deadline: float) -> None:
-        assert self._clock is not None
-        await self._clock.sleep_until(deadline)
+    async def _expire(self, deadline: float, clock: Clock) -> None:
+        await clock.sleep_until(deadline)
         logger.info("ended a stream: its token expired")
         self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._body_send: Send | None = scope.get(_BODY_SEND)
+        self._body_send = scope.get(_BODY_SEND)
         hub = self._hub
         if hub is not None:
             hub._stream_opened(self)
         try:
-            if self._deadline is None:
+            if self._expiry is None:
                 await self._respond(scope, receive, send)
             else:
                 # One timer task per expiring stream, sleeping on the broker's clock.
                 with collapse_excgroups():
                     async with anyio.create_task_group() as group:
-                        group.start_soon(self._expire, self._deadline)
+                        group.start_soon(self._expire, *self._expiry)
                         await self._respond(scope, receive, send)
                         group.cancel_scope.cancel()
         finally:

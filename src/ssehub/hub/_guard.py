@@ -246,6 +246,10 @@ class VisibleEvents:
         """Let the subscription write live events directly, skipping what may not be read."""
         self.subscription.attach_writer(writer, visible=self.principal.may_read)
 
+    def close(self) -> None:
+        """Close the subscription."""
+        self.subscription.close()
+
     async def aclose(self) -> None:
         """Close the subscription."""
         await self.subscription.aclose()
