@@ -28,7 +28,7 @@ off rather than failing a request.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import MissingDependency
 from ._frames import DIRECT_WRITE
@@ -191,8 +191,6 @@ class HttpToolsProtocol(_HttpToolsProtocol):
     or ``uvicorn.Config(http=HttpToolsProtocol)``); ``ssehub serve`` does.
     """
 
-    _ssehub_direct: _DirectWrite | None = None  # the latest request's extension
-
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         cycle = self.cycle
@@ -200,18 +198,22 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         # cycle gets the extension. Its task has been created but has not run yet, so the
         # scope may still be completed here.
         if cycle is not None and cycle.scope is self.scope:
-            direct = _DirectWrite(cycle, self.loop.time, self._flusher())
-            self._ssehub_direct = direct
             extensions = self.scope.setdefault("extensions", {})
-            extensions[DIRECT_WRITE] = direct  # type: ignore[assignment]
+            extensions[DIRECT_WRITE] = _DirectWrite(  # type: ignore[assignment]
+                cycle, self.loop.time, self._flusher()
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        # The latest request's extension: on a keep-alive connection only it can be streaming.
-        direct = self._ssehub_direct
-        if direct is not None:
-            self._ssehub_direct = None
-            direct._connection_lost()
+        # The latest request's extension (its scope is the protocol's): on a keep-alive
+        # connection only that request can be streaming. Found through the scope rather than
+        # kept in an attribute of ours: one attribute more than uvicorn's own would cost
+        # every connection a larger instance dict.
+        scope: Any = self.scope
+        if scope is not None:
+            direct = scope.get("extensions", {}).get(DIRECT_WRITE)
+            if isinstance(direct, _DirectWrite):
+                direct._connection_lost()
 
     def _flusher(self) -> _Flusher:
         # One per server (so per event loop), kept on uvicorn's shared server state.

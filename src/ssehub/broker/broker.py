@@ -25,6 +25,7 @@ from .._exceptions import BrokerClosed, ConfigurationError, EventValidationError
 from ..backends.base import Backend, PendingEvent, Replay
 from ..backends.factory import create_backend
 from ..wire import ServerSentEvent
+from ._waiter import Waiter, waiter_factory
 from .events import RESERVED_EVENT_PREFIX, ResetReason, StoredEvent
 from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from .ids import is_valid_event_id
@@ -171,11 +172,9 @@ class Broker:
         self._subscriptions: dict[Subscription, None] = {}
         self._task_group: TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
-        # Makes the events subscriptions wait on. anyio.Event() looks up the running async
-        # library on every call (sniffio), once per wake-up of every subscriber in fan-out;
-        # the concrete class of the running backend, taken once when the broker starts,
-        # makes the same object without the look-up.
-        self._new_event: Callable[[], anyio.Event] = anyio.Event
+        # Makes the one-shot events subscriptions wait on, chosen once when the broker starts
+        # (see _waiter.py): a bare future on asyncio, anyio's Event class otherwise.
+        self._new_event: Callable[[], Waiter] = anyio.Event
         self._loop_thread: int | None = None
         self._published = 0
         self._delivered = 0
@@ -193,7 +192,7 @@ class Broker:
         if self._state is not _State.NEW:
             raise BrokerClosed("a Broker can be entered only once")
         self._token = anyio.lowlevel.current_token()
-        self._new_event = type(anyio.Event())
+        self._new_event = waiter_factory(self._token)
         self._loop_thread = threading.get_ident()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .._frames import FrameWriter
+    from ._waiter import Waiter
     from .broker import Broker
 
 __all__ = ["EndReason", "Item", "Subscription"]
@@ -108,7 +109,7 @@ class Subscription:
         # Created on the first event that must wait: with direct writes an idle (or keeping
         # up) subscriber never needs one, and an empty deque costs over 600 bytes.
         self._queue: deque[StoredEvent] | None = None
-        self._waiter: anyio.Event | None = None
+        self._waiter: Waiter | None = None
         self._space: anyio.Event | None = None
         self._end_reason: EndReason | None = None
         self._resume_id = resume_id  # not None while the replay is still to be fetched

@@ -1,0 +1,57 @@
+"""The one-shot wake-up a subscription's consumer waits on.
+
+On asyncio an ``anyio.Event`` is an ``asyncio.Event`` (with its own deque of waiters) behind
+a wrapper: about 700 bytes for every waiting subscriber, and a few calls per wake-up. A
+consumer waits alone and each waiter is used once, so a bare future does the same job in a
+fraction of the memory. On any other backend (trio) the broker keeps ``anyio.Event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Waiter", "waiter_factory"]
+
+
+class Waiter(Protocol):
+    """What the broker needs of an event: ``set()`` from the loop, ``await wait()`` once."""
+
+    def set(self) -> None: ...
+
+    async def wait(self) -> None: ...
+
+
+class _FutureWaiter:
+    """``set``/``wait`` on one asyncio future (cancellable like anyio.Event.wait)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, create_future: Callable[[], Any]) -> None:
+        self._future = create_future()
+
+    def set(self) -> None:
+        # A wait cancelled by its task's cancel scope cancels the future: then there is
+        # nothing to wake.
+        if not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self) -> None:
+        await self._future
+
+
+def waiter_factory(token: anyio.lowlevel.EventLoopToken) -> Callable[[], Waiter]:
+    """Return a factory of waiters for the event loop of ``token`` (the running one)."""
+    import asyncio  # noqa: TID251 - asyncio's own future, only when asyncio runs
+
+    loop = token.native_token
+    if isinstance(loop, asyncio.AbstractEventLoop):
+        return partial(_FutureWaiter, loop.create_future)
+    # The concrete class of the running backend: anyio.Event() would look the backend up on
+    # every call.
+    event_class: Callable[[], Waiter] = type(anyio.Event())
+    return event_class
