@@ -36,6 +36,7 @@ EXPECTED = {
         "streams ended by a server during measurement: 0",
     ],
     "profile_hub_inprocess.py": ["µs of CPU per delivery (no sockets)"],
+    "probe_fanout_spread.py": ["first arrival median", "p99", "; 0 not received"],
     "bench_idle_listeners.py": [
         "### Idle listeners",
         "| message streams (a task each) |",

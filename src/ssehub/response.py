@@ -8,6 +8,9 @@ throughput and clean teardown:
   ``send`` (coalescing). There is no task, lock or cancel scope per event.
 * Content that implements :class:`ssehub._frames.FrameSource` (a broker subscription) hands over
   frames that are already encoded: no producer task, no re-encoding, one ``send`` per batch.
+* Served by :class:`ssehub.uvicorn.HttpToolsProtocol`, a source that takes a writer (a broker
+  subscription) is written to by its publisher directly while nothing is queued: no task
+  wake-up and no ``send`` per event (see :mod:`ssehub._frames`).
 * Headers and a first comment go out at once, so clients and proxies (and Starlette's
   ``GZipMiddleware``, which holds the headers back until the first body chunk) see the stream
   open before the first event exists.
