@@ -153,6 +153,7 @@ class EventSourceResponse(Response):
     _frame_source: FrameSource | None = None
     _sync_content: Iterable[Any] | None = None
     _async_content: AsyncIterable[Any] | None = None
+    _opened = False  # the start and the opening comment went out already (see _open)
 
     def __init__(  # noqa: PLR0917 - positional order is sse-starlette's
         self,
@@ -298,6 +299,7 @@ class EventSourceResponse(Response):
         ):
             await self._stream_direct(send, start, direct, self._frame_source)
             return
+        assert not self._opened, "only the direct path continues an opened stream"
         # Set when the content has ended; only a shutdown grace period waits for it, so idle
         # streams without one do not carry an event each.
         self._done = (
@@ -334,13 +336,26 @@ class EventSourceResponse(Response):
 
         direct.on_disconnect(lost)
         try:
-            await self._send(send, start)
-            if self.OPEN_COMMENT is not None:
-                opening = ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()
-                await self._send_body(send, opening)
+            if not self._opened:
+                await self._open(send)
             await self._stream_frames(send, source, None)
         finally:
             direct.on_disconnect(None)
+
+    async def _open(self, send: Send) -> None:
+        """Send the response start and the opening comment (a subclass may do it through
+        another ``send`` than the body's, then set ``_opened``)."""
+        await self._send(
+            send,
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": self.raw_headers,
+            },
+        )
+        if self.OPEN_COMMENT is not None:
+            opening = ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()
+            await self._send_body(send, opening)
 
     # -- sending ----------------------------------------------------------------------------
 

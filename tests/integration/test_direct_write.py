@@ -259,3 +259,36 @@ def test_hub_streams_write_directly_unless_a_user_middleware_wraps_the_hub(
         assert [e.id for e in events] == [a["id"] for a in answers]
         assert [e.data for e in events] == [f"hub {i}" for i in range(5)]
         assert (peak == 0) is not add_middleware
+
+
+def _open_streams_gauge(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("ssehub_open_connections "):
+            return float(line.split()[1])
+    raise AssertionError("no ssehub_open_connections in /metrics")
+
+
+def test_a_detached_hub_stream_is_counted_open_until_it_really_ends() -> None:
+    # GET /events leaves the middleware stack once its headers are out (hub/_lane.py); the
+    # metrics' open-streams gauge must still follow the stream, not the stack.
+    app = create_app(HubSettings(dashboard=False, metrics=True))
+    hub = app.state.hub
+    closed = threading.Event()
+    stream_closed = hub._stream_closed
+
+    def note_closed(stream: Any) -> None:
+        stream_closed(stream)
+        closed.set()
+
+    hub._stream_closed = note_closed
+    with serve(app, "uvloop") as base, httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+        with client.stream("GET", "/events?topic=t") as response:
+            chunks = response.iter_raw()
+            assert next(chunks) == b": ok\n\n"
+            assert response.headers["x-request-id"]  # the start went through the stack
+            assert _open_streams_gauge(client) == 1
+            answer = client.post("/publish", json={"topic": "t", "data": "x"}).json()
+            assert [e.id for e in read_events(chunks, 1)] == [answer["id"]]
+        assert closed.wait(TIMEOUT)
+        assert _open_streams_gauge(client) == 0
+        assert client.get("/status").json()["connections"] == 0

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,7 +36,7 @@ from .._exceptions import (
     InvalidTopic,
     SendTimeoutError,
 )
-from .._frames import FrameSource
+from .._frames import DIRECT_WRITE, FrameSource
 from .._logging import RequestIdMiddleware
 from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
@@ -44,6 +45,7 @@ from ._channels import HubChannels, channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, split_private
+from ._lane import BODY_SEND, DETACHED, BodyLane
 from ._limits import Lease
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
@@ -184,7 +186,7 @@ class _HubStream(EventSourceResponse):
         self._subscription = subscription
         self._hub = hub
         self._lease = lease
-        self._body_send: Send | None = None  # set per call, from the scope (see _BodyLane)
+        self._body_send: Send | None = None  # set per call, from the scope (see BodyLane)
         # When the principal's credential expires (broker clock), and that clock.
         deadline = guard.deadline(principal) if guard and principal else None
         self._expiry = None if deadline is None or guard is None else (deadline, guard.clock)
@@ -200,8 +202,23 @@ class _HubStream(EventSourceResponse):
     async def _stream_frames(
         self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup | None
     ) -> None:
-        # The start went through the middleware; bodies may skip it (see _BodyLane).
+        # The start went through the middleware; bodies may skip it (see BodyLane).
         await super()._stream_frames(self._body_send or send, source, group)
+
+    def _detachable(self, scope: Scope) -> bool:
+        # Only where the server reports disconnects itself (so the stream needs no task in
+        # receive()) and the hub's body lane is there to continue it.
+        return (
+            scope.get(BODY_SEND) is not None
+            and DIRECT_WRITE in scope.get("extensions", {})
+            and self._shutdown_event is None
+        )
+
+    def _abandon(self) -> None:
+        """Release what the stream holds when it fails before it ever ran."""
+        self._subscription.close()
+        if self._lease is not None:
+            self._lease.release()
 
     async def _expire(self, deadline: float, clock: Clock) -> None:
         await clock.sleep_until(deadline)
@@ -209,32 +226,28 @@ class _HubStream(EventSourceResponse):
         self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._body_send = scope.get(_BODY_SEND)
+        self._body_send = scope.get(BODY_SEND)
         hub = self._hub
         if hub is not None:
             hub._stream_opened(self)
         try:
             if self._expiry is None:
-                await self._respond(scope, receive, send)
+                await super().__call__(scope, receive, send)
             else:
                 # One timer task per expiring stream, sleeping on the broker's clock.
                 with collapse_excgroups():
                     async with anyio.create_task_group() as group:
                         group.start_soon(self._expire, *self._expiry)
-                        await self._respond(scope, receive, send)
+                        await super().__call__(scope, receive, send)
                         group.cancel_scope.cancel()
+        except SendTimeoutError:
+            logger.info("ended a stream: the client accepted no data for %s s", self.send_timeout)
         finally:
             if hub is not None:
                 hub._stream_closed(self)
             await self._subscription.aclose()
             if self._lease is not None:
                 self._lease.release()
-
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            logger.info("ended a stream: the client accepted no data for %s s", self.send_timeout)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -438,6 +451,19 @@ class _EventsRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._endpoints.events(Request(scope, receive, send))
+        if isinstance(response, _HubStream) and response._detachable(scope):
+            # The headers and the opening comment go through the whole middleware stack
+            # (request id, CORS, metrics see the response start); the stream itself then
+            # continues in the body lane, outside the stack, so an idle stream does not keep
+            # a suspended frame and a send wrapper per middleware (see BodyLane).
+            try:
+                await response._open(send)
+            except BaseException:
+                response._abandon()
+                raise
+            response._opened = True
+            scope[DETACHED] = partial(response, scope, receive)
+            return
         await response(scope, receive, send)
 
 
@@ -482,34 +508,8 @@ def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
     return middleware
 
 
-_BODY_SEND = "ssehub.body_send"
-
-
-class _BodyLane:
-    """Keeps the ``send`` the hub app was given, in ``scope["ssehub.body_send"]``.
-
-    Every middleware of the hub, and Starlette's own error and exception middleware, only read
-    or change ``http.response.start`` (request ids, CORS and security headers, metrics, the
-    "response started" flags) and pass body messages through untouched, so an event stream
-    may send its body messages on this outer ``send`` directly: in fan-out that saves six
-    wrapper calls per delivery, and when the hub is the server's top-level app it is the
-    server's own ``send``, which direct writes need (see :mod:`ssehub.uvicorn`). The response
-    start still goes through the whole stack. :class:`_HubApp` puts this lane in front of its
-    stack only while the stack is the hub's own: once a user adds a middleware (which may
-    change bodies, as GZip does), every message goes through everything.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[_BODY_SEND] = send
-        await self.app(scope, receive, send)
-
-
 class _HubApp(Starlette):
-    """The hub's Starlette app: its middleware stack, fronted by :class:`_BodyLane`."""
+    """The hub's Starlette app: its middleware stack, fronted by :class:`BodyLane`."""
 
     _own_middleware: tuple[Middleware, ...] = ()
 
@@ -519,7 +519,7 @@ class _HubApp(Starlette):
         mine = len(self.user_middleware) == len(own) and all(
             a is b for a, b in zip(self.user_middleware, own, strict=True)
         )
-        return _BodyLane(stack) if mine else stack
+        return BodyLane(stack) if mine else stack
 
 
 def _build_broker(settings: HubSettings) -> Broker:

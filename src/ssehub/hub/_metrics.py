@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..__about__ import __version__
 from .._exceptions import MissingDependency
 from ._errors import HubHTTPError
+from ._lane import DETACHED, DETACHED_END
 
 if TYPE_CHECKING:
     from ._app import HubState
@@ -272,7 +273,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, measured_send)
         finally:
             if streaming:
-                metrics.open_connections.dec()
+                if scope.get(DETACHED) is not None:
+                    # The stream goes on outside the stack (see _lane.py): it ends later.
+                    scope.setdefault(DETACHED_END, []).append(metrics.open_connections.dec)
+                else:
+                    metrics.open_connections.dec()
             method = scope["method"] if scope["method"] in _METHODS else "other"
             route = self._routes.get(scope.get("endpoint"), "other")
             key = (route, method, status)
