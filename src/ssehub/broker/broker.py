@@ -51,7 +51,10 @@ __all__ = [
 
 logger = logging.getLogger("ssehub.broker")
 
-DEFAULT_QUEUE_SIZE: Final = 1000
+DEFAULT_QUEUE_SIZE: Final = 500
+"""Half the default history: the ``disconnect`` policy sheds a subscriber once this many events
+wait for it, so it is then about this far behind and can still resume from a history twice as
+long (a queue as long as the history would shed it just as its resume point leaves history)."""
 """Events per subscriber, as Mercure's per-subscriber buffer: absorbs bursts of a fast topic
 while a client's TCP window is full, yet bounds a stuck client to ~1 MiB of references."""
 
@@ -103,7 +106,7 @@ class Broker:
             :class:`~ssehub.backends.Backend` instance (configure its history on it).
         history_size: events kept per topic (default 1000; see ``DEFAULT_HISTORY_SIZE``).
         history_ttl: seconds events are kept (default 3600; see ``DEFAULT_HISTORY_TTL``).
-        queue_size: events queued per subscriber before the overflow policy applies (1000).
+        queue_size: events queued per subscriber before the overflow policy applies (500).
         overflow: ``"disconnect"`` (default), ``"drop_oldest"`` or ``"block"``, or an
             :class:`OverflowPolicy`.
         max_connection_age: seconds after which a subscription ends (``None``: never).

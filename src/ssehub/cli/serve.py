@@ -256,6 +256,13 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
             direct = http == "httptools" and settings.direct_write
             shown_http = f"{http} with direct writes" if direct else http
             _log_listening(settings, self.servers, loop=loop, http=shown_http)
+            if settings.queue_size >= settings.history:
+                logger.warning(
+                    "--queue-size %d is not below --history %d: a subscriber shed for being "
+                    "that far behind may no longer resume from history (it gets a reset)",
+                    settings.queue_size,
+                    settings.history,
+                )
             if early.received:
                 self.should_exit = True
 

@@ -180,8 +180,9 @@ class HubSettings:
     )
     queue_size: int = _option(
         DEFAULT_QUEUE_SIZE,
-        "events buffered per subscriber before the slow-consumer policy applies; matches "
-        "Mercure's 1000-update subscriber channel",
+        "events buffered per subscriber before the slow-consumer policy applies; half of "
+        "--history, so that a subscriber shed for being this far behind can still resume "
+        "from history",
         _parse_int,
         "N",
     )
