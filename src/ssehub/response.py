@@ -297,7 +297,7 @@ class EventSourceResponse(Response):
             and self.data_sender_callable is None
             and self.client_close_handler_callable is None
         ):
-            await self._stream_direct(send, start, direct, self._frame_source)
+            await self._stream_direct(send, direct, self._frame_source)
             return
         assert not self._opened, "only the direct path continues an opened stream"
         # Set when the content has ended; only a shutdown grace period waits for it, so idle
@@ -323,7 +323,7 @@ class EventSourceResponse(Response):
                 group.cancel_scope.cancel()
 
     async def _stream_direct(
-        self, send: Send, start: Message, direct: DirectWrite, source: WritableFrameSource
+        self, send: Send, direct: DirectWrite, source: WritableFrameSource
     ) -> None:
         # The server reports the disconnect itself (DirectWrite.on_disconnect), and ending the
         # source ends the sending loop: no task group, no task parked in receive() and no
