@@ -154,6 +154,7 @@ class EventSourceResponse(Response):
     _sync_content: Iterable[Any] | None = None
     _async_content: AsyncIterable[Any] | None = None
     _opened = False  # the start and the opening comment went out already (see _open)
+    _body_send: Send | None = None  # a subclass's send for body messages (default: send)
 
     def __init__(  # noqa: PLR0917 - positional order is sse-starlette's
         self,
@@ -273,11 +274,11 @@ class EventSourceResponse(Response):
                 await self._send(
                     send, {"type": "http.response.body", "body": b"", "more_body": False}
                 )
+            elif (direct := self._direct_stream(scope)) is not None:
+                # Called from here rather than from _stream: one coroutine frame less for
+                # every idle stream.
+                await self._stream_direct(send, direct)
             else:
-                if self._frame_source is not None:
-                    direct = scope.get("extensions", {}).get(DIRECT_WRITE)
-                    if direct is not None:
-                        self._direct_write = direct
                 await self._stream(scope, receive, send, start)
         finally:
             self.active = False
@@ -287,18 +288,24 @@ class EventSourceResponse(Response):
         if self.background is not None:
             await self.background()
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, start: Message) -> None:
-        direct = self._direct_write
+    def _direct_stream(self, scope: Scope) -> DirectWrite | None:
+        """The server's direct-write extension, when this response can stream through it."""
+        if self._frame_source is None:
+            return None
+        direct: DirectWrite | None = scope.get("extensions", {}).get(DIRECT_WRITE)
+        if direct is None:
+            return None
+        self._direct_write = direct  # _stream_frames asks it for a writer
         if (
-            direct is not None
-            and self._frame_source is not None
-            and isinstance(self._frame_source, WritableFrameSource)
+            isinstance(self._frame_source, WritableFrameSource)
             and self._shutdown_event is None
             and self.data_sender_callable is None
             and self.client_close_handler_callable is None
         ):
-            await self._stream_direct(send, direct, self._frame_source)
-            return
+            return direct
+        return None
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, start: Message) -> None:
         assert not self._opened, "only the direct path continues an opened stream"
         # Set when the content has ended; only a shutdown grace period waits for it, so idle
         # streams without one do not carry an event each.
@@ -322,25 +329,27 @@ class EventSourceResponse(Response):
                     await self._stream_items(send, group)
                 group.cancel_scope.cancel()
 
-    async def _stream_direct(
-        self, send: Send, direct: DirectWrite, source: WritableFrameSource
-    ) -> None:
+    async def _stream_direct(self, send: Send, direct: DirectWrite) -> None:
         # The server reports the disconnect itself (DirectWrite.on_disconnect), and ending the
         # source ends the sending loop: no task group, no task parked in receive() and no
         # cancel scope for it, so one task per idle stream. A send blocked on a full buffer
         # returns too: uvicorn releases it when the connection is lost.
-        def lost() -> None:
-            self.active = False
-            logger.debug("client disconnected; stopping the stream")
-            source.close()
-
-        direct.on_disconnect(lost)
+        assert self._frame_source is not None
+        direct.on_disconnect(self._connection_lost)
         try:
             if not self._opened:
                 await self._open(send)
-            await self._stream_frames(send, source, None)
+            await self._stream_frames(send, self._frame_source, None)
         finally:
             direct.on_disconnect(None)
+
+    def _connection_lost(self) -> None:
+        # A method, not a closure: a bound method costs less per idle stream.
+        self.active = False
+        logger.debug("client disconnected; stopping the stream")
+        source = self._frame_source
+        if isinstance(source, WritableFrameSource):
+            source.close()
 
     async def _open(self, send: Send) -> None:
         """Send the response start and the opening comment (a subclass may do it through
@@ -515,6 +524,8 @@ class EventSourceResponse(Response):
     async def _stream_frames(
         self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup | None
     ) -> None:
+        # Bodies may take another send than the start (the hub's body lane, see hub/_lane.py).
+        send = self._body_send or send
         # Idle time counts from now: the opening comment (when there is one) just went out.
         self._last_activity = anyio.current_time()
         writer = self._writer_for(send, source)

@@ -18,7 +18,7 @@ async def test_a_detached_stream_runs_after_the_stack_with_the_raw_send_and_requ
     order: list[str] = []
 
     async def endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        async def rest(lane_send: Any) -> None:
+        async def rest(_scope: Any, _receive: Any, lane_send: Any) -> None:
             order.append("stream")
             seen.append((lane_send, current_request_id()))
 
@@ -48,7 +48,7 @@ async def test_end_callbacks_run_even_when_the_stream_fails() -> None:
     ended: list[bool] = []
 
     async def endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        async def rest(lane_send: Any) -> None:
+        async def rest(_scope: Any, _receive: Any, _send: Any) -> None:
             raise RuntimeError("boom")
 
         scope[DETACHED] = rest

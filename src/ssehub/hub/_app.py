@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -36,7 +35,7 @@ from .._exceptions import (
     InvalidTopic,
     SendTimeoutError,
 )
-from .._frames import DIRECT_WRITE, FrameSource
+from .._frames import DIRECT_WRITE
 from .._logging import RequestIdMiddleware
 from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
@@ -186,7 +185,9 @@ class _HubStream(EventSourceResponse):
         self._subscription = subscription
         self._hub = hub
         self._lease = lease
-        self._body_send: Send | None = None  # set per call, from the scope (see BodyLane)
+        # Set per call from the scope: the start goes through the middleware, bodies may skip
+        # it (see BodyLane and EventSourceResponse._stream_frames).
+        self._body_send = None
         # When the principal's credential expires (broker clock), and that clock.
         deadline = guard.deadline(principal) if guard and principal else None
         self._expiry = None if deadline is None or guard is None else (deadline, guard.clock)
@@ -198,12 +199,6 @@ class _HubStream(EventSourceResponse):
         self._subscription.close()
         # A deadline on the sending loop's scope, so draining needs no watcher task per stream.
         self._end_sending(anyio.current_time() + self._shutdown_send_timeout())
-
-    async def _stream_frames(
-        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup | None
-    ) -> None:
-        # The start went through the middleware; bodies may skip it (see BodyLane).
-        await super()._stream_frames(self._body_send or send, source, group)
 
     def _detachable(self, scope: Scope) -> bool:
         # Only where the server reports disconnects itself (so the stream needs no task in
@@ -462,7 +457,7 @@ class _EventsRoute:
                 response._abandon()
                 raise
             response._opened = True
-            scope[DETACHED] = partial(response, scope, receive)
+            scope[DETACHED] = response  # an ASGI app: the lane calls it with its own send
             return
         await response(scope, receive, send)
 

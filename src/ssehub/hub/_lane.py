@@ -20,8 +20,6 @@ middleware, for as long as the stack is the hub's own; see ``_HubApp``). It does
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._logging import _request_id
@@ -32,7 +30,8 @@ BODY_SEND = "ssehub.body_send"
 """Scope key: the ``send`` the hub app was given."""
 
 DETACHED = "ssehub.detached"
-"""Scope key: ``Callable[[Send], Awaitable[None]]``, the rest of a stream, run by the lane."""
+"""Scope key: the rest of a stream, an ASGI app the lane calls with the request's ``scope``,
+``receive`` and the lane's own ``send``."""
 
 DETACHED_END = "ssehub.detached_end"
 """Scope key: callbacks to call once a detached stream has ended."""
@@ -55,14 +54,14 @@ class BodyLane:
             return
         scope[BODY_SEND] = send
         await self.app(scope, receive, send)
-        detached: Callable[[Send], Awaitable[None]] | None = scope.pop(DETACHED, None)
+        detached: ASGIApp | None = scope.pop(DETACHED, None)
         if detached is None:
             return
         # RequestIdMiddleware has reset its context variable on the way out; the stream's
         # log records must still carry the id.
         token = _request_id.set(scope.get("state", {}).get("request_id"))
         try:
-            await detached(send)
+            await detached(scope, receive, send)
         finally:
             _request_id.reset(token)
             for callback in scope.pop(DETACHED_END, ()):
