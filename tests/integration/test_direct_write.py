@@ -18,7 +18,6 @@ from typing import Any
 import httptools
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +26,9 @@ from ssehub.hub import HubSettings, create_app
 from ssehub.response import EventSourceResponse
 from ssehub.uvicorn import HttpToolsProtocol
 from ssehub.wire import EventParser, MessageEvent
+
+from .test_response_uvicorn import read_events as read_events_with
+from .test_response_uvicorn import serve as serve_uvicorn
 
 pytestmark = pytest.mark.integration
 
@@ -98,33 +100,12 @@ class WrappingMiddleware:
 
 @contextmanager
 def serve(app: Any, loop: str) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", loop=loop, http=HttpToolsProtocol
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(TIMEOUT)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
+    with serve_uvicorn(app, loop=loop, http=HttpToolsProtocol) as (base, _server):
+        yield base
 
 
 def read_events(chunks: Iterator[bytes], count: int) -> list[MessageEvent]:
-    parser = EventParser()
-    events: list[MessageEvent] = []
-    for chunk in chunks:
-        events.extend(parser.feed(chunk))
-        if len(events) >= count:
-            break
-    return events
+    return read_events_with(chunks, EventParser(), count)
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -46,15 +46,17 @@ class ShutdownAwareServer(uvicorn.Server):
 
 @contextmanager
 def serve(
-    app: Starlette, server_class: type[uvicorn.Server] = uvicorn.Server
+    app: Any,
+    server_class: type[uvicorn.Server] = uvicorn.Server,
+    *,
+    loop: str = "asyncio",
+    http: Any = "httptools",
 ) -> Iterator[tuple[str, uvicorn.Server]]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)  # connections wait in the backlog until uvicorn accepts: no startup polling
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", loop="asyncio", http="httptools"
-    )
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", loop=loop, http=http)
     server = server_class(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

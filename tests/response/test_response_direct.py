@@ -80,6 +80,13 @@ async def _run(response: EventSourceResponse, conn: Connection, group: Any) -> N
     group.start_soon(response, conn.scope(), conn.receive, conn.send)
 
 
+async def _open(conn: Connection, response: EventSourceResponse, group: Any) -> None:
+    """Start ``response`` on ``conn`` and return once it sent its opening comment and waits."""
+    await _run(response, conn, group)
+    await _until(conn, lambda: conn.bodies() == [OPEN])
+    await anyio.wait_all_tasks_blocked()
+
+
 async def _until(conn: Connection, predicate: Any) -> None:
     while not predicate():
         conn.sent = anyio.Event()
@@ -92,9 +99,7 @@ async def test_live_events_are_written_directly_in_order_then_the_stream_ends() 
         sub = broker.subscribe("t")
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                await _run(EventSourceResponse(sub, ping=0), conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
-                await anyio.wait_all_tasks_blocked()
+                await _open(conn, EventSourceResponse(sub, ping=0), group)
                 stored = [await broker.publish("t", str(i)) for i in range(3)]
                 assert conn.wire[1:] == [("direct", event.encode()) for event in stored]
                 assert sub.statistics().peak == 0  # nothing was ever queued
@@ -109,9 +114,7 @@ async def test_refused_frames_are_sent_through_asgi_in_order_and_direct_writes_r
         sub = broker.subscribe("t")
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                await _run(EventSourceResponse(sub, ping=0), conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
-                await anyio.wait_all_tasks_blocked()
+                await _open(conn, EventSourceResponse(sub, ping=0), group)
                 first = await broker.publish("t", "direct")
                 conn.full = True
                 queued = [await broker.publish("t", f"queued {i}") for i in range(2)]
@@ -138,8 +141,7 @@ async def test_without_a_writer_every_frame_goes_through_send() -> None:
         sub = broker.subscribe("t")
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                await _run(EventSourceResponse(sub, ping=0), conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await _open(conn, EventSourceResponse(sub, ping=0), group)
                 stored = await broker.publish("t", "x")
                 await _until(conn, lambda: len(conn.wire) == 2)
                 sub.close()
@@ -157,8 +159,7 @@ async def test_a_source_that_takes_no_writer_is_not_offered_one() -> None:
 
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                await _run(EventSourceResponse(Plain(), ping=0), conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await _open(conn, EventSourceResponse(Plain(), ping=0), group)
                 stored = await broker.publish("t", "x")
                 await _until(conn, lambda: len(conn.wire) == 2)
                 sub.close()
@@ -173,9 +174,7 @@ async def test_a_disconnect_detaches_the_writer() -> None:
         with anyio.fail_after(5):
             await_response = EventSourceResponse(sub, ping=0)
             async with anyio.create_task_group() as group:
-                await _run(await_response, conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
-                await anyio.wait_all_tasks_blocked()
+                await _open(conn, await_response, group)
                 assert conn.lost is not None
                 conn.lose()
         await broker.publish("t", "after the client left")
@@ -196,8 +195,7 @@ async def test_with_a_shutdown_event_the_stream_listens_for_the_disconnect_itsel
         response = EventSourceResponse(sub, ping=0, shutdown_event=anyio.Event())
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                await _run(response, conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await _open(conn, response, group)
                 stored = await broker.publish("t", "x")
                 assert conn.wire[-1] == ("direct", stored.encode())
                 conn.disconnect.set()
@@ -212,8 +210,7 @@ async def test_pings_count_idleness_from_the_last_direct_write() -> None:
         sub = broker.subscribe("t")
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
-                await _run(EventSourceResponse(sub, ping=interval), conn, group)
-                await _until(conn, lambda: conn.bodies() == [OPEN])
+                await _open(conn, EventSourceResponse(sub, ping=interval), group)
                 await anyio.sleep(interval * 2 / 3)  # some time passes, then one event
                 await broker.publish("t", "x")
                 written_at = conn.last_write

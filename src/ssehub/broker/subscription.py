@@ -190,15 +190,17 @@ class Subscription:
         self._writer = writer
         self._writer_visible = visible
 
+    @property
+    def _queued(self) -> int:
+        return len(self._queue) if self._queue else 0
+
     def statistics(self) -> SubscriptionStatistics:
         """Return ``(queued, peak, dropped, delivered)``."""
-        queued = len(self._queue) if self._queue else 0
-        return SubscriptionStatistics(queued, self._peak, self._dropped, self._delivered)
+        return SubscriptionStatistics(self._queued, self._peak, self._dropped, self._delivered)
 
     def __repr__(self) -> str:
         state = self._end_reason.value if self._end_reason is not None else "open"
-        queued = len(self._queue) if self._queue else 0
-        return f"<Subscription topics={list(self.topics)!r} {state} queued={queued}>"
+        return f"<Subscription topics={list(self.topics)!r} {state} queued={self._queued}>"
 
     # -- publish side (called by the broker on the event loop thread) --------------------------
 
@@ -245,8 +247,7 @@ class Subscription:
         return True
 
     def _has_room(self) -> bool:
-        queued = len(self._queue) if self._queue else 0
-        return queued < self._maxsize or self._end_reason is not None
+        return self._queued < self._maxsize or self._end_reason is not None
 
     async def _wait_for_room(self) -> None:
         space = self._space
@@ -263,7 +264,7 @@ class Subscription:
         if reason is EndReason.SHED or self._resume_id is not None:
             # Shed: free the memory now; the client resumes from history. An unfinished
             # resume cannot be delivered without its replay, so it is discarded too.
-            discarded = len(self._queue) if self._queue else 0
+            discarded = self._queued
             self._queue = None
             self._dropped += discarded
             self._broker._dropped += discarded
@@ -326,8 +327,9 @@ class Subscription:
             items.append(Dropped(self._dropped_pending))
             self._dropped_pending = 0
         queue = self._queue
-        live = len(queue) if queue else 0
-        if queue and live:
+        live = 0
+        if queue:
+            live = len(queue)
             items.extend(queue)
             queue.clear()
         count = replayed + live
