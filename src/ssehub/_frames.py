@@ -92,6 +92,17 @@ class WritableFrameSource(FrameSource, Protocol):
         :meth:`receive_frames` returns what is left, then ``[]``."""
         ...
 
+    def interrupt(self) -> None:
+        """Make the pending (or else the next) :meth:`receive_frames` return ``[]`` once,
+        without ending the source; from a plain callback.
+
+        A consumer that parks in :meth:`receive_frames` without a cancel scope (the response
+        with direct writes) is woken this way when its ping is due. Frames already pending
+        are returned instead (and the interruption is forgotten), so telling an interruption
+        from the end is up to the caller: it knows whether it asked for one.
+        """
+        ...
+
 
 class DirectWrite(Protocol):
     """The server side of direct writes, found in ``scope["extensions"][DIRECT_WRITE]``."""

@@ -49,9 +49,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ._exceptions import SendTimeoutError
 from ._frames import DIRECT_WRITE, DirectWrite, FrameSource, FrameWriter, WritableFrameSource
+from ._response._alarms import alarm_clock, running_loop
 from ._response._encode import make_encoder
 from ._response._excgroups import collapse_excgroups
 from ._response._outbox import Outbox
+from ._response._parked import ParkedStream
 from .wire import SEPARATORS, ServerSentEvent
 
 __all__ = ["Content", "ContentStream", "EventSourceResponse", "SendTimeoutError"]
@@ -68,6 +70,21 @@ receive streams) or a :class:`~ssehub._frames.FrameSource`."""
 
 
 _ENCODERS: dict[str, Callable[[Any], bytes]] = {sep: make_encoder(sep) for sep in SEPARATORS}
+
+
+# Header lines seen so far, each encoded once (bounded: a header with a value per request,
+# such as an id, must not grow it forever; past the bound, lines are simply not shared).
+_HEADERS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_HEADERS_MAX = 256
+
+
+def _shared_header(header: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    shared = _HEADERS.get(header)
+    if shared is None:
+        if len(_HEADERS) >= _HEADERS_MAX:
+            return header
+        shared = _HEADERS[header] = header
+    return shared
 
 
 def _websocket_denial(send: Send) -> Send:
@@ -213,7 +230,8 @@ class EventSourceResponse(Response):
         # When sending must stop (anyio time): the end of a shutdown's grace period, or a
         # subclass's own deadline (see _end_sending); the sending loop's scope carries it.
         self._end_sending_at = math.inf
-        self._sender: anyio.CancelScope | None = None
+        # What _end_sending acts on: the sending loop's scope, or the parked loop.
+        self._sender: anyio.CancelScope | ParkedStream | None = None
         self.active = True
         """False once the client disconnected or the stream ended (as in sse-starlette)."""
 
@@ -228,6 +246,9 @@ class EventSourceResponse(Response):
         # No "Connection: keep-alive": it is hop-by-hop, forbidden in HTTP/2, and the server
         # decides it. No Content-Length: self.body is never set, so init_headers adds none.
         self.init_headers(merged)
+        # Most streams send the same few header lines: they share one encoded tuple each
+        # (the list stays the response's own, since MutableHeaders edits it in place).
+        self.raw_headers = [_shared_header(header) for header in self.raw_headers]
 
     @property
     def ping_interval(self) -> float:
@@ -295,7 +316,7 @@ class EventSourceResponse(Response):
         direct: DirectWrite | None = scope.get("extensions", {}).get(DIRECT_WRITE)
         if direct is None:
             return None
-        self._direct_write = direct  # _stream_frames asks it for a writer
+        self._direct_write = direct  # _writer_for asks it for a writer
         if (
             isinstance(self._frame_source, WritableFrameSource)
             and self._shutdown_event is None
@@ -324,7 +345,11 @@ class EventSourceResponse(Response):
                 if self.data_sender_callable is not None:
                     group.start_soon(self.data_sender_callable)
                 if self._frame_source is not None:
-                    await self._stream_frames(send, self._frame_source, group)
+                    # Bodies may take another send than the start (the hub's body lane, see
+                    # hub/_lane.py).
+                    body_send = self._body_send or send
+                    writer = self._writer_for(body_send, self._frame_source)
+                    await self._stream_frames(body_send, self._frame_source, group, writer)
                 else:
                     await self._stream_items(send, group)
                 group.cancel_scope.cancel()
@@ -334,12 +359,24 @@ class EventSourceResponse(Response):
         # source ends the sending loop: no task group, no task parked in receive() and no
         # cancel scope for it, so one task per idle stream. A send blocked on a full buffer
         # returns too: uvicorn releases it when the connection is lost.
-        assert self._frame_source is not None
+        source = self._frame_source
+        assert isinstance(source, WritableFrameSource)
         direct.on_disconnect(self._connection_lost)
         try:
             if not self._opened:
                 await self._open(send)
-            await self._stream_frames(send, self._frame_source, None)
+            send = self._body_send or send
+            writer = direct.writer_for(send)
+            loop = running_loop() if writer is not None else None
+            if writer is None or loop is None:
+                await self._stream_frames(send, source, None, writer)
+                return
+            # Parked in receive_frames() with no cancel scope; the alarm wakes it for pings
+            # and the end of sending (see _response/_parked.py).
+            self._last_activity = loop.time()
+            parked = ParkedStream(alarm_clock(loop), self, source, writer)
+            self._sender = parked
+            await parked.run(send)
         finally:
             direct.on_disconnect(None)
 
@@ -395,8 +432,11 @@ class EventSourceResponse(Response):
         """Stop sending at ``at`` (anyio time, or earlier if already asked): a send still
         blocked then is abandoned and the stream ends as after a shutdown. Idempotent."""
         self._end_sending_at = min(self._end_sending_at, at)
-        if self._sender is not None:
-            self._sender.deadline = self._end_sending_at
+        sender = self._sender
+        if isinstance(sender, ParkedStream):
+            sender.end_at(self._end_sending_at)
+        elif sender is not None:
+            sender.deadline = self._end_sending_at
 
     async def _finish_after_shutdown(self, send: Send, pending: bytes) -> None:
         # The grace period is over and the stream was cut: end the body (with the frames that
@@ -522,13 +562,14 @@ class EventSourceResponse(Response):
     # -- FrameSource fast path ---------------------------------------------------------------
 
     async def _stream_frames(
-        self, send: Send, source: FrameSource, group: anyio.abc.TaskGroup | None
+        self,
+        send: Send,
+        source: FrameSource,
+        group: anyio.abc.TaskGroup | None,
+        writer: FrameWriter | None,
     ) -> None:
-        # Bodies may take another send than the start (the hub's body lane, see hub/_lane.py).
-        send = self._body_send or send
         # Idle time counts from now: the opening comment (when there is one) just went out.
         self._last_activity = anyio.current_time()
-        writer = self._writer_for(send, source)
         if self._shutdown_event is None and not self._ENDS_SENDING:
             while await self._send_frames(send, source, writer):
                 pass  # a ping or a batch caught by a timer firing went out: start a new timer

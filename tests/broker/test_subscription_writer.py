@@ -160,3 +160,64 @@ async def test_one_event_is_one_bytes_object_for_every_writer() -> None:
             broker.subscribe("t").attach_writer(writer)
         stored: StoredEvent = await broker.publish("t", "x")
         assert all(writer.frames[0] is stored.encode() for writer in writers)
+
+
+# -- interrupt(): how a response parked without a cancel scope is woken for a ping -------------
+
+
+async def test_interrupt_makes_a_pending_receive_return_nothing_without_ending() -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        got: list[list[bytes]] = []
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+
+                async def receive() -> None:
+                    got.append(await sub.receive_frames())
+
+                group.start_soon(receive)
+                await anyio.wait_all_tasks_blocked()
+                sub.interrupt()
+            assert got == [[]]
+            assert not sub.closed
+            # The interruption was used up: the next receive waits for an event.
+            stored = await broker.publish("t", "after")
+            assert await sub.receive_frames() == [stored.encode()]
+
+
+async def test_an_interrupt_with_no_receive_pending_applies_to_the_next_one_once() -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        sub.interrupt()
+        with anyio.fail_after(5):
+            assert await sub.receive_frames() == []
+        with anyio.move_on_after(0.05) as scope:
+            await sub.receive_frames()
+        assert scope.cancel_called  # waited: the interruption counted once
+        assert not sub.closed
+
+
+async def test_pending_frames_win_over_an_interrupt_which_is_then_forgotten() -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        stored = await broker.publish("t", "queued")
+        sub.interrupt()
+        with anyio.fail_after(5):
+            assert await sub.receive_frames() == [stored.encode()]
+        with anyio.move_on_after(0.05) as scope:
+            await sub.receive_frames()
+        assert scope.cancel_called
+
+
+async def test_visible_events_pass_an_interrupt_through() -> None:
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        source = VisibleEvents(sub, _reader("t"))
+        source.interrupt()
+        with anyio.fail_after(5):
+            assert await source.receive_frames() == []
+        assert not sub.closed
+        source.close()
+        with anyio.fail_after(5):
+            assert await source.receive_frames() == []
+        assert sub.closed

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ssehub._logging import RequestIdMiddleware, current_request_id
-from ssehub.hub._lane import BODY_SEND, DETACHED, DETACHED_END, BodyLane
+from ssehub.hub._lane import BodyLane, lane_of
 from ssehub.testing import http_scope
 
 pytestmark = pytest.mark.anyio
@@ -23,8 +23,10 @@ async def test_a_detached_stream_runs_after_the_stack_with_the_raw_send_and_requ
             seen.append((lane_send, current_request_id()))
 
         await send({"type": "http.response.start", "status": 200, "headers": []})
-        scope[DETACHED] = rest
-        scope.setdefault(DETACHED_END, []).append(lambda: order.append("end callback"))
+        lane = lane_of(scope)
+        assert lane is not None
+        lane.detached = rest
+        lane.on_end(lambda: order.append("end callback"))
         order.append("endpoint returns")
 
     async def raw_send(message: dict[str, Any]) -> None:
@@ -38,9 +40,11 @@ async def test_a_detached_stream_runs_after_the_stack_with_the_raw_send_and_requ
     await app(scope, receive, raw_send)
     assert order == ["http.response.start", "endpoint returns", "stream", "end callback"]
     assert seen == [(raw_send, "req-42")]
-    assert scope[BODY_SEND] is raw_send
-    assert DETACHED not in scope
-    assert DETACHED_END not in scope
+    lane = lane_of(scope)
+    assert lane is not None
+    assert lane.send is raw_send
+    assert lane.detached is None  # released once run
+    assert [key for key in scope if key.startswith("ssehub.")] == ["ssehub.lane"]
     assert current_request_id() is None  # reset after the stream
 
 
@@ -51,8 +55,10 @@ async def test_end_callbacks_run_even_when_the_stream_fails() -> None:
         async def rest(_scope: Any, _receive: Any, _send: Any) -> None:
             raise RuntimeError("boom")
 
-        scope[DETACHED] = rest
-        scope[DETACHED_END] = [lambda: ended.append(True)]
+        lane = lane_of(scope)
+        assert lane is not None
+        lane.detached = rest
+        lane.on_end(lambda: ended.append(True))
 
     async def nothing(*_: Any) -> Any:  # pragma: no cover - never called
         raise AssertionError
@@ -60,3 +66,8 @@ async def test_end_callbacks_run_even_when_the_stream_fails() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         await BodyLane(endpoint)(http_scope("/events"), nothing, nothing)
     assert ended == [True]
+
+
+def test_outside_the_lane_a_scope_has_none() -> None:
+    assert lane_of(http_scope("/events")) is None
+    assert lane_of({**http_scope("/events"), "ssehub.lane": "not a lane"}) is None

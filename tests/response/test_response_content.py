@@ -132,6 +132,25 @@ async def test_headers() -> None:
     assert "connection" not in headers
 
 
+def test_identical_header_lines_are_shared_and_each_response_edits_its_own() -> None:
+    one = EventSourceResponse(agen())
+    two = EventSourceResponse(agen())
+    assert one.raw_headers == two.raw_headers
+    assert all(a is b for a, b in zip(one.raw_headers, two.raw_headers, strict=True))
+    one.headers["Cache-Control"] = "no-cache"
+    assert two.headers["cache-control"] == "no-store"
+    assert one.headers["cache-control"] == "no-cache"
+
+
+def test_header_lines_with_a_value_per_request_are_not_kept_forever() -> None:
+    from ssehub import response as module
+
+    for n in range(module._HEADERS_MAX + 10):
+        response = EventSourceResponse(agen(), headers={"X-Request": str(n)})
+        assert (b"x-request", str(n).encode()) in response.raw_headers
+    assert len(module._HEADERS) <= module._HEADERS_MAX
+
+
 async def test_header_overrides_and_status() -> None:
     response = EventSourceResponse(
         agen(), status_code=201, headers={"Cache-Control": "public, max-age=1"}

@@ -12,7 +12,10 @@ from typing import Any
 import anyio
 import pytest
 
+from ssehub._exceptions import SendTimeoutError
 from ssehub._frames import DIRECT_WRITE
+from ssehub._response._alarms import alarm_clock
+from ssehub._response._parked import ParkedStream
 from ssehub.broker import Broker
 from ssehub.response import EventSourceResponse
 from ssehub.testing import http_scope
@@ -29,6 +32,7 @@ class Connection:
         self.wire: list[tuple[str, bytes]] = []
         self.offer = offer
         self.full = False  # the writer refuses while set (a full socket buffer)
+        self.frozen = False  # sends never complete while set (a client that stopped reading)
         self.asked: list[Any] = []
         self.last_write = 0.0
         self.disconnect = anyio.Event()
@@ -37,6 +41,8 @@ class Connection:
         self.lost: Any = None
 
     async def send(self, message: dict[str, Any]) -> None:
+        if self.frozen:
+            await anyio.sleep_forever()
         if message["type"] == "http.response.body":
             self.wire.append(("send", message["body"]))
         self.sent.set()
@@ -220,3 +226,115 @@ async def test_pings_count_idleness_from_the_last_direct_write() -> None:
         # A ping timed from the opening comment would have gone out interval/3 after the event.
         assert pinged_at - written_at >= interval * 0.9
         assert [how for how, _ in conn.wire[:3]] == ["send", "direct", "send"]
+
+
+# -- the parked loop (asyncio): no cancel scope while waiting, one alarm per stream ------------
+
+
+class _Ending(EventSourceResponse):
+    """A response whose sending a subclass may end (as the hub's drain does)."""
+
+    _ENDS_SENDING = True
+    SHUTDOWN_SEND_TIMEOUT = 0.05
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": False})], ids=["asyncio"])
+async def test_idle_parked_streams_share_one_loop_timer(anyio_backend: Any) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    conns = [Connection() for _ in range(20)]
+    async with Broker() as broker:
+        subs = [broker.subscribe("t") for _ in conns]
+        responses = [EventSourceResponse(sub, ping=30, send_timeout=10) for sub in subs]
+
+        def timers() -> set[Any]:
+            return {h for h in loop._scheduled if not h.cancelled()}  # type: ignore[attr-defined]
+
+        with anyio.fail_after(5):
+            before = timers()  # fail_after's own
+            async with anyio.create_task_group() as group:
+                for conn, response in zip(conns, responses, strict=True):
+                    await _open(conn, response, group)
+                # The generic loop keeps a timer per stream for its ping (and a cancel scope
+                # or two); parked streams have one alarm each behind a single timer.
+                (timer,) = timers() - before
+                assert timer._callback == alarm_clock(loop)._fire
+                assert all(isinstance(r._sender, ParkedStream) for r in responses)
+                stored = await broker.publish("t", "x")
+                assert all(conn.wire[-1] == ("direct", stored.encode()) for conn in conns)
+                for sub in subs:
+                    sub.close()
+        assert all(conn.wire[-1] == ("send", b"") for conn in conns)
+
+
+async def test_a_ping_to_a_client_that_stopped_reading_times_out() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = EventSourceResponse(sub, ping=0.05, send_timeout=0.05)
+        conn.sent = anyio.Event()
+
+        async def freeze_after_the_opening() -> None:
+            await conn.sent.wait()
+            conn.frozen = True
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(freeze_after_the_opening)
+                with pytest.raises(SendTimeoutError):
+                    await response(conn.scope(), conn.receive, conn.send)
+        assert conn.bodies() == [OPEN]  # the ping never went out
+        assert sub.closed
+
+
+async def test_refused_frames_to_a_client_that_stopped_reading_time_out() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = EventSourceResponse(sub, ping=0, send_timeout=0.05)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+
+                async def stop_reading_then_publish() -> None:
+                    await _until(conn, lambda: conn.bodies() == [OPEN])
+                    await anyio.wait_all_tasks_blocked()
+                    conn.full = conn.frozen = True
+                    await broker.publish("t", "refused")
+
+                group.start_soon(stop_reading_then_publish)
+                with pytest.raises(SendTimeoutError):
+                    await response(conn.scope(), conn.receive, conn.send)
+        assert sub.closed
+
+
+async def test_the_end_of_sending_ends_a_waiting_stream_whose_source_stays_open() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = _Ending(sub, ping=30)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _open(conn, response, group)
+                assert not sub.closed
+                response._end_sending(anyio.current_time() + 0.01)
+        assert conn.wire == [("send", OPEN), ("send", b"")]
+        assert sub.closed  # released when the response returned
+
+
+async def test_the_end_of_sending_cuts_a_send_blocked_on_a_frozen_client() -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = _Ending(sub, ping=0)  # no send timeout: only the end of sending cuts it
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _open(conn, response, group)
+                conn.full = conn.frozen = True
+                await broker.publish("t", "refused")
+                await anyio.wait_all_tasks_blocked()  # the response is blocked sending it
+                response._end_sending(anyio.current_time())
+        # It returned (no error), without the final body the client never took.
+        assert conn.wire == [("send", OPEN)]
+        assert not response._complete
+        assert not response.active

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from ssehub.hub import HubSettings
-from ssehub.hub._proxy import ADDRESS_SCOPE_KEY, ForwardedMiddleware, parse_networks
+from ssehub.hub._proxy import ForwardedMiddleware, client_address, parse_networks
 from ssehub.testing import http_scope, stream_asgi
 
 from .support import running_hub
@@ -24,7 +24,7 @@ async def _resolve(trusted: list[str], peer: str, **headers: str) -> tuple[str |
 
     middleware = ForwardedMiddleware(app, trusted=parse_networks(trusted))  # type: ignore[arg-type]
     await middleware(http_scope("/", headers=headers, client=(peer, 1)), None, None)  # type: ignore[arg-type]
-    return seen.get(ADDRESS_SCOPE_KEY), seen.get("ssehub.scheme")  # type: ignore[return-value]
+    return client_address(seen), seen.get("ssehub.scheme")  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(

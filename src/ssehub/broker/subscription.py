@@ -75,6 +75,7 @@ class Subscription:
         "_dropped_pending",
         "_end_reason",
         "_floor",
+        "_interrupted",
         "_maxsize",
         "_peak",
         "_policy",
@@ -118,6 +119,7 @@ class Subscription:
         self._replay: Sequence[StoredEvent] = ()
         self._floor: Position | None = None  # live events at or below it were replayed
         self._dropped_pending = 0
+        self._interrupted = False  # see interrupt()
         self._visible: Callable[[StoredEvent], bool] | None = None
         # Only ``async for`` consumers need it; the response's fast path never does, and an
         # empty deque costs several hundred bytes per idle stream.
@@ -353,8 +355,10 @@ class Subscription:
             await self.prepare()
         while True:
             if self._queue or self._replay or self._reset_pending or self._dropped_pending:
+                self._interrupted = False
                 return self._take()
-            if self._end_reason is not None:
+            if self._end_reason is not None or self._interrupted:
+                self._interrupted = False
                 await anyio.lowlevel.checkpoint()
                 return []
             waiter = self._waiter = self._broker._new_event()
@@ -366,6 +370,20 @@ class Subscription:
         Implements :class:`ssehub._frames.FrameSource`.
         """
         return [item.encode() for item in await self.receive()]
+
+    def interrupt(self) -> None:
+        """Make the pending (or else the next) receive return ``[]`` once, without ending.
+
+        Implements :class:`ssehub._frames.WritableFrameSource` (a response parked in
+        :meth:`receive_frames` is woken this way for a ping). Items already pending are
+        returned instead, and the interruption is forgotten. Meant for
+        :meth:`receive_frames` consumers: ``async for`` would take the ``[]`` for the end.
+        """
+        self._interrupted = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
 
     def close(self) -> None:
         """End the subscription and unregister it at once; idempotent."""

@@ -44,7 +44,7 @@ from ._channels import HubChannels, channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, split_private
-from ._lane import BODY_SEND, DETACHED, BodyLane
+from ._lane import BodyLane, lane_of
 from ._limits import Lease
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
@@ -186,7 +186,7 @@ class _HubStream(EventSourceResponse):
         self._hub = hub
         self._lease = lease
         # Set per call from the scope: the start goes through the middleware, bodies may skip
-        # it (see BodyLane and EventSourceResponse._stream_frames).
+        # it (see BodyLane and EventSourceResponse._stream).
         self._body_send = None
         # When the principal's credential expires (broker clock), and that clock.
         deadline = guard.deadline(principal) if guard and principal else None
@@ -204,7 +204,7 @@ class _HubStream(EventSourceResponse):
         # Only where the server reports disconnects itself (so the stream needs no task in
         # receive()) and the hub's body lane is there to continue it.
         return (
-            scope.get(BODY_SEND) is not None
+            lane_of(scope) is not None
             and DIRECT_WRITE in scope.get("extensions", {})
             and self._shutdown_event is None
         )
@@ -221,7 +221,8 @@ class _HubStream(EventSourceResponse):
         self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._body_send = scope.get(BODY_SEND)
+        lane = lane_of(scope)
+        self._body_send = None if lane is None else lane.send
         hub = self._hub
         if hub is not None:
             hub._stream_opened(self)
@@ -457,7 +458,9 @@ class _EventsRoute:
                 response._abandon()
                 raise
             response._opened = True
-            scope[DETACHED] = response  # an ASGI app: the lane calls it with its own send
+            lane = lane_of(scope)
+            assert lane is not None  # _detachable
+            lane.detached = response  # an ASGI app: the lane calls it with its own send
             return
         await response(scope, receive, send)
 

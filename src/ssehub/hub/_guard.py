@@ -250,6 +250,10 @@ class VisibleEvents:
         """Close the subscription."""
         self.subscription.close()
 
+    def interrupt(self) -> None:
+        """Interrupt the pending receive (see :meth:`Subscription.interrupt`)."""
+        self.subscription.interrupt()
+
     async def aclose(self) -> None:
         """Close the subscription."""
         await self.subscription.aclose()

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..__about__ import __version__
 from .._exceptions import MissingDependency
 from ._errors import HubHTTPError
-from ._lane import DETACHED, DETACHED_END
+from ._lane import lane_of
 
 if TYPE_CHECKING:
     from ._app import HubState
@@ -273,9 +273,10 @@ class MetricsMiddleware:
             await self.app(scope, receive, measured_send)
         finally:
             if streaming:
-                if scope.get(DETACHED) is not None:
+                lane = lane_of(scope)
+                if lane is not None and lane.detached is not None:
                     # The stream goes on outside the stack (see _lane.py): it ends later.
-                    scope.setdefault(DETACHED_END, []).append(metrics.open_connections.dec)
+                    lane.on_end(metrics.open_connections.dec)
                 else:
                     metrics.open_connections.dec()
             method = scope["method"] if scope["method"] in _METHODS else "other"

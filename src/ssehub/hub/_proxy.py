@@ -137,4 +137,8 @@ class ForwardedMiddleware:
                     break
             if proto in {"http", "https"}:
                 scope[SCHEME_SCOPE_KEY] = proto
-        scope[ADDRESS_SCOPE_KEY] = address
+        # Stored only when it differs from the peer's, which client_address() falls back to:
+        # every scope key more can make the scope dict grow a size (~0.8 KiB for the life of
+        # an event stream).
+        if address is not None and (client is None or address != str(client[0])):
+            scope[ADDRESS_SCOPE_KEY] = address

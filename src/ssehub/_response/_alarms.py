@@ -1,0 +1,166 @@
+"""Alarms: many streams' deadlines served by one event-loop timer.
+
+An idle event stream must wake up for two reasons only: its ping is due, or its sending must
+end (a hub draining for shutdown). An ``anyio.CancelScope`` with a deadline does that, but each
+one costs an asyncio timer handle and the scope itself, about 1.2 KiB per stream that waits,
+and with direct writes most of a hub's memory per idle connection is exactly such waiting.
+
+An :class:`AlarmClock` keeps the alarms of one event loop in a heap and holds one
+``loop.call_at`` handle, for the earliest. An :class:`Alarm` is a small object reused for a
+stream's whole life. Deadlines that only move later (a ping is due a ping interval after the
+latest activity, and activity only moves forward) are re-armed lazily: the alarm stays in the
+heap at its old time, and when that time comes, :meth:`Alarm.ring` looks at the stream and
+answers with its real deadline (or acts). A stream that writes an event therefore touches no
+timer at all.
+
+Everything here runs on the event loop's thread (from tasks and loop callbacks).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import anyio.lowlevel
+
+if TYPE_CHECKING:
+    import asyncio  # noqa: TID251 - types only
+
+__all__ = ["Alarm", "AlarmClock", "alarm_clock", "running_loop"]
+
+logger = logging.getLogger("ssehub.response")
+
+
+class Alarm:
+    """One deadline of one stream, rung by its :class:`AlarmClock`.
+
+    Subclasses implement :meth:`ring`. An alarm sits in its clock's heap at most once, at
+    ``due``; :meth:`start` with a later time leaves it there (the next ring re-arms it),
+    and :meth:`stop` only marks it, so neither costs a heap operation in the common case.
+    """
+
+    __slots__ = ("_active", "_clock", "_due", "_queued")
+
+    def __init__(self, clock: AlarmClock) -> None:
+        self._clock = clock
+        self._due = math.inf  # where the alarm sits in the heap (while _queued)
+        self._queued = False
+        self._active = False
+
+    def __lt__(self, other: Alarm) -> bool:
+        # heapq orders by "<": the heap holds the alarms themselves, no (time, seq) tuples.
+        return self._due < other._due
+
+    def start(self, due: float) -> None:
+        """Ring at ``due`` (loop time) at the latest; :meth:`ring` is called then."""
+        self._active = True
+        if not self._queued:
+            self._clock._push(self, due)
+        elif due < self._due:
+            self._clock._move(self, due)  # earlier than planned: rare (a shutdown's deadline)
+
+    def stop(self) -> None:
+        """Do not ring until the next :meth:`start`."""
+        self._active = False
+
+    def ring(self, now: float) -> float | None:
+        """Called at the alarm's time (``now``, loop time) while it is started.
+
+        Returns:
+            A later time to be rung again at (the deadline has moved), or ``None`` to stop.
+        """
+        raise NotImplementedError
+
+
+class AlarmClock:
+    """The alarms of one event loop, behind a single ``loop.call_at`` timer.
+
+    Args:
+        loop: the event loop whose time and timer are used.
+    """
+
+    __slots__ = ("__weakref__", "_at", "_handle", "_heap", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[Alarm] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf  # when the handle fires
+
+    def __len__(self) -> int:
+        """Alarms in the heap (stopped ones included, until their time comes)."""
+        return len(self._heap)
+
+    def _push(self, alarm: Alarm, due: float) -> None:
+        alarm._due = due
+        alarm._queued = True
+        heapq.heappush(self._heap, alarm)
+        if due < self._at:
+            self._arm(due)
+
+    def _move(self, alarm: Alarm, due: float) -> None:
+        heap = self._heap
+        heap.remove(alarm)
+        heapq.heapify(heap)
+        self._push(alarm, due)
+
+    def _arm(self, at: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = at
+        self._handle = self._loop.call_at(at, self._fire) if at != math.inf else None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._at = math.inf
+        heap = self._heap
+        now = self._loop.time()
+        again: list[tuple[Alarm, float]] = []
+        # call_at may run a little early (asyncio rounds to its clock resolution): an alarm
+        # within it counts as due, as asyncio counts its own timers.
+        limit = now + getattr(self._loop, "_clock_resolution", 0.0)
+        while heap and heap[0]._due <= limit:
+            alarm = heapq.heappop(heap)
+            alarm._queued = False
+            if not alarm._active:
+                continue
+            try:
+                later = alarm.ring(now)
+            except Exception:
+                # One stream's failure must not stop every other stream's alarms.
+                logger.exception("an alarm failed")
+                later = None
+            if later is None:
+                alarm._active = False
+            else:
+                # Re-armed after the loop: a ring answering a time already past would
+                # otherwise be popped again at once, forever.
+                again.append((alarm, max(later, limit)))
+        for alarm, due in again:
+            if not alarm._queued:
+                self._push(alarm, due)
+        if heap and self._handle is None:
+            self._arm(heap[0]._due)
+
+
+# One clock per event loop; a loop that is garbage collected takes its clock with it.
+_clocks: weakref.WeakKeyDictionary[Any, AlarmClock] = weakref.WeakKeyDictionary()
+
+
+def alarm_clock(loop: asyncio.AbstractEventLoop) -> AlarmClock:
+    """Return the :class:`AlarmClock` of ``loop`` (created on first use)."""
+    clock = _clocks.get(loop)
+    if clock is None:
+        clock = _clocks[loop] = AlarmClock(loop)
+    return clock
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the running asyncio event loop, or ``None`` under another library (trio)."""
+    import asyncio  # noqa: TID251 - the alarms use asyncio's own timer, only when it runs
+
+    loop = anyio.lowlevel.current_token().native_token
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None

@@ -1,0 +1,228 @@
+"""The alarm clock behind parked streams: one loop timer for every stream's deadline.
+
+Driven by a fake loop whose time only moves when a test fires its timer, so nothing here
+waits for real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from ssehub._response._alarms import Alarm, AlarmClock, alarm_clock, running_loop
+
+
+class Handle:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """The two things an AlarmClock uses of a loop: ``time()`` and ``call_at()``."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.handles: list[Handle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
+        handle = Handle(when, callback)
+        self.handles.append(handle)
+        return handle
+
+    @property
+    def live(self) -> list[Handle]:
+        return [handle for handle in self.handles if not handle.cancelled]
+
+    def fire(self) -> None:
+        """Advance to the one live timer and run it (as the loop would)."""
+        (handle,) = self.live
+        handle.cancelled = True  # it ran: no longer pending
+        self.now = handle.when
+        handle.callback()
+
+
+class Recorder(Alarm):
+    """Records its rings; answers each with the next time in ``later`` (or stops)."""
+
+    def __init__(self, clock: AlarmClock, name: str, rings: list[tuple[str, float]]) -> None:
+        super().__init__(clock)
+        self.name = name
+        self.rings = rings
+        self.later: list[float] = []
+
+    def ring(self, now: float) -> float | None:
+        self.rings.append((self.name, now))
+        return self.later.pop(0) if self.later else None
+
+
+def _clock() -> tuple[FakeLoop, AlarmClock, list[tuple[str, float]]]:
+    loop = FakeLoop()
+    return loop, AlarmClock(loop), []  # type: ignore[arg-type]
+
+
+def test_alarms_ring_in_order_of_their_time_behind_one_timer() -> None:
+    loop, clock, rings = _clock()
+    for name, due in [("c", 103.0), ("a", 101.0), ("b", 102.0)]:
+        Recorder(clock, name, rings).start(due)
+    # One pending timer, for the earliest alarm, whatever the order of the starts.
+    assert [handle.when for handle in loop.live] == [101.0]
+    loop.fire()
+    assert rings == [("a", 101.0)]
+    assert [handle.when for handle in loop.live] == [102.0]
+    loop.fire()
+    loop.fire()
+    assert rings == [("a", 101.0), ("b", 102.0), ("c", 103.0)]
+    assert loop.live == []
+    assert len(clock) == 0
+
+
+def test_alarms_due_together_ring_in_one_timer_callback() -> None:
+    loop, clock, rings = _clock()
+    for name in "xyz":
+        Recorder(clock, name, rings).start(101.0)
+    loop.fire()
+    assert sorted(name for name, _ in rings) == ["x", "y", "z"]
+    assert len(loop.handles) == 1  # one timer scheduled for all three
+
+
+def test_a_ring_answering_a_later_time_is_rung_again_then() -> None:
+    loop, clock, rings = _clock()
+    alarm = Recorder(clock, "a", rings)
+    alarm.later = [105.0]
+    alarm.start(101.0)
+    loop.fire()
+    loop.fire()
+    assert rings == [("a", 101.0), ("a", 105.0)]
+    assert loop.live == []
+
+
+def test_a_later_start_while_queued_touches_no_timer_and_rings_at_the_old_time() -> None:
+    loop, clock, rings = _clock()
+    alarm = Recorder(clock, "a", rings)
+    alarm.start(101.0)
+    alarm.start(110.0)  # lazily: the ring at 101 is where the alarm answers its real time
+    assert len(loop.handles) == 1
+    assert len(clock) == 1
+    loop.fire()
+    assert rings == [("a", 101.0)]
+
+
+def test_an_earlier_start_while_queued_moves_the_alarm() -> None:
+    loop, clock, rings = _clock()
+    alarm = Recorder(clock, "a", rings)
+    other = Recorder(clock, "b", rings)
+    alarm.start(110.0)
+    other.start(108.0)
+    alarm.start(102.0)
+    assert [handle.when for handle in loop.live] == [102.0]
+    assert len(clock) == 2  # moved, not queued twice
+    loop.fire()
+    loop.fire()
+    assert rings == [("a", 102.0), ("b", 108.0)]
+
+
+def test_a_stopped_alarm_does_not_ring_and_leaves_the_heap_at_its_time() -> None:
+    loop, clock, rings = _clock()
+    alarm = Recorder(clock, "a", rings)
+    alarm.start(101.0)
+    alarm.stop()
+    loop.fire()
+    assert rings == []
+    assert len(clock) == 0
+    assert loop.live == []
+    alarm.start(120.0)  # and it can be started again
+    loop.fire()
+    assert rings == [("a", 120.0)]
+
+
+def test_a_ring_answering_a_time_already_past_is_rung_again_later_not_in_a_loop() -> None:
+    loop, clock, rings = _clock()
+    alarm = Recorder(clock, "a", rings)
+    alarm.later = [50.0]  # in the past
+    alarm.start(101.0)
+    loop.fire()
+    assert rings == [("a", 101.0)]  # not rung again within the same callback
+    assert [handle.when for handle in loop.live] == [101.0]
+    loop.fire()
+    assert rings == [("a", 101.0), ("a", 101.0)]
+
+
+def test_a_failing_ring_is_logged_and_the_other_alarms_still_ring(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop, clock, rings = _clock()
+
+    class Broken(Alarm):
+        def ring(self, now: float) -> float | None:
+            raise RuntimeError("boom")
+
+    Broken(clock).start(101.0)
+    Recorder(clock, "ok", rings).start(101.0)
+    Recorder(clock, "later", rings).start(103.0)
+    with caplog.at_level(logging.ERROR, logger="ssehub.response"):
+        loop.fire()
+    assert ("ok", 101.0) in rings
+    assert "an alarm failed" in caplog.text
+    loop.fire()  # the timer was armed again for what is left
+    assert rings[-1] == ("later", 103.0)
+
+
+def test_the_base_alarm_has_no_ring() -> None:
+    _loop, clock, _rings = _clock()
+    with pytest.raises(NotImplementedError):
+        Alarm(clock).ring(0.0)
+
+
+def test_an_alarm_at_infinity_schedules_no_timer() -> None:
+    loop, clock, rings = _clock()
+    Recorder(clock, "never", rings).start(math.inf)
+    assert loop.handles == []
+
+
+@pytest.mark.anyio
+async def test_one_clock_per_running_loop(anyio_backend: Any) -> None:
+    loop = running_loop()
+    if anyio_backend[0] == "trio":
+        assert loop is None  # the parked loop is asyncio only
+        return
+    assert loop is not None
+    assert alarm_clock(loop) is alarm_clock(loop)
+    assert alarm_clock(loop) is not alarm_clock(FakeLoop())  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [("asyncio", {"use_uvloop": False}), ("asyncio", {"use_uvloop": True})],
+    ids=["asyncio", "uvloop"],
+)
+async def test_a_real_loop_rings_an_alarm_at_its_time(anyio_backend: Any) -> None:
+    loop = running_loop()
+    assert loop is not None
+    rang = anyio.Event()
+
+    class Ringing(Alarm):
+        def ring(self, now: float) -> float | None:
+            self.at = now
+            rang.set()
+            return None
+
+    alarm = Ringing(alarm_clock(loop))
+    due = loop.time() + 0.01
+    alarm.start(due)
+    with anyio.fail_after(5):
+        await rang.wait()
+    assert alarm.at >= due - 1e-3
