@@ -93,13 +93,14 @@ class WritableFrameSource(FrameSource, Protocol):
         ...
 
     def interrupt(self) -> None:
-        """Make the pending (or else the next) :meth:`receive_frames` return ``[]`` once,
-        without ending the source; from a plain callback.
+        """Make a :meth:`receive_frames` call (the pending one, or the next) return ``[]``
+        once without ending the source; from a plain callback.
 
         A consumer that parks in :meth:`receive_frames` without a cancel scope (the response
         with direct writes) is woken this way when its ping is due. Frames already pending
-        are returned instead (and the interruption is forgotten), so telling an interruption
-        from the end is up to the caller: it knows whether it asked for one.
+        are returned first, and the ``[]`` by the call after them: every interruption
+        yields exactly one ``[]``. Telling it from the end is up to the caller, who knows
+        whether it asked for one.
         """
         ...
 

@@ -120,7 +120,7 @@ def test_a_later_start_while_queued_touches_no_timer_and_rings_at_the_old_time()
     assert rings == [("a", 101.0)]
 
 
-def test_an_earlier_start_while_queued_moves_the_alarm() -> None:
+def test_an_earlier_start_while_queued_rings_at_the_earlier_time_once() -> None:
     loop, clock, rings = _clock()
     alarm = Recorder(clock, "a", rings)
     other = Recorder(clock, "b", rings)
@@ -128,10 +128,42 @@ def test_an_earlier_start_while_queued_moves_the_alarm() -> None:
     other.start(108.0)
     alarm.start(102.0)
     assert [handle.when for handle in loop.live] == [102.0]
-    assert len(clock) == 2  # moved, not queued twice
     loop.fire()
     loop.fire()
     assert rings == [("a", 102.0), ("b", 108.0)]
+    loop.fire()  # the alarm's old place comes up: it rang already and was not restarted
+    assert rings == [("a", 102.0), ("b", 108.0)]
+    assert loop.live == []
+    assert len(clock) == 0
+
+
+def test_every_alarm_started_earlier_at_once_rings_once_in_one_callback() -> None:
+    # A hub draining ends every stream's sending at once: each alarm is started earlier
+    # than its ping, all within one event-loop iteration.
+    loop, clock, rings = _clock()
+    alarms = [Recorder(clock, str(n), rings) for n in range(2000)]
+    for n, alarm in enumerate(alarms):
+        alarm.start(200.0 + n)
+    for alarm in alarms:
+        alarm.start(101.0)
+    loop.fire()
+    assert sorted(rings) == sorted((str(n), 101.0) for n in range(2000))
+    assert len(clock) == 2000  # their old places, which ring nothing
+    for _ in range(2000):
+        loop.fire()
+    assert len(rings) == 2000
+    assert loop.live == []
+
+
+def test_a_ring_from_an_early_entry_can_re_arm_earlier_than_the_old_place() -> None:
+    loop, clock, rings = _clock()
+    alarm = Recorder(clock, "a", rings)
+    alarm.start(150.0)
+    alarm.start(101.0)
+    alarm.later = [120.0]  # still before its place in the heap (150)
+    loop.fire()
+    loop.fire()
+    assert rings == [("a", 101.0), ("a", 120.0)]
 
 
 def test_a_stopped_alarm_does_not_ring_and_leaves_the_heap_at_its_time() -> None:

@@ -338,3 +338,30 @@ async def test_the_end_of_sending_cuts_a_send_blocked_on_a_frozen_client() -> No
         assert conn.wire == [("send", OPEN)]
         assert not response._complete
         assert not response.active
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": False})], ids=["asyncio"])
+async def test_an_alarm_ringing_as_frames_arrive_sends_them_and_no_ping(anyio_backend: Any) -> None:
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = EventSourceResponse(sub, ping=30)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _open(conn, response, group)
+                parked = response._sender
+                assert isinstance(parked, ParkedStream)
+                conn.full = True
+                stored = await broker.publish("t", "queued")  # wakes the stream's task...
+                # ...and before it runs, its alarm rings as if the ping were due.
+                assert parked.ring(anyio.current_time() + 60) is None
+                conn.full = False
+                await _until(conn, lambda: len(conn.wire) == 2)
+                await anyio.wait_all_tasks_blocked()
+                # The frame went out, no ping followed (the frame was activity), and the
+                # stream is parked again with its alarm armed for the next ping.
+                assert conn.wire == [("send", OPEN), ("send", stored.encode())]
+                assert parked._active
+                assert not parked._interrupted
+                sub.close()
+        assert conn.wire[-1] == ("send", b"")

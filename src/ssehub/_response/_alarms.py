@@ -60,7 +60,7 @@ class Alarm:
         if not self._queued:
             self._clock._push(self, due)
         elif due < self._due:
-            self._clock._move(self, due)  # earlier than planned: rare (a shutdown's deadline)
+            self._clock._push_early(self, due)  # earlier than planned: rare (a shutdown)
 
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
@@ -82,17 +82,23 @@ class AlarmClock:
         loop: the event loop whose time and timer are used.
     """
 
-    __slots__ = ("__weakref__", "_at", "_handle", "_heap", "_loop")
+    __slots__ = ("__weakref__", "_at", "_early", "_handle", "_heap", "_loop", "_seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._heap: list[Alarm] = []
+        # Alarms started earlier than where they sit in _heap, as (time, seq, alarm): taking
+        # one out of the middle of the heap would cost O(n) each, and a hub that drains ends
+        # every stream at once. The alarm stays in _heap too; whichever entry comes first
+        # rings it, and a ring that finds it stopped or not yet due does nothing wrong.
+        self._early: list[tuple[float, int, Alarm]] = []
+        self._seq = 0
         self._handle: asyncio.TimerHandle | None = None
         self._at = math.inf  # when the handle fires
 
     def __len__(self) -> int:
-        """Alarms in the heap (stopped ones included, until their time comes)."""
-        return len(self._heap)
+        """Entries waiting for their time (stopped alarms included, until it comes)."""
+        return len(self._heap) + len(self._early)
 
     def _push(self, alarm: Alarm, due: float) -> None:
         alarm._due = due
@@ -101,11 +107,11 @@ class AlarmClock:
         if due < self._at:
             self._arm(due)
 
-    def _move(self, alarm: Alarm, due: float) -> None:
-        heap = self._heap
-        heap.remove(alarm)
-        heapq.heapify(heap)
-        self._push(alarm, due)
+    def _push_early(self, alarm: Alarm, due: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._early, (due, self._seq, alarm))
+        if due < self._at:
+            self._arm(due)
 
     def _arm(self, at: float) -> None:
         if self._handle is not None:
@@ -117,33 +123,43 @@ class AlarmClock:
         self._handle = None
         self._at = math.inf
         heap = self._heap
+        early = self._early
         now = self._loop.time()
         again: list[tuple[Alarm, float]] = []
         # call_at may run a little early (asyncio rounds to its clock resolution): an alarm
         # within it counts as due, as asyncio counts its own timers.
         limit = now + getattr(self._loop, "_clock_resolution", 0.0)
+        while early and early[0][0] <= limit:
+            self._ring(heapq.heappop(early)[2], now, limit, again)
         while heap and heap[0]._due <= limit:
             alarm = heapq.heappop(heap)
             alarm._queued = False
-            if not alarm._active:
-                continue
-            try:
-                later = alarm.ring(now)
-            except Exception:
-                # One stream's failure must not stop every other stream's alarms.
-                logger.exception("an alarm failed")
-                later = None
-            if later is None:
-                alarm._active = False
-            else:
-                # Re-armed after the loop: a ring answering a time already past would
-                # otherwise be popped again at once, forever.
-                again.append((alarm, max(later, limit)))
+            self._ring(alarm, now, limit, again)
         for alarm, due in again:
             if not alarm._queued:
                 self._push(alarm, due)
-        if heap and self._handle is None:
-            self._arm(heap[0]._due)
+            elif due < alarm._due:
+                self._push_early(alarm, due)
+        first = min(heap[0]._due if heap else math.inf, early[0][0] if early else math.inf)
+        if first < self._at:
+            self._arm(first)
+
+    @staticmethod
+    def _ring(alarm: Alarm, now: float, limit: float, again: list[tuple[Alarm, float]]) -> None:
+        if not alarm._active:
+            return
+        try:
+            later = alarm.ring(now)
+        except Exception:
+            # One stream's failure must not stop every other stream's alarms.
+            logger.exception("an alarm failed")
+            later = None
+        if later is None:
+            alarm._active = False
+        else:
+            # Re-armed after the loops: a ring answering a time already past would
+            # otherwise be popped again at once, forever.
+            again.append((alarm, max(later, limit)))
 
 
 # One clock per event loop; a loop that is garbage collected takes its clock with it.

@@ -61,7 +61,8 @@ class ParkedStream(Alarm):
         self._response = response
         self._source = source
         self._writer = writer
-        self._interrupted = False  # the alarm interrupted the source (not yet handled)
+        # The alarm interrupted the source, and the source's [] for it is still to come.
+        self._interrupted = False
         self._scope: anyio.CancelScope | None = None  # the pending send's, if any
 
     # -- the alarm --------------------------------------------------------------------------
@@ -117,9 +118,9 @@ class ParkedStream(Alarm):
                 attach(None)
                 self.stop()
             if frames:
-                # Taken with the interruption, if both came at once: these frames are the
-                # activity that makes the ping unnecessary (checked again at the next ring).
-                self._interrupted = False
+                # Frames pending when the alarm rang come first; the source's [] for the
+                # interruption follows at the next receive (the check below then finds the
+                # ping no longer due: these frames are activity).
                 body = frames[0] if len(frames) == 1 else b"".join(frames)
             elif self._interrupted:
                 self._interrupted = False

@@ -355,8 +355,7 @@ class Subscription:
             await self.prepare()
         while True:
             if self._queue or self._replay or self._reset_pending or self._dropped_pending:
-                self._interrupted = False
-                return self._take()
+                return self._take()  # an interruption waits for the next receive
             if self._end_reason is not None or self._interrupted:
                 self._interrupted = False
                 await anyio.lowlevel.checkpoint()
@@ -372,11 +371,11 @@ class Subscription:
         return [item.encode() for item in await self.receive()]
 
     def interrupt(self) -> None:
-        """Make the pending (or else the next) receive return ``[]`` once, without ending.
+        """Make a receive return ``[]`` once without ending: the pending one, or the next.
 
         Implements :class:`ssehub._frames.WritableFrameSource` (a response parked in
         :meth:`receive_frames` is woken this way for a ping). Items already pending are
-        returned instead, and the interruption is forgotten. Meant for
+        returned first; the ``[]`` comes with the receive after them. Meant for
         :meth:`receive_frames` consumers: ``async for`` would take the ``[]`` for the end.
         """
         self._interrupted = True
