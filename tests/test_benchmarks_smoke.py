@@ -35,6 +35,11 @@ EXPECTED = {
         "| server RSS per stream (KiB) |",
         "streams ended by a server during measurement: 0",
     ],
+    "bench_hub_drain.py": [
+        "### Shutdown with",
+        "| time from SIGINT to exit (s) |",
+        "| streams ended with a clean end of body | 1.000 |",
+    ],
     "profile_hub_inprocess.py": ["µs of CPU per delivery (no sockets)"],
     "probe_fanout_spread.py": ["first arrival median", "p99", "; 0 not received"],
     "bench_idle_listeners.py": [

@@ -10,7 +10,9 @@ throughput and clean teardown:
   frames that are already encoded: no producer task, no re-encoding, one ``send`` per batch.
 * Served by :class:`ssehub.uvicorn.HttpToolsProtocol`, a source that takes a writer (a broker
   subscription) is written to by its publisher directly while nothing is queued: no task
-  wake-up and no ``send`` per event (see :mod:`ssehub._frames`).
+  wake-up and no ``send`` per event (see :mod:`ssehub._frames`). Such a stream waits with no
+  cancel scope; one timer per event loop serves every such stream's pings
+  (``ssehub._response._parked``).
 * Headers and a first comment go out at once, so clients and proxies (and Starlette's
   ``GZipMiddleware``, which holds the headers back until the first body chunk) see the stream
   open before the first event exists.
@@ -160,8 +162,9 @@ class EventSourceResponse(Response):
     """Seconds the last send after a shutdown may take (what was pending and the final empty
     body), so a frozen client cannot hold the server's shutdown; ``send_timeout`` if shorter."""
     _ENDS_SENDING: ClassVar[bool] = False
-    """Whether the frame path runs its sending loop under the :meth:`_end_sending` scope even
-    without a ``shutdown_event`` (a subclass that ends its streams itself sets it)."""
+    """Whether the frame path lets :meth:`_end_sending` end its sending loop even without a
+    ``shutdown_event`` (a subclass that ends its streams itself sets it): the generic loop
+    then runs under a scope carrying that deadline, and a parked one bounds every send by it."""
     OPEN_COMMENT: ClassVar[str | None] = "ok"
     """Comment sent right after the headers (``: ok``); ``None`` in a subclass sends none."""
 
