@@ -258,3 +258,21 @@ async def test_a_real_loop_rings_an_alarm_at_its_time(anyio_backend: Any) -> Non
     with anyio.fail_after(5):
         await rang.wait()
     assert alarm.at >= due - 1e-3
+
+
+def test_a_loop_that_is_gone_takes_its_clock_with_it() -> None:
+    import asyncio
+    import gc
+    import weakref
+
+    loops: list[weakref.ref[Any]] = []
+
+    async def use() -> None:
+        loop = asyncio.get_running_loop()
+        alarm_clock(loop)
+        loops.append(weakref.ref(loop))
+
+    for _ in range(3):
+        asyncio.run(use())
+    gc.collect()
+    assert [ref() for ref in loops] == [None, None, None]

@@ -308,11 +308,14 @@ async def test_refused_frames_to_a_client_that_stopped_reading_time_out() -> Non
         assert sub.closed
 
 
-async def test_the_end_of_sending_ends_a_waiting_stream_whose_source_stays_open() -> None:
+@pytest.mark.parametrize("ping", [30, 0], ids=["pings", "no pings"])
+async def test_the_end_of_sending_ends_a_waiting_stream_whose_source_stays_open(
+    ping: float,
+) -> None:
     conn = Connection()
     async with Broker() as broker:
         sub = broker.subscribe("t")
-        response = _Ending(sub, ping=30)
+        response = _Ending(sub, ping=ping)  # with ping=0, no alarm was armed while parked
         with anyio.fail_after(5):
             async with anyio.create_task_group() as group:
                 await _open(conn, response, group)
@@ -365,3 +368,23 @@ async def test_an_alarm_ringing_as_frames_arrive_sends_them_and_no_ping(anyio_ba
                 assert not parked._interrupted
                 sub.close()
         assert conn.wire[-1] == ("send", b"")
+
+
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": False})], ids=["asyncio"])
+async def test_an_ended_stream_is_not_kept_alive_by_its_alarm(anyio_backend: Any) -> None:
+    import gc
+    import weakref
+
+    conn = Connection()
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        response = EventSourceResponse(sub, ping=3600)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                await _open(conn, response, group)
+                sub.close()
+        # Its alarm still sits in the clock's heap, an hour away, but holds nothing.
+        ref = weakref.ref(response)
+        del response, sub
+        gc.collect()
+        assert ref() is None

@@ -85,7 +85,9 @@ class AlarmClock:
     __slots__ = ("__weakref__", "_at", "_early", "_handle", "_heap", "_loop", "_seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # A proxy: the clocks are kept in a weak dictionary keyed by their loop, and a strong
+        # reference from the value would keep every loop (and its clock) alive forever.
+        self._loop = weakref.proxy(loop)
         self._heap: list[Alarm] = []
         # Alarms started earlier than where they sit in _heap, as (time, seq, alarm): taking
         # one out of the middle of the heap would cost O(n) each, and a hub that drains ends

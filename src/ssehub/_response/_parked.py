@@ -48,7 +48,7 @@ class ParkedStream(Alarm):
         writer: the server's writer for this response.
     """
 
-    __slots__ = ("_interrupted", "_response", "_scope", "_source", "_writer")
+    __slots__ = ("_interrupted", "_response", "_scope", "_source", "_waiting", "_writer")
 
     def __init__(
         self,
@@ -64,6 +64,7 @@ class ParkedStream(Alarm):
         # The alarm interrupted the source, and the source's [] for it is still to come.
         self._interrupted = False
         self._scope: anyio.CancelScope | None = None  # the pending send's, if any
+        self._waiting = False  # parked in receive_frames()
 
     # -- the alarm --------------------------------------------------------------------------
 
@@ -90,8 +91,9 @@ class ParkedStream(Alarm):
         """Sending must end at ``at`` (already in the response's ``_end_sending_at``)."""
         if self._scope is not None:
             self._scope.deadline = min(self._scope.deadline, at)
-        elif self._active:
-            self.start(at)  # parked: ring then (a no-op if it rings earlier anyway)
+        elif self._waiting:
+            # Parked (with or without a ping armed): ring then, or earlier if it does anyway.
+            self.start(at)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -101,6 +103,16 @@ class ParkedStream(Alarm):
         Raises:
             SendTimeoutError: a send took longer than the response's ``send_timeout``.
         """
+        try:
+            await self._run(send)
+        finally:
+            # The alarm may stay in the clock's heap until its old time (it is never taken out
+            # of the middle); stopped, it rings nothing, and without these references it keeps
+            # no response, source or connection alive meanwhile.
+            self.stop()
+            self._response = self._source = self._writer = None  # type: ignore[assignment]
+
+    async def _run(self, send: Send) -> None:
         response = self._response
         source = self._source
         writer = self._writer
@@ -112,9 +124,11 @@ class ParkedStream(Alarm):
             if due != math.inf:
                 self.start(due)
             attach(writer)
+            self._waiting = True
             try:
                 frames = await receive_frames()
             finally:
+                self._waiting = False
                 attach(None)
                 self.stop()
             if frames:
