@@ -187,9 +187,10 @@ def test_a_ring_answering_a_time_already_past_is_rung_again_later_not_in_a_loop(
     alarm.start(101.0)
     loop.fire()
     assert rings == [("a", 101.0)]  # not rung again within the same callback
-    assert [handle.when for handle in loop.live] == [101.0]
+    # Re-armed at the end of the tolerance (1 ms: uvloop fires timers that early).
+    assert [handle.when for handle in loop.live] == [pytest.approx(101.001)]
     loop.fire()
-    assert rings == [("a", 101.0), ("a", 101.0)]
+    assert rings == [("a", 101.0), ("a", pytest.approx(101.001))]
 
 
 def test_a_failing_ring_is_logged_and_the_other_alarms_still_ring(

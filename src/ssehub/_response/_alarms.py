@@ -95,7 +95,7 @@ class AlarmClock:
         # rings it, and a ring that finds it stopped or not yet due does nothing wrong.
         self._early: list[tuple[float, int, Alarm]] = []
         self._seq = 0
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: weakref.ref[asyncio.TimerHandle] | None = None
         self._at = math.inf  # when the handle fires
 
     def __len__(self) -> int:
@@ -116,10 +116,13 @@ class AlarmClock:
             self._arm(due)
 
     def _arm(self, at: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        handle = self._handle() if self._handle is not None else None
+        if handle is not None:
+            handle.cancel()
         self._at = at
-        self._handle = self._loop.call_at(at, self._fire) if at != math.inf else None
+        # Weakly held: a handle references its loop, and a timer still pending when the loop
+        # closes would otherwise keep the loop (the weak dictionary's key) alive for ever.
+        self._handle = weakref.ref(self._loop.call_at(at, self._fire)) if at != math.inf else None
 
     def _fire(self) -> None:
         self._handle = None
@@ -130,7 +133,9 @@ class AlarmClock:
         again: list[tuple[Alarm, float]] = []
         # call_at may run a little early (asyncio rounds to its clock resolution): an alarm
         # within it counts as due, as asyncio counts its own timers.
-        limit = now + getattr(self._loop, "_clock_resolution", 0.0)
+        # uvloop has no _clock_resolution and rounds timers to whole milliseconds: without a
+        # millisecond of tolerance its early firing would re-arm at zero delay until then.
+        limit = now + max(getattr(self._loop, "_clock_resolution", 0.0), 0.001)
         while early and early[0][0] <= limit:
             self._ring(heapq.heappop(early)[2], now, limit, again)
         while heap and heap[0]._due <= limit:
