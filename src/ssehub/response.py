@@ -80,10 +80,14 @@ _HEADERS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 _HEADERS_MAX = 256
 
 
+# Never kept beyond the response: they carry per-user secrets.
+_PRIVATE_HEADERS = frozenset({b"set-cookie", b"authorization", b"www-authenticate"})
+
+
 def _shared_header(header: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
     shared = _HEADERS.get(header)
     if shared is None:
-        if len(_HEADERS) >= _HEADERS_MAX:
+        if len(_HEADERS) >= _HEADERS_MAX or header[0] in _PRIVATE_HEADERS:
             return header
         shared = _HEADERS[header] = header
     return shared

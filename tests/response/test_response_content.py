@@ -151,6 +151,14 @@ def test_header_lines_with_a_value_per_request_are_not_kept_forever() -> None:
     assert len(module._HEADERS) <= module._HEADERS_MAX
 
 
+def test_cookies_are_never_kept_in_the_shared_header_lines() -> None:
+    from ssehub import response as module
+
+    response = EventSourceResponse(agen(), headers={"Set-Cookie": "session=secret-1"})
+    assert (b"set-cookie", b"session=secret-1") in response.raw_headers
+    assert all(name != b"set-cookie" for name, _ in module._HEADERS)
+
+
 async def test_header_overrides_and_status() -> None:
     response = EventSourceResponse(
         agen(), status_code=201, headers={"Cache-Control": "public, max-age=1"}
