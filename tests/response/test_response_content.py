@@ -132,6 +132,15 @@ async def test_headers() -> None:
     assert "connection" not in headers
 
 
+@pytest.fixture
+def fresh_header_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty shared-header cache, so these tests do not depend on what ran before."""
+    from ssehub import response as module
+
+    monkeypatch.setattr(module, "_HEADERS", {})
+
+
+@pytest.mark.usefixtures("fresh_header_cache")
 def test_identical_header_lines_are_shared_and_each_response_edits_its_own() -> None:
     one = EventSourceResponse(agen())
     two = EventSourceResponse(agen())
@@ -142,6 +151,7 @@ def test_identical_header_lines_are_shared_and_each_response_edits_its_own() -> 
     assert one.headers["cache-control"] == "no-cache"
 
 
+@pytest.mark.usefixtures("fresh_header_cache")
 def test_header_lines_with_a_value_per_request_are_not_kept_forever() -> None:
     from ssehub import response as module
 
@@ -151,6 +161,7 @@ def test_header_lines_with_a_value_per_request_are_not_kept_forever() -> None:
     assert len(module._HEADERS) <= module._HEADERS_MAX
 
 
+@pytest.mark.usefixtures("fresh_header_cache")
 def test_cookies_are_never_kept_in_the_shared_header_lines() -> None:
     from ssehub import response as module
 
