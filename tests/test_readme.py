@@ -25,8 +25,9 @@ def _blocks(language: str) -> list[str]:
 
 def test_the_two_commands_come_first() -> None:
     first = _blocks("console")[0].splitlines()
+    assert len(first) == 2, first
     assert first[0].startswith("uv run ssehub serve")
-    assert first[1].startswith("uv run pytest")
+    assert first[1].startswith("uv run --group dev pytest")
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
