@@ -7,8 +7,9 @@ the stream of each of its topics under the same id (key layout in
 random token of the data set, so after Redis loses its data (a restart without persistence, a
 flush) old ids are recognised as unknown instead of being compared with new ones. Every hub process
 runs one reader task that tails the log with a blocking ``XREAD`` from the last id it delivered
-and hands each event to the broker, which encodes it once and fans it out locally. A resume reads
-the topic streams with ``XRANGE`` after the client's id: global ids make one ``Last-Event-ID``
+and hands each event to the broker, which encodes it once and fans it out locally
+(:mod:`ssehub.backends._redis_reader`). A resume reads the topic streams with ``XRANGE`` after
+the client's id (:mod:`ssehub.backends._redis_replay`): global ids make one ``Last-Event-ID``
 exact for a multi-topic subscription on any process, including one that never saw the client.
 
 Connections are bounded: a pool of ``max_connections`` for commands plus one for the reader,
@@ -25,15 +26,12 @@ trio, :meth:`RedisBackend.start` raises :class:`~ssehub.ConfigurationError`.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import re
 import secrets
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-import anyio
 
 from .._clock import Clock, SystemClock
 from .._exceptions import (
@@ -43,7 +41,9 @@ from .._exceptions import (
     MissingDependency,
 )
 from ..broker.events import Position, ResetReason, StoredEvent
-from ._redis_codec import decode_entry, encode_fields, parse_event_id, stream_position, text
+from ._redis_codec import encode_fields, parse_event_id, stream_position, text
+from ._redis_reader import BLOCK_MS, LogReader
+from ._redis_replay import SharedReads, replay_from_snapshot
 from ._redis_scripts import (
     EXPIRE_LUA,
     FORGET_LUA,
@@ -85,15 +85,6 @@ DEFAULT_SOCKET_TIMEOUT: Final = 5.0
 """Seconds a command may wait for Redis before the publish or resume fails with 503: redis-py's
 default, well under the 30-60 s idle timeouts of common proxies."""
 
-_BLOCK_MS: Final = 10_000
-"""How long one ``XREAD`` waits for new entries; the reader's socket timeout is 5 s above it, so
-a dead Redis (no RST, e.g. a pulled cable) is noticed within 15 s, quiet or not."""
-
-_BACKOFF_FIRST: Final = 0.05
-_BACKOFF_MAX: Final = 5.0
-"""Reader reconnect delays (seconds): doubling from 50 ms up to 5 s, like redis-py's own retry
-helpers, so a restart is caught within a second and a long outage costs ~1 attempt in 5 s."""
-
 _POOL_WAIT: Final = 60.0
 """Seconds a command may wait for a free pool connection. Not ``socket_timeout``: a queue of
 commands (1 000 clients resuming at once) is load, not Redis being away, and must not turn into
@@ -104,7 +95,6 @@ _EXPIRE_BATCH: Final = 10
 touches, so removal keeps up with creation: every topic was created by a publish that paid for
 its removal) and per listing of every topic. Each removal is O(1) work plus an ``UNLINK``."""
 
-_READ_COUNT: Final = 1000  # entries per XREAD: bounds one wake-up's work and memory
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _OUR_QUERY_OPTIONS: Final = ("prefix", "log_size", "max_connections")
 
@@ -131,17 +121,6 @@ def _require_asyncio() -> None:
 
 def _unavailable(action: str, exc: Exception) -> BackendUnavailable:
     return BackendUnavailable(f"Redis is unavailable ({action}): {exc}")
-
-
-class _Flight:
-    """One replay in progress, which identical concurrent requests wait for and share."""
-
-    __slots__ = ("done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.result: Replay | None = None
-        self.error: BackendUnavailable | None = None
 
 
 class RedisBackend:
@@ -209,7 +188,6 @@ class RedisBackend:
         self._keys = [base + "log", base + "meta", base + "gone", base + "newest", base + "topics"]
         self._ttl_ms = max(1, round(self.history_ttl * 1000))
         self._client: Redis | None = None
-        self._reader_client: Redis | None = None
         self._publish_script: AsyncScript | None = None
         self._replay_script: AsyncScript | None = None
         self._sizes_script: AsyncScript | None = None
@@ -217,23 +195,20 @@ class RedisBackend:
         self._forget_script: AsyncScript | None = None
         self._expire_script: AsyncScript | None = None
         self._list_script: AsyncScript | None = None
-        self._sink: EventSink | None = None
         self._clock: Clock = SystemClock()
-        self._reconnect_clock: Clock = reconnect_clock or SystemClock()
-        self._last_id = "0-0"  # the stream id, not the event id
-        self._epoch: str | None = None
         self._anchor_ms = 0
         self._anchor_clock = 0.0
-        self._reader_connected = False
         self._commands_ok = True
-        self.reconnects = 0
-        """How many times the reader has reconnected to Redis after losing it."""
-        self.gaps = 0
-        """How many times the reader found that events it had not read left the log."""
-        self._flights: dict[tuple[frozenset[str], str], _Flight] = {}  # replays in progress
-        # Publishers waiting for the reader to deliver their events locally: (position, n, event)
-        self._waiters: list[tuple[Position, int, anyio.Event]] = []
-        self._waiter_count = 0
+        self._reader = LogReader(
+            redis=self._redis,
+            log_key=self._keys[0],
+            tail=self._tail,
+            timestamp=self._timestamp,
+            reconnect_clock=reconnect_clock or SystemClock(),
+            publish_wait=socket_timeout,
+            on_reconnect=self._reader_reconnected,
+        )
+        self._shared_replay = SharedReads(self._replay)
 
     @classmethod
     def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> RedisBackend:
@@ -274,12 +249,27 @@ class RedisBackend:
         The hub's ``/health`` reports "degraded" while this is false; publishes fail with
         :class:`~ssehub.BackendUnavailable` then, and open streams wait for the reader.
         """
-        return self._reader_connected and self._commands_ok
+        return self._reader.connected and self._commands_ok
 
     @property
     def last_stream_id(self) -> str:
         """The stream id (``<ms>-<seq>``) of the last entry the reader delivered, or ``"0-0"``."""
-        return self._last_id
+        return self._reader.last_id
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the reader has reconnected to Redis after losing it."""
+        return self._reader.reconnects
+
+    @property
+    def gaps(self) -> int:
+        """How many times the reader found that events it had not read left the log."""
+        return self._reader.gaps
+
+    def _reader_reconnected(self) -> None:
+        # Redis answered the reader, so commands will work again too: a quiet hub (nobody
+        # publishing) would otherwise report "degraded" long after a blip.
+        self._commands_ok = True
 
     def _now_ms(self) -> int:
         """Redis's time in ms, as read at start and advanced by the broker's clock since."""
@@ -321,10 +311,10 @@ class RedisBackend:
             client_name=f"ssehub:{self.prefix}",  # visible in CLIENT LIST, for operators
         )
         self._client = redis.Redis.from_pool(pool)
-        self._reader_client = redis.Redis.from_url(
+        self._reader.client = redis.Redis.from_url(
             self.url,
             single_connection_client=True,
-            socket_timeout=_BLOCK_MS / 1000 + 5,
+            socket_timeout=BLOCK_MS / 1000 + 5,
             socket_connect_timeout=self.socket_timeout,
             retry=retry,
             protocol=2,
@@ -338,7 +328,6 @@ class RedisBackend:
         self._forget_script = client.register_script(FORGET_LUA)
         self._expire_script = client.register_script(EXPIRE_LUA)
         self._list_script = client.register_script(LIST_LUA)
-        self._sink = sink
         self._clock = clock
         try:
             seconds, micros = await client.time()
@@ -350,19 +339,22 @@ class RedisBackend:
             if isinstance(exc, BackendUnavailable):
                 raise
             raise _unavailable("connect", exc) from exc
-        self._epoch = epoch
-        self._last_id = last or "0-0"
-        self._reader_connected = True
-        task_group.start_soon(self._read_forever, name=f"ssehub redis reader {self.prefix}")
+        reader = self._reader
+        reader.sink = sink
+        reader.epoch = epoch
+        reader.last_id = last or "0-0"
+        reader.connected = True
+        task_group.start_soon(reader.read_forever, name=f"ssehub redis reader {self.prefix}")
 
     async def aclose(self) -> None:
         """Close both connection pools; idempotent."""
-        self._sink = None
-        self._reader_connected = False
-        for client in (self._reader_client, self._client):
+        reader = self._reader
+        reader.sink = None
+        reader.connected = False
+        for client in (reader.client, self._client):
             if client is not None:
                 await client.aclose()
-        self._reader_client = self._client = None
+        reader.client = self._client = None
 
     # -- publish ---------------------------------------------------------------------------------
 
@@ -434,7 +426,7 @@ class RedisBackend:
                     private,
                 )
             )
-        await self._delivered(stored[-1].position)
+        await self._reader.delivered(stored[-1].position)
         return stored
 
     async def _expire(self, candidates: Sequence[bytes | str]) -> None:
@@ -450,21 +442,6 @@ class RedisBackend:
         names = list(dict.fromkeys(text(name) for name in candidates))
         keys = [*self._keys[1:5], *(self._topic_key(t) for t in names)]
         await script(keys=keys, args=[self._ttl_ms, self._now_ms(), *names])
-
-    async def _delivered(self, position: Position) -> None:
-        """Wait until the reader has passed ``position`` (bounded by ``socket_timeout``).
-
-        Not while the reader is reconnecting: it may be backing off for seconds, and holding
-        every publisher that long would turn a blip into a publishing outage. The events are
-        stored; the reader delivers them when it is back.
-        """
-        if not self._reader_connected or stream_position(self._last_id) >= position:
-            return
-        done = anyio.Event()
-        self._waiter_count += 1
-        heapq.heappush(self._waiters, (position, self._waiter_count, done))
-        with anyio.move_on_after(self.socket_timeout):
-            await done.wait()
 
     # -- replay ----------------------------------------------------------------------------------
 
@@ -482,27 +459,7 @@ class RedisBackend:
         Raises:
             BackendUnavailable: Redis cannot be reached.
         """
-        key = (frozenset(topics), last_event_id)
-        flight = self._flights.get(key)
-        if flight is not None:
-            await flight.done.wait()
-            if flight.result is not None:
-                return flight.result
-            if flight.error is not None:
-                raise BackendUnavailable(str(flight.error)) from flight.error
-            # The first caller was cancelled (its client left): read for ourselves.
-            return await self.replay(topics, last_event_id)
-        flight = _Flight()
-        self._flights[key] = flight
-        try:
-            flight.result = await self._replay(topics, last_event_id)
-        except BackendUnavailable as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._flights[key]
-            flight.done.set()
-        return flight.result
+        return await self._shared_replay(topics, last_event_id)
 
     async def _replay(self, topics: Collection[str], last_event_id: str) -> Replay:
         parsed = parse_event_id(last_event_id)
@@ -522,40 +479,7 @@ class RedisBackend:
             self._commands_ok = False
             raise _unavailable("replay", exc) from exc
         self._commands_ok = True
-        current_epoch, last, forgotten = raw[0], raw[1], raw[2]
-        if current_epoch is None or text(current_epoch) != epoch:
-            return Replay(reset=ResetReason.UNKNOWN)  # another data set, or never published
-        if last is None or position > stream_position(last):
-            return Replay(reset=ResetReason.UNKNOWN)  # from the future: never issued
-        # A topic without live history (aged out, removed, or never published) answers from the
-        # global watermark, raised by the marks of such topics, as in the memory backend: the
-        # events right after an older id may have been that topic's, so it is expired.
-        marks = [forgotten]
-        for gone, first_kept, _, newest in raw[3:]:
-            if first_kept is None:
-                marks += [gone, newest]
-        watermark = max((stream_position(mark) for mark in marks if mark is not None), default=None)
-        per_topic: list[list[StoredEvent]] = []
-        for gone, first_kept, entries, _ in raw[3:]:
-            if first_kept is None:
-                if watermark is not None and position < watermark:
-                    return Replay(reset=ResetReason.EXPIRED)
-                continue  # nothing after the id is retained
-            if gone is not None and position < stream_position(gone):
-                return Replay(reset=ResetReason.EXPIRED)  # an event after the id was trimmed
-            events = [
-                decode_entry(entry_id, fields, epoch, self._timestamp)
-                for entry_id, fields in entries
-            ]
-            if events and events[0].position < stream_position(first_kept):
-                # An event after the id is past the age bound (trimmed at the next publish).
-                return Replay(reset=ResetReason.EXPIRED)
-            per_topic.append(events)
-        merged: list[StoredEvent] = []
-        for event in heapq.merge(*per_topic, key=lambda item: item.position):
-            if not merged or merged[-1].position != event.position:
-                merged.append(event)
-        return Replay(events=merged, position=position)
+        return replay_from_snapshot(raw, epoch, position, self._timestamp)
 
     async def history_sizes(self, topics: Collection[str] | None = None) -> dict[str, int]:
         """Return how many events each topic retains (every topic that retains one when ``None``).
@@ -617,9 +541,14 @@ class RedisBackend:
             raise _unavailable("forget", exc) from exc
         self._commands_ok = True
 
-    # -- the reader ------------------------------------------------------------------------------
+    # -- the end of the log (read at start, and by the reader after a reconnect) -----------------
 
     async def _tail(self) -> tuple[str | None, str | None, str | None]:
+        """Read ``(epoch, newest id, newest id trimmed from the log)``, each ``None`` if unset.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached.
+        """
         script = self._tail_script
         assert script is not None
         try:
@@ -631,91 +560,3 @@ class RedisBackend:
             None if last is None else text(last),
             None if gone is None else text(gone),
         )
-
-    async def _read_forever(self) -> None:
-        """Tail the log and feed the sink; on any Redis error back off and resume."""
-        delay = _BACKOFF_FIRST
-        recovering = False
-        while True:
-            try:
-                if recovering:
-                    await self._check_gap()
-                    recovering = False
-                    self.reconnects += 1
-                    self._reader_connected = True
-                    # Redis answered the reader: commands will work again too. Without this a
-                    # quiet hub (nobody publishing) would report "degraded" long after a blip.
-                    self._commands_ok = True
-                    delay = _BACKOFF_FIRST
-                await self._read_batch()
-                self._reader_connected = True
-            except (BackendUnavailable, self._redis.RedisError) as exc:  # noqa: PERF203 - the loop *is* the retry
-                if self._reader_connected:
-                    logger.warning("lost Redis; reconnecting (last id %s): %s", self._last_id, exc)
-                self._reader_connected = False
-                self._release_waiters()
-                recovering = True
-                # Not the broker's clock: a manual clock that only ages history would stall the
-                # reader here forever (the cause of a hang when a test drove history by hand).
-                clock = self._reconnect_clock
-                await clock.sleep_until(clock.time() + delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-
-    async def _read_batch(self) -> None:
-        client = self._reader_client
-        assert client is not None
-        reply: Any = await client.xread(
-            {self._keys[0]: self._last_id}, count=_READ_COUNT, block=_BLOCK_MS
-        )
-        if not reply:
-            return
-        for _, entries in reply:
-            for entry_id, fields in entries:
-                self._last_id = text(entry_id)
-                try:
-                    stored = decode_entry(entry_id, fields, None, self._timestamp)
-                except (KeyError, TypeError, ValueError) as exc:
-                    # Not written by our publish script (someone else wrote to the key):
-                    # skip it rather than let one bad entry stop every stream of this process.
-                    message = "skipping malformed Redis log entry %s: %r"
-                    logger.error(message, self._last_id, exc)  # noqa: TRY400 - no traceback
-                    continue
-                self._epoch = stored.id.partition("-")[0]
-                sink = self._sink
-                if sink is not None:
-                    sink(stored)
-        waiters = self._waiters
-        if waiters:
-            last = stream_position(self._last_id)
-            while waiters and waiters[0][0] <= last:
-                heapq.heappop(waiters)[2].set()
-
-    def _release_waiters(self) -> None:
-        """Let every publisher waiting for the reader go (see :meth:`_delivered`)."""
-        while self._waiters:
-            heapq.heappop(self._waiters)[2].set()
-
-    async def _check_gap(self) -> None:
-        """After a reconnect: did anything we had not read leave the log, or Redis lose data?"""
-        epoch, last, gone = await self._tail()
-        mine = stream_position(self._last_id)
-        if gone is not None and stream_position(gone) > mine and epoch == self._epoch:
-            self.gaps += 1
-            logger.error(
-                "the Redis log was trimmed past this hub's last id %s while it was disconnected;"
-                " events up to %s were not delivered to its subscribers (raise log_size)",
-                self._last_id,
-                gone,
-            )
-        if epoch != self._epoch:
-            # A restart without persistence or a flush: whatever Redis had accepted and not yet
-            # delivered is gone from Redis itself. Everything in the log now is of the new data
-            # set and new to us, so read it from the start: its ids owe nothing to ours (a
-            # publisher's clock may be behind the ms of our last id) and XREAD after our last
-            # id could skip them. The epoch of what we read is tracked from the entries
-            # (field ``p``), so an empty data set (``epoch`` None) is not mistaken again later.
-            logger.warning("Redis lost its data (restart without persistence, or a flush)")
-            self._last_id = "0-0"
-            self._release_waiters()  # their positions belong to the lost data set
-            self._epoch = epoch
-        del last
