@@ -132,44 +132,6 @@ async def test_headers() -> None:
     assert "connection" not in headers
 
 
-@pytest.fixture
-def fresh_header_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty shared-header cache, so these tests do not depend on what ran before."""
-    from ssehub import response as module
-
-    monkeypatch.setattr(module, "_HEADERS", {})
-
-
-@pytest.mark.usefixtures("fresh_header_cache")
-def test_identical_header_lines_are_shared_and_each_response_edits_its_own() -> None:
-    one = EventSourceResponse(agen())
-    two = EventSourceResponse(agen())
-    assert one.raw_headers == two.raw_headers
-    assert all(a is b for a, b in zip(one.raw_headers, two.raw_headers, strict=True))
-    one.headers["Cache-Control"] = "no-cache"
-    assert two.headers["cache-control"] == "no-store"
-    assert one.headers["cache-control"] == "no-cache"
-
-
-@pytest.mark.usefixtures("fresh_header_cache")
-def test_header_lines_with_a_value_per_request_are_not_kept_forever() -> None:
-    from ssehub import response as module
-
-    for n in range(module._HEADERS_MAX + 10):
-        response = EventSourceResponse(agen(), headers={"X-Request": str(n)})
-        assert (b"x-request", str(n).encode()) in response.raw_headers
-    assert len(module._HEADERS) <= module._HEADERS_MAX
-
-
-@pytest.mark.usefixtures("fresh_header_cache")
-def test_cookies_are_never_kept_in_the_shared_header_lines() -> None:
-    from ssehub import response as module
-
-    response = EventSourceResponse(agen(), headers={"Set-Cookie": "session=secret-1"})
-    assert (b"set-cookie", b"session=secret-1") in response.raw_headers
-    assert all(name != b"set-cookie" for name, _ in module._HEADERS)
-
-
 async def test_header_overrides_and_status() -> None:
     response = EventSourceResponse(
         agen(), status_code=201, headers={"Cache-Control": "public, max-age=1"}

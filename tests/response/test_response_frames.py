@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -20,46 +20,59 @@ OPEN = b": ok\n\n"
 
 
 class MemoryFrameSource:
-    """A small real FrameSource over an anyio memory stream, as a broker subscription is."""
+    """A small real FrameSource, as a broker subscription is: frames are appended with
+    ``put``, ``end`` ends it after what is pending, ``aclose`` ends it at once."""
 
     def __init__(self) -> None:
-        self.sender, self.receiver = anyio.create_memory_object_stream[bytes](100)
+        self.pending: list[bytes] = []
+        self.ended = False
+        self.ready: Callable[[], object] | None = None
         self.calls = 0
         self.closed = 0
 
-    async def receive_frames(self) -> list[bytes]:
+    def put(self, frame: bytes) -> None:
+        self.pending.append(frame)
+        self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        ready, self.ready = self.ready, None
+        if ready is not None:
+            ready()
+
+    def take_frames(self) -> list[bytes] | None:
         self.calls += 1
-        try:
-            frames = [await self.receiver.receive()]
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            return []
-        while True:
-            try:
-                frames.append(self.receiver.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):  # noqa: PERF203
-                return frames
+        frames, self.pending = self.pending, []
+        if frames:
+            return frames
+        return None if self.ended else []
+
+    def on_ready(self, callback: Callable[[], object] | None) -> None:
+        self.ready = callback
 
     async def aclose(self) -> None:
         self.closed += 1
-        self.sender.close()  # the source owns both ends, like a subscription owns its queue
-        await self.receiver.aclose()
+        self.end()
 
     def __aiter__(self) -> AsyncIterator[bytes]:  # pragma: no cover - must not be used
-        raise AssertionError("the response must use receive_frames(), not iteration")
+        raise AssertionError("the response must use take_frames(), not iteration")
 
 
 async def test_memory_frame_source_is_a_frame_source() -> None:
     source = MemoryFrameSource()
     assert isinstance(source, FrameSource)
     await source.aclose()
-    assert await source.receive_frames() == []
+    assert source.take_frames() is None
 
 
 async def test_frames_are_sent_as_is_one_send_per_batch() -> None:
     source = MemoryFrameSource()
     for i in range(3):
-        source.sender.send_nowait(f"id: {i}\ndata: f{i}\n\n".encode())
-    source.sender.close()
+        source.put(f"id: {i}\ndata: f{i}\n\n".encode())
+    source.end()
     with anyio.fail_after(5):
         async with stream_asgi(EventSourceResponse(source, sep="\r\n", ping=0)) as stream:
             await stream.start()
@@ -78,7 +91,7 @@ async def test_frame_source_live_frames_and_disconnect_closes_it() -> None:
     with anyio.fail_after(5):
         async with stream_asgi(EventSourceResponse(source, ping=0)) as stream:
             assert await stream.receive_chunk() == OPEN
-            await source.sender.send(b"data: live\n\n")
+            source.put(b"data: live\n\n")
             assert (await stream.events().next_event()).data == "live"
             await stream.disconnect()
             await stream.wait_closed()
@@ -93,8 +106,8 @@ async def test_frame_source_pings_when_idle() -> None:
             ping = await stream.receive_chunk()
             assert ping is not None
             assert ping.startswith(b": ping - ")
-            # receive_frames() was cancelled by the idle timeout and called again: no frame lost.
-            await source.sender.send(b"data: after ping\n\n")
+            # The ping woke the stream without a frame; the next frame still arrives.
+            source.put(b"data: after ping\n\n")
             assert (await stream.events().next_event()).data == "after ping"
     assert source.closed == 1
 
@@ -121,7 +134,7 @@ async def test_frame_source_shutdown_abandons_a_send_blocked_on_a_frozen_client(
         SHUTDOWN_SEND_TIMEOUT = 0.05
 
     source = MemoryFrameSource()
-    source.sender.send_nowait(b"data: stuck\n\n")
+    source.put(b"data: stuck\n\n")
     shutdown = anyio.Event()
     blocked = anyio.Event()
     bodies: list[tuple[bytes, bool]] = []
@@ -149,7 +162,7 @@ async def test_frame_source_shutdown_abandons_a_send_blocked_on_a_frozen_client(
 
 async def test_frame_source_send_timeout() -> None:
     source = MemoryFrameSource()
-    source.sender.send_nowait(b"data: stuck\n\n")
+    source.put(b"data: stuck\n\n")
 
     async def frozen_send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and message["body"] != OPEN:
@@ -260,7 +273,7 @@ async def test_frame_path_first_ping_waits_a_whole_interval(
 
 async def test_frame_path_idle_time_counts_from_the_end_of_a_slow_send() -> None:
     source = MemoryFrameSource()
-    source.sender.send_nowait(b"data: slow\n\n")
+    source.put(b"data: slow\n\n")
     ended: list[float] = []
     pinged = anyio.Event()
     ping_at: list[float] = []

@@ -1,10 +1,15 @@
-"""A bounded buffer of encoded frames between the producer task and the sender.
+"""The frame source in front of a generator: a bounded buffer between its producer and the pump.
 
-The producer appends frames without a checkpoint while there is room, so a generator that is
-ahead of the socket fills the buffer in one go; the sender takes *everything* pending at each
-wake-up and writes it with one ASGI ``send`` (coalescing). Waking happens through one
-:class:`anyio.Event` per wake-up, never per frame, which keeps the per-event cost to a list
-append.
+The response runs the content (an async or sync iterable) in a producer task that encodes each
+item and appends it here; the pump takes *everything* pending at each wake-up and writes it
+with one ASGI ``send`` (coalescing). The producer appends without a checkpoint while there is
+room, so a generator that is ahead of the socket fills the buffer in one go.
+
+The producer also pauses while the frames it handed over are still being sent and that send
+is blocked (the client is not reading): the generator then stays suspended at its ``yield``,
+as it would with sse-starlette, which sends from inside the iteration. A disconnect or a send
+timeout at that moment closes the generator from its ``yield`` with ``aclose()``, so its
+``finally`` runs shielded, bounded by ``cleanup_timeout``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from typing import Final
 
 import anyio
+
+from .._frames import ReadyCallback
 
 __all__ = ["DEFAULT_LIMIT", "Outbox"]
 
@@ -21,76 +28,82 @@ small events, small enough to bound the memory a frozen client can pin (send_tim
 
 
 class Outbox:
-    """Single-producer, single-consumer frame buffer with a byte bound.
+    """Single-producer, single-consumer frame buffer with a byte bound; a ``FrameSource``.
 
     Args:
-        limit: the producer waits in :meth:`put` once this many bytes are pending.
+        limit: the producer waits in :meth:`room` once this many bytes are pending.
     """
 
-    __slots__ = ("_chunks", "_closed", "_limit", "_readable", "_size", "_writable")
+    __slots__ = ("_chunks", "_closed", "_in_flight", "_limit", "_ready", "_size", "_writable")
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = limit
         self._closed = False
-        self._readable: anyio.Event | None = None
+        # Frames were taken and the consumer has not come back for more: it is sending them.
+        self._in_flight = False
+        self._ready: ReadyCallback | None = None
         self._writable: anyio.Event | None = None
 
-    @property
-    def pending(self) -> bool:
-        """Whether frames are waiting to be taken."""
-        return bool(self._chunks)
+    # -- producer side ---------------------------------------------------------------------
 
     def put_nowait(self, chunk: bytes) -> None:
-        """Append ``chunk`` without waiting; the producer checks :attr:`full` afterwards."""
+        """Append ``chunk`` without waiting; the producer awaits :meth:`room` afterwards."""
         self._chunks.append(chunk)
         self._size += len(chunk)
-        readable = self._readable
-        if readable is not None:
-            self._readable = None
-            readable.set()
+        self._notify()
 
     @property
-    def full(self) -> bool:
-        """Whether pending bytes reached the bound (the producer then awaits :meth:`drained`)."""
-        return self._size >= self._limit
+    def paused(self) -> bool:
+        """Whether the producer must wait: the bound is reached, or a send is in flight."""
+        return self._size >= self._limit or (self._in_flight and self._size > 0)
 
-    async def drained(self) -> None:
-        """Wait until the sender has taken the pending frames."""
-        if self._size >= self._limit:
+    async def room(self) -> None:
+        """Wait while :attr:`paused`."""
+        while self.paused:
             writable = self._writable = anyio.Event()
             await writable.wait()
 
     def close(self) -> None:
-        """Mark the end of the stream: :meth:`take` returns ``None`` once the buffer is empty."""
+        """Mark the end of the content: :meth:`take_frames` returns ``None`` once empty."""
         self._closed = True
-        readable = self._readable
-        if readable is not None:
-            self._readable = None
-            readable.set()
+        self._notify()
 
-    def _drain(self) -> list[bytes]:
-        # Hand over every pending frame and wake a producer waiting for room.
+    def _notify(self) -> None:
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            ready()
+
+    # -- consumer side (implements FrameSource) --------------------------------------------
+
+    def take_frames(self) -> list[bytes] | None:
+        """Return every pending frame (``[]`` if none), or ``None`` once closed and empty."""
         chunks = self._chunks
-        self._chunks = []
-        self._size = 0
+        if chunks:
+            self._chunks = []
+            self._size = 0
+            self._in_flight = True
+            self._wake_producer()
+            return chunks
+        if self._in_flight:
+            self._in_flight = False  # the consumer is back: what it took was sent
+            self._wake_producer()
+        return None if self._closed else []
+
+    def on_ready(self, callback: ReadyCallback | None) -> None:
+        """Call ``callback`` once when a frame is appended or the content ends."""
+        self._in_flight = False
+        self._ready = callback
+        if callback is not None and (self._chunks or self._closed):
+            self._notify()
+
+    async def aclose(self) -> None:
+        """Nothing to release: the producer task owns the content."""
+
+    def _wake_producer(self) -> None:
         writable = self._writable
-        if writable is not None:
+        if writable is not None and not self.paused:
             self._writable = None
             writable.set()
-        return chunks
-
-    def take_nowait(self) -> bytes:
-        """Return every pending frame joined (``b""`` when none) without waiting."""
-        return b"".join(self._drain())
-
-    async def take(self) -> bytes | None:
-        """Wait for frames and return all of them joined, or ``None`` at the end of the stream."""
-        while not self._chunks:
-            if self._closed:
-                return None
-            readable = self._readable = anyio.Event()
-            await readable.wait()
-        chunks = self._drain()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import sys
 import threading
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ import anyio.lowlevel
 
 from .._clock import Clock, SystemClock
 from .._exceptions import BrokerClosed, ConfigurationError, EventValidationError
+from .._waiter import Waiter, waiter_factory
 from ..backends.base import Backend, PendingEvent, Replay
 from ..backends.factory import create_backend
 from ..wire import ServerSentEvent
-from ._waiter import Waiter, waiter_factory
 from .events import RESERVED_EVENT_PREFIX, ResetReason, StoredEvent
 from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from .ids import is_valid_event_id
@@ -34,6 +35,9 @@ from .policy import OverflowPolicy
 from .stats import BrokerStatistics, TopicInfo
 from .subscription import EndReason, Subscription
 from .topics import normalize_topics
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -204,9 +208,9 @@ class Broker:
             if self._reaper is not None:
                 task_group.start_soon(self._reaper.run, name="ssehub broker: connection age")
         except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             self._state = _State.CLOSED
+            task_group.cancel_scope.cancel()
+            await self._exit_task_group(task_group, type(exc), exc, exc.__traceback__)
             raise
         self._task_group = task_group
         self._state = _State.RUNNING
@@ -226,11 +230,41 @@ class Broker:
         try:
             if task_group is not None:
                 task_group.cancel_scope.cancel()
-                return await task_group.__aexit__(exc_type, exc, tb)
+                return await self._exit_task_group(task_group, exc_type, exc, tb)
             return None
         finally:
             with anyio.CancelScope(shield=True):
                 await self.backend.aclose()
+
+    @staticmethod
+    async def _exit_task_group(
+        task_group: TaskGroup,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Leave ``task_group``; a lone error comes out as itself, not in an ExceptionGroup.
+
+        anyio wraps even a single error in a group, which ``except ValueError`` around
+        ``async with Broker()`` would miss. Real multi-error groups stay groups. The channel
+        classes built on the broker leave their task groups through this too.
+        """
+        try:
+            return await task_group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            error: BaseException = group
+            while (
+                error is not exc
+                and isinstance(error, BaseExceptionGroup)
+                and len(error.exceptions) == 1
+            ):
+                error = error.exceptions[0]
+            if error is group:
+                raise
+            if error is exc:
+                return False  # the block's own error: Python re-raises it untouched
+        # Raised outside the handler, so its __cause__ and __context__ stay as they were.
+        raise error
 
     @property
     def running(self) -> bool:
@@ -432,7 +466,11 @@ class Broker:
     # -- subscribing -------------------------------------------------------------------------
 
     def subscribe(
-        self, topics: str | Iterable[str], last_event_id: str | None = None
+        self,
+        topics: str | Iterable[str],
+        last_event_id: str | None = None,
+        *,
+        visible: Callable[[StoredEvent], bool] | None = None,
     ) -> Subscription:
         """Register a subscription now; events published after this call reach it.
 
@@ -443,6 +481,9 @@ class Broker:
                 each, then live events, with no gap or duplicate. If it cannot be resumed
                 (malformed, unknown, expired), the first item is a :class:`Reset` notice and the
                 stream continues live. The value is never echoed.
+            visible: who reads it may see a private event only if this returns true for it
+                (the hub passes the reader's grants). Hidden events are never queued,
+                replayed or counted in ``Dropped`` notices. ``None``: every event is visible.
 
         Returns:
             The subscription (use ``async with``, or close it).
@@ -468,6 +509,7 @@ class Broker:
             policy=self.overflow,
             resume_id=resume_id,
             reset=reset,
+            visible=visible,
         )
         subscribers = self._subscribers
         for topic in names:

@@ -1,10 +1,13 @@
 """A subscriber's bounded queue, its overflow policy, resume handover and statistics.
 
 The publish path calls :meth:`Subscription._push` once per subscriber: an append to a deque, a
-length check, and waking the consumer if it waits. No encoding (the frame bytes are cached on
-the event) and no task switch per subscriber. When the consumer is a response served with
-direct writes (:meth:`Subscription.attach_writer`) and nothing is queued, ``_push`` writes the
-frame to the connection instead, and the consumer is not woken at all.
+length check, and one readiness callback if the consumer waits. No encoding (the frame bytes
+are cached on the event) and no task switch per subscriber.
+
+The consumer side is pull-only: :meth:`Subscription.receive_nowait` takes what is pending and
+:meth:`Subscription.on_ready` registers a one-shot callback for when more arrives. The async
+iterator, :meth:`Subscription.receive` and the response's frame source are built on those two.
+Private events a reader may not see are filtered once, as they are queued.
 
 Resume (``Last-Event-ID``) uses the handover Mercure calls the *live queue*: the subscription is
 registered for live events first (so they buffer in the queue), then the replay is fetched from
@@ -21,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from .._exceptions import SlowConsumer
 from .events import Dropped, Position, Reset, ResetReason, StoredEvent
@@ -30,8 +34,7 @@ from .stats import SubscriptionStatistics
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .._frames import FrameWriter
-    from ._waiter import Waiter
+    from .._frames import ReadyCallback
     from .broker import Broker
 
 __all__ = ["EndReason", "Item", "Subscription"]
@@ -56,10 +59,10 @@ class EndReason(str, enum.Enum):
 class Subscription:
     """A live view of one or more topics: an async iterator, a FrameSource, a context manager.
 
-    Created by :meth:`ssehub.Broker.subscribe`, which registers it at once. Consume it either
-    with ``async for item in sub`` (items are :class:`StoredEvent`, :class:`Reset` and
-    :class:`Dropped`) or with :meth:`receive_frames` (encoded bytes, for a response), not both.
-    One consumer task at a time.
+    Created by :meth:`ssehub.Broker.subscribe`, which registers it at once. Consume it in one
+    way at a time: ``async for item in sub`` (items are :class:`StoredEvent`, :class:`Reset`
+    and :class:`Dropped`), :meth:`receive`, :meth:`receive_nowait` with :meth:`on_ready`, or
+    as an ``EventSourceResponse``'s content (encoded frames).
 
     Attributes:
         topics: the subscribed topics.
@@ -75,20 +78,17 @@ class Subscription:
         "_dropped_pending",
         "_end_reason",
         "_floor",
-        "_interrupted",
         "_maxsize",
         "_peak",
         "_policy",
         "_queue",
+        "_ready",
         "_replay",
         "_reset",
         "_reset_pending",
         "_resume_id",
         "_space",
         "_visible",
-        "_waiter",
-        "_writer",
-        "_writer_visible",
         "deadline",
         "topics",
     )
@@ -102,15 +102,16 @@ class Subscription:
         policy: OverflowPolicy,
         resume_id: str | None,
         reset: ResetReason | None,
+        visible: Callable[[StoredEvent], bool] | None = None,
     ) -> None:
         self._broker = broker
         self.topics = topics
         self._maxsize = maxsize
         self._policy = policy
-        # Created on the first event that must wait: with direct writes an idle (or keeping
-        # up) subscriber never needs one, and an empty deque costs over 600 bytes.
+        # Created on the first event: an idle subscriber never needs one, and an empty deque
+        # costs over 600 bytes.
         self._queue: deque[StoredEvent] | None = None
-        self._waiter: Waiter | None = None
+        self._ready: ReadyCallback | None = None
         self._space: anyio.Event | None = None
         self._end_reason: EndReason | None = None
         self._resume_id = resume_id  # not None while the replay is still to be fetched
@@ -119,17 +120,14 @@ class Subscription:
         self._replay: Sequence[StoredEvent] = ()
         self._floor: Position | None = None  # live events at or below it were replayed
         self._dropped_pending = 0
-        self._interrupted = False  # see interrupt()
-        self._visible: Callable[[StoredEvent], bool] | None = None
+        # Private events for which it returns false are never queued, replayed or counted.
+        self._visible = visible
         # Only ``async for`` consumers need it; the response's fast path never does, and an
         # empty deque costs several hundred bytes per idle stream.
         self._buffer: deque[Item] | None = None
         self._peak = 0
         self._dropped = 0
         self._delivered = 0
-        # A direct writer (see attach_writer), and the filter of what it may be given.
-        self._writer: FrameWriter | None = None
-        self._writer_visible: Callable[[StoredEvent], bool] | None = None
         self.deadline: float | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -152,45 +150,6 @@ class Subscription:
     def closed(self) -> bool:
         """Whether the subscription has ended (pending items may still be delivered)."""
         return self._end_reason is not None
-
-    def restrict_notices(self, visible: Callable[[StoredEvent], bool]) -> None:
-        """Count only events for which ``visible(event)`` is true in ``Dropped`` notices.
-
-        For consumers that filter what they deliver (the hub hides private events from
-        readers not granted them): a notice counting every dropped event would reveal how
-        many hidden events passed. :meth:`statistics` still counts them all.
-        """
-        self._visible = visible
-
-    def attach_writer(
-        self,
-        writer: FrameWriter | None,
-        *,
-        visible: Callable[[StoredEvent], bool] | None = None,
-    ) -> None:
-        """Deliver live events through ``writer`` while nothing is pending; ``None`` detaches.
-
-        Implements :class:`ssehub._frames.WritableFrameSource`: the broker's publish then calls
-        ``writer(event.encode())`` for this subscriber instead of queueing the event and
-        waking the consumer. An event the writer refuses, and everything after it, is queued
-        as usual (the queue bound and overflow policy apply). Ignored once the subscription
-        has ended, or while a replay or a notice is still to be received (nothing may overtake
-        them).
-
-        Args:
-            writer: the writer, or ``None`` to detach it.
-            visible: private events for which it returns false are skipped on the direct path
-                (counted as delivered, never written), as a filtering consumer would skip them.
-        """
-        if writer is not None and (
-            self._end_reason is not None
-            or self._resume_id is not None
-            or self._replay
-            or self._reset_pending
-        ):
-            return
-        self._writer = writer
-        self._writer_visible = visible
 
     @property
     def _queued(self) -> int:
@@ -215,16 +174,11 @@ class Subscription:
             if event.position <= self._floor:
                 return True
             self._floor = None
+        if event.private:
+            visible = self._visible
+            if visible is not None and not visible(event):
+                return True  # never this reader's: not queued, not counted
         queue = self._queue
-        writer = self._writer
-        if writer is not None and not queue and not self._dropped_pending:
-            visible = self._writer_visible
-            if (event.private and visible is not None and not visible(event)) or writer(
-                event.encode()
-            ):
-                self._delivered += 1
-                self._broker._delivered += 1
-                return True
         if queue is None:
             queue = self._queue = deque()
         elif len(queue) >= self._maxsize:
@@ -232,20 +186,18 @@ class Subscription:
             if policy is OverflowPolicy.DISCONNECT:
                 return False
             if policy is OverflowPolicy.DROP_OLDEST:
-                gone = queue.popleft()
+                queue.popleft()
                 self._dropped += 1
-                visible = self._visible
-                if visible is None or visible(gone):
-                    self._dropped_pending += 1
+                self._dropped_pending += 1
                 self._broker._dropped += 1
             # BLOCK: publish waited for room, but concurrent publishers (or a remote backend)
             # may still overshoot; the bound is soft rather than lose an event.
         queue.append(event)
         self._peak = max(self._peak, len(queue))
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            ready()
         return True
 
     def _has_room(self) -> bool:
@@ -262,7 +214,6 @@ class Subscription:
         if self._end_reason is not None:
             return
         self._end_reason = reason
-        self._writer = None
         if reason is EndReason.SHED or self._resume_id is not None:
             # Shed: free the memory now; the client resumes from history. An unfinished
             # resume cannot be delivered without its replay, so it is discarded too.
@@ -277,9 +228,10 @@ class Subscription:
         self._broker._unregister(self)
 
     def _wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            ready()
         if self._space is not None:
             self._space.set()
             self._space = None
@@ -307,7 +259,11 @@ class Subscription:
             self._reset_pending = True
             return
         events = replay.events
+        # From the whole replay: events hidden from this reader still mark how far it went.
         threshold = events[-1].position if events else replay.position
+        visible = self._visible
+        if visible is not None:
+            events = [e for e in events if not e.private or visible(e)]
         if threshold is not None:
             queue = self._queue
             while queue and queue[0].position <= threshold:
@@ -343,6 +299,28 @@ class Subscription:
             self._space = None
         return items
 
+    def receive_nowait(self) -> list[Item]:
+        """Return every item pending now, without waiting; ``[]`` when none is.
+
+        Once :attr:`closed` is true, ``[]`` means everything was delivered: the subscription
+        is over. Before a ``Last-Event-ID`` replay was fetched (:meth:`prepare`), nothing is
+        pending.
+        """
+        if self._resume_id is not None:
+            return []
+        if self._queue or self._replay or self._reset_pending or self._dropped_pending:
+            return self._take()
+        return []
+
+    def on_ready(self, callback: ReadyCallback | None) -> None:
+        """Call ``callback`` once, when the next item is queued or the subscription ends.
+
+        Replaces the previous callback; ``None`` forgets it. It runs inside the publishing
+        call (on the event loop's thread), so it must be cheap and must not raise: setting an
+        event is the intended use. Check :meth:`receive_nowait` first, then register.
+        """
+        self._ready = callback
+
     async def receive(self) -> list[Item]:
         """Wait for items and return every item pending now; ``[]`` once ended.
 
@@ -354,35 +332,26 @@ class Subscription:
         if self._resume_id is not None:
             await self.prepare()
         while True:
-            if self._queue or self._replay or self._reset_pending or self._dropped_pending:
-                return self._take()  # an interruption waits for the next receive
-            if self._end_reason is not None or self._interrupted:
-                self._interrupted = False
+            items = self.receive_nowait()
+            if items:
+                return items
+            if self._end_reason is not None:
                 await anyio.lowlevel.checkpoint()
                 return []
-            waiter = self._waiter = self._broker._new_event()
+            waiter = self._broker._new_event()
+            self._ready = waiter.set
             await waiter.wait()
 
-    async def receive_frames(self) -> list[bytes]:
-        """Return every pending frame (encoded once, shared); ``[]`` once ended.
+    def take_frames(self) -> list[bytes] | None:
+        """Return the pending items as encoded frames (encoded once, shared by every
+        subscriber), ``[]`` if none, or ``None`` once ended and empty.
 
         Implements :class:`ssehub._frames.FrameSource`.
         """
-        return [item.encode() for item in await self.receive()]
-
-    def interrupt(self) -> None:
-        """Make a receive return ``[]`` once without ending: the pending one, or the next.
-
-        Implements :class:`ssehub._frames.WritableFrameSource` (a response parked in
-        :meth:`receive_frames` is woken this way for a ping). Items already pending are
-        returned first; the ``[]`` comes with the receive after them. Meant for
-        :meth:`receive_frames` consumers: ``async for`` would take the ``[]`` for the end.
-        """
-        self._interrupted = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            waiter.set()
+        items = self.receive_nowait()
+        if items:
+            return [item.encode() for item in items]
+        return None if self._end_reason is not None else []
 
     def close(self) -> None:
         """End the subscription and unregister it at once; idempotent."""

@@ -18,7 +18,7 @@ import inspect
 import re
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -210,14 +210,9 @@ class Listener:
             if wait:
                 items = await sub.receive()
             else:
-                # Subscription.receive() returns pending items without a checkpoint and is
-                # cancellation-safe, so in a cancelled scope it takes what is there and never
-                # waits. (A ``receive_nowait()`` on Subscription would say this directly.)
-                items = []
-                with anyio.CancelScope() as scope:
-                    scope.cancel()
-                    items = await sub.receive()
-                if scope.cancelled_caught and not sub.closed:
+                await sub.prepare()  # a catch-up subscription fetches its replay first
+                items = sub.receive_nowait()
+                if not items and not sub.closed:
                     return []
             if items:
                 return items
@@ -251,8 +246,8 @@ class Listener:
 class MessageStream:
     """A listener's messages, for :class:`~ssehub.EventSourceResponse` or ``async for``.
 
-    It is a :class:`~ssehub._frames.FrameSource` (the response sends the broker's pre-encoded
-    frames, coalesced) and an async iterator of :class:`Message`; use one or the other. It ends
+    It is an async iterator of :class:`Message`, and :meth:`frames` gives the broker's
+    pre-encoded frames for a response; use one or the other. It ends
     with the end-of-stream frame (or message) when the listener stops or is removed, or the
     channel shuts down. One stream per listener at a time.
 
@@ -275,11 +270,21 @@ class MessageStream:
         """The listener whose messages this stream yields."""
         return self._listener
 
-    async def receive_frames(self) -> list[bytes]:
-        """Return every pending frame; the end-of-stream frame once; then ``[]``.
+    async def frames(self) -> AsyncIterator[bytes]:
+        """Yield the stream's encoded frames for ``EventSourceResponse``: each item is every
+        frame pending at once, the end-of-stream frame last. Closing the iterator (the
+        response does) closes this stream."""
+        try:
+            while True:
+                batch = await self._receive_frames()
+                if not batch:
+                    return
+                yield b"".join(batch)
+        finally:
+            await self.aclose()
 
-        Implements :class:`ssehub._frames.FrameSource`; cancellation-safe.
-        """
+    async def _receive_frames(self) -> list[bytes]:
+        """Return every pending frame; the end-of-stream frame once; then ``[]``."""
         if self._ended:
             await anyio.lowlevel.checkpoint()
             return []

@@ -26,7 +26,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .._exceptions import (
     BackendUnavailable,
@@ -35,7 +35,6 @@ from .._exceptions import (
     InvalidTopic,
     SendTimeoutError,
 )
-from .._frames import DIRECT_WRITE
 from .._logging import RequestIdMiddleware
 from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
@@ -44,7 +43,6 @@ from ._channels import HubChannels, channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, split_private
-from ._lane import BodyLane, lane_of
 from ._limits import Lease
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
@@ -53,7 +51,6 @@ from ._settings import HubSettings
 
 if TYPE_CHECKING:
     from .._clock import Clock
-    from ._auth import Principal
 from ._status import health_document, status_document
 
 __all__ = ["RESET_HEADER", "HubState", "create_app"]
@@ -85,10 +82,9 @@ class HubState:
         self._started = time.monotonic()
         self._draining = False
         self._shutdown: anyio.Event | None = None
-        # The subscriptions of open event streams: drain() closes them, which ends each stream
-        # cleanly. Cheaper than a shutdown watcher task per stream (an idle stream's memory is
-        # mostly its tasks).
-        self._streams: set[_HubStream] = set()
+        # The open event streams: drain() ends each one cleanly (no shutdown watcher task per
+        # stream), and closes its subscription.
+        self._streams: dict[EventSourceResponse, Subscription] = {}
         # -- security: authentication, authorization and limits (app.state.hub.guard)
         self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
@@ -128,16 +124,16 @@ class HubState:
         self._draining = True
         if self._shutdown is not None:
             self._shutdown.set()
-        for stream in list(self._streams):
-            stream.drain()
+        for stream, subscription in list(self._streams.items()):
+            _drain(stream, subscription)
 
-    def _stream_opened(self, stream: _HubStream) -> None:
-        self._streams.add(stream)
+    def _stream_opened(self, stream: EventSourceResponse, subscription: Subscription) -> None:
+        self._streams[stream] = subscription
         if self._draining:
-            stream.drain()  # the stream sends its headers and ends at once
+            _drain(stream, subscription)  # the stream sends its headers and ends at once
 
-    def _stream_closed(self, stream: _HubStream) -> None:
-        self._streams.discard(stream)
+    def _stream_closed(self, stream: EventSourceResponse) -> None:
+        self._streams.pop(stream, None)
 
     def _started_now(self) -> None:
         self._started = time.monotonic()
@@ -163,57 +159,39 @@ class HubState:
         return min(self.settings.max_topics, self.broker.max_topics)
 
 
-class _HubStream(EventSourceResponse):
-    """The event stream of one subscription; always closes it, and ends quietly on a frozen
-    client (a send timeout is the expected fate of a dead connection, not an app error)."""
+def _drain(stream: EventSourceResponse, subscription: Subscription) -> None:
+    """End a hub stream for a shutdown: what is queued goes out, then the final empty body; a
+    client that does not take it within ``SHUTDOWN_SEND_TIMEOUT`` seconds (or ``send_timeout``
+    if shorter) is left for the server to close."""
+    subscription.close()
+    stream.shutdown(grace=stream.SHUTDOWN_SEND_TIMEOUT)
 
-    _ENDS_SENDING = True  # drain() ends it through _end_sending
+
+class _HubStream:
+    """What ``GET /events`` answers once the subscription is open: an ASGI app that runs the
+    event stream and releases everything it holds when it ends (the subscription, the
+    connection place, the hub's record of it), however it ends.
+
+    A frozen client ends the stream quietly: a send timeout is the expected fate of a dead
+    connection, not an app error. A credential with an expiry ends the stream then (one timer
+    task per such stream, on the broker's clock).
+    """
+
+    __slots__ = ("_expiry", "_hub", "_lease", "_response", "_subscription")
 
     def __init__(
         self,
+        response: EventSourceResponse,
         subscription: Subscription,
-        *,
-        hub: HubState | None = None,
-        guard: Guard | None = None,
-        principal: Principal | None = None,
-        lease: Lease | None = None,
-        **kwargs: Any,
+        hub: HubState,
+        lease: Lease,
+        expiry: tuple[float, Clock] | None,
     ) -> None:
-        # -- security: only what the principal may read; the lease and expiry end with it
-        source = guard.stream_source(subscription, principal) if guard and principal else None
-        super().__init__(source or subscription, **kwargs)
+        self._response = response
         self._subscription = subscription
         self._hub = hub
         self._lease = lease
-        # Set per call from the scope: the start goes through the middleware, bodies may skip
-        # it (see BodyLane and EventSourceResponse._stream).
-        self._body_send = None
-        # When the principal's credential expires (broker clock), and that clock.
-        deadline = guard.deadline(principal) if guard and principal else None
-        self._expiry = None if deadline is None or guard is None else (deadline, guard.clock)
-
-    def drain(self) -> None:
-        """End the stream for a shutdown: what is queued goes out, then the final empty body;
-        a client that does not take it within ``SHUTDOWN_SEND_TIMEOUT`` seconds (or
-        ``send_timeout`` if shorter) is left for the server to close."""
-        self._subscription.close()
-        # A deadline on the sending loop's scope, so draining needs no watcher task per stream.
-        self._end_sending(anyio.current_time() + self._shutdown_send_timeout())
-
-    def _detachable(self, scope: Scope) -> bool:
-        # Only where the server reports disconnects itself (so the stream needs no task in
-        # receive()) and the hub's body lane is there to continue it.
-        return (
-            lane_of(scope) is not None
-            and DIRECT_WRITE in scope.get("extensions", {})
-            and self._shutdown_event is None
-        )
-
-    def _abandon(self) -> None:
-        """Release what the stream holds when it fails before it ever ran."""
-        self._subscription.close()
-        if self._lease is not None:
-            self._lease.release()
+        self._expiry = expiry
 
     async def _expire(self, deadline: float, clock: Clock) -> None:
         await clock.sleep_until(deadline)
@@ -221,29 +199,26 @@ class _HubStream(EventSourceResponse):
         self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = lane_of(scope)
-        self._body_send = None if lane is None else lane.send
+        response = self._response
         hub = self._hub
-        if hub is not None:
-            hub._stream_opened(self)
+        hub._stream_opened(response, self._subscription)
         try:
             if self._expiry is None:
-                await super().__call__(scope, receive, send)
+                await response(scope, receive, send)
             else:
-                # One timer task per expiring stream, sleeping on the broker's clock.
                 with collapse_excgroups():
                     async with anyio.create_task_group() as group:
                         group.start_soon(self._expire, *self._expiry)
-                        await super().__call__(scope, receive, send)
+                        await response(scope, receive, send)
                         group.cancel_scope.cancel()
         except SendTimeoutError:
-            logger.info("ended a stream: the client accepted no data for %s s", self.send_timeout)
+            logger.info(
+                "ended a stream: the client accepted no data for %s s", response.send_timeout
+            )
         finally:
-            if hub is not None:
-                hub._stream_closed(self)
-            await self._subscription.aclose()
-            if self._lease is not None:
-                self._lease.release()
+            hub._stream_closed(response)
+            self._subscription.close()
+            self._lease.release()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -300,7 +275,7 @@ class _Endpoints:
     def __init__(self, hub: HubState) -> None:
         self.hub = hub
 
-    async def events(self, request: Request) -> Response:
+    async def events(self, request: Request) -> Response | _HubStream:
         hub = self.hub
         settings = hub.settings
         try:
@@ -322,7 +297,10 @@ class _Endpoints:
                 try:
                     # Registered here, before the response (and its headers) exists: an event
                     # published once the client has seen the headers is already queued for it.
-                    subscription = broker.subscribe(topics, last_event_id)
+                    # -- security: private events the principal may not read are never queued
+                    subscription = broker.subscribe(
+                        topics, last_event_id, visible=principal.may_read
+                    )
                 except (InvalidTopic, BrokerClosed) as exc:
                     raise _broker_error(exc) from None
                 try:
@@ -341,16 +319,12 @@ class _Endpoints:
         headers = {}
         if subscription.reset is not None:
             headers[RESET_HEADER] = subscription.reset.value
-        return _HubStream(
-            subscription,
-            headers=headers,
-            ping=settings.ping,
-            send_timeout=settings.send_timeout,
-            hub=hub,  # drain() ends the stream by closing its subscription
-            guard=hub.guard,
-            principal=principal,
-            lease=lease,
+        response = EventSourceResponse(
+            subscription, headers=headers, ping=settings.ping, send_timeout=settings.send_timeout
         )
+        deadline = hub.guard.deadline(principal)
+        expiry = None if deadline is None else (deadline, hub.guard.clock)
+        return _HubStream(response, subscription, hub, lease, expiry)
 
     async def publish(self, request: Request) -> Response:
         hub = self.hub
@@ -438,8 +412,8 @@ class _EventsRoute:
 
     Starlette wraps a function endpoint in per-request closures (exception handling, the
     ``Request``) that stay alive as long as the response runs: for an event stream that is
-    its whole life, about 2 KiB per idle connection. Errors are answered by the endpoint
-    itself, and anything unexpected still reaches the app's exception middleware.
+    its whole life. Errors are answered by the endpoint itself, and anything unexpected still
+    reaches the app's exception middleware: the stream runs inside the whole stack.
     """
 
     def __init__(self, endpoints: _Endpoints) -> None:
@@ -447,21 +421,6 @@ class _EventsRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._endpoints.events(Request(scope, receive, send))
-        if isinstance(response, _HubStream) and response._detachable(scope):
-            # The headers and the opening comment go through the whole middleware stack
-            # (request id, CORS, metrics see the response start); the stream itself then
-            # continues in the body lane, outside the stack, so an idle stream does not keep
-            # a suspended frame and a send wrapper per middleware (see BodyLane).
-            try:
-                await response._open(send)
-            except BaseException:
-                response._abandon()
-                raise
-            response._opened = True
-            lane = lane_of(scope)
-            assert lane is not None  # _detachable
-            lane.detached = response  # an ASGI app: the lane calls it with its own send
-            return
         await response(scope, receive, send)
 
 
@@ -504,20 +463,6 @@ def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
     if settings.metrics:
         middleware.insert(1, Middleware(MetricsMiddleware))
     return middleware
-
-
-class _HubApp(Starlette):
-    """The hub's Starlette app: its middleware stack, fronted by :class:`BodyLane`."""
-
-    _own_middleware: tuple[Middleware, ...] = ()
-
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        own = self._own_middleware
-        mine = len(self.user_middleware) == len(own) and all(
-            a is b for a, b in zip(self.user_middleware, own, strict=True)
-        )
-        return BodyLane(stack) if mine else stack
 
 
 def _build_broker(settings: HubSettings) -> Broker:
@@ -575,16 +520,14 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
     # -- channels: the channels and the socket ingest run inside the lifespan
     lifespan = with_channels(hub, lifespan)  # type: ignore[assignment]
 
-    middleware = _middleware(settings, hub.guard)
-    app = _HubApp(
+    app = Starlette(
         routes=_routes(endpoints, settings),
-        middleware=middleware,
+        middleware=_middleware(settings, hub.guard),
         exception_handlers={
             HTTPException: http_exception_handler,
             HubHTTPError: http_exception_handler,
         },
         lifespan=lifespan,
     )
-    app._own_middleware = tuple(middleware)
     app.state.hub = hub
     return app

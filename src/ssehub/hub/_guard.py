@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from starlette.middleware import Middleware
 
-from ..broker.events import StoredEvent
 from ._auth import Authenticator, AuthMiddleware, Principal, authentication_required, principal_of
 from ._cors import CORSMiddleware
 from ._errors import HubHTTPError
@@ -36,12 +35,10 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
     from .._clock import Clock
-    from .._frames import FrameWriter
-    from ..broker import Subscription
     from ._publish import PublishRequest
     from ._settings import HubSettings
 
-__all__ = ["Guard", "VisibleEvents", "split_private"]
+__all__ = ["Guard", "split_private"]
 
 _PRIVATE_KEY: Final = b'"private"'
 
@@ -121,10 +118,6 @@ class Guard:
             HubHTTPError: ``too_many_connections`` (429).
         """
         return self.connections.acquire(client_address(scope), principal.identity)
-
-    def stream_source(self, subscription: Subscription, principal: Principal) -> VisibleEvents:
-        """Wrap ``subscription`` so that it yields only what ``principal`` may read."""
-        return VisibleEvents(subscription, principal)
 
     def deadline(self, principal: Principal) -> float | None:
         """Return when (on the broker's clock) the principal's stream must end, or ``None``.
@@ -206,57 +199,6 @@ def check_last_event_id(last_event_id: str | None, limit: int) -> None:
         raise HubHTTPError(
             "last_event_id_too_long", f"Last-Event-ID is longer than {limit} characters"
         )
-
-
-class VisibleEvents:
-    """A :class:`~ssehub._frames.FrameSource` over a subscription that drops what its
-    principal may not read: private events of topics it is not granted, live or replayed.
-
-    Dropped events leave no trace in the stream (no frame, no id, no notice).
-
-    Args:
-        subscription: the subscription to read.
-        principal: who reads it.
-    """
-
-    __slots__ = ("principal", "subscription")
-
-    def __init__(self, subscription: Subscription, principal: Principal) -> None:
-        self.subscription = subscription
-        self.principal = principal
-        # A drop_oldest notice must not count events this reader could never see.
-        subscription.restrict_notices(principal.may_read)
-
-    async def receive_frames(self) -> list[bytes]:
-        """Return the frames pending now that the principal may read; ``[]`` once ended."""
-        may_read = self.principal.may_read
-        while True:
-            items = await self.subscription.receive()
-            if not items:
-                return []
-            frames = [
-                item.encode()
-                for item in items
-                if not (isinstance(item, StoredEvent) and item.private and not may_read(item))
-            ]
-            if frames:
-                return frames
-
-    def attach_writer(self, writer: FrameWriter | None) -> None:
-        """Let the subscription write live events directly, skipping what may not be read."""
-        self.subscription.attach_writer(writer, visible=self.principal.may_read)
-
-    def close(self) -> None:
-        """Close the subscription."""
-        self.subscription.close()
-
-    def interrupt(self) -> None:
-        """Interrupt the pending receive (see :meth:`Subscription.interrupt`)."""
-        self.subscription.interrupt()
-
-    async def aclose(self) -> None:
-        """Close the subscription."""
-        await self.subscription.aclose()
 
 
 def _private_flag(item: Any, where: str) -> bool:

@@ -25,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..__about__ import __version__
 from .._exceptions import MissingDependency
 from ._errors import HubHTTPError
-from ._lane import lane_of
 
 if TYPE_CHECKING:
     from ._app import HubState
@@ -273,12 +272,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, measured_send)
         finally:
             if streaming:
-                lane = lane_of(scope)
-                if lane is not None and lane.detached is not None:
-                    # The stream goes on outside the stack (see _lane.py): it ends later.
-                    lane.on_end(metrics.open_connections.dec)
-                else:
-                    metrics.open_connections.dec()
+                metrics.open_connections.dec()
             method = scope["method"] if scope["method"] in _METHODS else "other"
             route = self._routes.get(scope.get("endpoint"), "other")
             key = (route, method, status)

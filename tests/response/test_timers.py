@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ssehub._response._alarms import Alarm, AlarmClock, alarm_clock, running_loop
+from ssehub._response._timers import Alarm, AlarmClock, alarm_clock, running_loop
 
 
 class Handle:

@@ -1,19 +1,19 @@
-"""Alarms: many streams' deadlines served by one event-loop timer.
+"""Timers: every stream's deadlines on one event-loop timer.
 
-An idle event stream must wake up for two reasons only: its ping is due, or its sending must
-end (a hub draining for shutdown). An ``anyio.CancelScope`` with a deadline does that, but each
-one costs an asyncio timer handle and the scope itself, about 1.2 KiB per stream that waits,
-and with direct writes most of a hub's memory per idle connection is exactly such waiting.
+A stream wakes up for its ping, for a send that has taken too long (``send_timeout``), and for
+the end of a shutdown's grace period. A cancel scope with a deadline, or a sleeping task, per
+stream would cost an asyncio timer handle and a scope or a task for every idle connection.
 
-An :class:`AlarmClock` keeps the alarms of one event loop in a heap and holds one
-``loop.call_at`` handle, for the earliest. An :class:`Alarm` is a small object reused for a
-stream's whole life. Deadlines that only move later (a ping is due a ping interval after the
-latest activity, and activity only moves forward) are re-armed lazily: the alarm stays in the
-heap at its old time, and when that time comes, :meth:`Alarm.ring` looks at the stream and
-answers with its real deadline (or acts). A stream that writes an event therefore touches no
-timer at all.
+An :class:`AlarmClock` keeps the alarms of one asyncio event loop in a heap behind a single
+``loop.call_at`` handle. An :class:`Alarm` is reused for a stream's whole life and re-armed
+lazily: deadlines that only move later (a ping is due a ping interval after the latest
+activity) leave the alarm where it is, and when it rings, :meth:`Alarm.ring` looks at the
+stream and answers with its real next deadline, or acts. A stream that sends an event
+therefore touches no timer at all.
 
-Everything here runs on the event loop's thread (from tasks and loop callbacks).
+asyncio only (``loop.call_at``); under any other async library the response waits inside a
+cancel scope with a deadline instead (see ``_pump.py``). Everything here runs on the event
+loop's thread.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ __all__ = ["Alarm", "AlarmClock", "alarm_clock", "running_loop"]
 
 logger = logging.getLogger("ssehub.response")
 
+_TOLERANCE = 0.001
+"""Seconds early an alarm may ring: the coarsest timer rounding of the supported loops."""
+
 
 class Alarm:
     """One deadline of one stream, rung by its :class:`AlarmClock`.
@@ -44,8 +47,8 @@ class Alarm:
 
     __slots__ = ("_active", "_clock", "_due", "_queued")
 
-    def __init__(self, clock: AlarmClock) -> None:
-        self._clock = clock
+    def __init__(self, clock: AlarmClock | None) -> None:
+        self._clock = clock  # None: the subclass keeps its deadlines another way
         self._due = math.inf  # where the alarm sits in the heap (while _queued)
         self._queued = False
         self._active = False
@@ -56,11 +59,13 @@ class Alarm:
 
     def start(self, due: float) -> None:
         """Ring at ``due`` (loop time) at the latest; :meth:`ring` is called then."""
+        clock = self._clock
+        assert clock is not None, "an alarm without a clock cannot start"
         self._active = True
         if not self._queued:
-            self._clock._push(self, due)
+            clock._push(self, due)
         elif due < self._due:
-            self._clock._push_early(self, due)  # earlier than planned: rare (a shutdown)
+            clock._push_early(self, due)  # earlier than planned: rare (a shutdown)
 
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
@@ -131,11 +136,10 @@ class AlarmClock:
         early = self._early
         now = self._loop.time()
         again: list[tuple[Alarm, float]] = []
-        # call_at may run a little early (asyncio rounds to its clock resolution): an alarm
-        # within it counts as due, as asyncio counts its own timers.
-        # uvloop has no _clock_resolution and rounds timers to whole milliseconds: without a
-        # millisecond of tolerance its early firing would re-arm at zero delay until then.
-        limit = now + max(getattr(self._loop, "_clock_resolution", 0.0), 0.001)
+        # call_at may run a little early: asyncio rounds to its clock resolution and uvloop to
+        # whole milliseconds. An alarm within that tolerance counts as due; without it an early
+        # firing would re-arm at zero delay until the time really came.
+        limit = now + _TOLERANCE
         while early and early[0][0] <= limit:
             self._ring(heapq.heappop(early)[2], now, limit, again)
         while heap and heap[0]._due <= limit:

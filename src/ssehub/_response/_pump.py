@@ -1,0 +1,258 @@
+"""The pump: the one loop that moves a stream's frames from its source to the socket.
+
+Every kind of content goes through it: a broker subscription or a channel's message stream
+(frames encoded once for every subscriber) and generators, sync iterables and memory streams
+(through the response's :class:`~ssehub._response._outbox.Outbox`). The loop is::
+
+    take everything ready (never waits) -> one ``send`` -> nothing ready? ping if idle,
+    else wait for the source, a timer or the end
+
+Its deadlines (the ping, ``send_timeout``, the end of a shutdown's grace period) are one
+:class:`~ssehub._response._timers.Alarm` on the event loop's shared clock under asyncio, and
+a cancel scope with a deadline around each wait or send under any other async library (trio).
+A send that takes too long, or is still blocked when sending must end, is cut by cancelling
+the response's task group; the response turns that into :class:`~ssehub.SendTimeoutError` or
+a clean end of the body.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+
+from .._waiter import Waiter, waiter_factory
+from ._timers import Alarm, AlarmClock, alarm_clock, running_loop
+
+if TYPE_CHECKING:
+    from starlette.types import Message, Send
+
+    from .._frames import FrameSource
+
+__all__ = ["Pump"]
+
+_INF = math.inf
+
+
+class Pump(Alarm):
+    """Streams one response's frames; also the response's alarm (see the module docstring).
+
+    Args:
+        send: the ASGI ``send`` of the response.
+        source: where frames come from.
+        ping: seconds of idleness before a ping (``0``: none).
+        ping_bytes: returns the encoded ping.
+        send_timeout: seconds a ``send`` may take, or ``None``.
+        final_timeout: seconds the sends after the end of sending (what was pending, the
+            final empty body) may take.
+    """
+
+    __slots__ = (
+        "_end_at",
+        "_final_timeout",
+        "_new_waiter",
+        "_now",
+        "_ping",
+        "_ping_bytes",
+        "_send",
+        "_send_scope",
+        "_send_timeout",
+        "_sending_since",
+        "_source",
+        "_wait_until",
+        "_waiter",
+        "cut",
+        "last_activity",
+        "scope",
+        "sent_final",
+        "timed_out",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        source: FrameSource,
+        *,
+        ping: float,
+        ping_bytes: Callable[[], bytes],
+        send_timeout: float | None,
+        final_timeout: float,
+    ) -> None:
+        loop = running_loop()
+        # Under asyncio the alarm clock serves the deadlines; elsewhere (trio), scopes do.
+        super().__init__(alarm_clock(loop) if loop is not None else None)
+        self._now: Callable[[], float] = loop.time if loop is not None else anyio.current_time
+        self._new_waiter: Callable[[], Waiter] = waiter_factory(anyio.lowlevel.current_token())
+        self._send = send
+        self._source = source
+        self._ping = ping
+        self._ping_bytes = ping_bytes
+        self._send_timeout = send_timeout
+        self._final_timeout = final_timeout
+        self._end_at = _INF  # when sending must end (a shutdown)
+        self._sending_since = _INF  # start of the send in progress
+        self._waiter: Waiter | None = None
+        self._wait_until = _INF
+        self._send_scope: anyio.CancelScope | None = None  # a send's, outside asyncio
+        self.scope: anyio.CancelScope | None = None
+        """The response's task group scope: cancelled to cut a send."""
+        self.last_activity = self._now()
+        self.timed_out = False
+        """A send took longer than ``send_timeout``."""
+        self.cut = False
+        """A send was still blocked when sending had to end."""
+        self.sent_final = False
+        """The final empty body went out."""
+
+    # -- control ---------------------------------------------------------------------------
+
+    def end_by(self, at: float) -> None:
+        """End sending at ``at`` (the clock of :attr:`now`) at the latest; idempotent.
+
+        What is pending then goes out with the final empty body; a send still blocked then is
+        cut. Safe to call from a plain callback on the event loop.
+        """
+        if at >= self._end_at:
+            return
+        self._end_at = at
+        waiter = self._waiter
+        if at <= self._now() and waiter is not None:
+            self._waiter = None
+            waiter.set()
+        elif self._clock is not None:
+            self.start(at)
+        elif self._send_scope is not None:
+            self._send_scope.deadline = min(self._send_scope.deadline, at)
+        elif waiter is not None:
+            # Scope-based waits read their deadline when they start: wake this one so the
+            # next wait (or the end) sees the new deadline.
+            self._waiter = None
+            waiter.set()
+
+    def now(self) -> float:
+        """The clock the pump's deadlines use (the event loop's time)."""
+        return self._now()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, opening: list[bytes]) -> None:
+        """Send ``opening`` (when not empty) and then the source's frames until it ends or
+        sending must end; then the final empty body.
+
+        Cancelled (through :attr:`scope`) when a send is cut; see :attr:`timed_out` and
+        :attr:`cut`.
+        """
+        source = self._source
+        take = source.take_frames
+        pending: list[bytes] | None = opening
+        while True:
+            if pending:
+                body = pending[0] if len(pending) == 1 else b"".join(pending)
+                await self._send_body(body, more_body=True)
+            if self._end_at != _INF and self._now() >= self._end_at:
+                # Sending ends: what is pending goes out with the end of the body.
+                rest = take() or []
+                await self._send_body(b"".join(rest), more_body=False)
+                return
+            pending = take()
+            if pending is None:
+                break
+            if pending:
+                continue
+            ping_due = self.last_activity + self._ping if self._ping > 0 else _INF
+            if self._now() >= ping_due:
+                pending = [self._ping_bytes()]
+                continue
+            await self._wait(source, min(ping_due, self._end_at))
+        await self._send_body(b"", more_body=False)
+
+    async def _wait(self, source: FrameSource, deadline: float) -> None:
+        waiter = self._waiter = self._new_waiter()
+        source.on_ready(waiter.set)
+        if self._clock is not None:
+            self._wait_until = deadline
+            if deadline != _INF:
+                self.start(deadline)
+            await waiter.wait()
+        else:
+            with anyio.CancelScope(deadline=deadline):
+                await waiter.wait()
+        self._waiter = None
+
+    async def _send_body(self, body: bytes, *, more_body: bool) -> None:
+        message: Message = {"type": "http.response.body", "body": body, "more_body": more_body}
+        now = self._now()
+        deadline = self._send_deadline(now)
+        if self._clock is not None:
+            # Recorded even without a deadline: a shutdown may give the send one later.
+            self._sending_since = now
+            if deadline != _INF and (not self._queued or self._due > deadline):
+                self.start(deadline)
+            try:
+                await self._send(message)
+            finally:
+                self._sending_since = _INF
+        else:
+            with anyio.CancelScope(deadline=deadline) as scope:
+                self._send_scope = scope  # end_by() moves its deadline
+                try:
+                    await self._send(message)
+                finally:
+                    self._send_scope = None
+            if scope.cancelled_caught:
+                self._expired(now)
+                await anyio.lowlevel.checkpoint()  # the task group's scope is cancelled now
+        if more_body:
+            self.last_activity = self._now() if self._ping > 0 else now
+        else:
+            self.sent_final = True
+
+    def _send_deadline(self, since: float) -> float:
+        """When a send started at ``since`` must be cut."""
+        end = self._end_at
+        if since >= end:
+            return since + self._final_timeout
+        timeout = self._send_timeout
+        return min(end, _INF if timeout is None else since + timeout)
+
+    def _expired(self, since: float) -> None:
+        """The send started at ``since`` is over its deadline: cut it."""
+        timeout = self._send_timeout
+        if timeout is not None and since + timeout <= self._end_at:
+            self.timed_out = True  # the send timeout came first
+        else:
+            self.cut = True  # sending had to end
+        if self.scope is not None:
+            self.scope.cancel()
+
+    # -- the alarm (asyncio) -----------------------------------------------------------------
+
+    def ring(self, now: float) -> float | None:
+        """Cut an overdue send, end an overdue wait, or answer when to look again."""
+        since = self._sending_since
+        if since != _INF:
+            deadline = self._send_deadline(since)
+            if now >= deadline:
+                self._expired(since)
+                return None
+            return deadline
+        waiter = self._waiter
+        if waiter is not None and now >= min(self._wait_until, self._end_at):
+            self._waiter = None
+            waiter.set()
+        # While the stream lives, look again within one send timeout: a send starting later
+        # then never needs a timer operation of its own (see _send_body).
+        later = self._wait_until if self._waiter is not None else _INF
+        if self._send_timeout is not None:
+            later = min(later, now + self._send_timeout)
+        if self._end_at > now:
+            later = min(later, self._end_at)
+        return None if later == _INF or self.sent_final else later
+
+
+def clock_of(pump: Pump) -> AlarmClock | None:
+    """The pump's alarm clock (``None`` outside asyncio); for tests."""
+    return pump._clock

@@ -1,0 +1,139 @@
+"""Server shutdown: SIGINT and SIGTERM end every open event stream cleanly, on any server.
+
+ASGI tells an app nothing when its server begins to shut down: uvicorn stops accepting
+connections and then waits for open responses to finish (forever, by default), and hypercorn
+and granian cut them after a grace period without a clean end of the body. An event stream
+never finishes by itself, so a server with open streams hangs on Ctrl-C, or ends them in a way
+clients take for a network error.
+
+The mechanism, in three parts:
+
+* Each running stream registers its ``shutdown`` callback with the registry of its event loop
+  (:func:`register`; a set per loop, no task per stream).
+* :func:`shutdown_streams` ends every stream of the running loop, and every stream that starts
+  on it afterwards ends at once (a client reconnecting during the shutdown gets the headers
+  and a clean end, not a stream that would hold the server again).
+* The first stream on the main thread chains a handler in front of the process's SIGINT and
+  SIGTERM handlers when those are Python callables (a server's own handler, or Python's
+  ``KeyboardInterrupt`` default): it schedules :func:`shutdown_streams` on every loop with
+  streams, then calls the previous handler unchanged. The server's own shutdown then proceeds
+  as always, and finds the streams already ended. A signal whose handler is not a Python
+  callable (the default SIGTERM, or an ignored signal) is left alone; a server that puts its
+  own handler back later simply replaces the chain.
+
+Apps with their own shutdown logic pass ``shutdown_event`` to the response or call
+:func:`shutdown_streams` from their own hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import weakref
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import anyio.lowlevel
+
+__all__ = ["register", "shutdown_streams", "unregister"]
+
+logger = logging.getLogger("ssehub.response")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+Callback = Callable[[], object]
+
+
+class _Registry:
+    """The streams of one event loop, and whether its shutdown was requested."""
+
+    __slots__ = ("__weakref__", "requested", "schedule", "streams")
+
+    def __init__(self, schedule: Callable[[Callback], object]) -> None:
+        self.schedule = schedule  # runs a callback on the loop, from any thread
+        self.streams: dict[Callback, None] = {}
+        self.requested = False
+
+    def trigger(self) -> None:
+        self.requested = True
+        for callback in list(self.streams):
+            try:
+                callback()
+            except Exception:  # noqa: PERF203 - one stream must not stop the others
+                logger.exception("ending a stream for the shutdown failed")
+
+
+# One registry per event loop (the asyncio loop, or trio's token), freed with it.
+_registries: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
+_previous: dict[int, Callable[[int, FrameType | None], Any]] = {}
+
+
+def _registry() -> _Registry:
+    native: Any = anyio.lowlevel.current_token().native_token
+    registry = _registries.get(native)
+    if registry is None:
+        # asyncio's loop and trio's token both schedule thread-safely (a signal handler runs
+        # between two bytecodes of the main thread, in the middle of whatever the loop does).
+        schedule: Callable[[Callback], object] = (
+            getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
+        )
+        registry = _registries[native] = _Registry(schedule)
+    return registry
+
+
+def register(callback: Callback) -> bool:
+    """Register a running stream's ``callback`` for the shutdown of the current event loop.
+
+    Returns:
+        ``True`` if the shutdown was already requested: the caller must end at once (the
+        callback is registered all the same, and :func:`unregister` must follow).
+    """
+    registry = _registry()
+    registry.streams[callback] = None
+    if threading.current_thread() is threading.main_thread():
+        _chain_signals()
+    return registry.requested
+
+
+def unregister(callback: Callback) -> None:
+    """Forget a stream's callback (it has ended)."""
+    registry = _registries.get(anyio.lowlevel.current_token().native_token)
+    if registry is not None:
+        registry.streams.pop(callback, None)
+
+
+def shutdown_streams() -> None:
+    """End every :class:`~ssehub.EventSourceResponse` running on the current event loop, as
+    a SIGINT would, and make streams that start later end at once.
+
+    Each stream gets its ``shutdown_grace_period`` and then ends with a clean end of the body
+    (see ``EventSourceResponse``). Call it from the event loop's thread, for example from a
+    server's shutdown hook when signals do not reach the process that runs the app.
+    """
+    _registry().trigger()
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    for registry in list(_registries.values()):
+        try:
+            registry.schedule(registry.trigger)
+        except RuntimeError:  # noqa: PERF203  # the loop closed meanwhile
+            continue
+    previous = _previous.get(signum)
+    if previous is not None:
+        previous(signum, frame)
+
+
+def _chain_signals() -> None:
+    for signum in _SIGNALS:
+        current = signal.getsignal(signum)
+        if current is _on_signal or not callable(current):
+            continue
+        _previous[signum] = current
+        try:
+            signal.signal(signum, _on_signal)
+        except (ValueError, OSError):  # pragma: no cover - not the main thread after all
+            return
+        logger.debug("streams end cleanly on signal %s", signal.Signals(signum).name)
