@@ -195,12 +195,7 @@ def test_dashboard_in_chromium() -> None:
     with ExitStack() as stack:
         # drop_oldest with a small queue: a burst larger than it makes an ssehub.dropped notice
         # (the batches below stay within it, and every stream drains between two batches).
-        # (queued, so without direct writes: a browser that keeps reading would get the whole
-        # burst written straight to its connection, and nothing would be dropped).
-        options = (
-            *("--grace-period", "2", "--slow-policy", "drop_oldest", "--queue-size", "10"),
-            *("--direct-write", "false"),
-        )
+        options = ("--grace-period", "2", "--slow-policy", "drop_oldest", "--queue-size", "10")
         url = stack.enter_context(_serve(*options))
         api = stack.enter_context(httpx.Client(base_url=url, timeout=TIMEOUT))
         # Two other subscribers, so the topic table and the chart have more than one line.

@@ -160,12 +160,21 @@ def test_gc_threshold_changes_only_the_young_generation() -> None:
         HubSettings(gc_threshold=-1)
 
 
-def test_serve_uses_the_direct_write_protocol_only_with_httptools_and_the_setting_on() -> None:
-    from ssehub.cli.serve import http_protocol
-    from ssehub.uvicorn import HttpToolsProtocol
+def test_direct_write_is_not_an_option_any_more() -> None:
+    assert "direct_write" not in {spec.name for spec in options()}
+    # A variable left over from an older deployment is ignored, like any unknown SSEHUB_ name.
+    assert HubSettings.from_sources({}, {"SSEHUB_DIRECT_WRITE": "false"}) == HubSettings()
 
-    assert http_protocol("httptools", direct_write=True) is HttpToolsProtocol
-    assert http_protocol("httptools", direct_write=False) == "httptools"
-    assert http_protocol("h11", direct_write=True) == "h11"
-    assert HubSettings().direct_write is True
-    assert HubSettings.from_sources({}, {"SSEHUB_DIRECT_WRITE": "false"}).direct_write is False
+
+def test_from_environment_reads_the_variables_serve_reads() -> None:
+    settings = HubSettings.from_environment({"SSEHUB_PORT": "9000", "SSEHUB_AUTH": "api-key"})
+    assert (settings.port, settings.auth) == (9000, "api_key")
+    with pytest.raises(ConfigurationError, match="SSEHUB_PING"):
+        HubSettings.from_environment({"SSEHUB_PING": "soon"})
+
+
+def test_from_environment_defaults_to_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSEHUB_HISTORY", "77")
+    assert HubSettings.from_environment().history == 77

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "add_parser",
+    "check_channels_workers",
     "choose_implementations",
-    "http_protocol",
     "load_uvicorn",
     "run",
     "serve",
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     cli = {spec.name: getattr(args, spec.name, None) for spec in options()}
     try:
         settings = HubSettings.from_sources(cli, os.environ)
+        check_channels_workers(settings)
     except ConfigurationError as exc:
         print(f"ssehub serve: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +105,33 @@ def run(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:  # -- security: an unusable key, JWKS or API key file
         print(f"ssehub serve: {exc}", file=sys.stderr)
         return 2
+
+
+def check_channels_workers(settings: HubSettings) -> None:
+    """Refuse ``--workers`` above 1 with channels on a shared (Redis) broker.
+
+    Redis shares topics between processes, but a channel, its listeners and their queued
+    messages live in the process that created them, and the kernel hands each connection to any
+    worker: a listener created on one worker would be unknown (404) to the others. Other brokers
+    are refused for ``--workers`` anyway, with their own reason (``check_workers``).
+
+    Args:
+        settings: the hub's settings.
+
+    Raises:
+        ConfigurationError: the combination is asked for; the message is one line, with the way
+            out.
+    """
+    from ._supervisor import SHARED_BROKER_SCHEMES
+
+    scheme = settings.broker.partition("://")[0].lower()
+    if settings.workers > 1 and settings.channels and scheme in SHARED_BROKER_SCHEMES:
+        raise ConfigurationError(
+            f"--workers {settings.workers} cannot serve channels: channels keep per-process "
+            "state (a listener and its messages live in the worker that created it; Redis shares "
+            "only topics), so the other workers would answer 404; add --no-channels "
+            "(SSEHUB_CHANNELS=false) or run one worker"
+        )
 
 
 def load_uvicorn() -> ModuleType:
@@ -172,24 +200,6 @@ class _EarlySignals:
         self.received = True
 
 
-def http_protocol(http: str, *, direct_write: bool) -> Any:
-    """Return uvicorn's ``http`` setting: ssehub's httptools protocol when direct writes are on.
-
-    Args:
-        http: ``"httptools"`` or ``"h11"`` (from :func:`choose_implementations`).
-        direct_write: the ``--direct-write`` setting.
-
-    Returns:
-        :class:`ssehub.uvicorn.HttpToolsProtocol` (the class) for httptools with direct writes,
-        else ``http`` unchanged.
-    """
-    if http != "httptools" or not direct_write:
-        return http
-    from ..uvicorn import HttpToolsProtocol
-
-    return HttpToolsProtocol
-
-
 def tune_garbage_collector(threshold: int) -> None:
     """Make young-generation collections rarer in the server process (``--gc-threshold``).
 
@@ -233,7 +243,7 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
         host=settings.host,
         port=settings.port,
         loop=loop,
-        http=http_protocol(http, direct_write=settings.direct_write),
+        http=http,
         lifespan="on",
         log_level=settings.log_level,
         log_config=_log_config(settings.log_level, settings.log_format),
@@ -253,9 +263,7 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
             await super().startup(sockets=sockets)
             if not self.started:
                 return
-            direct = http == "httptools" and settings.direct_write
-            shown_http = f"{http} with direct writes" if direct else http
-            _log_listening(settings, self.servers, loop=loop, http=shown_http)
+            _log_listening(settings, self.servers, loop=loop, http=http)
             if settings.queue_size >= settings.history:
                 logger.warning(
                     "--queue-size %d is not below --history %d: a subscriber shed for being "
