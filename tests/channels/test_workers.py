@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from ssehub import BrokerClosed, ConfigurationError
 from ssehub.channels import Channel, Message, WorkerPool
+from ssehub.channels._worker_output import MAX_OUTPUT_CHARS, MAX_RECORDS
 
 pytestmark = pytest.mark.anyio
 
@@ -26,6 +28,27 @@ def refuse_parent_process(message: Message) -> None:
 def fail_on_odd(message: Message) -> None:
     if message.payload % 2:
         raise ValueError(f"odd: {message.payload}")
+
+
+def chatty(message: Message) -> None:
+    log = logging.getLogger("tests.worker")
+    log.debug("hidden %s", message.payload)  # below the parent's level for this logger
+    log.info("got %s", message.payload)
+    print("printed", message.payload)
+    print("on stderr", message.payload, file=sys.stderr)
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        log.exception("handled")
+    if message.payload == "fail":
+        raise ValueError("callback broke")
+
+
+def flood(message: Message) -> None:
+    log = logging.getLogger("tests.worker")
+    for n in range(MAX_RECORDS + 5):
+        log.warning("line %d", n)
+    print("x" * (MAX_OUTPUT_CHARS + 10))
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5])
@@ -211,3 +234,48 @@ async def test_pool_exit_removes_its_listeners() -> None:
             assert handle.listener.id in channel
         assert handle.listener.id not in channel
         assert handle.done
+
+
+async def test_process_callbacks_logs_and_prints_reach_the_parent(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.INFO, logger="tests.worker")
+    with anyio.fail_after(60):
+        async with Channel("c") as channel, WorkerPool(max_workers=1, processes=True) as pool:
+            handle = pool.attach(channel, chatty, ordered=True)
+            await channel.broadcast(Message("n", "ok"))
+            await channel.broadcast(Message("n", "fail"))
+            await channel.broadcast(Message.end())
+            await handle.wait()
+    assert handle.statistics()[:2] == (1, 1)
+    worker = [r for r in caplog.records if r.name == "tests.worker"]
+    assert [r.getMessage() for r in worker] == ["got ok", "handled", "got fail", "handled"]
+    assert {r.process for r in worker} != {os.getpid()}  # logged in the worker process
+    assert "ZeroDivisionError" in (worker[1].exc_text or "")  # its traceback travelled as text
+    [failure] = [r for r in caplog.records if "failed on message" in r.getMessage()]
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], ValueError)
+    if sys.version_info >= (3, 11):  # the worker's traceback, as a note
+        assert "in chatty" in caplog.text
+    out, err = capsys.readouterr()
+    assert out == "printed ok\nprinted fail\n"
+    assert err == "on stderr ok\non stderr fail\n"
+
+
+async def test_process_callback_output_is_bounded(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with anyio.fail_after(60):
+        async with Channel("c") as channel, WorkerPool(max_workers=1, processes=True) as pool:
+            handle = pool.attach(channel, flood, ordered=True)
+            await channel.dispatch(handle.listener.id, Message("n", 1))
+            await channel.dispatch(handle.listener.id, Message.end())
+            await handle.wait()
+    assert handle.statistics()[:2] == (1, 0)
+    lines = [r for r in caplog.records if r.name == "tests.worker"]
+    assert len(lines) == MAX_RECORDS
+    assert lines[-1].getMessage() == f"line {MAX_RECORDS - 1}"
+    assert "5 records dropped" in caplog.text
+    out = capsys.readouterr().out
+    assert out.startswith("x" * MAX_OUTPUT_CHARS + "\n[ssehub: 11 more characters")

@@ -87,7 +87,7 @@ def test_readable_output(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> 
         f"{second} note two",
         "    lines \\x1b[31m",  # escaped: an event cannot drive the terminal
     ]
-    assert err == ""
+    assert err == f"ssehub listen: connected to {hub.url} (topics chat)\n"
 
 
 def test_json_lines_and_several_topics(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,7 +96,9 @@ def test_json_lines_and_several_topics(hub: HubServer, capsys: pytest.CaptureFix
         first = publish(hub.url, "a", "x")
         second = publish(hub.url, "b", '{"k": 1}', event="obj")
     assert code == [0]
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out, err = capsys.readouterr()
+    assert err == f"ssehub listen: connected to {hub.url} (topics a, b)\n"
+    lines = [json.loads(line) for line in out.splitlines()]
     assert lines == [
         {"id": first, "event": "message", "data": "x"},
         {"id": second, "event": "obj", "data": '{"k": 1}'},
@@ -177,7 +179,10 @@ def test_keeps_going_across_a_hub_restart(
         f'{before} ssehub.reset {{"reason":"unknown"}}',
         f"{after} message after",
     ]
+    assert err.startswith(f"ssehub listen: connected to {hub.url} (topics r)\n"), err
     assert "ssehub listen: the hub ended the stream; reconnecting in" in err, err
+    # Said once the stream is back, so a quiet terminal is not mistaken for a lost hub.
+    assert err.endswith(f"ssehub listen: reconnected, resuming after {before}\n"), err
 
 
 def test_wait_keeps_trying_until_the_hub_comes_up(

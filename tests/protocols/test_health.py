@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import time
 
 import anyio
 import pytest
@@ -20,6 +22,9 @@ from ssehub.protocols import (
 )
 from ssehub.testing import ManualClock
 from ssehub.wire import parse
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 
 class Probe:
@@ -195,6 +200,7 @@ async def test_slow_subscriber_keeps_every_alert_but_only_the_latest_report() ->
 async def test_periodic_rounds_on_a_manual_clock_and_close() -> None:
     clock = ManualClock()
     probe = Probe(10)
+    started = time.time()
     with anyio.fail_after(5):
         async with HealthMonitor([latency(probe)], interval=10, clock=clock) as monitor:
             sub = monitor.subscribe()
@@ -209,7 +215,8 @@ async def test_periodic_rounds_on_a_manual_clock_and_close() -> None:
             second = await sub.receive()
             assert isinstance(second, HealthReport)
             assert second.seq > first.seq
-            assert second.checked_at == 10.0
+            # Wall-clock time for display, whatever clock schedules the rounds.
+            assert started <= first.checked_at <= second.checked_at <= time.time()
         assert [i async for i in sub] == []  # leaving the block closed the subscriptions
     with pytest.raises(ProtocolError):
         await monitor.check_once()
@@ -227,3 +234,20 @@ async def test_events_encode_with_seq_ids_and_decode() -> None:
         assert event.id == str(item.seq)
         [message] = parse(event.encode())
         assert HEALTH_PROTOCOL.decode(message).payload == item
+
+
+@pytest.mark.anyio
+async def test_error_in_the_block_comes_out_as_itself() -> None:
+    with pytest.raises(ValueError, match="boom") as info:
+        async with HealthMonitor([latency(Probe(10))]):
+            raise ValueError("boom")
+    assert not isinstance(info.value, BaseExceptionGroup)
+
+
+@pytest.mark.anyio
+async def test_leaving_before_the_first_round_is_quiet() -> None:
+    probe = Probe(10)
+    async with HealthMonitor([latency(probe)]) as monitor:
+        pass
+    assert monitor.current is None
+    assert probe.calls == 0

@@ -19,6 +19,7 @@ from .._exceptions import (
     LimitReached,
     UnknownChannel,
 )
+from ..broker.broker import Broker
 from ._channel import Channel
 from ._listener import check_name
 
@@ -77,7 +78,8 @@ class ChannelRegistry:
         for stop in self._stops.values():
             stop.set()  # each channel task leaves its `async with` and ends
         assert task_group is not None
-        return await task_group.__aexit__(exc_type, exc, tb)
+        # A lone error of the block or of a channel comes out as itself, not in a group.
+        return await Broker._exit_task_group(task_group, exc_type, exc, tb)
 
     @property
     def running(self) -> bool:

@@ -13,6 +13,9 @@ Nothing grows without limit: a consumer takes new messages only when a worker sl
 when the pool is saturated messages wait in the listener's bounded queue, whose overflow policy
 applies (choose the channel's ``overflow="block"`` for back-pressure on senders). An exception
 in a callback is logged and counted; the listener and the channel carry on.
+
+In a process pool, what a callback logs goes to the parent's loggers and what it prints to the
+parent's standard output and error, once the call returns (see ``_worker_output.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import anyio.to_process
 import anyio.to_thread
 
 from .._exceptions import BrokerClosed, ConfigurationError
+from ..broker.broker import Broker
 from ._message import Message
+from ._worker_output import log_threshold, run_captured
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -106,6 +111,11 @@ class WorkerPool:
         max_workers: callbacks running at once across the pool (>= 1).
         processes: run callbacks in worker processes (CPU-bound work); the callback must then
             be picklable (a module-level function) and receives a pickled :class:`Message`.
+            What it logs is handed to this process's loggers (their levels and handlers
+            apply; records keep the worker's ``process`` id) and what it prints is written to
+            this process's standard output and error, when the call returns, bounded per call
+            (1000 records, 64 KiB per stream). A failing callback's log carries the worker's
+            traceback as a note (Python 3.11+).
 
     Raises:
         ConfigurationError: ``max_workers`` is not a positive int.
@@ -138,7 +148,8 @@ class WorkerPool:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
         task_group.cancel_scope.cancel()
-        return await task_group.__aexit__(exc_type, exc, tb)
+        # A lone error of the block comes out as itself, not in a group.
+        return await Broker._exit_task_group(task_group, exc_type, exc, tb)
 
     def statistics(self) -> WorkerStatistics:
         """Return the sums over every callback listener attached so far."""
@@ -228,12 +239,20 @@ class WorkerPool:
             return False
         return not message.is_end
 
+    async def _call_in_process(self, handle: CallbackListener, message: Message) -> None:
+        outcome = await anyio.to_process.run_sync(
+            run_captured, handle.callback, message, log_threshold(), limiter=self._limiter
+        )
+        outcome.replay(handle.listener.id)
+        if outcome.error is not None:
+            raise outcome.error
+
     async def _call(
         self, handle: CallbackListener, message: Message, slots: anyio.Semaphore | None = None
     ) -> None:
         try:
             if self.processes:
-                await anyio.to_process.run_sync(handle.callback, message, limiter=self._limiter)
+                await self._call_in_process(handle, message)
             else:
                 await anyio.to_thread.run_sync(handle.callback, message, limiter=self._limiter)
         except Exception:

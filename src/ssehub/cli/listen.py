@@ -5,10 +5,13 @@ Prints the events of one or more topics as they arrive, one per line: ``<id> <ty
 cannot drive the terminal), in colour when standard output is a terminal and ``NO_COLOR`` is
 unset. ``--json`` prints JSON lines ``{"id", "event", "data"}`` instead.
 
+When the stream opens it says so on standard error (``connected to URL (topics ...)``), so a
+quiet terminal means "no events yet", not "still connecting"; events go to standard output only.
 It keeps going across hub restarts: once the stream has opened, a lost connection, a refused one,
-or a 429/502/503/504 answer reconnects with backoff (a note goes to standard error) and resumes
-with ``Last-Event-ID``. If the hub cannot be reached at all on the first attempt, ``listen``
-says so and exits, unless ``--wait`` asks it to keep trying until the hub comes up.
+or a 429/502/503/504 answer reconnects with backoff (a note goes to standard error, and another,
+``reconnected``, when the stream is back) and resumes with ``Last-Event-ID``. If the hub cannot
+be reached at all on the first attempt, ``listen`` says so and exits, unless ``--wait`` asks it
+to keep trying until the hub comes up.
 
 Exit codes: 0 after ``--count`` events or when the hub ends the stream with 204, 1 when the
 hub cannot be reached (without ``--wait``) or refuses the subscription, 2 for bad arguments,
@@ -142,8 +145,11 @@ def _reason(cause: BaseException | None, idle_timeout: float | None) -> str:
 class _Listener:
     """The callbacks of one ``listen`` run: notices, and giving up when the hub is unreachable."""
 
-    def __init__(self, url: str, *, wait: bool, idle_timeout: float | None) -> None:
+    def __init__(
+        self, url: str, topics: list[str], *, wait: bool, idle_timeout: float | None
+    ) -> None:
         self.url = url
+        self.topics = topics
         self.wait = wait
         self.idle_timeout = idle_timeout
         self.opened = False
@@ -151,7 +157,13 @@ class _Listener:
         self.source: EventSource[MessageEvent] | None = None
 
     def on_open(self) -> None:
+        if not self.opened:
+            note = f"connected to {self.url} (topics {', '.join(self.topics)})"
+        else:
+            resume = self.source.last_event_id if self.source is not None else ""
+            note = f"reconnected, resuming after {resume}" if resume else "reconnected"
         self.opened = True
+        print(f"{_PROG}: {_escape(note)}", file=sys.stderr, flush=True)
 
     def on_reconnect(self, delay: float, cause: BaseException | None) -> None:
         from .._exceptions import ConnectionFailed
@@ -189,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     received = 0
     try:
         with HubClient(args.url or default_hub_url(), headers=token_headers(args.token)) as hub:
-            listener = _Listener(hub.url, wait=args.wait, idle_timeout=idle_timeout)
+            listener = _Listener(hub.url, args.topics, wait=args.wait, idle_timeout=idle_timeout)
             with hub.subscribe(
                 args.topics,
                 args.last_event_id or None,

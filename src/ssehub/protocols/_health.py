@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,9 @@ from .._clock import Clock, SystemClock
 from .._exceptions import ConfigurationError, ProtocolError
 from ..wire import ServerSentEvent
 from ._schema import EventProtocol
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "HEALTH_ALERT",
@@ -139,7 +144,17 @@ class ComponentHealth:
 
 @dataclass(frozen=True)
 class HealthReport:
-    """One round of checks. ``status`` is the worst component status; ``seq`` is the event id."""
+    """One round of checks.
+
+    Attributes:
+        seq: the event id (shared, increasing, with the alerts).
+        status: the worst component status.
+        components: every component's result, in the order of the checks.
+        checked_at: when the round ran, wall-clock: seconds since the Unix epoch (UTC), as
+            :func:`time.time` gives them, so clients can display it
+            (``datetime.fromtimestamp(checked_at, timezone.utc)``, or ``new Date(checked_at *
+            1000)`` in JavaScript). Rounds are scheduled on the monitor's clock, not on this.
+    """
 
     seq: int
     status: HealthStatus
@@ -270,13 +285,17 @@ class HealthMonitor:
                 )
         self._seq += 1
         worst = max((c.status for c in components), key=lambda s: s.rank)
-        self._report = HealthReport(self._seq, worst, components, self.clock.time())
+        # Wall-clock for display; the monitor's clock (monotonic, or a test's manual clock)
+        # schedules the rounds and would mean nothing to a client.
+        self._report = HealthReport(self._seq, worst, components, time.time())
         self._wake()
         return self._report
 
     async def _loop(self) -> None:
         next_round = self.clock.time()
-        while True:
+        # Not `while True`: a block that leaves before this task first runs closes the monitor
+        # first, and check_once() refuses a closed monitor.
+        while not self._closed:
             await self.check_once()
             next_round += self.interval
             await self.clock.sleep_until(next_round)
@@ -298,7 +317,7 @@ class HealthMonitor:
         self._tg.cancel_scope.cancel()
         self.close()
         try:
-            return await self._tg.__aexit__(exc_type, exc, tb)
+            return await _exit_task_group(self._tg, exc_type, exc, tb)
         finally:
             self._tg = None
 
@@ -320,6 +339,36 @@ class HealthMonitor:
         if self._changed is None:
             self._changed = anyio.Event()
         await self._changed.wait()
+
+
+async def _exit_task_group(
+    task_group: TaskGroup,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool | None:
+    """Leave ``task_group``; a lone error comes out as itself, not in an ExceptionGroup.
+
+    anyio wraps even a single error in a group, which ``except ValueError`` around
+    ``async with HealthMonitor(...)`` would miss (the same as ``Broker._exit_task_group``;
+    this layer does not depend on the broker).
+    """
+    try:
+        return await task_group.__aexit__(exc_type, exc, tb)
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while (
+            error is not exc
+            and isinstance(error, BaseExceptionGroup)
+            and len(error.exceptions) == 1
+        ):
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        if error is exc:
+            return False  # the block's own error: Python re-raises it untouched
+    # Raised outside the handler, so its __cause__ and __context__ stay as they were.
+    raise error
 
 
 class HealthSubscription:
