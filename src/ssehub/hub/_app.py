@@ -481,8 +481,12 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
     """Build the hub's ASGI app.
 
     Args:
-        settings: the hub's settings (default :class:`HubSettings()`). Server options (host,
-            port, log level, grace period) are used by ``ssehub serve``, not by the app.
+        settings: the hub's settings. By default they are read from the ``SSEHUB_<NAME>``
+            environment variables, as ``ssehub serve`` reads them
+            (:meth:`HubSettings.from_environment`), so a hub run by any ASGI server
+            (``hypercorn 'ssehub.hub:create_app()'``) honours them; settings given here win,
+            and the environment is not read at all. Server options (host, port, workers, log
+            level, grace period) are used by ``ssehub serve``, not by the app.
         broker: a broker you manage: enter it yourself (``async with broker:``) before the app
             serves requests. Without it, the app builds one from ``settings`` and its lifespan
             enters and closes it.
@@ -493,10 +497,11 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
         ``GET /docs``. ``app.state.hub`` is its :class:`HubState`.
 
     Raises:
-        ConfigurationError: the settings name an unknown broker backend.
+        ConfigurationError: the settings name an unknown broker backend; or, without
+            settings, an ``SSEHUB_*`` variable is invalid (the message names it).
         MissingDependency: the broker backend needs an extra that is not installed.
     """
-    settings = settings if settings is not None else HubSettings()
+    settings = settings if settings is not None else HubSettings.from_environment()
     owns_broker = broker is None
     hub = HubState(settings, broker or _build_broker(settings), owns_broker=owns_broker)
     endpoints = _Endpoints(hub)
