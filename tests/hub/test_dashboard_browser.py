@@ -227,7 +227,7 @@ def test_dashboard_in_chromium() -> None:
         # Locator waits, not wait_for_function: the page's CSP forbids eval, rightly.
         page.locator("#hub-state", has_text="live").wait_for()
 
-        # Watch a topic: the browser's own EventSource on /events.
+        # Watch a topic: the page reads /events itself (fetch and its own SSE parser).
         page.fill("#watch-topic", "orders")
         page.click("#watch-form button[type=submit]")
         page.locator("#tail-state", has_text="watching orders").wait_for()
@@ -240,6 +240,27 @@ def test_dashboard_in_chromium() -> None:
         row.wait_for()
         assert row.locator(".id").text_content() == event_id
         assert row.locator(".type").text_content() == "message"
+
+        # A named event nobody typed anywhere: shown like any other (EventSource would hand it
+        # only to a listener for "created", so the tail used to miss it).
+        created = api.post(
+            "/publish", json={"topic": "orders", "data": {"order": 7}, "event": "created"}
+        )
+        assert created.status_code == 200
+        named = page.locator("#tail .ev", has_text='{"order":7}')
+        named.wait_for()
+        assert named.locator(".type").text_content() == "created"
+        assert named.locator(".id").text_content() == created.json()["id"]
+
+        # The type filter narrows the tail to the listed types; empty shows them all again.
+        page.fill("#filter-types", "created")
+        assert named.is_visible()
+        assert not row.is_visible()
+        page.fill("#filter-types", "message, other")
+        assert row.is_visible()
+        assert not named.is_visible()
+        page.fill("#filter-types", "")
+        assert named.is_visible()
 
         # The publish form: a named event, seen in the tail too.
         page.fill("#pub-topic", "orders")
@@ -323,6 +344,76 @@ def test_dashboard_in_chromium() -> None:
         assert problems == []  # no CSP violation, no script error
 
 
+# Streams the page's parser is checked on, against ssehub.wire.EventParser: named and unnamed
+# events, every line ending, a BOM, comments, fields without a colon or value, an id with NUL
+# (ignored), an id-only event (committed, nothing dispatched), retry, multi-byte characters,
+# and an incomplete event at the end (dropped, its id not committed).
+PARSER_STREAMS = [
+    b"data: a\n\n",
+    b"\xef\xbb\xbfdata: bom\r\n\r\n",
+    b'event: created\ndata: {"a":1}\nid: 7\n\n',
+    b"data: x\rdata: y\r\rid: 9\r\n\r\ndata: after\r\n\r\n",
+    b"event: two\r\ndata: a\r\ndata: b\r\nid: 3\r\n\r\n",
+    b": comment\ndata\ndata:\n\nevent\ndata: default type\n\n",
+    b"id: a\x00b\ndata: nul\n\nid\ndata: empty id\n\n",
+    b"retry: 1500\nretry: x\nretry: 2a\ndata: r\n\n",
+    b"data: caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\n\n",
+    b"data:  two spaces\nDATA: ignored\nevent: e\n\nid: 1\ndata: a\n\nid: 2\ndata: partial",
+]
+
+
+def _wire_parse(chunks: list[bytes]) -> dict[str, Any]:
+    from ssehub.wire import EventParser
+
+    parser = EventParser()
+    events = [[e.event, e.data, e.id] for chunk in chunks for e in parser.feed(chunk)]
+    parser.close()  # the connection ends: what was incomplete is dropped
+    return {"events": events, "lastId": parser.last_event_id, "retry": parser.retry}
+
+
+@pytest.mark.integration
+def test_dashboard_tail_parser_agrees_with_the_wire_parser() -> None:
+    sync_playwright = _browser_or_skip()
+    page_source = (
+        Path(__file__).resolve().parents[2] / "src/ssehub/hub/static/dashboard.html"
+    ).read_text()
+    found = re.search(r"\n(  function eventParser\(dispatch\) \{\n.*?\n  \}\n)", page_source, re.S)
+    assert found is not None
+    runs = []  # every stream whole, split at each position, and byte by byte
+    for stream in PARSER_STREAMS:
+        runs.append([stream])
+        runs += [[stream[:cut], stream[cut:]] for cut in range(len(stream) + 1)]
+        runs.append([stream[n : n + 1] for n in range(len(stream))])
+    driver = """([source, runs]) => {
+        const eventParser = new Function(
+          `const MAX_PENDING_TEXT = 1 << 20; ${source}; return eventParser;`)();
+        return runs.map((chunks) => {
+          const events = [];
+          const parser = eventParser((e) => events.push([e.type, e.data, e.id]));
+          parser.reset();
+          const decoder = new TextDecoder();  // as TextDecoderStream: UTF-8, BOM removed
+          for (const chunk of chunks) {
+            parser.feed(decoder.decode(new Uint8Array(chunk), { stream: true }));
+          }
+          parser.reset();  // the connection ends
+          return { events, lastId: parser.lastId, retry: parser.retry };
+        });
+    }"""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()  # about:blank: no page policy, so the driver may eval
+            results = page.evaluate(
+                driver, [found.group(1), [[list(chunk) for chunk in run] for run in runs]]
+            )
+        finally:
+            browser.close()
+    for run, result in zip(runs, results, strict=True):
+        assert result == _wire_parse(run), run
+
+
 @pytest.mark.anyio
 async def test_dashboard_needs_a_credential_when_auth_is_on() -> None:
     jwt = pytest.importorskip("jwt")
@@ -364,7 +455,7 @@ def test_dashboard_behind_auth_in_chromium() -> None:
         response = page.goto(f"{url}/")
         assert response is not None
         assert response.status == 401
-        # With the hub's auth cookie, the page, its fetches and its EventSource all work.
+        # With the hub's auth cookie, the page and its fetches (stats, tail, publish) all work.
         context.add_cookies([{"name": "ssehub_token", "value": operator, "url": url}])
         assert page.goto(f"{url}/?poll=400") is not None
         page.locator("#hub-state", has_text="live").wait_for()

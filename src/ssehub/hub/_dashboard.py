@@ -3,7 +3,11 @@
 The page (``static/dashboard.html``, shipped as package data) has no build step and loads
 nothing from elsewhere. Its live parts use what the hub already serves:
 
-- the tail of a topic is the browser's own ``EventSource`` on ``/events``;
+- the tail of a topic reads ``/events`` with ``fetch`` and parses the stream in the page (the
+  WHATWG rules, as :class:`ssehub.wire.EventParser` does; a browser test checks that they agree),
+  reconnecting with ``Last-Event-ID``. Not ``EventSource``: it hands an event with an ``event:``
+  name only to a listener for that name, and has no catch-all, so the tail would miss every
+  named event; this way it shows every event of the topic and its filters only narrow that;
 - the publish form posts to ``/publish``;
 - everything else (topics, subscriber counts, history sizes, per-topic event rates, totals)
   comes from ``GET /dashboard/stats``, polled every 2 s.
@@ -181,7 +185,7 @@ def dashboard_routes(hub: HubState) -> list[BaseRoute]:
     """Return the dashboard's routes: ``GET /`` and ``GET /dashboard/stats``.
 
     With authentication on, both need a credential, as ``/status`` does; a browser sends it
-    as the hub's auth cookie, which also reaches the page's ``EventSource`` and ``fetch``.
+    as the hub's auth cookie, which also reaches the page's ``fetch`` requests (the tail's too).
 
     Args:
         hub: the hub the dashboard shows.
