@@ -290,32 +290,45 @@ class EventSourceResponse(Response):
             if self.OPEN_COMMENT is not None
             else []
         )
-        with collapse_excgroups():
-            async with anyio.create_task_group() as group:
-                pump.scope = group.cancel_scope
-                group.start_soon(self._listen_for_disconnect, receive, group.cancel_scope)
-                # The content starts with the response, not after the first send completes
-                # (a client that never reads must still see its generator cleaned up).
-                if outbox is not None:
-                    if self._async_content is not None:
-                        group.start_soon(self._produce_async, self._async_content, outbox)
-                    else:
-                        assert self._sync_content is not None
-                        group.start_soon(self._produce_sync, self._sync_content, outbox)
-                if self.data_sender_callable is not None:
-                    group.start_soon(self.data_sender_callable)
-                if self._shutdown_event is not None:
-                    group.start_soon(self._watch_shutdown_event, self._shutdown_event)
-                if _shutdown.register(self.shutdown):
-                    self.shutdown()
-                try:
-                    await self._send_bounded(send, start)
-                    await pump.run(opening)
-                finally:
-                    _shutdown.unregister(self.shutdown)
-                self.active = False
-                group.cancel_scope.cancel()
-        self._pump = None
+        started = False
+        try:
+            with collapse_excgroups():
+                async with anyio.create_task_group() as group:
+                    pump.scope = group.cancel_scope
+                    group.start_soon(self._listen_for_disconnect, receive, group.cancel_scope)
+                    # The content starts with the response, not after the first send completes
+                    # (a client that never reads must still see its generator cleaned up).
+                    if outbox is not None:
+                        if self._async_content is not None:
+                            group.start_soon(self._produce_async, self._async_content, outbox)
+                        else:
+                            assert self._sync_content is not None
+                            group.start_soon(self._produce_sync, self._sync_content, outbox)
+                    if self.data_sender_callable is not None:
+                        group.start_soon(self.data_sender_callable)
+                    if self._shutdown_event is not None:
+                        group.start_soon(self._watch_shutdown_event, self._shutdown_event)
+                    if _shutdown.register(self.shutdown):
+                        self.shutdown()
+                    try:
+                        await self._send_bounded(send, start)
+                        started = True
+                        await pump.run(opening)
+                    finally:
+                        _shutdown.unregister(self.shutdown)
+                    self.active = False
+                    group.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            # Cancelled from outside: a server cutting its open requests at the end of its own
+            # grace period (hypercorn, uvicorn's --timeout-graceful-shutdown). A clean end of
+            # the body still tells the client to reconnect rather than report an error.
+            if started and self.active and not pump.sent_final:
+                with anyio.CancelScope(shield=True) as scope:
+                    scope.deadline = anyio.current_time() + self._shutdown_send_timeout()
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise
+        finally:
+            self._pump = None
         if pump.timed_out:
             raise SendTimeoutError(f"client did not accept data within {self.send_timeout} s")
         if pump.cut and not pump.sent_final:

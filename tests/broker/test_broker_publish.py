@@ -28,7 +28,7 @@ async def test_str_data_is_verbatim_and_json_values_are_compact() -> None:
         number = await broker.publish("t", 3)
         null = await broker.publish("t", None)
         with anyio.fail_after(5):
-            frames = await sub.receive_frames()
+            frames = [item.encode() for item in await sub.receive()]
     assert frames == [
         f"id: {text.id}\nevent: note\ndata: line 1\ndata: line 2\nretry: 1500\n\n".encode(),
         f'id: {obj.id}\ndata: {{"b":[1,2],"é":null}}\n\n'.encode(),
@@ -49,7 +49,7 @@ async def test_frames_are_encoded_once_and_shared() -> None:
         subs = [broker.subscribe("t") for _ in range(3)]
         stored = await broker.publish("t", "x")
         with anyio.fail_after(5):
-            frames = [await sub.receive_frames() for sub in subs]
+            frames = [[item.encode() for item in await sub.receive()] for sub in subs]
     assert all(frame[0] is stored.encode() for frame in frames)
     assert all(isinstance(sub, FrameSource) for sub in subs)
 

@@ -148,11 +148,31 @@ def test_every_alarm_started_earlier_at_once_rings_once_in_one_callback() -> Non
         alarm.start(101.0)
     loop.fire()
     assert sorted(rings) == sorted((str(n), 101.0) for n in range(2000))
-    assert len(clock) == 2000  # their old places, which ring nothing
-    for _ in range(2000):
-        loop.fire()
+    # Their old places in the heap are dead now, and were swept out at once.
+    assert len(clock) == 0
     assert len(rings) == 2000
     assert loop.live == []
+
+
+def test_stopped_alarms_far_in_the_future_are_swept_out() -> None:
+    # Streams that end leave their alarms at their old time (a ping an hour away): the heap
+    # must not grow with every stream that ever ran.
+    loop, clock, rings = _clock()
+    for n in range(1000):
+        alarm = Recorder(clock, str(n), rings)
+        alarm.start(3700.0 + n)
+        alarm.stop()
+    assert len(clock) < 64
+    keeper = Recorder(clock, "keeper", rings)
+    keeper.start(150.0)
+    keeper.stop()
+    keeper.start(150.0)  # stopped and started again while queued: alive, not swept
+    for n in range(200):
+        other = Recorder(clock, f"o{n}", rings)
+        other.start(3000.0)
+        other.stop()
+    loop.fire()
+    assert rings == [("keeper", 150.0)]
 
 
 def test_a_ring_from_an_early_entry_can_re_arm_earlier_than_the_old_place() -> None:

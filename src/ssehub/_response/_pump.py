@@ -145,6 +145,17 @@ class Pump(Alarm):
         Cancelled (through :attr:`scope`) when a send is cut; see :attr:`timed_out` and
         :attr:`cut`.
         """
+        try:
+            await self._run(opening)
+        finally:
+            # The alarm may stay in the clock's heap until its old time: stopped, it rings
+            # nothing, and without these references it keeps no connection alive meanwhile.
+            if self._clock is not None:
+                self.stop()
+            self._send = self._source = self.scope = self._waiter = None  # type: ignore[assignment]
+            self._ping_bytes = bytes  # the response's bound method would keep it alive
+
+    async def _run(self, opening: list[bytes]) -> None:
         source = self._source
         take = source.take_frames
         pending: list[bytes] | None = opening

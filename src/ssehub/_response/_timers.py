@@ -33,6 +33,8 @@ __all__ = ["Alarm", "AlarmClock", "alarm_clock", "running_loop"]
 
 logger = logging.getLogger("ssehub.response")
 
+_SWEEP_MIN = 64  # stopped alarms tolerated in a heap before it is rebuilt without them
+
 _TOLERANCE = 0.001
 """Seconds early an alarm may ring: the coarsest timer rounding of the supported loops."""
 
@@ -61,6 +63,8 @@ class Alarm:
         """Ring at ``due`` (loop time) at the latest; :meth:`ring` is called then."""
         clock = self._clock
         assert clock is not None, "an alarm without a clock cannot start"
+        if not self._active and self._queued:
+            clock._dead -= 1  # stopped, still in the heap, and alive again
         self._active = True
         if not self._queued:
             clock._push(self, due)
@@ -69,6 +73,8 @@ class Alarm:
 
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
+        if self._active and self._queued and self._clock is not None:
+            self._clock._stopped()
         self._active = False
 
     def ring(self, now: float) -> float | None:
@@ -87,7 +93,7 @@ class AlarmClock:
         loop: the event loop whose time and timer are used.
     """
 
-    __slots__ = ("__weakref__", "_at", "_early", "_handle", "_heap", "_loop", "_seq")
+    __slots__ = ("__weakref__", "_at", "_dead", "_early", "_handle", "_heap", "_loop", "_seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # A proxy: the clocks are kept in a weak dictionary keyed by their loop, and a strong
@@ -100,12 +106,33 @@ class AlarmClock:
         # rings it, and a ring that finds it stopped or not yet due does nothing wrong.
         self._early: list[tuple[float, int, Alarm]] = []
         self._seq = 0
+        # Stopped alarms still in _heap: a stream that ends leaves its alarm there until its
+        # old time (a ping an hour away); past half the heap they are swept out at once.
+        self._dead = 0
         self._handle: weakref.ref[asyncio.TimerHandle] | None = None
         self._at = math.inf  # when the handle fires
 
     def __len__(self) -> int:
         """Entries waiting for their time (stopped alarms included, until it comes)."""
         return len(self._heap) + len(self._early)
+
+    def _stopped(self) -> None:
+        self._dead += 1
+        self._sweep()
+
+    def _sweep(self) -> None:
+        if self._dead >= _SWEEP_MIN and self._dead * 2 >= len(self._heap):
+            live = []
+            for alarm in self._heap:
+                if alarm._active:
+                    live.append(alarm)
+                else:
+                    alarm._queued = False
+            heapq.heapify(live)
+            self._heap = live
+            self._early = [entry for entry in self._early if entry[2]._active]
+            heapq.heapify(self._early)
+            self._dead = 0
 
     def _push(self, alarm: Alarm, due: float) -> None:
         alarm._due = due
@@ -145,18 +172,24 @@ class AlarmClock:
         while heap and heap[0]._due <= limit:
             alarm = heapq.heappop(heap)
             alarm._queued = False
+            if not alarm._active:
+                self._dead -= 1
             self._ring(alarm, now, limit, again)
         for alarm, due in again:
             if not alarm._queued:
                 self._push(alarm, due)
             elif due < alarm._due:
                 self._push_early(alarm, due)
+        self._sweep()
+        heap = self._heap
+        early = self._early
         first = min(heap[0]._due if heap else math.inf, early[0][0] if early else math.inf)
         if first < self._at:
             self._arm(first)
 
-    @staticmethod
-    def _ring(alarm: Alarm, now: float, limit: float, again: list[tuple[Alarm, float]]) -> None:
+    def _ring(
+        self, alarm: Alarm, now: float, limit: float, again: list[tuple[Alarm, float]]
+    ) -> None:
         if not alarm._active:
             return
         try:
@@ -167,6 +200,8 @@ class AlarmClock:
             later = None
         if later is None:
             alarm._active = False
+            if alarm._queued:
+                self._dead += 1  # rung from the early heap; its main entry is now dead
         else:
             # Re-armed after the loops: a ring answering a time already past would
             # otherwise be popped again at once, forever.

@@ -18,16 +18,14 @@ import inspect
 import re
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
-
-import anyio
 
 from .._exceptions import ConfigurationError, ListenerBusy, UnknownListener
 from ..broker.events import StoredEvent
 from ..broker.stats import SubscriptionStatistics
 from ..broker.subscription import EndReason, Item, Subscription
-from ._message import Message, end_frame, message_from_item
+from ._message import Message, message_from_item
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -246,8 +244,9 @@ class Listener:
 class MessageStream:
     """A listener's messages, for :class:`~ssehub.EventSourceResponse` or ``async for``.
 
-    It is an async iterator of :class:`Message`, and :meth:`frames` gives the broker's
-    pre-encoded frames for a response; use one or the other. It ends
+    It is an async iterator of :class:`Message`; as the content of an
+    :class:`~ssehub.EventSourceResponse` each message goes out as the frame the channel
+    stored (:meth:`Message.encode`). It ends
     with the end-of-stream frame (or message) when the listener stops or is removed, or the
     channel shuts down. One stream per listener at a time.
 
@@ -269,41 +268,6 @@ class MessageStream:
     def listener(self) -> Listener:
         """The listener whose messages this stream yields."""
         return self._listener
-
-    async def frames(self) -> AsyncIterator[bytes]:
-        """Yield the stream's encoded frames for ``EventSourceResponse``: each item is every
-        frame pending at once, the end-of-stream frame last. Closing the iterator (the
-        response does) closes this stream."""
-        try:
-            while True:
-                batch = await self._receive_frames()
-                if not batch:
-                    return
-                yield b"".join(batch)
-        finally:
-            await self.aclose()
-
-    async def _receive_frames(self) -> list[bytes]:
-        """Return every pending frame; the end-of-stream frame once; then ``[]``."""
-        if self._ended:
-            await anyio.lowlevel.checkpoint()
-            return []
-        listener = self._listener
-        buffer = listener._buffer
-        if buffer:  # left by deliver_next()
-            items = list(buffer)
-            buffer.clear()
-        else:
-            fetched = await listener._fetch(wait=True)
-            if fetched is None:
-                self._ended = True
-                return [end_frame()]
-            items = fetched
-        for item in reversed(items):
-            if isinstance(item, StoredEvent):
-                listener._last_id = item.id
-                break
-        return [item.encode() for item in items]
 
     def __aiter__(self) -> MessageStream:
         return self

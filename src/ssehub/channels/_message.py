@@ -50,6 +50,7 @@ class Message:
     type: str
     payload: Any = None
     id: str | None = field(default=None, compare=False)
+    _frame: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         kind = self.type
@@ -64,7 +65,19 @@ class Message:
     @classmethod
     def end(cls) -> Message:
         """Return the end-of-stream message."""
-        return cls(END_OF_STREAM)
+        return cls(END_OF_STREAM, _frame=_END_FRAME)
+
+    def encode(self) -> bytes:
+        """Return the SSE frame of a delivered message, as the channel stored it (with its
+        ``id:``), so ``EventSourceResponse(message_stream)`` sends it as is; a message built
+        by hand is encoded from its type and payload, without id.
+
+        Raises:
+            EventValidationError: the payload of a hand-built message is not JSON.
+        """
+        if self._frame is not None:
+            return self._frame
+        return ServerSentEvent.json(self.payload, event=self.type).encode()
 
     @property
     def is_end(self) -> bool:
@@ -104,7 +117,7 @@ def message_from_item(item: StoredEvent | Reset | Dropped) -> Message:
         event = item.event
         data = event.data
         payload = None if data is None else json.loads(data)
-        return Message(event.event or "message", payload, id=item.id)
+        return Message(event.event or "message", payload, id=item.id, _frame=item.encode())
     if isinstance(item, Reset):
-        return Message("ssehub.reset", {"reason": item.reason.value})
-    return Message("ssehub.dropped", {"dropped": item.count})
+        return Message("ssehub.reset", {"reason": item.reason.value}, _frame=item.encode())
+    return Message("ssehub.dropped", {"dropped": item.count}, _frame=item.encode())

@@ -406,9 +406,7 @@ class _ListenerStream(EventSourceResponse):
         **kwargs: Any,
     ) -> None:
         last_event_id = kwargs.pop("last_event_id")
-        super().__init__(
-            channel.message_stream(listener, last_event_id=last_event_id).frames(), **kwargs
-        )
+        super().__init__(channel.message_stream(listener, last_event_id=last_event_id), **kwargs)
         self._hub = hub
         self._channel = channel
         self._listener = listener

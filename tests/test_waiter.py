@@ -6,8 +6,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from ssehub._waiter import waiter_factory
 from ssehub.broker import Broker
-from ssehub.broker._waiter import waiter_factory
 
 pytestmark = pytest.mark.anyio
 
