@@ -51,6 +51,10 @@ HUB_SERVERS: dict[str, Command] = {
     "hypercorn": lambda port: [
         *(PY, "-m", "hypercorn", "ssehub.hub:create_app()", "--bind", f"127.0.0.1:{port}"),
     ],
+    "hypercorn-single-process": lambda port: [
+        *(PY, "-m", "hypercorn", "ssehub.hub:create_app()", "--bind", f"127.0.0.1:{port}"),
+        *("--workers", "0"),
+    ],
     "granian": lambda port: [
         *(PY, "-m", "granian", "--interface", "asgi", "--factory", "ssehub.hub:create_app"),
         *("--host", "127.0.0.1", "--port", str(port)),
@@ -178,6 +182,30 @@ def test_sigint_with_no_streams_open(
     assert "Traceback" not in server.output, server.output
 
 
+def foreign_tracebacks(output: str) -> list[str]:
+    """The tracebacks in a server's output, less hypercorn's own for its connection tasks.
+
+    hypercorn's default mode runs the app in a worker process that ignores SIGINT and learns
+    of the shutdown from its parent; the app is told nothing until, at the end of
+    ``--graceful-timeout`` (3 s), hypercorn cancels it (the streams then end cleanly, see
+    ``EventSourceResponse``) and cancels each open connection's reader task, which asyncio
+    logs as a ``CancelledError`` in ``hypercorn/asyncio/tcp_server.py``. That log is
+    hypercorn's, printed for any request still open then, SSE or not; every other traceback
+    counts. ``--workers 0`` (one process, signals handled) avoids it: tested strictly below.
+    """
+    blocks = output.split("Traceback (most recent call last):")[1:]
+    return [
+        block
+        for block in blocks
+        if not (
+            "hypercorn/asyncio/tcp_server.py" in block
+            and "_read_data" in block
+            and "CancelledError" in block
+            and "ssehub" not in block
+        )
+    ]
+
+
 def shutdown_with_open_streams(server: ServerProcess, streams: list[RawStream]) -> None:
     """SIGINT with ``streams`` open: all the requirements checked together, one report."""
     ends: list[BodyEnd | BaseException | None] = [None] * len(streams)
@@ -206,7 +234,7 @@ def shutdown_with_open_streams(server: ServerProcess, streams: list[RawStream]) 
         problems.append(f"still running {GRACE} s after SIGINT (killed)")
     elif status != SIGINT_STATUS:
         problems.append(f"exit status {status} (a plain SIGINT gives {SIGINT_STATUS})")
-    if "Traceback" in server.output:
+    if foreign_tracebacks(server.output):
         problems.append("a traceback in its output")
     for i, end in enumerate(ends):
         if not isinstance(end, BodyEnd):
