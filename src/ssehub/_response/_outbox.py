@@ -5,9 +5,9 @@ item and appends it here; the pump takes *everything* pending at each wake-up an
 with one ASGI ``send`` (coalescing). The producer appends without a checkpoint while there is
 room, so a generator that is ahead of the socket fills the buffer in one go.
 
-The producer also pauses while the frames it handed over are still being sent and that send
-is blocked (the client is not reading): the generator then stays suspended at its ``yield``,
-as it would with sse-starlette, which sends from inside the iteration. A disconnect or a send
+The producer also pauses while a send of the stream is blocked (the client is not reading)
+and it has something pending: the generator then stays suspended at its ``yield``, as it
+would with sse-starlette, which sends from inside the iteration. A disconnect or a send
 timeout at that moment closes the generator from its ``yield`` with ``aclose()``, so its
 ``finally`` runs shielded, bounded by ``cleanup_timeout``.
 """
@@ -34,15 +34,14 @@ class Outbox:
         limit: the producer waits in :meth:`room` once this many bytes are pending.
     """
 
-    __slots__ = ("_chunks", "_closed", "_in_flight", "_limit", "_ready", "_size", "_writable")
+    __slots__ = ("_chunks", "_closed", "_limit", "_ready", "_sending", "_size", "_writable")
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = limit
         self._closed = False
-        # Frames were taken and the consumer has not come back for more: it is sending them.
-        self._in_flight = False
+        self._sending = False  # the pump is inside a send (see send_started())
         self._ready: ReadyCallback | None = None
         self._writable: anyio.Event | None = None
 
@@ -57,7 +56,7 @@ class Outbox:
     @property
     def paused(self) -> bool:
         """Whether the producer must wait: the bound is reached, or a send is in flight."""
-        return self._size >= self._limit or (self._in_flight and self._size > 0)
+        return self._size >= self._limit or (self._sending and self._size > 0)
 
     async def room(self) -> None:
         """Wait while :attr:`paused`."""
@@ -84,17 +83,22 @@ class Outbox:
         if chunks:
             self._chunks = []
             self._size = 0
-            self._in_flight = True
             self._wake_producer()
             return chunks
-        if self._in_flight:
-            self._in_flight = False  # the consumer is back: what it took was sent
-            self._wake_producer()
         return None if self._closed else []
+
+    def send_started(self) -> None:
+        """The pump entered a send of this stream (while it lasts, the producer pauses as
+        soon as it has something pending)."""
+        self._sending = True
+
+    def send_ended(self) -> None:
+        """The pump left the send."""
+        self._sending = False
+        self._wake_producer()
 
     def on_ready(self, callback: ReadyCallback | None) -> None:
         """Call ``callback`` once when a frame is appended or the content ends."""
-        self._in_flight = False
         self._ready = callback
         if callback is not None and (self._chunks or self._closed):
             self._notify()

@@ -25,6 +25,7 @@ import anyio
 import anyio.lowlevel
 
 from .._waiter import Waiter, waiter_factory
+from ._outbox import Outbox
 from ._timers import Alarm, AlarmClock, alarm_clock, running_loop
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class Pump(Alarm):
         "_final_timeout",
         "_new_waiter",
         "_now",
+        "_outbox",
         "_ping",
         "_ping_bytes",
         "_send",
@@ -88,6 +90,9 @@ class Pump(Alarm):
         self._new_waiter: Callable[[], Waiter] = waiter_factory(anyio.lowlevel.current_token())
         self._send = send
         self._source = source
+        # The response's own buffer in front of a generator is told about sends, so its
+        # producer can pause while one is blocked (see _outbox.py).
+        self._outbox = source if isinstance(source, Outbox) else None
         self._ping = ping
         self._ping_bytes = ping_bytes
         self._send_timeout = send_timeout
@@ -152,7 +157,7 @@ class Pump(Alarm):
             # nothing, and without these references it keeps no connection alive meanwhile.
             if self._clock is not None:
                 self.stop()
-            self._send = self._source = self.scope = self._waiter = None  # type: ignore[assignment]
+            self._send = self._source = self.scope = self._waiter = self._outbox = None  # type: ignore[assignment]
             self._ping_bytes = bytes  # the response's bound method would keep it alive
 
     async def _run(self, opening: list[bytes]) -> None:
@@ -197,25 +202,28 @@ class Pump(Alarm):
         message: Message = {"type": "http.response.body", "body": body, "more_body": more_body}
         now = self._now()
         deadline = self._send_deadline(now)
-        if self._clock is not None:
-            # Recorded even without a deadline: a shutdown may give the send one later.
-            self._sending_since = now
-            if deadline != _INF and (not self._queued or self._due > deadline):
-                self.start(deadline)
-            try:
+        outbox = self._outbox
+        # Recorded even without a deadline: a shutdown may give the send one later.
+        self._sending_since = now
+        if outbox is not None:
+            outbox.send_started()
+        try:
+            if self._clock is not None:
+                if deadline != _INF and (not self._queued or self._due > deadline):
+                    self.start(deadline)
                 await self._send(message)
-            finally:
-                self._sending_since = _INF
-        else:
-            with anyio.CancelScope(deadline=deadline) as scope:
-                self._send_scope = scope  # end_by() moves its deadline
-                try:
+            else:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    self._send_scope = scope  # end_by() moves its deadline
                     await self._send(message)
-                finally:
-                    self._send_scope = None
-            if scope.cancelled_caught:
-                self._expired(now)
-                await anyio.lowlevel.checkpoint()  # the task group's scope is cancelled now
+                self._send_scope = None
+                if scope.cancelled_caught:
+                    self._expired(now)
+                    await anyio.lowlevel.checkpoint()  # the task group's scope is cancelled
+        finally:
+            self._sending_since = _INF
+            if outbox is not None:
+                outbox.send_ended()
         if more_body:
             self.last_activity = self._now() if self._ping > 0 else now
         else:
