@@ -5,24 +5,111 @@ keeps its output: ``bytes`` go out as they are, a :class:`~ssehub.wire.ServerSen
 own (cached) encoding, a ``dict`` is read as the keyword arguments of an event and encoded with the
 response's separator, ``str``, ``int`` and ``float`` become the event's ``data`` text, and objects
 with an ``encode()`` method returning bytes (sse-starlette's events) are sent as they encode
-themselves. Unlike sse-starlette, which sends ``str(item)`` for anything else, every other item
-(containers, ``bool``, plain ``Enum`` members, arbitrary objects) is refused with
-:class:`~ssehub.EventValidationError` instead of being sent as a Python ``repr`` (use
-:class:`~ssehub.JSONServerSentEvent` for JSON).
+themselves.
+
+Structured data is sent as compact JSON, as FastAPI's own SSE does: a ``dict`` item's ``data``
+that is a ``dict``, ``list``, ``tuple``, dataclass instance, pydantic model or msgspec ``Struct``,
+and a bare item of any of these kinds but ``dict`` (a bare ``dict`` keeps its sse-starlette
+meaning: the event's fields). sse-starlette sends ``str(data)`` for these, a Python ``repr`` no
+client can parse. The JSON rules are those of :class:`~ssehub.JSONServerSentEvent` (the same
+helper writes it), with two additions: a dataclass is written as its fields, and a pydantic model
+by its own ``model_dump_json()`` (its field types, serialisers and config), nested in containers
+too; a msgspec ``Struct`` is converted with ``msgspec.to_builtins``. Data with no JSON form (a
+``datetime`` in a plain ``dict``, a ``set``, NaN) raises :class:`~ssehub.EventValidationError`.
+
+Every other item (``bool``, ``None``, ``set``, plain ``Enum`` members, arbitrary objects) is
+refused with :class:`~ssehub.EventValidationError` instead of being sent as a Python ``repr``.
+The response re-raises these errors from its ASGI call, so they reach the server's error log
+instead of ending the stream quietly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Final
 
 from .._exceptions import EventValidationError
 from ..wire import ServerSentEvent
+from ..wire._json import dumps
 
 __all__ = ["DICT_KEYS", "make_encoder"]
 
 DICT_KEYS: Final = frozenset({"data", "event", "id", "retry", "comment"})
 """The keys a ``dict`` item may have (sse-starlette's ``ServerSentEvent`` keyword arguments)."""
+
+_TEXT_TYPES: Final = frozenset({str, int, float})  # data sent as its text: no JSON check needed
+
+
+def _is_structured(value: object) -> bool:
+    """Whether ``value`` is data sent as JSON: a container, dataclass, pydantic or msgspec value."""
+    if isinstance(value, (dict, list, tuple)):
+        return True
+    if isinstance(value, type):
+        # A class is never data (a dataclass or model class passes the checks below): yielding
+        # one instead of an instance is a bug to report.
+        return False
+    cls = type(value)
+    # Duck-typed, so neither pydantic nor msgspec is imported to find out.
+    return (
+        hasattr(cls, "__dataclass_fields__")
+        or callable(getattr(cls, "model_dump_json", None))
+        or callable(getattr(cls, "model_dump", None))
+        or hasattr(cls, "__struct_fields__")
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with dataclasses, models and Structs (at any depth) turned into JSON values.
+
+    Whatever is left that ``dumps`` does not take (a ``set``, a ``datetime`` in a plain
+    container) stays as it is, for ``dumps`` to refuse with its own message.
+    """
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, type):
+        return value
+    cls = type(value)
+    if callable(getattr(cls, "model_dump_json", None)):
+        # A pydantic model: its own JSON mode (datetimes, serialisers, computed fields...).
+        return value.model_dump(mode="json")
+    if callable(getattr(cls, "model_dump", None)):
+        return _plain(value.model_dump())
+    if hasattr(cls, "__struct_fields__"):
+        import msgspec  # only reached when a Struct exists, so msgspec is installed
+
+        return msgspec.to_builtins(value)
+    if hasattr(cls, "__dataclass_fields__"):
+        # Not dataclasses.asdict: it deep-copies every value, and stops at nested models.
+        return {
+            field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+    return value
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as compact JSON text; :class:`EventValidationError` when it has no JSON form."""
+    try:
+        if callable(getattr(type(value), "model_dump_json", None)):
+            text = value.model_dump_json()
+            if isinstance(text, str):
+                return text
+        elif isinstance(value, (dict, list, tuple)):
+            try:
+                return dumps(value)  # plain JSON values: one pass, no copy
+            except TypeError:
+                pass  # a dataclass, model or Struct inside: convert them, then decide again
+        return dumps(_plain(value))
+    except (TypeError, ValueError, RecursionError) as exc:
+        # ValueError includes pydantic's serialisation errors and NaN; RecursionError a
+        # container that holds itself.
+        raise EventValidationError(
+            "data",
+            f"{type(value).__name__} has no JSON form: {exc or type(exc).__name__}; convert "
+            "it to JSON values first (str, numbers, bool, None, dict, list)",
+        ) from exc
 
 
 def _from_dict(item: dict[Any, Any], sep: str) -> bytes:
@@ -36,14 +123,17 @@ def _from_dict(item: dict[Any, Any], sep: str) -> bytes:
         )
     fields = {key: value for key, value in item.items() if key != "sep"}
     data = fields.pop("data", None)
+    if data is not None and type(data) not in _TEXT_TYPES and _is_structured(data):
+        data = _json_text(data)
     return ServerSentEvent(data, sep=sep, **fields).encode()
 
 
 def _unsupported(item: object) -> str:
     return (
         f"content item of type {type(item).__name__} has no SSE form; yield a ServerSentEvent, "
-        "a dict of event fields, str, bytes, int or float (use JSONServerSentEvent for "
-        "structured data)"
+        "a dict of event fields, str, bytes, int or float, or data to send as JSON (a list, "
+        "tuple, dataclass, pydantic model or msgspec Struct; JSONServerSentEvent for any other "
+        "JSON value)"
     )
 
 
@@ -55,9 +145,9 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
 
     Returns:
         ``encode(item) -> bytes``. It raises :class:`~ssehub.EventValidationError` for an item
-        that would break the wire format or is not one of the kinds above (its message names
-        the item's type and the accepted kinds), and ``TypeError`` for a ``dict`` with unknown
-        keys.
+        that would break the wire format, data with no JSON form, or an item that is not one
+        of the kinds above (its message names the item's type and the accepted kinds), and
+        ``TypeError`` for a ``dict`` with unknown keys.
     """
     tail = sep + sep
 
@@ -95,9 +185,13 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
                 encoded = method()
                 if isinstance(encoded, bytes):
                     return encoded
+            if _is_structured(item):
+                # A model, dataclass, Struct, list or tuple yielded as it is: its JSON is the
+                # event's data, as in FastAPI's SSE.
+                return ServerSentEvent(_json_text(item), sep=sep).encode()
             if not isinstance(item, int) or isinstance(item, bool):
                 # sse-starlette sends str(item), which for anything but text and numbers is a
-                # Python repr ("<object object at 0x...>", "Colour.RED", "{'a': 1}"): refuse it.
+                # Python repr ("<object object at 0x...>", "Colour.RED", "{1, 2}"): refuse it.
                 raise EventValidationError("data", _unsupported(item))
         # int and float (subclasses included) become data text, as in sse-starlette.
         return ServerSentEvent(item, sep=sep).encode()
