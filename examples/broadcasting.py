@@ -57,7 +57,7 @@ async def send(request: Request) -> Response:
         )
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         return _error("the body is not JSON")
     if not isinstance(payload, dict) or not isinstance(payload.get("message"), str):
         return _error('expected {"message": "<text>", "event": "<optional name>"}')

@@ -47,6 +47,7 @@ MAX_TEXT = 1000
 # 64-bit integers. str.isdigit() is not enough: it accepts "²" (header byte 0xB2, as Starlette
 # decodes headers as Latin-1), which int() then refuses.
 ROW_ID = re.compile(r"[0-9]{1,18}")
+SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone surrogate has no UTF-8 form
 
 
 class Base(DeclarativeBase):
@@ -102,10 +103,12 @@ def create_app(database_url: str) -> Starlette:
         try:
             body = await request.json()
             text = body["text"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deep nesting
             return JSONResponse({"error": 'send {"text": "..."}'}, status_code=400)
         if not isinstance(text, str) or not 0 < len(text) <= MAX_TEXT:
             return JSONResponse({"error": f"text: 1..{MAX_TEXT} characters"}, status_code=400)
+        if SURROGATE.search(text):  # JSON's "\ud800" escape: not text SQLite (UTF-8) can store
+            return JSONResponse({"error": "text must be valid Unicode"}, status_code=400)
         sessions: async_sessionmaker[AsyncSession] = request.state.sessions
         async with sessions() as session, session.begin():
             row = Message(text=text)

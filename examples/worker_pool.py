@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ssehub import Broker, Channel, EventSourceResponse, Message, WorkerPool
+from ssehub import Broker, Channel, EventSourceResponse, EventValidationError, Message, WorkerPool
 
 __all__ = ["app", "create_app", "main", "work"]
 
@@ -81,7 +81,7 @@ def create_app(*, workers: int = WORKERS) -> Starlette:
     async def post_jobs(request: Request) -> Response:
         try:
             jobs = json.loads(await request.body())["jobs"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: deep nesting
             return JSONResponse({"error": 'expected {"jobs": [{...}, ...]}'}, status_code=400)
         if not isinstance(jobs, list) or not 0 < len(jobs) <= MAX_JOBS:
             return JSONResponse({"error": f"jobs: a list of 1-{MAX_JOBS}"}, status_code=400)
@@ -89,11 +89,19 @@ def create_app(*, workers: int = WORKERS) -> Starlette:
             return JSONResponse({"error": "each job must be an object"}, status_code=400)
         channel: Channel = state["channel"]
         handles = state["handles"]
+        messages = [Message("job", {**job, "id": next(state["ids"])}) for job in jobs]
+        try:
+            for message in messages:
+                # Checked before anything is queued (all the jobs or none): JSON's "\ud800"
+                # escape parses, but a lone surrogate is not text an event can carry.
+                message.encode()
+        except EventValidationError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         queued = []
-        for job in jobs:
-            job_id = next(state["ids"])
+        for message in messages:
+            job_id = message.payload["id"]
             worker = handles[job_id % len(handles)].listener.id  # round-robin
-            await channel.dispatch(worker, Message("job", {**job, "id": job_id}))
+            await channel.dispatch(worker, message)
             queued.append({"job": job_id, "worker": worker})
         return JSONResponse({"queued": queued})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -50,11 +51,17 @@ def test_python_examples_compile(index: int) -> None:
     compile(_blocks("python")[index], "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
-@pytest.mark.anyio
-async def test_the_broker_example_streams_what_it_publishes() -> None:
+def _broker_example() -> dict[str, Any]:
+    """The README's broker example, executed as written: its module namespace."""
     (source,) = [block for block in _blocks("python") if "broker = Broker()" in block]
     namespace: dict[str, Any] = {}
     exec(compile(source, "README.md", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.anyio
+async def test_the_broker_example_streams_what_it_publishes() -> None:
+    namespace = _broker_example()
     broker, app = namespace["broker"], namespace["app"]
     with anyio.fail_after(5):
         async with broker, stream_asgi(app, "/feed?topic=news") as stream:
@@ -62,6 +69,60 @@ async def test_the_broker_example_streams_what_it_publishes() -> None:
             stored = await broker.publish("news", {"title": "hello"}, event="story")
             event = await stream.events().next_event()
     assert (event.id, event.event, event.data) == (stored.id, "story", '{"title":"hello"}')
+
+
+async def _answer(app: Any, target: str, method: str = "GET", body: bytes = b"") -> Any:
+    async with stream_asgi(app, target, method=method, body=body) as stream:
+        await stream.start()
+        content = await stream.read_all()
+    assert stream.headers["content-type"] == "application/json", (stream.headers, content)
+    return stream.status_code, json.loads(content)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("/feed", "at least one topic is required"),
+        ("/feed?topic=", "must not be empty"),
+        ("/feed?topic=bad%20topic", "only URI characters"),
+        ("/feed?topic=news&topic=a%0Ab", "only URI characters"),
+        ("/feed?" + "&".join(f"topic=t{n}" for n in range(40)), "too many topics"),
+    ],
+)
+async def test_the_broker_example_answers_400_json_for_a_bad_topic(
+    target: str, reason: str
+) -> None:
+    namespace = _broker_example()
+    broker, app = namespace["broker"], namespace["app"]
+    with anyio.fail_after(5):
+        async with broker:
+            status, body = await _answer(app, target)
+            assert broker.subscriber_count() == 0
+    assert status == 400
+    assert body["error"] == "invalid_topic"
+    assert reason in body["detail"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"\xff\xfe", b"[" * 100_000, b'"\\ud800 lone surrogate"'],
+    ids=["empty", "not-json", "not-utf-8", "nested", "lone-surrogate"],
+)
+async def test_the_broker_example_answers_400_json_for_a_bad_publish(body: bytes) -> None:
+    namespace = _broker_example()
+    broker, app = namespace["broker"], namespace["app"]
+    with anyio.fail_after(5):
+        async with broker:
+            status, answer = await _answer(app, "/publish", method="POST", body=body)
+            assert broker.statistics().published == 0
+            # A good body still works after the bad ones.
+            ok_status, ok = await _answer(app, "/publish", method="POST", body=b'{"t": 1}')
+    assert (status, answer["error"]) == (400, "invalid_event"), answer
+    assert answer["detail"]
+    assert ok_status == 200
+    assert set(ok) == {"id"}
 
 
 @pytest.mark.anyio

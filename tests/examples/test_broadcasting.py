@@ -82,6 +82,9 @@ async def test_a_reconnecting_client_gets_what_it_missed(example: Any, run_lifes
         ({"message": 42}, 400),
         ({"message": "x", "event": 1}, 400),
         ({"message": "x", "event": "bad\nname"}, 400),
+        (b"[" * 60_000, 400),  # deeper than Python's recursion limit: json.loads raises
+        ({"message": "\ud800"}, 400),  # a lone surrogate (JSON "\ud800") is not text
+        (b"\xff\xfe", 400),  # not UTF-8
         (b"x" * (64 * 1024 + 1), 413),
     ],
 )

@@ -77,6 +77,9 @@ async def test_more_rows_than_a_page(example: Any, tmp_path: Path, run_lifespan:
         ({"nope": 1}, {}, "/messages"),
         ({"text": ""}, {}, "/messages"),
         ("just text", {}, "/messages"),
+        ({"text": "\ud800"}, {}, "/messages"),  # a lone surrogate: SQLite cannot store it
+        (b"[" * 60_000, {}, "/messages"),  # deeper than Python's recursion limit
+        (b"\xff\xfe", {}, "/messages"),  # not UTF-8
         (None, {"last-event-id": "abc"}, "/stream"),
         # str.isdigit() accepts these (header bytes 0xB2, 0xB9, 0xB3 decode as Latin-1) but
         # int() refuses them: they must get a 400, not a 200 and a crash in the generator.
@@ -102,7 +105,12 @@ async def test_bad_input_gets_400(
         async with run_lifespan(app) as state:
             method = "POST" if body is not None else "GET"
             scope = http_scope(path, method=method, headers=headers, state=dict(state))
-            payload = json.dumps(body).encode() if body is not None else b""
+            if body is None:
+                payload = b""
+            elif isinstance(body, bytes):
+                payload = body  # sent as it is: not JSON, or more nested than json.dumps takes
+            else:
+                payload = json.dumps(body).encode()
             async with stream_asgi(app, scope=scope, body=payload) as response:
                 await response.start()
                 assert response.status_code == 400

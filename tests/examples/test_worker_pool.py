@@ -64,7 +64,17 @@ async def test_jobs_are_processed_by_the_pool(
 
 
 @pytest.mark.parametrize(
-    "body", [b"nope", b"{}", b'{"jobs": []}', b'{"jobs": [1]}', b'{"jobs": "x"}']
+    "body",
+    [
+        b"nope",
+        b"{}",
+        b'{"jobs": []}',
+        b'{"jobs": [1]}',
+        b'{"jobs": "x"}',
+        b'{"jobs": ' + b"[" * 60_000 + b"}",  # deeper than Python's recursion limit
+        b"\xff\xfe",  # not UTF-8
+        b'{"jobs": [{"text": "ok"}, {"text": "\\ud800"}]}',  # a lone surrogate is not text
+    ],
 )
 async def test_bad_requests_get_a_400(example: Any, run_lifespan: Any, body: bytes) -> None:
     app = example("worker_pool").create_app()
