@@ -110,6 +110,16 @@ class Backend(Protocol):
         """
         ...
 
+    async def ping(self, timeout: float) -> bool:  # noqa: ASYNC109 - silence is False
+        """Return whether the storage answers within ``timeout`` seconds (a health check).
+
+        Cheap, and changes no data (Redis: one ``PING``); the hub's ``/health`` and ``/readyz``
+        call it at most once per second whatever their traffic. Must return within about
+        ``timeout`` seconds and must not raise for the storage being away: that is ``False``.
+        A backend in this process (memory) always answers ``True``.
+        """
+        ...
+
     async def forget(self, topics: Collection[str]) -> None:
         """Drop the history of ``topics`` now: their retained events and their bookkeeping.
 

@@ -153,6 +153,10 @@ class MemoryBackend:
         names = self._history.topics() if topics is None else topics
         return {topic: self._history.size(topic) for topic in names}
 
+    async def ping(self, timeout: float) -> bool:  # noqa: ASYNC109 - silence is False
+        """Return ``True``: the history lives in this process, so it always answers."""
+        return True
+
     async def forget(self, topics: Collection[str]) -> None:
         """Drop the history of ``topics`` (see :meth:`forget_now`)."""
         self.forget_now(topics)

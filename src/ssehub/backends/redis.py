@@ -42,6 +42,7 @@ from .._exceptions import (
 )
 from ..broker.events import Position, ResetReason, StoredEvent
 from ._redis_codec import encode_fields, parse_event_id, stream_position, text
+from ._redis_health import Pinger
 from ._redis_reader import BLOCK_MS, LogReader
 from ._redis_replay import SharedReads, replay_from_snapshot
 from ._redis_scripts import (
@@ -209,6 +210,7 @@ class RedisBackend:
             on_reconnect=self._reader_reconnected,
         )
         self._shared_replay = SharedReads(self._replay)
+        self._pinger = Pinger(redis=self._redis, url=url, client_name=f"ssehub:{prefix}")
 
     @classmethod
     def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> RedisBackend:
@@ -265,6 +267,18 @@ class RedisBackend:
     def gaps(self) -> int:
         """How many times the reader found that events it had not read left the log."""
         return self._reader.gaps
+
+    async def ping(self, timeout: float) -> bool:  # noqa: ASYNC109 - silence is False
+        """Return whether Redis answers ``PING`` within ``timeout`` seconds, on a connection of
+        its own (see :mod:`ssehub.backends._redis_health`); ``False`` before :meth:`start`.
+
+        The answer also updates :attr:`healthy`: Redis answering clears a failed command's mark
+        (a quiet hub is not left "degraded" after a blip), and silence sets it.
+        """
+        if self._client is None:
+            return False
+        self._commands_ok = await self._pinger.ping(timeout)
+        return self._commands_ok
 
     def _reader_reconnected(self) -> None:
         # Redis answered the reader, so commands will work again too: a quiet hub (nobody
@@ -355,6 +369,7 @@ class RedisBackend:
             if client is not None:
                 await client.aclose()
         reader.client = self._client = None
+        await self._pinger.aclose()
 
     # -- publish ---------------------------------------------------------------------------------
 

@@ -51,7 +51,14 @@ from ._settings import HubSettings
 
 if TYPE_CHECKING:
     from .._clock import Clock
-from ._status import health_document, status_document
+from ._status import (
+    backend_check,
+    health_document,
+    liveness_document,
+    readiness_document,
+    status_document,
+    topic_filter_for,
+)
 
 __all__ = ["RESET_HEADER", "HubState", "create_app"]
 
@@ -366,7 +373,9 @@ class _Endpoints:
             hub.guard.authorize_status(request.scope)  # -- security
             broker = hub.require_broker()
             try:
-                document = await status_document(broker, uptime=hub.uptime)
+                # -- security: only the topics the caller may subscribe to (admins: all)
+                visible = topic_filter_for(request.scope, auth=hub.guard.enabled)
+                document = await status_document(broker, uptime=hub.uptime, visible=visible)
             except BackendUnavailable as exc:
                 raise _broker_error(exc) from None
         except HubHTTPError as exc:
@@ -375,11 +384,28 @@ class _Endpoints:
 
     async def health(self, request: Request) -> Response:
         hub = self.hub
-        # -- scaling: a shared backend (Redis) reports whether it is reachable
-        healthy = getattr(hub.broker.backend, "healthy", True)
+        # -- scaling: the backend is asked (Redis PING, 1 s, one at a time, cached 1 s)
+        healthy = hub.draining or await backend_check(hub.broker).healthy()
         status_code, document = health_document(draining=hub.draining, backend_healthy=healthy)
         if status_code == 200 and not hub.broker.running:
             status_code, document = 503, {"status": "unavailable"}
+        return JSONResponse(
+            document, status_code=status_code, headers={"Cache-Control": "no-store"}
+        )
+
+    async def livez(self, request: Request) -> Response:
+        status_code, document = liveness_document()
+        return JSONResponse(
+            document, status_code=status_code, headers={"Cache-Control": "no-store"}
+        )
+
+    async def readyz(self, request: Request) -> Response:
+        hub = self.hub
+        broker = hub.broker
+        ready = hub.draining or await backend_check(broker).healthy()
+        status_code, document = readiness_document(
+            draining=hub.draining, running=broker.running, backend_healthy=ready
+        )
         return JSONResponse(
             document, status_code=status_code, headers={"Cache-Control": "no-store"}
         )
@@ -433,6 +459,8 @@ def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
         Route("/publish", endpoints.publish, methods=["POST"]),
         Route("/status", endpoints.status, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
+        Route("/livez", endpoints.livez, methods=["GET"]),
+        Route("/readyz", endpoints.readyz, methods=["GET"]),
     ]
     if settings.docs:
         routes += [
@@ -493,8 +521,8 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
 
     Returns:
         A Starlette app serving ``GET /events``, ``POST /publish``, ``GET /status``,
-        ``GET /health`` and, unless ``settings.docs`` is false, ``GET /openapi.json`` and
-        ``GET /docs``. ``app.state.hub`` is its :class:`HubState`.
+        ``GET /health``, ``GET /livez``, ``GET /readyz`` and, unless ``settings.docs`` is
+        false, ``GET /openapi.json`` and ``GET /docs``. ``app.state.hub`` is its :class:`HubState`.
 
     Raises:
         ConfigurationError: the settings name an unknown broker backend; or, without

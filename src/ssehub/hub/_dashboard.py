@@ -30,6 +30,7 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
@@ -40,6 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from .._exceptions import BackendUnavailable
 from ._errors import HubHTTPError
+from ._status import backend_check, topic_filter_for
 
 if TYPE_CHECKING:
     from ._app import HubState
@@ -98,11 +100,14 @@ def dashboard_page() -> tuple[bytes, str]:
     return html, policy
 
 
-async def dashboard_stats(hub: HubState) -> dict[str, Any]:
+async def dashboard_stats(
+    hub: HubState, *, visible: Callable[[str], bool] | None = None
+) -> dict[str, Any]:
     """Return the document ``GET /dashboard/stats`` serves.
 
     Args:
         hub: the running hub.
+        visible: which topics the caller may see (``_status.topic_filter``); ``None``: all.
 
     Returns:
         ``{"process", "uptime", "draining", "backend_up", "connections", "subscribers",
@@ -115,26 +120,32 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
         ``topics`` maps at most :data:`DASHBOARD_MAX_TOPICS` names (most
         subscribers first, then most events) to ``{"subscribers", "history", "events"}``,
         where ``events`` counts events fanned out on the topic here since it gained its first
-        subscriber; ``totals`` holds the broker's counters.
+        subscriber; ``totals`` holds the broker's counters. With ``visible``, ``topics`` and
+        ``topic_count`` cover only the topics it accepts, and ``hidden_topics`` counts the
+        others (never named); ``subscribers``, ``connections`` and ``totals`` stay
+        process-wide aggregates. ``backend_up`` is the shared backend check
+        (``_status.BackendCheck``: Redis ``PING``, cached for a second).
 
     Raises:
         HubHTTPError: ``unavailable`` (503) when the broker is not running or its backend
             cannot be reached.
     """
     broker = hub.require_broker()
+    backend_up = await backend_check(broker).healthy()
     try:
-        topics = await broker.topics()
+        every_topic = await broker.topics()
     except BackendUnavailable:
         raise HubHTTPError("unavailable", "the broker's backend cannot be reached") from None
+    topics = every_topic if visible is None else [t for t in every_topic if visible(t.topic)]
     stats = broker.statistics()
     connections = _open_streams(hub, stats.subscribers)
     busiest = sorted(topics, key=lambda info: (-info.subscribers, -info.events, info.topic))
     shown = sorted(busiest[:DASHBOARD_MAX_TOPICS], key=lambda info: info.topic)
-    return {
+    document: dict[str, Any] = {
         "process": _PROCESS.get(),
         "uptime": round(hub.uptime, 3),
         "draining": hub.draining,
-        "backend_up": bool(getattr(broker.backend, "healthy", True)),
+        "backend_up": backend_up,
         "connections": connections,
         "subscribers": stats.subscribers,
         "topic_count": len(topics),
@@ -155,6 +166,9 @@ async def dashboard_stats(hub: HubState) -> dict[str, Any]:
             "resets": stats.resets,
         },
     }
+    if visible is not None:
+        document["hidden_topics"] = len(every_topic) - len(topics)
+    return document
 
 
 def _open_streams(hub: HubState, subscribers: int) -> int:
@@ -186,6 +200,8 @@ def dashboard_routes(hub: HubState) -> list[BaseRoute]:
 
     With authentication on, both need a credential, as ``/status`` does; a browser sends it
     as the hub's auth cookie, which also reaches the page's ``fetch`` requests (the tail's too).
+    The stats then list only the topics the credential's ``subscribe`` grant covers (every
+    topic for ``*``), like ``/status``.
 
     Args:
         hub: the hub the dashboard shows.
@@ -211,7 +227,9 @@ def dashboard_routes(hub: HubState) -> list[BaseRoute]:
     async def stats(request: Request) -> Response:
         try:
             hub.guard.authorize_status(request.scope)
-            document = await dashboard_stats(hub)
+            # -- security: only the topics the caller may subscribe to (admins: all)
+            visible = topic_filter_for(request.scope, auth=hub.guard.enabled)
+            document = await dashboard_stats(hub, visible=visible)
         except HubHTTPError as exc:
             return exc.response()
         return JSONResponse(document, headers={"Cache-Control": "no-store"})

@@ -8,6 +8,12 @@ one), so several hubs in one process, or in one test run, do not mix their numbe
 
 Label cardinality is bounded: no per-topic labels; routes are the app's route templates (an
 unmatched path is ``other``), methods a fixed set, status codes as sent (a few dozen at most).
+
+No per-topic labels is also the confidentiality rule: a scrape has no reader whose grants could
+filter the list (Prometheus holds one credential for every target, and keeps series for weeks),
+and a topic name can itself be a secret (``users/alice/orders``). So metrics name no topic;
+per-topic numbers are in ``/status`` and ``/dashboard/stats``, which list only the topics the
+caller may subscribe to. ``ssehub_topics`` is a count.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..__about__ import __version__
 from .._exceptions import MissingDependency
 from ._errors import HubHTTPError
+from ._status import backend_check
 
 if TYPE_CHECKING:
     from ._app import HubState
@@ -105,10 +112,12 @@ class _BrokerCollector:
         for name, documentation, value in counters:
             yield CounterMetricFamily(name, documentation, value)
         healthy = bool(getattr(broker.backend, "healthy", True))
+        # The scrape has just run the shared check (HubMetrics.endpoint): its answer is fresh.
+        answered = backend_check(broker).last_answer is not False
         yield GaugeMetricFamily(
             "ssehub_backend_up",
-            "1 when the broker runs and its backend answers (Redis reachable), else 0.",
-            int(broker.running and healthy),
+            "1 when the broker runs and its backend answers (Redis PING within 1 s), else 0.",
+            int(broker.running and healthy and answered),
         )
         yield GaugeMetricFamily(
             "ssehub_draining", "1 once shutdown has started, else 0.", int(hub.draining)
@@ -134,6 +143,7 @@ class HubMetrics:
     def __init__(self, hub: HubState) -> None:
         prometheus = _prometheus()
         self._guard = hub.guard
+        self._broker = weakref.ref(hub.broker)
         registry = prometheus.CollectorRegistry(auto_describe=True)
         self.registry = registry
         registry.register(_BrokerCollector(hub))
@@ -183,6 +193,9 @@ class HubMetrics:
             self._guard.authorize_status(request.scope)
         except HubHTTPError as exc:
             return exc.response()
+        broker = self._broker()
+        if broker is not None:
+            await backend_check(broker).healthy()  # for ssehub_backend_up; at most 1 s
         body, content_type = self.render(request.headers.get("accept", ""))
         return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 

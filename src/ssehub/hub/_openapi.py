@@ -133,12 +133,26 @@ def _schemas(settings: HubSettings) -> dict[str, Any]:
                     },
                     "required": ["published", "delivered", "dropped", "shed"],
                 },
+                "hidden_topics": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Topics not listed to this credential (present only when "
+                    "the list is filtered).",
+                },
             },
             "required": ["uptime", "connections", "topics", "totals"],
+            "description": "With authentication on, `topics` lists only the topics the "
+            "credential's `subscribe` grant covers (every topic for `*`); `hidden_topics` "
+            "then counts the others.",
         },
         "Health": {
             "type": "object",
-            "properties": {"status": {"type": "string", "enum": ["ok", "draining"]}},
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["ok", "degraded", "draining", "unavailable", "alive", "ready"],
+                }
+            },
             "required": ["status"],
         },
         "Error": {
@@ -316,6 +330,7 @@ def _operations_paths(settings: HubSettings) -> dict[str, Any]:
                                         "backend_up": {"type": "boolean"},
                                         "connections": counts,
                                         "topic_count": counts,
+                                        "hidden_topics": counts,
                                         "topics": {
                                             "type": "object",
                                             "additionalProperties": {
@@ -365,12 +380,36 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
         },
         "/health": {
             "get": {
-                "summary": "Liveness and readiness",
-                "description": "200 while serving; 503 once shutdown has started (draining), "
-                "so load balancers stop routing new clients here.",
+                "summary": "Health, with a backend check",
+                "description": "200 `ok` while serving; 200 `degraded` while the backend does "
+                "not answer (Redis PING within 1 s; checked at most once a second); 503 once "
+                "shutdown has started (draining), so load balancers stop routing new clients "
+                "here, or while the broker is not running.",
                 "responses": {
-                    "200": _json("Serving.", "Health"),
-                    "503": _json("Draining: shutdown has started.", "Health"),
+                    "200": _json("Serving (`ok` or `degraded`).", "Health"),
+                    "503": _json("`draining` or `unavailable`.", "Health"),
+                },
+            }
+        },
+        "/livez": {
+            "get": {
+                "summary": "Liveness probe",
+                "description": "Always 200 `alive`: the process serves requests. Never touches "
+                "the backend, stays 200 while draining.",
+                "security": [],
+                "responses": {"200": _json("Alive.", "Health")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness probe",
+                "description": "200 `ready` when the broker runs, the backend answers (Redis "
+                "PING within 1 s, checked at most once a second) and the hub is not draining; "
+                "503 otherwise.",
+                "security": [],
+                "responses": {
+                    "200": _json("Ready.", "Health"),
+                    "503": _json("`draining`, `unavailable` or `degraded`.", "Health"),
                 },
             }
         },
