@@ -46,6 +46,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ._exceptions import SendTimeoutError
 from ._frames import FrameSource
 from ._response import _shutdown
+from ._response._disconnect import DisconnectWatch
 from ._response._encode import make_encoder
 from ._response._excgroups import collapse_excgroups
 from ._response._outbox import Outbox
@@ -290,49 +291,63 @@ class EventSourceResponse(Response):
             if self.OPEN_COMMENT is not None
             else []
         )
-        started = False
+        if _shutdown.register(self.shutdown):
+            self.shutdown()
         try:
             with collapse_excgroups():
-                async with anyio.create_task_group() as group:
-                    pump.scope = group.cancel_scope
-                    group.start_soon(self._listen_for_disconnect, receive, group.cancel_scope)
-                    # The content starts with the response, not after the first send completes
-                    # (a client that never reads must still see its generator cleaned up).
-                    if outbox is not None:
-                        if self._async_content is not None:
-                            group.start_soon(self._produce_async, self._async_content, outbox)
-                        else:
-                            assert self._sync_content is not None
-                            group.start_soon(self._produce_sync, self._sync_content, outbox)
-                    if self.data_sender_callable is not None:
-                        group.start_soon(self.data_sender_callable)
-                    if self._shutdown_event is not None:
-                        group.start_soon(self._watch_shutdown_event, self._shutdown_event)
-                    if _shutdown.register(self.shutdown):
-                        self.shutdown()
-                    try:
-                        await self._send_bounded(send, start)
-                        started = True
-                        await pump.run(opening)
-                    finally:
-                        _shutdown.unregister(self.shutdown)
-                    self.active = False
-                    group.cancel_scope.cancel()
+                async with DisconnectWatch(receive, self._client_left):
+                    if outbox is None and not self._has_tasks():
+                        # A frame source alone (a broker subscription): no task of its own.
+                        await pump.run(start, opening)
+                    else:
+                        async with anyio.create_task_group() as group:
+                            # The content starts with the response, not after the first send
+                            # completes (a client that never reads must still see its
+                            # generator cleaned up).
+                            if outbox is not None:
+                                self._start_producer(group, outbox)
+                            if self.data_sender_callable is not None:
+                                group.start_soon(self.data_sender_callable)
+                            if self._shutdown_event is not None:
+                                group.start_soon(self._watch_shutdown_event, self._shutdown_event)
+                            await pump.run(start, opening)
+                            group.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: a server cutting its open requests at the end of its own
             # grace period (hypercorn, uvicorn's --timeout-graceful-shutdown). A clean end of
             # the body still tells the client to reconnect rather than report an error.
-            if started and self.active and not pump.sent_final:
+            if pump.opened and not pump.stopped and not pump.sent_final:
                 with anyio.CancelScope(shield=True) as scope:
                     scope.deadline = anyio.current_time() + self._shutdown_send_timeout()
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
             raise
         finally:
+            _shutdown.unregister(self.shutdown)
             self._pump = None
+            self.active = False
         if pump.timed_out:
             raise SendTimeoutError(f"client did not accept data within {self.send_timeout} s")
         if pump.cut and not pump.sent_final:
             await self._finish_after_shutdown(send)
+
+    def _has_tasks(self) -> bool:
+        return self._shutdown_event is not None or self.data_sender_callable is not None
+
+    def _start_producer(self, group: anyio.abc.TaskGroup, outbox: Outbox) -> None:
+        if self._async_content is not None:
+            group.start_soon(self._produce_async, self._async_content, outbox)
+        else:
+            assert self._sync_content is not None
+            group.start_soon(self._produce_sync, self._sync_content, outbox)
+
+    async def _client_left(self, message: Message) -> None:
+        self.active = False
+        logger.debug("client disconnected; stopping the stream")
+        if self.client_close_handler_callable is not None:
+            await self.client_close_handler_callable(message)
+        pump = self._pump
+        if pump is not None:
+            pump.abort()
 
     def shutdown(self, grace: float | None = None) -> None:
         """End the stream as for a server shutdown; idempotent, from the event loop's thread.
@@ -398,10 +413,11 @@ class EventSourceResponse(Response):
                 if outbox.paused:
                     await outbox.room()
         finally:
-            try:
-                await self._close_async(iterator)
-            finally:
-                outbox.close()
+            await self._close_async(iterator)
+        # Only a content that ended by itself ends the body cleanly: after an error the
+        # exception ends the response instead, so the client sees a broken stream, not a
+        # finished one it would reconnect to forever.
+        outbox.close()
 
     async def _produce_sync(self, content: Iterable[Any], outbox: Outbox) -> None:
         encode = self._encode
@@ -424,27 +440,14 @@ class EventSourceResponse(Response):
                 if outbox.paused:
                     await outbox.room()
         finally:
-            try:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    with self._cleanup_scope() as scope:
-                        await anyio.to_thread.run_sync(close)
-                    self._warn_if_cut(scope)
-            finally:
-                outbox.close()
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                with self._cleanup_scope() as scope:
+                    await anyio.to_thread.run_sync(close)
+                self._warn_if_cut(scope)
+        outbox.close()  # a clean end only when the content ended by itself (see above)
 
     # -- disconnect and cleanup ----------------------------------------------------------------
-
-    async def _listen_for_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self.active = False
-                logger.debug("client disconnected; stopping the stream")
-                if self.client_close_handler_callable is not None:
-                    await self.client_close_handler_callable(message)
-                scope.cancel()
-                return
 
     async def _close_frame_source(self, source: FrameSource) -> None:
         with self._cleanup_scope() as scope:

@@ -181,7 +181,7 @@ async def test_background_task_runs_after_the_stream() -> None:
 
 async def test_bad_items_raise_typed_errors() -> None:
     with pytest.raises(EventValidationError):
-        await body_of(EventSourceResponse(agen(["a", "list"]), ping=0))
+        await body_of(EventSourceResponse(agen({"a", "set"}), ping=0))
     with pytest.raises(TypeError, match="unknown SSE field"):
         await body_of(EventSourceResponse(agen({"data": "x", "colour": "red"}), ping=0))
     with pytest.raises(EventValidationError):
@@ -201,8 +201,8 @@ class Level(enum.IntEnum):
 
 @pytest.mark.parametrize(
     "item",
-    [object(), Colour.RED, True, {1, 2}, (1,), None, ServerSentEvent],
-    ids=["object", "plain-enum", "bool", "set", "tuple", "none", "class"],
+    [object(), Colour.RED, True, {1, 2}, None, ServerSentEvent],
+    ids=["object", "plain-enum", "bool", "set", "none", "class"],
 )
 async def test_items_without_a_text_form_are_refused_not_sent_as_repr(item: object) -> None:
     # sse-starlette would send str(item): "<object object at 0x...>", "Colour.RED", "True".

@@ -1,18 +1,19 @@
 """The pump: the one loop that moves a stream's frames from its source to the socket.
 
-Every kind of content goes through it: a broker subscription or a channel's message stream
-(frames encoded once for every subscriber) and generators, sync iterables and memory streams
+Every kind of content goes through it: a broker subscription (frames encoded once for every
+subscriber) and generators, sync iterables, memory streams and channel message streams
 (through the response's :class:`~ssehub._response._outbox.Outbox`). The loop is::
 
     take everything ready (never waits) -> one ``send`` -> nothing ready? ping if idle,
-    else wait for the source, a timer or the end
+    else wait for the source, a timer, a disconnect or the end
 
 Its deadlines (the ping, ``send_timeout``, the end of a shutdown's grace period) are one
 :class:`~ssehub._response._timers.Alarm` on the event loop's shared clock under asyncio, and
-a cancel scope with a deadline around each wait or send under any other async library (trio).
-A send that takes too long, or is still blocked when sending must end, is cut by cancelling
-the response's task group; the response turns that into :class:`~ssehub.SendTimeoutError` or
-a clean end of the body.
+a cancel scope with a deadline around each wait under any other async library (trio).
+
+The loop runs inside one cancel scope for its whole life: a timer cancels it to cut a send
+that took too long (or is still blocked when sending must end), and a disconnect to stop at
+once. No scope is entered or left per event.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import anyio.lowlevel
 
 from .._waiter import Waiter, waiter_factory
 from ._outbox import Outbox
-from ._timers import Alarm, AlarmClock, alarm_clock, running_loop
+from ._timers import Alarm, alarm_clock, running_loop
 
 if TYPE_CHECKING:
     from starlette.types import Message, Send
@@ -59,8 +60,9 @@ class Pump(Alarm):
         "_outbox",
         "_ping",
         "_ping_bytes",
+        "_scope",
         "_send",
-        "_send_scope",
+        "_send_started",
         "_send_timeout",
         "_sending_since",
         "_source",
@@ -68,8 +70,9 @@ class Pump(Alarm):
         "_waiter",
         "cut",
         "last_activity",
-        "scope",
+        "opened",
         "sent_final",
+        "stopped",
         "timed_out",
     )
 
@@ -101,21 +104,24 @@ class Pump(Alarm):
         self._sending_since = _INF  # start of the send in progress
         self._waiter: Waiter | None = None
         self._wait_until = _INF
-        self._send_scope: anyio.CancelScope | None = None  # a send's, outside asyncio
-        self.scope: anyio.CancelScope | None = None
-        """The response's task group scope: cancelled to cut a send."""
+        self._send_started = _INF  # start of the latest send (kept after it)
+        self._scope: anyio.CancelScope | None = None  # the loop's, while it runs
         self.last_activity = self._now()
         self.timed_out = False
         """A send took longer than ``send_timeout``."""
         self.cut = False
         """A send was still blocked when sending had to end."""
+        self.stopped = False
+        """:meth:`abort` was called (the client left)."""
+        self.opened = False
+        """The response start went out."""
         self.sent_final = False
         """The final empty body went out."""
 
     # -- control ---------------------------------------------------------------------------
 
     def end_by(self, at: float) -> None:
-        """End sending at ``at`` (the clock of :attr:`now`) at the latest; idempotent.
+        """End sending at ``at`` (the clock of :meth:`now`) at the latest; idempotent.
 
         What is pending then goes out with the final empty body; a send still blocked then is
         cut. Safe to call from a plain callback on the event loop.
@@ -124,18 +130,25 @@ class Pump(Alarm):
             return
         self._end_at = at
         waiter = self._waiter
+        scope = self._scope
         if at <= self._now() and waiter is not None:
             self._waiter = None
             waiter.set()
         elif self._clock is not None:
             self.start(at)
-        elif self._send_scope is not None:
-            self._send_scope.deadline = min(self._send_scope.deadline, at)
+        elif self._sending_since != _INF and scope is not None:
+            scope.deadline = min(scope.deadline, self._send_deadline(self._sending_since))
         elif waiter is not None:
             # Scope-based waits read their deadline when they start: wake this one so the
             # next wait (or the end) sees the new deadline.
             self._waiter = None
             waiter.set()
+
+    def abort(self) -> None:
+        """End the stream now without a final body (the client left); from the event loop."""
+        self.stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     def now(self) -> float:
         """The clock the pump's deadlines use (the event loop's time)."""
@@ -143,47 +156,51 @@ class Pump(Alarm):
 
     # -- the loop ----------------------------------------------------------------------------
 
-    async def run(self, opening: list[bytes]) -> None:
-        """Send ``opening`` (when not empty) and then the source's frames until it ends or
-        sending must end; then the final empty body.
+    async def run(self, start: Message, opening: list[bytes]) -> None:
+        """Send the response ``start``, ``opening`` (when not empty) and then the source's
+        frames until it ends or sending must end; then the final empty body.
 
-        Cancelled (through :attr:`scope`) when a send is cut; see :attr:`timed_out` and
-        :attr:`cut`.
+        Returns early, without the final body, when a send was cut (:attr:`timed_out`,
+        :attr:`cut`) or the pump was aborted (:attr:`stopped`).
         """
-        try:
-            await self._run(opening)
-        finally:
-            # The alarm may stay in the clock's heap until its old time: stopped, it rings
-            # nothing, and without these references it keeps no connection alive meanwhile.
-            if self._clock is not None:
-                self.stop()
-            self._send = self._source = self.scope = self._waiter = self._outbox = None  # type: ignore[assignment]
-            self._ping_bytes = bytes  # the response's bound method would keep it alive
-
-    async def _run(self, opening: list[bytes]) -> None:
         source = self._source
         take = source.take_frames
         pending: list[bytes] | None = opening
-        while True:
-            if pending:
-                body = pending[0] if len(pending) == 1 else b"".join(pending)
-                await self._send_body(body, more_body=True)
-            if self._end_at != _INF and self._now() >= self._end_at:
-                # Sending ends: what is pending goes out with the end of the body.
-                rest = take() or []
-                await self._send_body(b"".join(rest), more_body=False)
-                return
-            pending = take()
-            if pending is None:
-                break
-            if pending:
-                continue
-            ping_due = self.last_activity + self._ping if self._ping > 0 else _INF
-            if self._now() >= ping_due:
-                pending = [self._ping_bytes()]
-                continue
-            await self._wait(source, min(ping_due, self._end_at))
-        await self._send_body(b"", more_body=False)
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                await self._transmit(start)
+                self.opened = True
+                while True:
+                    if pending:
+                        body = pending[0] if len(pending) == 1 else b"".join(pending)
+                        await self._send_body(body, more_body=True)
+                    if self._end_at != _INF and self._now() >= self._end_at:
+                        # Sending ends: what is pending goes out with the end of the body.
+                        rest = take() or []
+                        await self._send_body(b"".join(rest), more_body=False)
+                        break
+                    pending = take()
+                    if pending is None:
+                        await self._send_body(b"", more_body=False)
+                        break
+                    if pending:
+                        continue
+                    ping_due = self.last_activity + self._ping if self._ping > 0 else _INF
+                    if self._now() >= ping_due:
+                        pending = [self._ping_bytes()]
+                        continue
+                    await self._wait(source, min(ping_due, self._end_at))
+            finally:
+                self._scope = None
+                # The alarm may stay in the clock's heap until its old time: stopped, it
+                # rings nothing, and without these references it keeps no connection alive.
+                if self._clock is not None:
+                    self.stop()
+                self._send = self._source = self._waiter = self._outbox = None  # type: ignore[assignment]
+                self._ping_bytes = bytes  # the response's bound method would keep it alive
+        if scope.cancelled_caught and not (self.stopped or self.timed_out or self.cut):
+            self._expired(self._send_started)  # a send's deadline passed (trio)
 
     async def _wait(self, source: FrameSource, deadline: float) -> None:
         waiter = self._waiter = self._new_waiter()
@@ -199,34 +216,36 @@ class Pump(Alarm):
         self._waiter = None
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
-        message: Message = {"type": "http.response.body", "body": body, "more_body": more_body}
+        await self._transmit({"type": "http.response.body", "body": body, "more_body": more_body})
+
+    async def _transmit(self, message: Message) -> None:
         now = self._now()
-        deadline = self._send_deadline(now)
         outbox = self._outbox
         # Recorded even without a deadline: a shutdown may give the send one later.
-        self._sending_since = now
+        self._sending_since = self._send_started = now
+        deadline = self._send_deadline(now)
+        scope = self._scope
+        if self._clock is not None:
+            if deadline != _INF and (not self._queued or self._due > deadline):
+                self.start(deadline)
+        elif deadline != _INF and scope is not None:
+            scope.deadline = deadline
         if outbox is not None:
             outbox.send_started()
         try:
-            if self._clock is not None:
-                if deadline != _INF and (not self._queued or self._due > deadline):
-                    self.start(deadline)
-                await self._send(message)
-            else:
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    self._send_scope = scope  # end_by() moves its deadline
-                    await self._send(message)
-                self._send_scope = None
-                if scope.cancelled_caught:
-                    self._expired(now)
-                    await anyio.lowlevel.checkpoint()  # the task group's scope is cancelled
+            await self._send(message)
         finally:
             self._sending_since = _INF
-            if outbox is not None:
-                outbox.send_ended()
-        if more_body:
+            if self._clock is None and deadline != _INF and scope is not None:
+                scope.deadline = _INF
+        # Not after a send that failed or was cut: the stream ends, and a producer let go now
+        # would pull its generator past the yield it waits at (its cleanup then runs
+        # cancelled instead of shielded).
+        if outbox is not None:
+            outbox.send_ended()
+        if message.get("more_body", False):
             self.last_activity = self._now() if self._ping > 0 else now
-        else:
+        elif message["type"] == "http.response.body":
             self.sent_final = True
 
     def _send_deadline(self, since: float) -> float:
@@ -238,14 +257,12 @@ class Pump(Alarm):
         return min(end, _INF if timeout is None else since + timeout)
 
     def _expired(self, since: float) -> None:
-        """The send started at ``since`` is over its deadline: cut it."""
+        """The send started at ``since`` went past its deadline: say why it was cut."""
         timeout = self._send_timeout
         if timeout is not None and since + timeout <= self._end_at:
             self.timed_out = True  # the send timeout came first
         else:
             self.cut = True  # sending had to end
-        if self.scope is not None:
-            self.scope.cancel()
 
     # -- the alarm (asyncio) -----------------------------------------------------------------
 
@@ -254,24 +271,21 @@ class Pump(Alarm):
         since = self._sending_since
         if since != _INF:
             deadline = self._send_deadline(since)
-            if now >= deadline:
-                self._expired(since)
-                return None
-            return deadline
+            if now < deadline:
+                return deadline
+            self._expired(since)
+            if self._scope is not None:
+                self._scope.cancel()
+            return None
         waiter = self._waiter
         if waiter is not None and now >= min(self._wait_until, self._end_at):
             self._waiter = None
             waiter.set()
         # While the stream lives, look again within one send timeout: a send starting later
-        # then never needs a timer operation of its own (see _send_body).
+        # then never needs a timer operation of its own (see _transmit).
         later = self._wait_until if self._waiter is not None else _INF
         if self._send_timeout is not None:
             later = min(later, now + self._send_timeout)
         if self._end_at > now:
             later = min(later, self._end_at)
         return None if later == _INF or self.sent_final else later
-
-
-def clock_of(pump: Pump) -> AlarmClock | None:
-    """The pump's alarm clock (``None`` outside asyncio); for tests."""
-    return pump._clock
