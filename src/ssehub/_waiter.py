@@ -8,6 +8,7 @@ fraction of the memory. On any other backend (trio) the broker keeps ``anyio.Eve
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
@@ -44,13 +45,20 @@ class _FutureWaiter:
         await self._future
 
 
+# One factory per event loop, shared by every stream on it (freed with the loop).
+_factories: weakref.WeakKeyDictionary[Any, Callable[[], Waiter]] = weakref.WeakKeyDictionary()
+
+
 def waiter_factory(token: anyio.lowlevel.EventLoopToken) -> Callable[[], Waiter]:
     """Return a factory of waiters for the event loop of ``token`` (the running one)."""
     import asyncio  # noqa: TID251 - asyncio's own future, only when asyncio runs
 
     loop = token.native_token
     if isinstance(loop, asyncio.AbstractEventLoop):
-        return partial(_FutureWaiter, loop.create_future)
+        factory = _factories.get(loop)
+        if factory is None:
+            factory = _factories[loop] = partial(_FutureWaiter, loop.create_future)
+        return factory
     # The concrete class of the running backend: anyio.Event() would look the backend up on
     # every call.
     event_class: Callable[[], Waiter] = type(anyio.Event())

@@ -25,6 +25,7 @@ parser accepts LF. Pass ``sep="\\r\\n"`` for byte-identical output.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -48,12 +49,15 @@ from ._frames import FrameSource
 from ._response import _shutdown
 from ._response._disconnect import DisconnectWatch
 from ._response._encode import make_encoder
-from ._response._excgroups import collapse_excgroups
+from ._response._excgroups import raise_single
 from ._response._outbox import Outbox
 from ._response._pump import Pump
 from .wire import SEPARATORS, ServerSentEvent
 
 __all__ = ["Content", "ContentStream", "EventSourceResponse", "SendTimeoutError"]
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 logger = logging.getLogger("ssehub.response")
 
@@ -294,24 +298,28 @@ class EventSourceResponse(Response):
         if _shutdown.register(self.shutdown):
             self.shutdown()
         try:
-            with collapse_excgroups():
-                async with DisconnectWatch(receive, self._client_left):
-                    if outbox is None and not self._has_tasks():
-                        # A frame source alone (a broker subscription): no task of its own.
+            async with DisconnectWatch(receive, self._client_left):
+                if outbox is None and not self._has_tasks():
+                    # A frame source alone (a broker subscription): no task of its own.
+                    await pump.run(start, opening)
+                else:
+                    async with anyio.create_task_group() as group:
+                        # The content starts with the response, not after the first send
+                        # completes (a client that never reads must still see its
+                        # generator cleaned up).
+                        if outbox is not None:
+                            self._start_producer(group, outbox)
+                        if self.data_sender_callable is not None:
+                            group.start_soon(self.data_sender_callable)
+                        if self._shutdown_event is not None:
+                            group.start_soon(self._watch_shutdown_event, self._shutdown_event)
                         await pump.run(start, opening)
-                    else:
-                        async with anyio.create_task_group() as group:
-                            # The content starts with the response, not after the first send
-                            # completes (a client that never reads must still see its
-                            # generator cleaned up).
-                            if outbox is not None:
-                                self._start_producer(group, outbox)
-                            if self.data_sender_callable is not None:
-                                group.start_soon(self.data_sender_callable)
-                            if self._shutdown_event is not None:
-                                group.start_soon(self._watch_shutdown_event, self._shutdown_event)
-                            await pump.run(start, opening)
-                            group.cancel_scope.cancel()
+                        group.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # As Starlette's StreamingResponse: anyio task groups wrap failures in a group,
+            # middleware (and code written for sse-starlette) expects the bare exception.
+            raise_single(group)
+            raise
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: a server cutting its open requests at the end of its own
             # grace period (hypercorn, uvicorn's --timeout-graceful-shutdown). A clean end of

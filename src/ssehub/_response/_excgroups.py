@@ -9,7 +9,7 @@ from contextlib import contextmanager
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["collapse_excgroups"]
+__all__ = ["collapse_excgroups", "raise_single"]
 
 
 @contextmanager
@@ -22,9 +22,15 @@ def collapse_excgroups() -> Generator[None, None, None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        exc: BaseException = group
-        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]
-        if exc is group:
-            raise
-        raise exc from None
+        raise_single(group)
+        raise
+
+
+def raise_single(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the only exception of ``group`` (nested single groups unwrapped) as itself, with
+    its own cause; return if the group holds several (the caller re-raises the group)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if exc is not group:
+        raise exc from exc.__cause__
