@@ -133,6 +133,9 @@ def server_command(kind: str, port: int) -> list[str]:
     pin = ["taskset", "-c", "0", sys.executable] if can_pin() else [sys.executable]
     if kind == "ssehub":
         return [*pin, "-m", "ssehub.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    if kind in ("ssehub-app", "ssehub-app+middleware"):
+        wrap = ["--wrap"] if kind.endswith("+middleware") else []
+        return [*pin, str(HERE / "_hub_app_server.py"), "--port", str(port), *wrap]
     return [*pin, str(HERE / "baseline_broadcaster.py"), "--port", str(port)]
 
 
@@ -146,7 +149,7 @@ def server_env(kind: str) -> dict[str, str]:
     env.setdefault("SSEHUB_MAX_CONNECTIONS", "1000000")
     env.setdefault("SSEHUB_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
     source = env.get("SSEHUB_BENCH_SRC")
-    if kind == "ssehub" and source:
+    if kind.startswith("ssehub") and source:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     return env
 

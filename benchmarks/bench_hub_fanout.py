@@ -17,7 +17,11 @@ to core 0; this load generator is pinned to core 1 and reports its own CPU use s
 see it is not the bottleneck. Rounds alternate which server goes first; medians are reported.
 The baseline is ``benchmarks/baseline_broadcaster.py``.
 
-Run: ``uv run python benchmarks/bench_hub_fanout.py [--rounds N] [--quick]``
+``--middleware`` compares the hub app under uvicorn bare and behind a pass-through ASGI
+middleware that wraps ``send`` (``_hub_app_server.py``) instead: the cost of being an ordinary
+ASGI app that any middleware may wrap.
+
+Run: ``uv run python benchmarks/bench_hub_fanout.py [--rounds N] [--quick] [--middleware]``
 (``--quick``: 50 subscribers, 50 events, 1 s paced; a smoke run of a few seconds). The default
 burst is 500 events so that three rounds finish in minutes; ``--events 2000`` is the issue's
 size (a baseline round then takes minutes by itself); per-delivery figures do not depend on it.
@@ -198,6 +202,12 @@ def main() -> None:
     )
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--window", type=int, default=4, help="publish connections in flight")
+    parser.add_argument(
+        "--middleware",
+        action="store_true",
+        help="compare the hub app under uvicorn bare and behind a pass-through middleware "
+        "that wraps send (instead of ssehub against the baseline)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.subscribers, args.events, args.paced_seconds = 50, 50, 1.0
@@ -211,9 +221,10 @@ def main() -> None:
         f"then 20 events/s for {args.paced_seconds:g} s; {args.window} publish connections; "
         f"{args.rounds} rounds"
     )
-    with running_server("ssehub") as ours, running_server("baseline") as theirs:
-        servers = {"ssehub": ours, "baseline": theirs}
-        for kind in KINDS:  # warm-up: imports, first-request paths
+    kinds = ("ssehub-app", "ssehub-app+middleware") if args.middleware else KINDS
+    with running_server(kinds[0]) as ours, running_server(kinds[1]) as theirs:
+        servers = {kinds[0]: ours, kinds[1]: theirs}
+        for kind in kinds:  # warm-up: imports, first-request paths
             run_round(servers[kind], min(args.subscribers, 50), 20, 0.1, args.window)
         results = alternate(
             args.rounds,
@@ -224,12 +235,12 @@ def main() -> None:
                         s, args.subscribers, args.events, args.paced_seconds, args.window
                     ),
                 )
-                for kind in KINDS
+                for kind in kinds
             ],
         )
     rows = []
     for key, label, better, fmt in ROWS:
-        a, b = median(results["ssehub"], key), median(results["baseline"], key)
+        a, b = median(results[kinds[0]], key), median(results[kinds[1]], key)
         if better == "higher":
             ratio = f"{a / b:.2f}x" if b else "-"
         elif better == "lower":
@@ -241,7 +252,11 @@ def main() -> None:
     print_table(
         f"Fan-out, {args.subscribers:,} subscribers x {args.events:,} events, "
         f"median of {args.rounds} rounds",
-        ["metric", "ssehub", "baseline (sse-starlette)", "ssehub advantage"],
+        (
+            ["metric", "bare", "behind a pass-through middleware", "bare / wrapped"]
+            if args.middleware
+            else ["metric", "ssehub", "baseline (sse-starlette)", "ssehub advantage"]
+        ),
         rows,
     )
     print(f"\nstreams ended by a server during measurement: {shed:.0f}")

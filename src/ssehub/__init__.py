@@ -66,11 +66,12 @@ if TYPE_CHECKING:
         WorkerPool,
     )
     from .protocols import EventProtocol
-    from .response import EventSourceResponse
+    from .response import EventSourceResponse, shutdown_streams
 
 # Public names defined in modules that import third-party packages: loaded on first access.
 _LAZY: dict[str, str] = {
     "EventSourceResponse": ".response",
+    "shutdown_streams": ".response",
     "Broker": ".broker",
     "BrokerStatistics": ".broker",
     "OverflowPolicy": ".broker",
@@ -144,6 +145,7 @@ __all__ = [
     "UnknownListener",
     "WorkerPool",
     "__version__",
+    "shutdown_streams",
 ]
 
 

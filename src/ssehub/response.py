@@ -52,9 +52,16 @@ from ._response._encode import make_encoder
 from ._response._excgroups import raise_single
 from ._response._outbox import Outbox
 from ._response._pump import Pump
+from ._response._shutdown import shutdown_streams
 from .wire import SEPARATORS, ServerSentEvent
 
-__all__ = ["Content", "ContentStream", "EventSourceResponse", "SendTimeoutError"]
+__all__ = [
+    "Content",
+    "ContentStream",
+    "EventSourceResponse",
+    "SendTimeoutError",
+    "shutdown_streams",
+]
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]

@@ -1,0 +1,142 @@
+"""Server shutdown without help from the server: ``shutdown_streams()`` and the signal chain.
+
+A shutdown is for the whole event loop (every stream that starts on it afterwards ends at
+once), so each test runs in an event loop of its own, never the one the test runner shares.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+from ssehub import EventSourceResponse, shutdown_streams
+from ssehub.testing import stream_asgi
+
+BACKENDS = ["asyncio", "trio"]
+
+OPEN = b": ok\n\n"
+
+
+async def endless() -> AsyncIterator[str]:
+    while True:
+        await anyio.sleep(3600)
+        yield "never"  # pragma: no cover
+
+
+def in_own_loop(backend: str, test: Callable[[], Awaitable[None]]) -> None:
+    anyio.run(test, backend=backend)
+
+
+async def _every_open_stream_ends_cleanly() -> None:
+    with anyio.fail_after(5):
+        async with (
+            stream_asgi(EventSourceResponse(endless(), ping=0)) as first,
+            stream_asgi(EventSourceResponse(endless(), ping=0, shutdown_grace_period=5)) as slow,
+        ):
+            assert await first.receive_chunk() == OPEN
+            assert await slow.receive_chunk() == OPEN
+            shutdown_streams()
+            # The generator never ends by itself: the grace period is all it gets, then the
+            # body ends cleanly. The first stream has none.
+            assert await first.read_all() == b""
+            assert first.complete
+            with anyio.move_on_after(0.05):
+                await slow.read_all()
+            assert not slow.complete  # still in its grace period
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shutdown_streams_ends_every_open_stream_cleanly(backend: str) -> None:
+    in_own_loop(backend, _every_open_stream_ends_cleanly)
+
+
+async def _a_late_stream_ends_at_once() -> None:
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(endless(), ping=0)) as before:
+            assert await before.receive_chunk() == OPEN
+            shutdown_streams()
+            assert await before.read_all() == b""
+        # A client reconnecting while the server shuts down gets headers and a clean end.
+        async with stream_asgi(EventSourceResponse(endless(), ping=0)) as late:
+            await late.start()
+            assert await late.read_all() == OPEN
+            assert late.complete
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stream_that_starts_after_the_shutdown_ends_at_once(backend: str) -> None:
+    in_own_loop(backend, _a_late_stream_ends_at_once)
+
+
+async def test_shutdown_lets_the_generator_say_goodbye_within_the_grace_period(
+    anyio_backend: str,
+) -> None:
+    stop = anyio.Event()
+
+    async def polite() -> AsyncIterator[str]:
+        yield "hello"
+        with anyio.move_on_after(10):
+            await stop.wait()
+        yield "goodbye"
+
+    response = EventSourceResponse(polite(), ping=0, shutdown_grace_period=5)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert await stream.receive_chunk() == OPEN
+            assert (await stream.events().next_event()).data == "hello"
+            response.shutdown()
+            stop.set()
+            rest = await stream.read_all()
+            assert rest == b"data: goodbye\n\n"
+            assert stream.complete
+
+
+SIGNAL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import anyio
+    from ssehub import EventSourceResponse
+    from ssehub.testing import stream_asgi
+
+    called = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: called.append(signum))
+
+    async def endless():
+        while True:
+            await anyio.sleep(3600)
+            yield "never"
+
+    async def main():
+        with anyio.fail_after(5):
+            async with stream_asgi(EventSourceResponse(endless(), ping=0)) as stream:
+                assert await stream.receive_chunk() == b": ok\\n\\n"
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert await stream.read_all() == b""
+                assert stream.complete
+        # The server's own handler still ran, once.
+        assert called == [signal.SIGTERM], called
+        print("ok")
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigterm_ends_open_streams_and_still_calls_the_previous_handler(backend: str) -> None:
+    # In a child process: the chain is process-wide, and pytest's own process must not get it.
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNAL_SCRIPT, backend],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
