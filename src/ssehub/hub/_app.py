@@ -14,7 +14,6 @@ not forward them), so pass ``broker=`` and enter that broker in the outer app's 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -39,15 +38,16 @@ from .._logging import RequestIdMiddleware
 from .._response._excgroups import collapse_excgroups
 from ..broker import Broker, Publication, StoredEvent, Subscription
 from ..response import EventSourceResponse
-from ._channels import HubChannels, channel_routes, with_channels
+from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
-from ._guard import Guard, split_private
+from ._guard import Guard, check_last_event_id, split_private
 from ._limits import Lease
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
 from ._settings import HubSettings
+from ._state import HubState
 
 if TYPE_CHECKING:
     from .._clock import Clock
@@ -69,109 +69,6 @@ RESET_HEADER = "SSEHub-Reset"
 is the reason (``malformed``, ``unknown`` or ``expired``), never the client's id."""
 
 _EVENT_FIELDS = {"data": "invalid_data", "event": "invalid_event", "retry": "invalid_retry"}
-
-
-class HubState:
-    """The running hub behind one app: settings, broker, uptime, and the draining switch.
-
-    Available as ``app.state.hub``. Servers call :meth:`drain` when shutdown begins.
-
-    Attributes:
-        settings: the hub's settings.
-        broker: the broker the endpoints use.
-        owns_broker: whether the app's lifespan enters and closes :attr:`broker`.
-    """
-
-    def __init__(self, settings: HubSettings, broker: Broker, *, owns_broker: bool) -> None:
-        self.settings = settings
-        self.broker = broker
-        self.owns_broker = owns_broker
-        self._started = time.monotonic()
-        self._draining = False
-        self._shutdown: anyio.Event | None = None
-        # The open event streams: drain() ends each one cleanly (no shutdown watcher task per
-        # stream), and closes its subscription.
-        self._streams: dict[EventSourceResponse, Subscription] = {}
-        # -- security: authentication, authorization and limits (app.state.hub.guard)
-        self.guard = Guard(settings, broker.clock)
-        # -- channels: the channel registry and its HTTP listeners (None when switched off)
-        self.channels: HubChannels | None = (
-            HubChannels(settings, shutdown_event=self.shutdown_event, clock=broker.clock)
-            if settings.channels
-            else None
-        )
-
-    @property
-    def draining(self) -> bool:
-        """Whether shutdown has started (``/health`` then answers 503)."""
-        return self._draining
-
-    @property
-    def uptime(self) -> float:
-        """Seconds since the hub started."""
-        return time.monotonic() - self._started
-
-    def shutdown_event(self) -> anyio.Event:
-        """Return the event every stream watches; it is set by :meth:`drain`.
-
-        Must be called from the event loop (the event is created on first use).
-        """
-        if self._shutdown is None:
-            self._shutdown = anyio.Event()
-            if self._draining:
-                self._shutdown.set()
-        return self._shutdown
-
-    def drain(self) -> None:
-        """Begin shutdown: ``/health`` answers 503 and every open stream ends cleanly.
-
-        Idempotent. Call it from the event loop thread (for example from a server's shutdown
-        hook), before waiting for connections to close.
-        """
-        self._draining = True
-        if self._shutdown is not None:
-            self._shutdown.set()
-        for stream, subscription in list(self._streams.items()):
-            _drain(stream, subscription)
-
-    def _stream_opened(self, stream: EventSourceResponse, subscription: Subscription) -> None:
-        self._streams[stream] = subscription
-        if self._draining:
-            _drain(stream, subscription)  # the stream sends its headers and ends at once
-
-    def _stream_closed(self, stream: EventSourceResponse) -> None:
-        self._streams.pop(stream, None)
-
-    def _started_now(self) -> None:
-        self._started = time.monotonic()
-
-    def require_broker(self) -> Broker:
-        """Return the broker if it is running.
-
-        Raises:
-            HubHTTPError: ``unavailable`` (503).
-        """
-        broker = self.broker
-        if not broker.running:
-            raise HubHTTPError(
-                "unavailable",
-                "the broker is not running (when mounting the hub, pass broker= and enter it "
-                "in your app's lifespan)",
-            )
-        return broker
-
-    @property
-    def max_topics(self) -> int:
-        """Topics allowed per request: the smaller of the settings' and the broker's limit."""
-        return min(self.settings.max_topics, self.broker.max_topics)
-
-
-def _drain(stream: EventSourceResponse, subscription: Subscription) -> None:
-    """End a hub stream for a shutdown: what is queued goes out, then the final empty body; a
-    client that does not take it within ``SHUTDOWN_SEND_TIMEOUT`` seconds (or ``send_timeout``
-    if shorter) is left for the server to close."""
-    subscription.close()
-    stream.shutdown(grace=stream.SHUTDOWN_SEND_TIMEOUT)
 
 
 class _HubStream:
@@ -291,6 +188,10 @@ class _Endpoints:
             # reconnect with the id they last saw, while the query value is fixed in the URL.
             last_event_id = request.headers.get("last-event-id") or request.query_params.get(
                 "lastEventId"
+            )
+            # The one not used is bounded too, as the OpenAPI document says of each parameter.
+            check_last_event_id(
+                request.query_params.get("lastEventId"), settings.max_last_event_id_length
             )
             # -- security: refused before anything is opened
             principal = hub.guard.authorize_subscribe(request.scope, topics, last_event_id)

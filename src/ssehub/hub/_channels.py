@@ -21,7 +21,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from .._clock import Clock
-    from ._app import HubState
+    from ..broker import Broker
     from ._guard import Guard
     from ._limits import Lease
     from ._settings import HubSettings
@@ -207,8 +207,19 @@ def _sleep_on(clock: Clock) -> Sleep:
     return sleep
 
 
+class _Hub(Protocol):
+    """What the channels' lifespan needs of the hub (``HubState``, which imports this
+    module: naming it here would make the two import each other)."""
+
+    settings: HubSettings
+    broker: Broker
+    channels: HubChannels | None
+
+    def drain(self) -> None: ...
+
+
 def with_channels(
-    hub: HubState,
+    hub: _Hub,
     inner: Callable[[Starlette], AbstractAsyncContextManager[None]],
 ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     """Wrap the hub's lifespan so the channels (and the socket ingest, if set) run inside it.

@@ -44,7 +44,7 @@ from ._errors import HubHTTPError
 from ._status import backend_check, topic_filter_for
 
 if TYPE_CHECKING:
-    from ._app import HubState
+    from ._state import HubState
 
 __all__ = ["DASHBOARD_MAX_TOPICS", "dashboard_page", "dashboard_routes", "dashboard_stats"]
 

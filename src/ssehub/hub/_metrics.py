@@ -34,7 +34,7 @@ from ._errors import HubHTTPError
 from ._status import backend_check
 
 if TYPE_CHECKING:
-    from ._app import HubState
+    from ._state import HubState
 
 __all__ = ["HubMetrics", "MetricsMiddleware", "metrics_for", "metrics_routes"]
 

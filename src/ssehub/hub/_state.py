@@ -1,0 +1,127 @@
+"""The running hub behind one app: :class:`HubState` (``app.state.hub``).
+
+Its own module so that the hub's parts (channels, dashboard, metrics, status) can name it
+without importing the app that assembles them: the hub's modules import in one direction
+only, ``_app`` at the top.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._channels import HubChannels
+from ._errors import HubHTTPError
+from ._guard import Guard
+
+if TYPE_CHECKING:
+    from ..broker import Broker, Subscription
+    from ..response import EventSourceResponse
+    from ._settings import HubSettings
+
+__all__ = ["HubState"]
+
+
+class HubState:
+    """The running hub behind one app: settings, broker, uptime, and the draining switch.
+
+    Available as ``app.state.hub``. Servers call :meth:`drain` when shutdown begins.
+
+    Attributes:
+        settings: the hub's settings.
+        broker: the broker the endpoints use.
+        owns_broker: whether the app's lifespan enters and closes :attr:`broker`.
+    """
+
+    def __init__(self, settings: HubSettings, broker: Broker, *, owns_broker: bool) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.owns_broker = owns_broker
+        self._started = time.monotonic()
+        self._draining = False
+        self._shutdown: anyio.Event | None = None
+        # The open event streams: drain() ends each one cleanly (no shutdown watcher task per
+        # stream), and closes its subscription.
+        self._streams: dict[EventSourceResponse, Subscription] = {}
+        # -- security: authentication, authorization and limits (app.state.hub.guard)
+        self.guard = Guard(settings, broker.clock)
+        # -- channels: the channel registry and its HTTP listeners (None when switched off)
+        self.channels: HubChannels | None = (
+            HubChannels(settings, shutdown_event=self.shutdown_event, clock=broker.clock)
+            if settings.channels
+            else None
+        )
+
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has started (``/health`` then answers 503)."""
+        return self._draining
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the hub started."""
+        return time.monotonic() - self._started
+
+    def shutdown_event(self) -> anyio.Event:
+        """Return the event every stream watches; it is set by :meth:`drain`.
+
+        Must be called from the event loop (the event is created on first use).
+        """
+        if self._shutdown is None:
+            self._shutdown = anyio.Event()
+            if self._draining:
+                self._shutdown.set()
+        return self._shutdown
+
+    def drain(self) -> None:
+        """Begin shutdown: ``/health`` answers 503 and every open stream ends cleanly.
+
+        Idempotent. Call it from the event loop thread (for example from a server's shutdown
+        hook), before waiting for connections to close.
+        """
+        self._draining = True
+        if self._shutdown is not None:
+            self._shutdown.set()
+        for stream, subscription in list(self._streams.items()):
+            _drain(stream, subscription)
+
+    def _stream_opened(self, stream: EventSourceResponse, subscription: Subscription) -> None:
+        self._streams[stream] = subscription
+        if self._draining:
+            _drain(stream, subscription)  # the stream sends its headers and ends at once
+
+    def _stream_closed(self, stream: EventSourceResponse) -> None:
+        self._streams.pop(stream, None)
+
+    def _started_now(self) -> None:
+        self._started = time.monotonic()
+
+    def require_broker(self) -> Broker:
+        """Return the broker if it is running.
+
+        Raises:
+            HubHTTPError: ``unavailable`` (503).
+        """
+        broker = self.broker
+        if not broker.running:
+            raise HubHTTPError(
+                "unavailable",
+                "the broker is not running (when mounting the hub, pass broker= and enter it "
+                "in your app's lifespan)",
+            )
+        return broker
+
+    @property
+    def max_topics(self) -> int:
+        """Topics allowed per request: the smaller of the settings' and the broker's limit."""
+        return min(self.settings.max_topics, self.broker.max_topics)
+
+
+def _drain(stream: EventSourceResponse, subscription: Subscription) -> None:
+    """End a hub stream for a shutdown: what is queued goes out, then the final empty body; a
+    client that does not take it within ``SHUTDOWN_SEND_TIMEOUT`` seconds (or ``send_timeout``
+    if shorter) is left for the server to close."""
+    subscription.close()
+    stream.shutdown(grace=stream.SHUTDOWN_SEND_TIMEOUT)
