@@ -3,6 +3,10 @@
 ``async with Broker() as broker:`` starts the backend and the broker's single background task
 (the connection-age reaper, only when ``max_connection_age`` is set) in one task group; leaving
 the block ends every subscription cleanly and stops everything.
+
+The broker's registry, fan-out and reaper hold each subscription's state, never the
+:class:`Subscription` handle the consumer holds, so a handle dropped without closing is garbage
+collected and its state released (``_release.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import random
 import sys
 import threading
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -22,18 +25,20 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from .._clock import Clock, SystemClock
-from .._exceptions import BrokerClosed, ConfigurationError, EventValidationError
+from .._exceptions import BrokerClosed, ConfigurationError
 from .._waiter import Waiter, waiter_factory
-from ..backends.base import Backend, PendingEvent, Replay
+from ..backends.base import Backend, Replay
 from ..backends.factory import create_backend
-from ..wire import ServerSentEvent
-from .events import RESERVED_EVENT_PREFIX, ResetReason, StoredEvent
+from ._release import Releaser
+from ._state import EndReason, SubscriptionState
+from .events import ResetReason, StoredEvent
 from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from .ids import is_valid_event_id
 from .lifetime import AgeReaper
 from .policy import OverflowPolicy
+from .publication import Publication, prepare_publication
 from .stats import BrokerStatistics, TopicInfo
-from .subscription import EndReason, Subscription
+from .subscription import Subscription
 from .topics import normalize_topics
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
@@ -80,28 +85,6 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One item of :meth:`Broker.publish_many`: the arguments of :meth:`Broker.publish`.
-
-    Attributes:
-        topics: one topic or several.
-        data: ``str`` (sent verbatim), any other JSON value (sent as compact JSON text), or a
-            :class:`~ssehub.ServerSentEvent` whose ``data``/``comment``/``event``/``retry`` are
-            used (its ``id`` is replaced by the broker's).
-        event: the event type; no CR/LF, not starting with ``ssehub.``.
-        retry: reconnection time in milliseconds for clients.
-        private: deliver only to subscribers authorized for one of its topics (see
-            :meth:`Broker.publish`).
-    """
-
-    topics: str | Sequence[str]
-    data: Any
-    event: str | None = None
-    retry: int | None = None
-    private: bool = False
-
-
 class Broker:
     """Publish events to topics; subscribe with exact ``Last-Event-ID`` resume.
 
@@ -120,7 +103,10 @@ class Broker:
         clock: the clock for history age and connection age (``SystemClock()``).
         rng: random source for the jitter (a seeded ``random.Random`` in tests).
         on_subscribe: called with each new subscription (sync; exceptions are logged).
-        on_unsubscribe: called with each ended subscription (sync; exceptions are logged).
+        on_unsubscribe: called with each ended subscription (sync; exceptions are logged). For
+            one garbage collected unclosed (``EndReason.ABANDONED``) it is called soon after,
+            from a callback on the broker's event loop thread (not inside a task), with another
+            ``Subscription`` object on the same ended subscription (the original is gone).
 
     Raises:
         ConfigurationError: an option is out of range, the URL scheme is unknown, or history
@@ -175,8 +161,10 @@ class Broker:
             else None
         )
         self._state = _State.NEW
-        self._subscribers: dict[str, dict[Subscription, None]] = {}
-        self._subscriptions: dict[Subscription, None] = {}
+        # Subscription states only: the handles must stay collectable (see _release.py).
+        self._subscribers: dict[str, dict[SubscriptionState, None]] = {}
+        self._subscriptions: dict[SubscriptionState, None] = {}
+        self._releaser = Releaser()
         self._task_group: TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         # Makes the one-shot events subscriptions wait on, chosen once when the broker starts
@@ -201,6 +189,7 @@ class Broker:
         self._token = anyio.lowlevel.current_token()
         self._new_event = waiter_factory(self._token)
         self._loop_thread = threading.get_ident()
+        self._releaser.start(self._token)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
@@ -223,8 +212,9 @@ class Broker:
         tb: TracebackType | None,
     ) -> bool | None:
         self._state = _State.CLOSED
-        for subscription in list(self._subscriptions):
-            subscription._end(EndReason.BROKER_CLOSED)
+        self._releaser.release()  # those abandoned already end as such
+        for state in list(self._subscriptions):
+            state._end(EndReason.BROKER_CLOSED)
         task_group = self._task_group
         self._task_group = None
         try:
@@ -281,31 +271,6 @@ class Broker:
 
     # -- publishing --------------------------------------------------------------------------
 
-    def _prepare(
-        self,
-        topics: str | Iterable[str],
-        data: Any,
-        event: str | None,
-        retry: int | None,
-        private: bool = False,
-    ) -> PendingEvent:
-        names = normalize_topics(topics, limit=self.max_topics)
-        if isinstance(data, ServerSentEvent):
-            sse = data.replace(
-                id=None,
-                event=data.event if event is None else event,
-                retry=data.retry if retry is None else retry,
-            )
-        elif type(data) is str:
-            sse = ServerSentEvent(data, event=event, retry=retry)
-        else:
-            sse = ServerSentEvent.json(data, event=event, retry=retry)
-        if sse.event is not None and sse.event.startswith(RESERVED_EVENT_PREFIX):
-            raise EventValidationError(
-                "event", f"event types starting with {RESERVED_EVENT_PREFIX!r} are reserved"
-            )
-        return names, sse, bool(private)
-
     async def publish(
         self,
         topics: str | Iterable[str],
@@ -338,7 +303,9 @@ class Broker:
             BackendUnavailable: the backend cannot store it (nothing was published).
         """
         self._check_running()
-        pending = self._prepare(topics, data, event, retry, private)
+        pending = prepare_publication(
+            topics, data, event, retry, private, max_topics=self.max_topics
+        )
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(pending[0])
             self._check_running()
@@ -362,8 +329,11 @@ class Broker:
             Same as :meth:`publish`; when one item is invalid nothing is published.
         """
         self._check_running()
+        limit = self.max_topics
         batch = [
-            self._prepare(item.topics, item.data, item.event, item.retry, item.private)
+            prepare_publication(
+                item.topics, item.data, item.event, item.retry, item.private, max_topics=limit
+            )
             for item in items
         ]
         if not batch:
@@ -434,7 +404,7 @@ class Broker:
 
     def _deliver(self, stored: StoredEvent) -> None:
         """The backend's sink: queue ``stored`` on every subscriber of its topics, once each."""
-        shed: list[Subscription] | None = None
+        shed: list[SubscriptionState] | None = None
         subscribers = self._subscribers
         topics = stored.topics
         if len(topics) == 1:
@@ -447,7 +417,7 @@ class Broker:
                             shed = []
                         shed.append(subscription)
         else:
-            seen: set[Subscription] = set()
+            seen: set[SubscriptionState] = set()
             for topic in topics:
                 if topic in subscribers:
                     self._topic_events[topic] = self._topic_events.get(topic, 0) + 1
@@ -486,7 +456,9 @@ class Broker:
                 replayed or counted in ``Dropped`` notices. ``None``: every event is visible.
 
         Returns:
-            The subscription (use ``async with``, or close it).
+            The subscription. Close it when done (``async with``, ``close()``, or the
+            ``EventSourceResponse`` streaming it); dropped unclosed, it is released once it is
+            garbage collected (``EndReason.ABANDONED``).
 
         Raises:
             BrokerClosed: the broker is not running.
@@ -511,43 +483,44 @@ class Broker:
             reset=reset,
             visible=visible,
         )
+        state = subscription._state
         subscribers = self._subscribers
         for topic in names:
             targets = subscribers.get(topic)
             if targets is None:
                 targets = subscribers[topic] = {}
-            targets[subscription] = None
-        self._subscriptions[subscription] = None
+            targets[state] = None
+        self._subscriptions[state] = None
         if self._reaper is not None:
-            self._reaper.add(subscription)
-        self._call_hook(self._on_subscribe, subscription)
+            self._reaper.add(state)
+        self._call_hook(self._on_subscribe, state)
         return subscription
 
-    def _unregister(self, subscription: Subscription) -> None:
-        """Called once by ``Subscription._end``."""
-        if subscription not in self._subscriptions:
+    def _unregister(self, state: SubscriptionState) -> None:
+        """Called once by ``SubscriptionState._end``."""
+        if state not in self._subscriptions:
             return
-        del self._subscriptions[subscription]
+        del self._subscriptions[state]
         subscribers = self._subscribers
-        for topic in subscription.topics:
+        for topic in state.topics:
             targets = subscribers.get(topic)
             if targets is not None:
-                targets.pop(subscription, None)
+                targets.pop(state, None)
                 if not targets:
                     del subscribers[topic]
                     self._topic_events.pop(topic, None)
-        reason = subscription.end_reason
+        reason = state._end_reason
         if reason is EndReason.SHED:
             self._shed += 1
         if self._reaper is not None and reason is not EndReason.MAX_AGE:
             self._reaper.discard()
-        self._call_hook(self._on_unsubscribe, subscription)
+        self._call_hook(self._on_unsubscribe, state)
 
-    def _call_hook(self, hook: Hook | None, subscription: Subscription) -> None:
+    def _call_hook(self, hook: Hook | None, state: SubscriptionState) -> None:
         if hook is None:
             return
         try:
-            hook(subscription)
+            hook(Subscription._of(state))
         except Exception:
             # A hook is user code: its failure must not break publishing or other streams.
             logger.exception("ssehub broker hook %r failed", hook)
@@ -573,7 +546,7 @@ class Broker:
             return len(self._subscriptions)
         if isinstance(topics, str):
             return len(self._subscribers.get(topics, ()))
-        union: set[Subscription] = set()
+        union: set[SubscriptionState] = set()
         for topic in topics:
             union.update(self._subscribers.get(topic, ()))
         return len(union)

@@ -6,7 +6,8 @@ spreads clients across processes after deploys. Clients resume exactly with ``La
 
 There is one task for all subscriptions: it sleeps until the earliest deadline via
 ``clock.sleep_until`` and is woken early only when a subscription gets an even earlier deadline.
-No timer task per subscription, no polling.
+No timer task per subscription, no polling. The heap holds subscription states, not the handles
+consumers hold, so an abandoned subscription's handle can still be garbage collected.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .subscription import EndReason
+from ._state import EndReason
 
 if TYPE_CHECKING:
     from .._clock import Clock
-    from .subscription import Subscription
+    from ._state import SubscriptionState
 
 __all__ = ["AgeReaper"]
 
@@ -46,17 +47,17 @@ class AgeReaper:
         self._max_age = max_age
         self._jitter = jitter
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not security
-        self._heap: list[tuple[float, int, Subscription]] = []
+        self._heap: list[tuple[float, int, SubscriptionState]] = []
         self._counter = itertools.count()
         self._dead = 0
         self._idle: anyio.Event | None = None
         self._sleep: tuple[anyio.CancelScope, float] | None = None
 
-    def add(self, subscription: Subscription) -> None:
-        """Give ``subscription`` a deadline and wake the task if it is the earliest."""
+    def add(self, state: SubscriptionState) -> None:
+        """Give the subscription ``state`` a deadline and wake the task if it is the earliest."""
         deadline = self._clock.time() + self._max_age * (1.0 - self._jitter * self._rng.random())
-        subscription.deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._counter), subscription))
+        state.deadline = deadline
+        heapq.heappush(self._heap, (deadline, next(self._counter), state))
         if self._idle is not None:
             self._idle.set()
             self._idle = None
@@ -67,7 +68,7 @@ class AgeReaper:
         """Note that a subscription with a deadline ended early (its heap entry is now dead)."""
         self._dead += 1
         if self._dead >= _COMPACT_MIN and self._dead * 2 >= len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[2].end_reason is None]
+            self._heap = [entry for entry in self._heap if entry[2]._end_reason is None]
             heapq.heapify(self._heap)
             self._dead = 0
 
@@ -80,10 +81,10 @@ class AgeReaper:
             heap = self._heap
             now = self._clock.time()
             while heap and heap[0][0] <= now:
-                subscription = heapq.heappop(heap)[2]
-                if subscription.end_reason is None:
+                state = heapq.heappop(heap)[2]
+                if state._end_reason is None:
                     # The broker does not call discard() for MAX_AGE: this entry is popped.
-                    subscription._end(EndReason.MAX_AGE)
+                    state._end(EndReason.MAX_AGE)
                 else:
                     self._dead -= 1
             if not heap:
