@@ -7,6 +7,10 @@ Shutdown on SIGTERM or SIGINT: uvicorn stops accepting connections, the hub is m
 (``/health`` answers 503) and every event stream is told to end through the shared shutdown
 event, so open streams finish with a clean end of body (uvicorn by itself only waits for them).
 Whatever is still running after ``--grace-period`` seconds is cancelled. The exit code is 0.
+
+HTTP limits (head size and field count, header and body timeouts, the cap on connections waiting
+for a request) are kept in front of uvicorn's protocol by :mod:`ssehub.cli._http_limits`, the one
+module that touches the server seam; the idle keep-alive timeout is uvicorn's own.
 """
 
 from __future__ import annotations
@@ -157,22 +161,32 @@ def _importable(name: str) -> bool:
     return True
 
 
-def choose_implementations() -> tuple[str, str, list[str]]:
+def choose_implementations(http: str = "auto") -> tuple[str, str, list[str]]:
     """Pick uvicorn's event loop and HTTP parser: uvloop and httptools when importable.
+
+    Args:
+        http: the parser asked for (``--http``): ``auto`` (httptools when importable, else
+            h11), ``httptools`` or ``h11``.
 
     Returns:
         ``(loop, http, warnings)``: uvicorn's ``loop`` and ``http`` settings, and a message for
         each fallback taken (to be logged once logging is configured).
+
+    Raises:
+        ConfigurationError: ``httptools`` is asked for and not installed.
     """
     warnings: list[str] = []
     loop = "uvloop"
     if sys.platform == "win32" or not _importable("uvloop"):
         loop = "asyncio"
         warnings.append("uvloop is not available; using the asyncio event loop (slower)")
-    http = "httptools"
-    if not _importable("httptools"):
-        http = "h11"
-        warnings.append("httptools is not available; using h11 (slower)")
+    if http == "auto":
+        http = "httptools"
+        if not _importable("httptools"):
+            http = "h11"
+            warnings.append("httptools is not available; using h11 (slower)")
+    elif http == "httptools" and not _importable("httptools"):
+        raise ConfigurationError("--http httptools: httptools is not installed")
     return loop, http, warnings
 
 
@@ -230,11 +244,13 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
 
     Raises:
         MissingDependency: uvicorn (the ``hub`` extra) is not installed.
+        ConfigurationError: ``--http httptools`` without httptools installed.
     """
     uvicorn = load_uvicorn()
     from ..hub import create_app
+    from ._http_limits import HttpLimits, http_protocol
 
-    loop, http, fallback_warnings = choose_implementations()
+    loop, http, fallback_warnings = choose_implementations(settings.http)
     tune_garbage_collector(settings.gc_threshold)
     app = create_app(settings)
     hub: HubState = app.state.hub
@@ -243,7 +259,10 @@ def serve(settings: HubSettings, *, sockets: list[socket.socket] | None = None) 
         host=settings.host,
         port=settings.port,
         loop=loop,
-        http=http,
+        # -- security: the limits of ssehub.cli._http_limits in front of uvicorn's parser
+        http=http_protocol(uvicorn, http, HttpLimits.from_settings(settings)),
+        h11_max_incomplete_event_size=settings.max_header_size,
+        timeout_keep_alive=settings.keep_alive_timeout,
         lifespan="on",
         log_level=settings.log_level,
         log_config=_log_config(settings.log_level, settings.log_format),

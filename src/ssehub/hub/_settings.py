@@ -379,6 +379,55 @@ class HubSettings:
         "N",
     )
 
+    # -- HTTP limits of `ssehub serve` (ssehub.cli._http_limits) -----------------------------
+    http: str = option(
+        "auto",
+        "HTTP/1.1 parser of `ssehub serve`: httptools, h11, or auto (httptools when installed)",
+        parse_choice(("auto", "httptools", "h11")),
+        "PARSER",
+    )
+    max_header_size: int = option(
+        32 * 1024,
+        "largest request head (request line and header fields) in bytes; 431 and a close above "
+        "it, nothing past it buffered; 32 KiB is nginx's large_client_header_buffers (4 x 8k)",
+        parse_int,
+        "BYTES",
+    )
+    max_headers: int = option(
+        100,
+        "most header fields in a request (431 and a close above it); Apache's LimitRequestFields",
+        parse_int,
+        "N",
+    )
+    header_timeout: float | None = option(
+        20.0,
+        "seconds to send a whole request head, from the connection (or a later request's first "
+        "byte); then 408 and a close; Apache mod_reqtimeout's header=20 (nginx waits 60 s)",
+        parse_optional_seconds,
+        "SECONDS",
+    )
+    body_timeout: float | None = option(
+        20.0,
+        "seconds a request body may send nothing before the connection is closed; Apache "
+        "mod_reqtimeout's body=20, counted between reads like nginx's client_body_timeout",
+        parse_optional_seconds,
+        "SECONDS",
+    )
+    keep_alive_timeout: int = option(
+        5,
+        "whole seconds an idle connection stays open between requests (uvicorn's default); "
+        "keep a reverse proxy's upstream keep-alive timeout below it",
+        parse_int,
+        "SECONDS",
+    )
+    max_pending_connections: int = option(
+        512,
+        "most connections waiting for a complete request; beyond it the longest-waiting (1 s or "
+        "more) is closed, so idle sockets cannot keep others out; half of 'ulimit -n' 1024",
+        parse_int,
+        "N",
+    )
+
     # -- operations (dashboard, metrics, logs): options added here -------------------------
     dashboard: bool = option(
         _ON,
@@ -412,6 +461,20 @@ class HubSettings:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        # -- HTTP limits (their fields above are one block with these checks)
+        for name in (
+            "max_header_size",
+            "max_headers",
+            "keep_alive_timeout",
+            "max_pending_connections",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.http not in ("auto", "httptools", "h11"):
+            raise ConfigurationError(f"http must be auto, httptools or h11, not {self.http!r}")
+        for name in ("header_timeout", "body_timeout"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be positive or None")
 
     @classmethod
     def from_sources(
