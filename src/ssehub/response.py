@@ -427,6 +427,12 @@ class EventSourceResponse(Response):
                 put(encode(item))
                 if outbox.paused:
                     await outbox.room()
+        except anyio.get_cancelled_exc_class() as exc:
+            # anyio's task group keeps the cancellation in a reference cycle: with its
+            # traceback, the content's frames (and whatever the user's generator holds, such
+            # as a broker subscription) would wait for the cyclic garbage collector.
+            exc.__traceback__ = None
+            raise
         finally:
             await self._close_async(iterator)
         # Only a content that ended by itself ends the body cleanly: after an error the

@@ -116,22 +116,9 @@ async def test_a_subscription_in_the_users_generator_is_released_after_a_disconn
     assert ended.reasons == [EndReason.ABANDONED]  # the broker's exit found nothing more to end
 
 
-ASYNCIO_CYCLE = (
-    "on asyncio, anyio's task group keeps the CancelledError of the response's cancelled "
-    "producer task in a reference cycle (`exc` in its task_done callback), and that error's "
-    "traceback holds the user's generator frame, so the subscription, until the cyclic "
-    "collector runs; fixed in the response when the producer drops the content's frames from "
-    "that traceback (or absorbs its own cancellation)"
-)
-
-
-async def test_the_response_alone_releases_it_without_the_cyclic_collector(
-    anyio_backend: tuple[str, object], request: pytest.FixtureRequest
-) -> None:
+async def test_the_response_alone_releases_it_without_the_cyclic_collector() -> None:
     """Within about a second means without waiting for the cyclic collector: reference counting
     must free the user's generator and its subscription when the response ends."""
-    if anyio_backend[0] == "asyncio":
-        request.applymarker(pytest.mark.xfail(reason=ASYNCIO_CYCLE, strict=True))
     ended = Ended()
     async with Broker(on_unsubscribe=ended) as broker:
         with collector_off(), anyio.fail_after(5):

@@ -34,13 +34,6 @@ SERVERS: dict[str, Command] = {
     ],
 }
 
-ASYNCIO_CYCLE = (
-    "on asyncio, anyio's task group keeps the CancelledError of the response's cancelled "
-    "producer task in a reference cycle, and its traceback holds the user's generator frame "
-    "(so the subscription) until the cyclic collector runs; see "
-    "tests/broker/test_broker_release.py"
-)
-
 
 @pytest.fixture(params=list(SERVERS))
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
@@ -81,10 +74,8 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 def test_released_within_a_second_of_the_disconnect(
-    server: ServerProcess, http: httpx.Client, request: pytest.FixtureRequest
+    server: ServerProcess, http: httpx.Client
 ) -> None:
-    if server.command[0].endswith("uvicorn"):
-        request.applymarker(pytest.mark.xfail(reason=ASYNCIO_CYCLE, strict=True))
     stream_one_event_then_close_the_socket(server, http)
     answer = status(http, finished=1, ended=1, within=WITHIN)
     assert answer["subscribers"] == 0, answer
