@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ssehub import wire
 from ssehub.hub import PublishRequest, parse_publish_body
 from ssehub.hub._errors import ERROR_CODES, HubHTTPError
 from ssehub.hub._publish import MAX_RETRY, check_content_type, check_topics
+from ssehub.wire import ServerSentEvent
 
 
 def parse(value: Any, *, max_topics: int = 32, max_batch: int = 1000) -> list[PublishRequest]:
@@ -83,7 +85,8 @@ def test_batch_keeps_order() -> None:
         (b'{"topic": "t", "data": NaN}', "invalid_json"),
         (b'{"topic": "t", "data": Infinity}', "invalid_json"),
         (b'{"topic": "t", "data": 1e999}', "invalid_json"),
-        (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
+        (b'{"topic": "t", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_body"),  # events[0] is not an object
         (b'{"topic": "t", "data": ' + b"1" * 5000 + b"}", "invalid_json"),
         (b'"text"', "invalid_body"),
         (b"3", "invalid_body"),
@@ -116,7 +119,14 @@ def test_batch_keeps_order() -> None:
         (b'{"topic": "t", "data": 1, "retry": 1.5}', "invalid_retry"),
         (b'{"topic": "t", "data": 1, "retry": true}', "invalid_retry"),
         (b'{"topic": "t", "data": 1, "retry": "100"}', "invalid_retry"),
-        (b'{"topic": "t", "data": 1, "retry": 2147483648}', "invalid_retry"),
+        (b'{"topic": "t", "data": 1, "retry": 18446744073709551616}', "invalid_retry"),
+        (b'{"topic": "t", "data": 1, "retry": -1.0}', "invalid_retry"),
+        (b'{"topic": "t", "data": 1, "retry": 2e19}', "invalid_retry"),
+        (b'{"data": 1, "topic": "t", "private": true}', "unknown_field"),  # not without private=
+        (b'[{"data": null}]', "missing_topic"),
+        (b'{"topic": "t", "data": 1, "event": "ok\\n"}', "invalid_event"),
+        (b'{"topic": "t\\n", "data": 1}', "invalid_topic"),
+        (b'{"data": 1, "topics": ' + json.dumps(["a"] * 33).encode() + b"}", "too_many_topics"),
         (b'{"topic": "t", "data": 1, "id": "7"}', "unknown_field"),
         (b'{"topic": "t", "data": 1, "evnet": "x"}', "unknown_field"),
     ],
@@ -136,8 +146,9 @@ def test_id_is_refused_with_an_explanation() -> None:
 def test_limits_on_topics_and_batch_size() -> None:
     topics = [f"t{i}" for i in range(3)]
     assert error_of({"topics": topics, "data": 1}, max_topics=2).code == "too_many_topics"
-    # Duplicates do not count against the limit.
-    assert parse({"topics": ["a", "a", "b"], "data": 1}, max_topics=2)[0].topics == ("a", "b")
+    # Duplicates are dropped, but count against the limit (the document's maxItems).
+    assert parse({"topics": ["a", "a", "b"], "data": 1}, max_topics=3)[0].topics == ("a", "b")
+    assert error_of({"topics": ["a", "a", "b"], "data": 1}, max_topics=2).code == "too_many_topics"
     too_many = [{"topic": "t", "data": i} for i in range(3)]
     error = error_of(too_many, max_batch=2)
     assert (error.code, error.status_code) == ("too_many_events", 413)
@@ -150,8 +161,18 @@ def test_batch_error_names_the_item() -> None:
 
 
 def test_retry_bounds() -> None:
+    # One bound for the wire and the hub: what ServerSentEvent accepts, POST /publish accepts.
+    assert MAX_RETRY is wire.MAX_RETRY
+    assert MAX_RETRY == 2**64 - 1
     assert parse({"topic": "t", "data": 1, "retry": 0})[0].retry == 0
+    assert parse({"topic": "t", "data": 1, "retry": 2**31})[0].retry == 2**31
     assert parse({"topic": "t", "data": 1, "retry": MAX_RETRY})[0].retry == MAX_RETRY
+    ServerSentEvent("x", retry=MAX_RETRY).encode()
+    # JSON Schema's "integer" includes numbers with a zero fraction (Python writes 3000.0).
+    body = b'{"topic": "t", "data": 1, "retry": 3000.0}'
+    assert parse(body)[0].retry == 3000
+    assert type(parse(body)[0].retry) is int
+    assert parse(b'{"topic": "t", "data": 1, "retry": 1e2}')[0].retry == 100
 
 
 @pytest.mark.parametrize(
@@ -178,7 +199,10 @@ def test_other_content_types_are_refused(value: str | None) -> None:
 
 
 def test_check_topics_for_query_strings() -> None:
-    assert check_topics(["a", "b", "a"], max_topics=2) == ("a", "b")
+    assert check_topics(["a", "b", "a"], max_topics=3) == ("a", "b")
+    with pytest.raises(HubHTTPError) as info:
+        check_topics(["a", "b", "a"], max_topics=2)
+    assert info.value.code == "too_many_topics"
     with pytest.raises(HubHTTPError) as info:
         check_topics([], max_topics=2)
     assert info.value.code == "missing_topic"

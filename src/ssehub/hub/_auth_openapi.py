@@ -1,9 +1,13 @@
-"""The security part of the hub's OpenAPI document: schemes, the ``private`` flag, 401/403/429.
+"""The security part of the hub's OpenAPI document: schemes and requirements.
 
 :func:`add_security` edits the document that :func:`ssehub.hub.openapi_document` builds, so the
 description follows the settings: security schemes and requirements appear only when
 authentication is on, the cookie scheme names the configured cookie, and the query scheme is
-listed only when ``auth_query_token`` is enabled.
+listed only when ``auth_query_token`` is enabled. Operations anyone may call list no
+requirement; with ``anonymous_subscribe`` the reading operations accept no credential too. The
+401, 403 and 429 responses come with every other error response, from the table of codes per
+operation (``_responses.operation_codes``), and the ``private`` flag is a field of the publish
+body's type.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ if TYPE_CHECKING:
 
 __all__ = ["add_security"]
 
-_OPEN_PATHS: Final = frozenset({"/health", "/openapi.json", "/docs"})
-
-
-def _error(description: str, codes: list[str]) -> dict[str, Any]:
-    return {
-        "description": f"{description} Codes: {', '.join(codes)}.",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+_OPEN_PATHS: Final = frozenset({"/health", "/livez", "/readyz", "/openapi.json", "/docs"})
+_READS: Final = frozenset(
+    {
+        ("/events", "get"),
+        ("/channels", "get"),
+        ("/channels/{channel}/listeners", "post"),
+        ("/channels/{channel}/listeners/{listener}/events", "get"),
     }
+)
+"""Operations that need a ``subscribe`` grant (a channel ``N`` is the topic ``channels/N``)."""
 
 
 def _schemes(settings: HubSettings) -> dict[str, Any]:
@@ -53,32 +59,6 @@ def _schemes(settings: HubSettings) -> dict[str, Any]:
     return schemes
 
 
-def _add_responses(operation: dict[str, Any], auth: bool, *, stream: bool) -> None:
-    responses = operation.setdefault("responses", {})
-    if auth:
-        responses["401"] = _error(
-            "No credential where one is needed, or an invalid, expired or not-yet-valid one "
-            "(with a `WWW-Authenticate: Bearer` header).",
-            ["unauthorized", "invalid_token"],
-        )
-        responses["403"] = _error(
-            "The credential does not grant a requested topic, or a cookie-authenticated "
-            "request came from a foreign or missing Origin.",
-            ["forbidden", "forbidden_origin"],
-        )
-    if stream:
-        responses["429"] = _error(
-            "Too many open streams (in total, from this address, or with this token); no "
-            "stream was opened. Retry after `Retry-After` seconds.",
-            ["too_many_connections"],
-        )
-    else:
-        responses["429"] = _error(
-            "The publish rate of this token or address is exceeded; nothing was published.",
-            ["rate_limited"],
-        )
-
-
 def add_security(document: dict[str, Any], settings: HubSettings) -> None:
     """Add the security description of a hub configured by ``settings`` to ``document``.
 
@@ -88,32 +68,7 @@ def add_security(document: dict[str, Any], settings: HubSettings) -> None:
     """
     auth = settings.auth != "none"
     components = document.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
-    publish_event = schemas.get("PublishEvent")
-    if publish_event is not None:
-        publish_event["properties"]["private"] = {
-            "type": "boolean",
-            "default": False,
-            "description": "Deliver only to subscribers whose token grants one of the event's "
-            "topics, live and on replay. Needs authentication (400 `private_without_auth` "
-            "when it is off).",
-        }
     paths = document.get("paths", {})
-    events = paths.get("/events", {}).get("get")
-    if events is not None:
-        for parameter in events.get("parameters", []):
-            if parameter.get("name") in {"Last-Event-ID", "lastEventId"}:
-                parameter["schema"]["maxLength"] = settings.max_last_event_id_length
-        bad = events["responses"].get("400")
-        if bad is not None:
-            bad["description"] = bad["description"].rstrip(".") + ", last_event_id_too_long."
-        _add_responses(events, auth, stream=True)
-    publish = paths.get("/publish", {}).get("post")
-    if publish is not None:
-        _add_responses(publish, auth, stream=False)
-    status = paths.get("/status", {}).get("get")
-    if status is not None and auth:
-        status["responses"]["401"] = _error("A credential is needed.", ["unauthorized"])
     info = document.setdefault("info", {})
     description = info.get("description", "").replace(" Authentication is not enabled.", "")
     if not auth:
@@ -126,6 +81,9 @@ def add_security(document: dict[str, Any], settings: HubSettings) -> None:
     components["securitySchemes"] = schemes
     document["security"] = [{name: []} for name in schemes]
     for path, item in paths.items():
-        if path in _OPEN_PATHS:
-            for operation in item.values():
+        for method, operation in item.items():
+            if path in _OPEN_PATHS:
                 operation["security"] = []
+            elif settings.anonymous_subscribe and (path, method) in _READS:
+                # A credential is optional: anyone may subscribe (to public events).
+                operation["security"] = [*document["security"], {}]

@@ -1,9 +1,16 @@
-"""The hub's OpenAPI 3.1 description, written by hand, and a self-contained page that renders it.
+"""The hub's OpenAPI 3.1 description, built from the settings and the body types, and a
+self-contained page that renders it.
 
-Hand-written rather than generated: the hub is plain Starlette (leaner routing than FastAPI on
-the publish path), and a written document can state what a generator cannot (the SSE framing,
-the reset header, the all-or-nothing batch). ``tests/hub/test_openapi.py`` checks that every
-route of the app is described and that every described operation exists.
+Every request and response body is a msgspec type (:mod:`ssehub.hub._models`, the publish body
+in :mod:`ssehub.hub._publish`, the channel bodies in :mod:`ssehub.channels._openapi`), and the
+components here are generated from those types, the ones the hub decodes requests with. Limits
+(topic pattern and length, topics per request, batch size, body size, ``Last-Event-ID`` length)
+come from the settings. Every operation lists every status it can answer: the error responses
+come from the one table of codes per operation (:func:`~ssehub.hub._responses.operation_codes`).
+What the operations do is written here, by hand, where a generator could not say it (the SSE
+framing, the reset header, the all-or-nothing batch). ``tests/hub/test_hub_openapi.py`` checks
+that every route of the app is described and every described operation exists, and
+``tests/hub/test_openapi_schemathesis.py`` runs schemathesis against the document.
 
 The ``/docs`` page needs no CDN (hubs often run where there is no internet): a few lines of
 inline JavaScript fetch ``openapi.json`` relative to the page, so it also works when the hub is
@@ -15,20 +22,25 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ..__about__ import __version__
-from ..channels._openapi import channel_paths
+from ..channels._openapi import Name, channel_paths, channel_types
 from ._auth_openapi import add_security
 from ._errors import ERROR_CODES
-from ._publish import MAX_EVENT_TYPE_LENGTH, MAX_RETRY
+from ._models import (
+    DashboardStats,
+    Error,
+    Health,
+    Published,
+    PublishedBatch,
+    Status,
+    StreamEvent,
+    schema_components,
+    topic_type,
+)
+from ._publish import publish_schemas, publish_types
+from ._responses import error_responses, operation_codes
 from ._settings import HubSettings
 
 __all__ = ["DOCS_HTML", "openapi_document"]
-
-
-def _error(description: str, codes: list[str]) -> dict[str, Any]:
-    return {
-        "description": f"{description} Codes: {', '.join(codes)}.",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
 
 
 def _json(description: str, schema: str) -> dict[str, Any]:
@@ -39,134 +51,30 @@ def _json(description: str, schema: str) -> dict[str, Any]:
 
 
 def _schemas(settings: HubSettings) -> dict[str, Any]:
-    topic = {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": 256,
-        "pattern": r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$",
-        "description": "A topic: 1-256 URI characters (RFC 3986), e.g. `orders` or `orders/42`.",
-    }
-    return {
-        "Topic": topic,
-        "PublishEvent": {
-            "type": "object",
-            "description": "One event. Give `topic` or `topics` (not both) and `data`.",
-            "properties": {
-                "topic": {"$ref": "#/components/schemas/Topic"},
-                "topics": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/Topic"},
-                    "minItems": 1,
-                    "maxItems": settings.max_topics,
-                    "description": "Several topics; duplicates are ignored.",
-                },
-                "data": {
-                    "description": "A string is delivered verbatim (multi-line allowed); any "
-                    "other JSON value is delivered as compact JSON text.",
-                },
-                "event": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_EVENT_TYPE_LENGTH,
-                    "description": "The event type (default `message`). No CR, LF or NUL; "
-                    "types starting with `ssehub.` are reserved.",
-                },
-                "retry": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": MAX_RETRY,
-                    "description": "Reconnection delay for clients, in milliseconds.",
-                },
-            },
-            "required": ["data"],
-            "additionalProperties": False,
-        },
-        "Published": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string", "description": "The id the hub assigned."},
-                "topics": {"type": "array", "items": {"$ref": "#/components/schemas/Topic"}},
-                "subscribers": {
-                    "type": "integer",
-                    "description": "Subscriptions in this process the event was queued for.",
-                },
-            },
-            "required": ["id", "topics", "subscribers"],
-        },
-        "PublishedBatch": {
-            "type": "object",
-            "properties": {
-                "events": {"type": "array", "items": {"$ref": "#/components/schemas/Published"}}
-            },
-            "required": ["events"],
-        },
-        "Status": {
-            "type": "object",
-            "properties": {
-                "uptime": {"type": "number", "description": "Seconds since the hub started."},
-                "connections": {
-                    "type": "integer",
-                    "description": "Open SSE connections: topic streams and channel listener "
-                    "streams.",
-                },
-                "subscribers": {
-                    "type": "integer",
-                    "description": "Subscriptions to topics (the topic streams among them).",
-                },
-                "topics": {
-                    "type": "object",
-                    "description": "Topics with subscribers or history, by name.",
-                    "additionalProperties": {
-                        "type": "object",
-                        "properties": {
-                            "subscribers": {"type": "integer"},
-                            "history": {"type": "integer"},
-                        },
-                        "required": ["subscribers", "history"],
-                    },
-                },
-                "totals": {
-                    "type": "object",
-                    "properties": {
-                        name: {"type": "integer"}
-                        for name in ("published", "delivered", "dropped", "shed", "topics")
-                    },
-                    "required": ["published", "delivered", "dropped", "shed"],
-                },
-                "hidden_topics": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "description": "Topics not listed to this credential (present only when "
-                    "the list is filtered).",
-                },
-            },
-            "required": ["uptime", "connections", "topics", "totals"],
-            "description": "With authentication on, `topics` lists only the topics the "
-            "credential's `subscribe` grant covers (every topic for `*`); `hidden_topics` "
-            "then counts the others.",
-        },
-        "Health": {
-            "type": "object",
-            "properties": {
-                "status": {
-                    "type": "string",
-                    "enum": ["ok", "degraded", "draining", "unavailable", "alive", "ready"],
-                }
-            },
-            "required": ["status"],
-        },
-        "Error": {
-            "type": "object",
-            "properties": {
-                "error": {"type": "string", "enum": sorted(ERROR_CODES)},
-                "detail": {"type": "string", "description": "Human-readable; may change."},
-            },
-            "required": ["error", "detail"],
-        },
-    }
+    """The components: every body type's schema, generated from the type."""
+    _, components = publish_schemas(_publish_types(settings))
+    models: list[Any] = [Published, PublishedBatch, Status, Health, DashboardStats, Error]
+    if settings.channels:
+        models += channel_types
+    _, generated = schema_components([*models, StreamEvent])
+    components.update(generated)
+    # The codes are listed here rather than typed as a Literal: ERROR_CODES is their registry.
+    components["Error"]["properties"]["error"]["enum"] = sorted(ERROR_CODES)
+    return components
+
+
+def _publish_types(settings: HubSettings) -> Any:
+    return publish_types(
+        max_topics=settings.max_topics,
+        max_batch=settings.max_batch,
+        max_topic_length=settings.max_topic_length,
+        private=settings.auth != "none",
+    )
 
 
 def _events_operation(settings: HubSettings) -> dict[str, Any]:
+    (topic,), _ = schema_components([topic_type(settings.max_topic_length)])
+    last_event_id = {"type": "string", "maxLength": settings.max_last_event_id_length}
     return {
         "summary": "Subscribe to topics (Server-Sent Events)",
         "description": (
@@ -184,8 +92,14 @@ def _events_operation(settings: HubSettings) -> dict[str, Any]:
                 "name": "topic",
                 "in": "query",
                 "required": True,
-                "description": f"A topic; repeat for several (at most {settings.max_topics}).",
-                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Topic"}},
+                "description": "A topic; repeat for several (duplicates count against "
+                f"`max_topics`, {settings.max_topics}).",
+                "schema": {
+                    "type": "array",
+                    "items": topic,
+                    "minItems": 1,
+                    "maxItems": settings.max_topics,
+                },
                 "style": "form",
                 "explode": True,
             },
@@ -194,19 +108,19 @@ def _events_operation(settings: HubSettings) -> dict[str, Any]:
                 "in": "header",
                 "required": False,
                 "description": "Resume after this id (takes precedence over `lastEventId`).",
-                "schema": {"type": "string", "maxLength": 64},
+                "schema": last_event_id,
             },
             {
                 "name": "lastEventId",
                 "in": "query",
                 "required": False,
                 "description": "Resume after this id (for the first connection of a page).",
-                "schema": {"type": "string", "maxLength": 64},
+                "schema": last_event_id,
             },
         ],
         "responses": {
             "200": {
-                "description": "The event stream.",
+                "description": "The event stream: one `StreamEvent` per event.",
                 "headers": {
                     "SSEHub-Reset": {
                         "description": "Present when the Last-Event-ID could not be resumed: "
@@ -214,44 +128,25 @@ def _events_operation(settings: HubSettings) -> dict[str, Any]:
                         "schema": {"type": "string", "enum": ["malformed", "unknown", "expired"]},
                     }
                 },
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {
+                    "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}}
+                },
             },
-            "400": _error("No topic, too many topics, or an invalid topic.", _TOPIC_CODES),
         },
     }
 
 
-_TOPIC_CODES: Final = ["missing_topic", "invalid_topic", "too_many_topics"]
-
-
 def _publish_operation(settings: HubSettings) -> dict[str, Any]:
-    event_ref = {"$ref": "#/components/schemas/PublishEvent"}
+    body, _ = publish_schemas(_publish_types(settings))
     return {
         "summary": "Publish one event, or a batch",
         "description": (
             "A JSON object publishes one event. A JSON array publishes a batch: it is validated "
             "entirely first, then published in order, all or nothing; nothing of a rejected "
             f"batch is published. At most {settings.max_batch} events per batch and "
-            f"{settings.max_body_size} bytes per body."
+            f"{settings.max_body_size} bytes per body (`max_body_size`)."
         ),
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            event_ref,
-                            {
-                                "type": "array",
-                                "items": event_ref,
-                                "minItems": 1,
-                                "maxItems": settings.max_batch,
-                            },
-                        ]
-                    }
-                }
-            },
-        },
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {
             "200": {
                 "description": "Published: `Published` for an object, `PublishedBatch` for an "
@@ -267,15 +162,6 @@ def _publish_operation(settings: HubSettings) -> dict[str, Any]:
                     }
                 },
             },
-            "400": _error(
-                "Invalid body; inside a batch the detail names the item (`events[3]: ...`).",
-                sorted(code for code, status in ERROR_CODES.items() if status == 400),
-            ),
-            "413": _error(
-                "The body or the batch is too large.", ["body_too_large", "too_many_events"]
-            ),
-            "415": _error("The body is not sent as JSON.", ["unsupported_media_type"]),
-            "503": _error("The broker is not running.", ["unavailable"]),
         },
     }
 
@@ -309,53 +195,35 @@ def _operations_paths(settings: HubSettings) -> dict[str, Any]:
                 },
             }
         }
-        counts = {"type": "integer", "minimum": 0}
         paths["/dashboard/stats"] = {
             "get": {
                 "summary": "Statistics for the dashboard",
                 "description": "Like /status, plus per-topic event counters (`events`: "
                 "events fanned out here since the topic gained its first subscriber) for "
                 "rates; at most 200 topics, most subscribers first.",
-                "responses": {
-                    "200": {
-                        "description": "The statistics.",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "process": {"type": "string"},
-                                        "uptime": {"type": "number"},
-                                        "draining": {"type": "boolean"},
-                                        "backend_up": {"type": "boolean"},
-                                        "connections": counts,
-                                        "topic_count": counts,
-                                        "hidden_topics": counts,
-                                        "topics": {
-                                            "type": "object",
-                                            "additionalProperties": {
-                                                "type": "object",
-                                                "properties": {
-                                                    "subscribers": counts,
-                                                    "history": counts,
-                                                    "events": counts,
-                                                },
-                                            },
-                                        },
-                                        "totals": {
-                                            "type": "object",
-                                            "additionalProperties": counts,
-                                        },
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "503": _error("The broker is not running.", ["unavailable"]),
-                },
+                "responses": {"200": _json("The statistics.", "DashboardStats")},
             }
         }
     return paths
+
+
+def _add_error_responses(paths: dict[str, Any], settings: HubSettings) -> None:
+    """Add every error response each operation can answer (from the one table of codes)."""
+    codes = operation_codes(settings)
+    for path, item in paths.items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            for status, response in error_responses(codes.get((path, method), ())).items():
+                if status in responses:  # a status also answered with another body (503)
+                    ours = response["content"]["application/json"]["schema"]
+                    theirs = responses[status]["content"]["application/json"]["schema"]
+                    responses[status]["content"]["application/json"]["schema"] = {
+                        "anyOf": [theirs, ours]
+                    }
+                    responses[status]["description"] += " " + response["description"]
+                else:
+                    responses[status] = response
+            operation["responses"] = dict(sorted(responses.items()))
 
 
 def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[str, Any]:
@@ -439,7 +307,8 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
         }
     # -- channels: their operations
     if settings.channels:
-        paths.update(channel_paths(settings))
+        (name,), _ = schema_components([Name])
+        paths.update(channel_paths(settings, name))
     # -- operations: metrics and the dashboard
     paths.update(_operations_paths(settings))
     document: dict[str, Any] = {
@@ -455,7 +324,8 @@ def openapi_document(settings: HubSettings, *, server_url: str = "/") -> dict[st
         "paths": paths,
         "components": {"schemas": _schemas(settings)},
     }
-    add_security(document, settings)  # -- security: schemes, private, 401/403/429
+    _add_error_responses(paths, settings)
+    add_security(document, settings)  # -- security: schemes and requirements
     return document
 
 
