@@ -17,7 +17,6 @@ from typing import Any
 import jwt
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import allow_header_conformance
 from starlette.types import Receive, Scope, Send
 
 from ssehub.hub import HubSettings, create_app
@@ -67,11 +66,7 @@ WITH_JWT = FreshHub(HubSettings(auth="jwt", jwt_key=SECRET, **STREAMS_END))
 no_auth = schemathesis.openapi.from_asgi("/openapi.json", NO_AUTH, config=_config())
 with_jwt = schemathesis.openapi.from_asgi("/openapi.json", WITH_JWT, config=_config(_token()))
 
-KNOWN_BUGS: dict[str, list[Any]] = {
-    # `GET /channels` and `POST /channels` are two routes, so a 405 for another method lists
-    # only the first one's method in `Allow` (strict xfail in test_hub_openapi.py).
-    "/channels": [allow_header_conformance],
-}
+KNOWN_BUGS: dict[str, list[Any]] = {}
 
 HYPOTHESIS = settings(
     deadline=None,

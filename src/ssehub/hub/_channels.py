@@ -542,6 +542,12 @@ _CHANNEL_ERRORS: Final = (
 )
 
 
+async def _channels_root(hub: HubChannels, request: Request) -> Response:
+    if request.method == "POST":
+        return await _create_channel(hub, request)
+    return await _list_channels(hub, request)
+
+
 def _endpoint(hub: HubChannels, operation: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         try:
@@ -570,8 +576,8 @@ def channel_routes(hub: HubChannels) -> list[BaseRoute]:
     """
     listener = "/channels/{channel}/listeners/{listener}"
     return [
-        Route("/channels", _endpoint(hub, _create_channel), methods=["POST"]),
-        Route("/channels", _endpoint(hub, _list_channels), methods=["GET"]),
+        # One route for both methods, so a 405 for any other method lists both in Allow.
+        Route("/channels", _endpoint(hub, _channels_root), methods=["GET", "POST"]),
         Route("/channels/{channel}", _endpoint(hub, _delete_channel), methods=["DELETE"]),
         Route("/channels/{channel}/listeners", _endpoint(hub, _add_listener), methods=["POST"]),
         Route(listener + "/events", _endpoint(hub, _events), methods=["GET"]),
