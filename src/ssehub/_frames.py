@@ -1,8 +1,8 @@
 """The contract between a source of encoded frames and the response that streams it.
 
-A :class:`FrameSource` (a broker ``Subscription``, a channel listener's ``MessageStream``, or
-the response's own buffer in front of a generator) hands out bytes that are already encoded, so
-one encoding serves every subscriber and everything pending goes out in one ASGI ``send``.
+A :class:`FrameSource` (a broker ``Subscription``, or the response's own buffer in front of a
+generator) hands out bytes that are already encoded, so one encoding serves every subscriber
+and everything pending goes out in one ASGI ``send``.
 
 The contract is pull-only. The response asks for what is ready with :meth:`take_frames`, which
 never waits, and when nothing is, it registers a one-shot readiness callback with

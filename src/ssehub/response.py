@@ -369,8 +369,9 @@ class EventSourceResponse(Response):
 
         The content gets ``grace`` seconds (default ``shutdown_grace_period``) to end by
         itself; then what it produced goes out with a clean end of the body (within
-        :attr:`SHUTDOWN_SEND_TIMEOUT` seconds), and the content is cancelled. A stream that
-        has not started yet ends as soon as it starts.
+        :attr:`SHUTDOWN_SEND_TIMEOUT` seconds), and the content is cancelled. Does nothing
+        before the stream runs or after it ended (:func:`ssehub.shutdown_streams` also ends
+        streams that start later).
         """
         pump = self._pump
         if pump is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -297,3 +297,35 @@ def test_a_loop_that_is_gone_takes_its_clock_with_it() -> None:
         asyncio.run(use())
     gc.collect()
     assert [ref() for ref in loops] == [None, None, None]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_idle_stream_is_not_woken_before_its_ping(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Idle connections cost no CPU: with a send timeout of 10 ms and a ping an hour away, an
+    # idle stream's alarm must not ring every send timeout (that would be 100 wake-ups per
+    # second per stream). It may ring once, for the deadline of its opening sends.
+    from ssehub import EventSourceResponse
+    from ssehub._response._pump import Pump
+    from ssehub.testing import stream_asgi
+
+    rings: list[float] = []
+    ring = Pump.ring
+
+    def counting_ring(self: Pump, now: float) -> float | None:
+        rings.append(now)
+        return ring(self, now)
+
+    monkeypatch.setattr(Pump, "ring", counting_ring)
+
+    async def idle() -> AsyncIterator[str]:
+        await anyio.sleep_forever()
+        yield "never"  # pragma: no cover
+
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(idle(), ping=3600, send_timeout=0.01)) as s:
+            assert await s.receive_chunk() == b": ok\n\n"
+            await anyio.sleep(0.2)  # twenty send timeouts of idleness
+    assert len(rings) <= 1, rings

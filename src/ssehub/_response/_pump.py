@@ -226,7 +226,7 @@ class Pump(Alarm):
         deadline = self._send_deadline(now)
         scope = self._scope
         if self._clock is not None:
-            if deadline != _INF and (not self._queued or self._due > deadline):
+            if deadline != _INF and (not self._active or not self._queued or self._due > deadline):
                 self.start(deadline)
         elif deadline != _INF and scope is not None:
             scope.deadline = deadline
@@ -278,14 +278,13 @@ class Pump(Alarm):
                 self._scope.cancel()
             return None
         waiter = self._waiter
-        if waiter is not None and now >= min(self._wait_until, self._end_at):
+        if waiter is None:
+            return None  # the pump runs: its next send or wait starts the alarm again
+        due = min(self._wait_until, self._end_at)
+        if now >= due:
             self._waiter = None
             waiter.set()
-        # While the stream lives, look again within one send timeout: a send starting later
-        # then never needs a timer operation of its own (see _transmit).
-        later = self._wait_until if self._waiter is not None else _INF
-        if self._send_timeout is not None:
-            later = min(later, now + self._send_timeout)
-        if self._end_at > now:
-            later = min(later, self._end_at)
-        return None if later == _INF or self.sent_final else later
+            return None
+        # An idle stream is looked at again only when its ping (or the end) is due: no
+        # periodic wake-ups. A send after a wait starts the alarm for its own deadline.
+        return due

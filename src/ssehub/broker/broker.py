@@ -27,16 +27,16 @@ import anyio.lowlevel
 from .._clock import Clock, SystemClock
 from .._exceptions import BrokerClosed, ConfigurationError
 from .._waiter import Waiter, waiter_factory
-from ..backends.base import Backend, Replay
+from ..backends.base import Backend, Replay, history_bytes, history_usage
 from ..backends.factory import create_backend
 from ._release import Releaser
 from ._state import EndReason, SubscriptionState
 from .events import ResetReason, StoredEvent
-from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
+from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, HistoryBudget
 from .ids import is_valid_event_id
 from .lifetime import AgeReaper
 from .policy import OverflowPolicy
-from .publication import Publication, prepare_publication
+from .publication import Publication, key_list, prepare_batch, prepare_publication, store
 from .stats import BrokerStatistics, TopicInfo
 from .subscription import Subscription
 from .topics import normalize_topics
@@ -64,8 +64,6 @@ DEFAULT_QUEUE_SIZE: Final = 500
 """Half the default history: the ``disconnect`` policy sheds a subscriber once this many events
 wait for it, so it is then about this far behind and can still resume from a history twice as
 long (a queue as long as the history would shed it just as its resume point leaves history)."""
-"""Events per subscriber, as Mercure's per-subscriber buffer: absorbs bursts of a fast topic
-while a client's TCP window is full, yet bounds a stuck client to ~1 MiB of references."""
 
 DEFAULT_MAX_TOPICS: Final = 32
 """Topics per subscription or publication: 32 topics of the 256-character maximum fill an 8 KiB
@@ -93,6 +91,7 @@ class Broker:
             :class:`~ssehub.backends.Backend` instance (configure its history on it).
         history_size: events kept per topic (default 1000; see ``DEFAULT_HISTORY_SIZE``).
         history_ttl: seconds events are kept (default 3600; see ``DEFAULT_HISTORY_TTL``).
+        budget: the largest event and history's byte and topic bounds (``HistoryBudget()``).
         queue_size: events queued per subscriber before the overflow policy applies (500).
         overflow: ``"disconnect"`` (default), ``"drop_oldest"`` or ``"block"``, or an
             :class:`OverflowPolicy`.
@@ -119,6 +118,7 @@ class Broker:
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
+        budget: HistoryBudget | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
         max_connection_age: float | None = None,
@@ -134,10 +134,11 @@ class Broker:
                 backend,
                 history_size=DEFAULT_HISTORY_SIZE if history_size is None else history_size,
                 history_ttl=DEFAULT_HISTORY_TTL if history_ttl is None else history_ttl,
+                budget=budget,
             )
-        elif history_size is not None or history_ttl is not None:
+        elif (history_size, history_ttl, budget) != (None, None, None):
             raise ConfigurationError(
-                "history_size/history_ttl apply to backend URLs; configure the backend instance"
+                "history options (size, ttl, budget) apply to backend URLs; configure the instance"
             )
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigurationError("queue_size must be an int >= 1")
@@ -279,6 +280,7 @@ class Broker:
         event: str | None = None,
         retry: int | None = None,
         private: bool = False,
+        idempotency_key: str | None = None,
     ) -> StoredEvent:
         """Publish one event to one or more topics.
 
@@ -292,6 +294,9 @@ class Broker:
             private: mark the stored event private (kept with it in history, so also on
                 replay). The broker still delivers it to every subscription; consumers that
                 know who is listening (the hub) deliver it only to authorized subscribers.
+            idempotency_key: names this publication (1-255 visible ASCII characters): while
+                the backend remembers it (at least while the event is in history), a publish
+                with it stores nothing and returns the first publication's event.
 
         Returns:
             The stored event, with its id.
@@ -300,16 +305,20 @@ class Broker:
             BrokerClosed: the broker is not running.
             InvalidTopic: a topic is invalid, or there are too many.
             EventValidationError: ``data``, ``event`` or ``retry`` is invalid.
+            InvalidIdempotencyKey, IdempotencyKeyReused: the key is invalid, or names another
+                publication (nothing was published).
             BackendUnavailable: the backend cannot store it (nothing was published).
+            PublishOutcomeUnknown: sent, not answered: maybe stored; retry with the same key.
         """
         self._check_running()
         pending = prepare_publication(
             topics, data, event, retry, private, max_topics=self.max_topics
         )
+        keys = key_list(idempotency_key)
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(pending[0])
             self._check_running()
-        stored = await self.backend.publish((pending,))
+        stored = await store(self.backend, (pending,), keys)
         self._published += 1
         # One checkpoint per publish (not per subscriber) lets consumers run between
         # publishes of a tight loop, and makes publish a cancellation point as trio expects.
@@ -329,19 +338,13 @@ class Broker:
             Same as :meth:`publish`; when one item is invalid nothing is published.
         """
         self._check_running()
-        limit = self.max_topics
-        batch = [
-            prepare_publication(
-                item.topics, item.data, item.event, item.retry, item.private, max_topics=limit
-            )
-            for item in items
-        ]
+        batch, keys = prepare_batch(items, max_topics=self.max_topics)
         if not batch:
             return []
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(tuple({t: None for names, _, _ in batch for t in names}))
             self._check_running()
-        stored = await self.backend.publish(batch)
+        stored = await store(self.backend, batch, keys)
         self._published += len(stored)
         await anyio.lowlevel.checkpoint()
         return stored
@@ -354,6 +357,7 @@ class Broker:
         event: str | None = None,
         retry: int | None = None,
         private: bool = False,
+        idempotency_key: str | None = None,
     ) -> StoredEvent:
         """:meth:`publish` from a thread that is not the broker's event loop thread.
 
@@ -366,8 +370,9 @@ class Broker:
                 publish``).
             Others as :meth:`publish`.
         """
+        publish = partial(self.publish, event=event, retry=retry, private=private)
         return self._run_from_thread(
-            partial(self.publish, topics, data, event=event, retry=retry, private=private)
+            partial(publish, topics, data, idempotency_key=idempotency_key)
         )
 
     def publish_many_threadsafe(self, items: Iterable[Publication]) -> list[StoredEvent]:
@@ -552,26 +557,27 @@ class Broker:
         return len(union)
 
     async def topics(self) -> list[TopicInfo]:
-        """Return every topic with subscribers or history: subscriber count and history size.
+        """Return every topic with subscribers or history: subscribers, history events, bytes.
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
         """
-        sizes = await self.backend.history_sizes()
-        names = sorted(set(sizes) | set(self._subscribers))
+        usage = await history_usage(self.backend)
+        names = sorted(set(usage) | set(self._subscribers))
         return [
             TopicInfo(
                 name,
                 len(self._subscribers.get(name, ())),
-                sizes.get(name, 0),
+                usage.get(name, (0, 0))[0],
                 self._topic_events.get(name, 0),
+                usage.get(name, (0, 0))[1],
             )
             for name in names
         ]
 
     def statistics(self) -> BrokerStatistics:
         """Return ``(topics, subscribers, published, delivered, dropped, shed, replays,
-        resets)``."""
+        resets, history_bytes)``."""
         return BrokerStatistics(
             len(self._subscribers),
             len(self._subscriptions),
@@ -581,6 +587,7 @@ class Broker:
             self._shed,
             self._replays,
             self._resets,
+            history_bytes(self.backend),
         )
 
     def __repr__(self) -> str:

@@ -18,8 +18,8 @@ class OverflowPolicy(str, enum.Enum):
     """
 
     DISCONNECT = "disconnect"
-    """End the subscription (``receive_frames()`` returns ``[]``; iteration raises
-    :class:`~ssehub.SlowConsumer`); counted as *shed* in the broker's statistics."""
+    """End the subscription (``receive()`` returns ``[]``, ``take_frames()`` ``None``;
+    iteration raises :class:`~ssehub.SlowConsumer`); counted as *shed* in the statistics."""
     DROP_OLDEST = "drop_oldest"
     """Drop the oldest queued events and put one ``ssehub.dropped`` notice where the gap is."""
     BLOCK = "block"

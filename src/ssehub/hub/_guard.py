@@ -4,9 +4,9 @@
 call it at fixed points, before anything happens, so a refused request leaves no trace:
 
 - ``GET /events``: :meth:`Guard.authorize_subscribe` (topics allowed, ``Last-Event-ID``
-  length), then :meth:`Guard.acquire` (connection caps), then the stream is wrapped by
-  :meth:`Guard.stream_source` so private events reach only authorized subscribers, replay
-  included, and the stream ends when the credential expires.
+  length), then :meth:`Guard.acquire` (connection caps); the subscription is opened with the
+  principal's ``may_read`` as its visibility, so private events reach only authorized
+  subscribers, replay included, and the stream ends when the credential expires.
 - ``POST /publish``: :func:`split_private` takes the ``private`` flags out of the body, then
   :meth:`Guard.authorize_publish` checks topics, private and the publish rate.
 - ``GET /status``: :meth:`Guard.authorize_status`.
