@@ -27,16 +27,16 @@ import anyio.lowlevel
 from .._clock import Clock, SystemClock
 from .._exceptions import BrokerClosed, ConfigurationError
 from .._waiter import Waiter, waiter_factory
-from ..backends.base import Backend, Replay, history_bytes, history_usage
+from ..backends.base import Backend, Replay
 from ..backends.factory import create_backend
 from ._release import Releaser
 from ._state import EndReason, SubscriptionState
 from .events import ResetReason, StoredEvent
-from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, HistoryBudget
+from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from .ids import is_valid_event_id
 from .lifetime import AgeReaper
 from .policy import OverflowPolicy
-from .publication import Publication, key_list, prepare_batch, prepare_publication, store
+from .publication import Publication, prepare_publication
 from .stats import BrokerStatistics, TopicInfo
 from .subscription import Subscription
 from .topics import normalize_topics
@@ -91,7 +91,6 @@ class Broker:
             :class:`~ssehub.backends.Backend` instance (configure its history on it).
         history_size: events kept per topic (default 1000; see ``DEFAULT_HISTORY_SIZE``).
         history_ttl: seconds events are kept (default 3600; see ``DEFAULT_HISTORY_TTL``).
-        budget: the largest event and history's byte and topic bounds (``HistoryBudget()``).
         queue_size: events queued per subscriber before the overflow policy applies (500).
         overflow: ``"disconnect"`` (default), ``"drop_oldest"`` or ``"block"``, or an
             :class:`OverflowPolicy`.
@@ -118,7 +117,6 @@ class Broker:
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
-        budget: HistoryBudget | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
         max_connection_age: float | None = None,
@@ -134,11 +132,10 @@ class Broker:
                 backend,
                 history_size=DEFAULT_HISTORY_SIZE if history_size is None else history_size,
                 history_ttl=DEFAULT_HISTORY_TTL if history_ttl is None else history_ttl,
-                budget=budget,
             )
-        elif (history_size, history_ttl, budget) != (None, None, None):
+        elif history_size is not None or history_ttl is not None:
             raise ConfigurationError(
-                "history options (size, ttl, budget) apply to backend URLs; configure the instance"
+                "history_size/history_ttl apply to backend URLs; configure the backend instance"
             )
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigurationError("queue_size must be an int >= 1")
@@ -280,7 +277,6 @@ class Broker:
         event: str | None = None,
         retry: int | None = None,
         private: bool = False,
-        idempotency_key: str | None = None,
     ) -> StoredEvent:
         """Publish one event to one or more topics.
 
@@ -294,9 +290,6 @@ class Broker:
             private: mark the stored event private (kept with it in history, so also on
                 replay). The broker still delivers it to every subscription; consumers that
                 know who is listening (the hub) deliver it only to authorized subscribers.
-            idempotency_key: names this publication (1-255 visible ASCII characters): while
-                the backend remembers it (at least while the event is in history), a publish
-                with it stores nothing and returns the first publication's event.
 
         Returns:
             The stored event, with its id.
@@ -305,20 +298,16 @@ class Broker:
             BrokerClosed: the broker is not running.
             InvalidTopic: a topic is invalid, or there are too many.
             EventValidationError: ``data``, ``event`` or ``retry`` is invalid.
-            InvalidIdempotencyKey, IdempotencyKeyReused: the key is invalid, or names another
-                publication (nothing was published).
             BackendUnavailable: the backend cannot store it (nothing was published).
-            PublishOutcomeUnknown: sent, not answered: maybe stored; retry with the same key.
         """
         self._check_running()
         pending = prepare_publication(
             topics, data, event, retry, private, max_topics=self.max_topics
         )
-        keys = key_list(idempotency_key)
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(pending[0])
             self._check_running()
-        stored = await store(self.backend, (pending,), keys)
+        stored = await self.backend.publish((pending,))
         self._published += 1
         # One checkpoint per publish (not per subscriber) lets consumers run between
         # publishes of a tight loop, and makes publish a cancellation point as trio expects.
@@ -338,13 +327,19 @@ class Broker:
             Same as :meth:`publish`; when one item is invalid nothing is published.
         """
         self._check_running()
-        batch, keys = prepare_batch(items, max_topics=self.max_topics)
+        limit = self.max_topics
+        batch = [
+            prepare_publication(
+                item.topics, item.data, item.event, item.retry, item.private, max_topics=limit
+            )
+            for item in items
+        ]
         if not batch:
             return []
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(tuple({t: None for names, _, _ in batch for t in names}))
             self._check_running()
-        stored = await store(self.backend, batch, keys)
+        stored = await self.backend.publish(batch)
         self._published += len(stored)
         await anyio.lowlevel.checkpoint()
         return stored
@@ -357,7 +352,6 @@ class Broker:
         event: str | None = None,
         retry: int | None = None,
         private: bool = False,
-        idempotency_key: str | None = None,
     ) -> StoredEvent:
         """:meth:`publish` from a thread that is not the broker's event loop thread.
 
@@ -370,9 +364,8 @@ class Broker:
                 publish``).
             Others as :meth:`publish`.
         """
-        publish = partial(self.publish, event=event, retry=retry, private=private)
         return self._run_from_thread(
-            partial(publish, topics, data, idempotency_key=idempotency_key)
+            partial(self.publish, topics, data, event=event, retry=retry, private=private)
         )
 
     def publish_many_threadsafe(self, items: Iterable[Publication]) -> list[StoredEvent]:
@@ -557,27 +550,26 @@ class Broker:
         return len(union)
 
     async def topics(self) -> list[TopicInfo]:
-        """Return every topic with subscribers or history: subscribers, history events, bytes.
+        """Return every topic with subscribers or history: subscriber count and history size.
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
         """
-        usage = await history_usage(self.backend)
-        names = sorted(set(usage) | set(self._subscribers))
+        sizes = await self.backend.history_sizes()
+        names = sorted(set(sizes) | set(self._subscribers))
         return [
             TopicInfo(
                 name,
                 len(self._subscribers.get(name, ())),
-                usage.get(name, (0, 0))[0],
+                sizes.get(name, 0),
                 self._topic_events.get(name, 0),
-                usage.get(name, (0, 0))[1],
             )
             for name in names
         ]
 
     def statistics(self) -> BrokerStatistics:
         """Return ``(topics, subscribers, published, delivered, dropped, shed, replays,
-        resets, history_bytes)``."""
+        resets)``."""
         return BrokerStatistics(
             len(self._subscribers),
             len(self._subscriptions),
@@ -587,7 +579,6 @@ class Broker:
             self._shed,
             self._replays,
             self._resets,
-            history_bytes(self.backend),
         )
 
     def __repr__(self) -> str:

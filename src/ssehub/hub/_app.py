@@ -30,13 +30,8 @@ from starlette.types import Receive, Scope, Send
 from .._exceptions import (
     BackendUnavailable,
     BrokerClosed,
-    BrokerError,
-    EventTooLarge,
     EventValidationError,
-    IdempotencyKeyReused,
-    InvalidIdempotencyKey,
     InvalidTopic,
-    PublishOutcomeUnknown,
     SendTimeoutError,
 )
 from .._logging import RequestIdMiddleware
@@ -44,7 +39,6 @@ from .._response._excgroups import collapse_excgroups
 from .._response._shutdown import register as register_for_shutdown
 from .._response._shutdown import unregister as unregister_for_shutdown
 from ..broker import Broker, Publication, StoredEvent, Subscription
-from ..broker.history import HistoryBudget
 from ..response import EventSourceResponse
 from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
@@ -53,13 +47,7 @@ from ._guard import Guard, check_last_event_id, split_private
 from ._limits import Lease
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
-from ._publish import (
-    PublishRequest,
-    check_content_type,
-    check_topics,
-    idempotency_keys,
-    parse_publish_body,
-)
+from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
 from ._settings import HubSettings
 from ._state import HubState
 
@@ -182,22 +170,6 @@ def _broker_error(exc: Exception) -> HubHTTPError:
         return HubHTTPError(code, f"invalid topic: {exc.reason}")
     if isinstance(exc, EventValidationError):
         return HubHTTPError(_EVENT_FIELDS.get(exc.field, "invalid_event"), str(exc))
-    if isinstance(exc, EventTooLarge):  # max_event_size: nothing of the request was stored
-        return HubHTTPError(
-            "event_too_large",
-            f"an event is larger than {exc.limit} bytes once encoded (max_event_size)",
-        )
-    if isinstance(exc, InvalidIdempotencyKey):
-        return HubHTTPError("invalid_idempotency_key", str(exc))
-    if isinstance(exc, IdempotencyKeyReused):
-        return HubHTTPError("idempotency_key_reused", str(exc))
-    if isinstance(exc, PublishOutcomeUnknown):
-        # -- scaling: sent, not answered: maybe stored. Not 503, which promises it was not.
-        return HubHTTPError(
-            "outcome_unknown",
-            "the backend did not answer: the event may be published; retry with the same "
-            "Idempotency-Key (it stores nothing new if the first attempt was published)",
-        )
     if isinstance(exc, BackendUnavailable):
         return HubHTTPError("unavailable", "the broker's backend cannot be reached")
     return HubHTTPError("unavailable", "the broker is not running")
@@ -280,25 +252,19 @@ class _Endpoints:
                 body, max_topics=hub.max_topics, max_batch=settings.max_batch
             )
             private = flags or [False] * len(requests)
-            keys = idempotency_keys(request.headers.getlist("idempotency-key"), requests, batch)
             hub.guard.authorize_publish(request.scope, requests, private)
             broker = hub.require_broker()
             try:
                 if not batch:
-                    stored_one = await _publish_one(broker, requests[0], private[0], keys[0])
+                    stored_one = await _publish_one(broker, requests[0], private=private[0])
                     return JSONResponse(_published(broker, stored_one))
                 stored = await broker.publish_many(
                     [
-                        Publication(r.topics, r.data, r.event, r.retry, p, k)
-                        for r, p, k in zip(requests, private, keys, strict=True)
+                        Publication(r.topics, r.data, r.event, r.retry, p)
+                        for r, p in zip(requests, private, strict=True)
                     ]
                 )
-            except (
-                InvalidTopic,
-                EventValidationError,
-                EventTooLarge,
-                BrokerError,
-            ) as exc:
+            except (InvalidTopic, EventValidationError, BrokerClosed, BackendUnavailable) as exc:
                 raise _broker_error(exc) from None
             return JSONResponse({"events": [_published(broker, item) for item in stored]})
         except HubHTTPError as exc:
@@ -363,15 +329,10 @@ class _Endpoints:
 
 
 async def _publish_one(
-    broker: Broker, request: PublishRequest, private: bool, key: str | None
+    broker: Broker, request: PublishRequest, *, private: bool = False
 ) -> StoredEvent:
     return await broker.publish(
-        request.topics,
-        request.data,
-        event=request.event,
-        retry=request.retry,
-        private=private,
-        idempotency_key=key,
+        request.topics, request.data, event=request.event, retry=request.retry, private=private
     )
 
 
@@ -444,7 +405,6 @@ def _build_broker(settings: HubSettings) -> Broker:
         overflow=settings.slow_policy,
         max_connection_age=settings.max_connection_age,
         max_topics_per_subscription=settings.max_topics,
-        budget=HistoryBudget.of(settings),
     )
 
 
