@@ -18,7 +18,10 @@ without any third-party package installed.
     │   ├── InvalidTopic (ValueError)          a topic name is empty, too long or has bad characters
     │   ├── InvalidLastEventId (ValueError)    a Last-Event-ID that is malformed or too long
     │   ├── SlowConsumer                       a subscription was shed by the ``disconnect`` policy
+    │   ├── InvalidIdempotencyKey (ValueError) a key that is empty, too long or not visible ASCII
+    │   ├── IdempotencyKeyReused (ValueError)  a key already used for a different publication
     │   └── BackendUnavailable                 the storage backend (e.g. Redis) cannot be reached
+    │       └── PublishOutcomeUnknown          a publish was sent but not answered: maybe stored
     ├── ChannelError
     │   ├── UnknownChannel (LookupError)
     │   ├── UnknownListener (LookupError)
@@ -57,7 +60,9 @@ __all__ = [
     "EventTooLarge",
     "EventValidationError",
     "HubResponseError",
+    "IdempotencyKeyReused",
     "IngestError",
+    "InvalidIdempotencyKey",
     "InvalidLastEventId",
     "InvalidTopic",
     "LimitReached",
@@ -68,6 +73,7 @@ __all__ = [
     "NoMessages",
     "ParseError",
     "ProtocolError",
+    "PublishOutcomeUnknown",
     "SSEHubError",
     "SchemaValidationError",
     "SendTimeoutError",
@@ -169,8 +175,44 @@ class SlowConsumer(BrokerError):
     """A subscription fell behind its bounded queue and was shed by the ``disconnect`` policy."""
 
 
+class InvalidIdempotencyKey(BrokerError, ValueError):
+    """An idempotency key is empty, too long, or has characters outside visible ASCII.
+
+    Attributes:
+        reason: what is wrong with it (the key itself is not repeated).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid idempotency key: {reason}")
+        self.reason = reason
+
+
+class IdempotencyKeyReused(BrokerError, ValueError):
+    """An idempotency key came back with a different publication (topics, data, type, retry or
+    privacy differ) while the first one is remembered: nothing was published.
+
+    Answering the first result would silently drop this publication, so it is refused instead;
+    a key names one publication, and its retries must repeat it exactly.
+    """
+
+
 class BackendUnavailable(BrokerError):
-    """The broker's storage backend (for example Redis) cannot be reached."""
+    """The broker's storage backend (for example Redis) cannot be reached.
+
+    Raised by a publish, it means that nothing was stored (the backend refused, or the command
+    never left this process), unless it is the subclass :class:`PublishOutcomeUnknown`.
+    """
+
+
+class PublishOutcomeUnknown(BackendUnavailable):
+    """A publish reached the backend but its answer did not come back (a timeout or a lost
+    connection after the command was sent): the events may or may not be stored, and may still
+    be delivered when the backend resumes.
+
+    Retry with the same idempotency key: if the first attempt was stored, the retry answers its
+    result and stores nothing new. A subclass of :class:`BackendUnavailable`, so code that
+    handles the backend being away handles this too.
+    """
 
 
 class ChannelError(SSEHubError):

@@ -24,6 +24,14 @@ one prefix hashes to one slot and the multi-key scripts stay legal on a cluster)
 - ``ssehub:{<p>}:topics``: the set of topics that versions before ``newest`` kept (a plain set,
   never cleaned up). Nothing adds to it any more; its members are moved into ``newest`` (or
   removed, when aged out) a few at a time, and Redis deletes the key once it is empty.
+- ``ssehub:{<p>}:idem``: a hash, idempotency key -> ``"<fingerprint> <stream id>"`` of the
+  publication it names, and ``ssehub:{<p>}:idemt``, a sorted set of the same keys scored by the
+  ms of that id. A key is remembered for the age bound (a record older than it counts as absent
+  and is removed a few at a time by later keyed publishes) and at most ``log_size`` keys (the
+  oldest go first); both keys expire together once no keyed publish has come for the age bound.
+  The publish script checks and writes them in the same atomic step as the append, so two
+  publishes with one key store one event, and a key that names another publication (another
+  fingerprint) fails the publish before anything is written.
 
 Topics that age out are removed: when every event of a topic is older than the age bound, its
 stream, its ``gone`` field and its ``newest`` member go (:data:`EXPIRE_LUA`, a few topics per
@@ -105,11 +113,14 @@ PUBLISH_LUA: Final = (
     _HELPERS
     + _CANDIDATES
     + """
--- KEYS: log, meta, gone, newest, old topic set, then m topic streams.
+-- KEYS: log, meta, gone, newest, old topic set, then m topic streams, then idem, idemt.
 -- ARGV: log maxlen, topic maxlen, ttl ms, now ms, epoch candidate, expiry candidates limit, m,
---       m topic names (same order as the keys), then per event: number of topics k, k indices
---       into the topic keys (1-based), number of field strings f, f strings (field, value, ...).
--- Returns {epoch, expiry candidates, id, id, ...}: the ids in batch order.
+--       m topic names (same order as the keys), q (0, or the number of events), q pairs of
+--       idempotency key ('' for none) and fingerprint, then per event: number of topics k, k
+--       indices into the topic keys (1-based), number of field strings f, f strings (field,
+--       value, ...).
+-- Returns {epoch, expiry candidates, id, id, ...}: the ids in batch order (for an event whose
+-- key names a remembered publication, that publication's id; it is not stored again).
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[5]
@@ -158,12 +169,50 @@ local function trim(key, maxlen, field, is_topic)
   if gone then redis.call('HSET', KEYS[3], field, gone) end
 end
 
+-- Idempotency keys, all checked before anything is written (a conflict writes nothing).
+-- again[i]: the stream id event i repeats, or the index of an earlier event of this batch.
+local idem, idem_at = KEYS[6 + ntopics], KEYS[7 + ntopics]
+local nkeys = tonumber(ARGV[8 + ntopics])
+local again = {}
+local repeats = 0
+if nkeys > 0 then
+  local firsts = {}
+  for i = 1, nkeys do
+    local key, fp = ARGV[7 + ntopics + 2 * i], ARGV[8 + ntopics + 2 * i]
+    if key ~= '' then
+      local first = firsts[key]
+      if not first then
+        local record = redis.call('HGET', idem, key)
+        local rfp, rid
+        if record then rfp, rid = string.match(record, '^(%S+) (%S+)$') end
+        if rid and ms_of(rid) >= cutoff_ms then first = {rfp, rid} else first = {fp, i} end
+        firsts[key] = first
+      end
+      if first[1] ~= fp then
+        return redis.error_reply('SSEHUB_IDEMPOTENCY_CONFLICT event ' .. i)
+      end
+      if first[2] ~= i then
+        again[i] = first[2]
+        repeats = repeats + 1
+      end
+    end
+  end
+  if repeats == nkeys then
+    -- Every event was published before: store nothing, answer the first ids.
+    local result = {epoch, {}}
+    for i = 1, nkeys do result[#result + 1] = again[i] end
+    return result
+  end
+end
+
 for i = 1, ntopics do
   redis.call('ZADD', KEYS[4], ms_text, ARGV[7 + i])
   redis.call('SREM', KEYS[5], ARGV[7 + i])
 end
 local result = {epoch, {}}
-local pos = 8 + ntopics
+local newest = false
+local index = 0
+local pos = 9 + ntopics + 2 * nkeys
 while pos <= #ARGV do
   local k = tonumber(ARGV[pos])
   local targets = {}
@@ -173,17 +222,48 @@ while pos <= #ARGV do
   local fields = {}
   for j = 1, nfields do fields[j] = ARGV[pos + j] end
   pos = pos + nfields + 1
-  trim(KEYS[1], tonumber(ARGV[1]), '', false)
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], msid, 'p', epoch, unpack(fields))
-  for j = 1, k do
-    local t = targets[j]
-    local key = KEYS[5 + t]
-    trim(key, tonumber(ARGV[2]), ARGV[7 + t], true)
-    redis.call('XADD', key, 'MAXLEN', '=', ARGV[2], id, unpack(fields))
+  index = index + 1
+  local repeated = again[index]
+  if repeated then
+    if type(repeated) == 'number' then repeated = result[2 + repeated] end
+    result[#result + 1] = repeated
+  else
+    trim(KEYS[1], tonumber(ARGV[1]), '', false)
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[1], msid, 'p', epoch, unpack(fields))
+    for j = 1, k do
+      local t = targets[j]
+      local key = KEYS[5 + t]
+      trim(key, tonumber(ARGV[2]), ARGV[7 + t], true)
+      redis.call('XADD', key, 'MAXLEN', '=', ARGV[2], id, unpack(fields))
+    end
+    result[#result + 1] = id
+    newest = id
+    local key = nkeys > 0 and ARGV[7 + ntopics + 2 * index] or ''
+    if key ~= '' then
+      redis.call('HSET', idem, key, ARGV[8 + ntopics + 2 * index] .. ' ' .. id)
+      redis.call('ZADD', idem_at, string.match(id, '^(%d+)-'), key)
+    end
   end
-  result[#result + 1] = id
 end
-redis.call('HSET', KEYS[2], 'last', result[#result])
+redis.call('HSET', KEYS[2], 'last', newest)
+if nkeys > 0 then
+  -- Forget keys older than the age bound (a few more than this publish added, so removal
+  -- keeps up) and beyond log maxlen keys, then let both keys expire if keyed publishing stops.
+  local limit = 2 * nkeys + 10
+  local old = redis.call('ZRANGEBYSCORE', idem_at, '-inf', '(' .. cutoff, 'LIMIT', 0, limit)
+  local extra = math.min(redis.call('ZCARD', idem_at) - #old - tonumber(ARGV[1]), limit)
+  if extra > 0 then
+    for _, name in ipairs(redis.call('ZRANGE', idem_at, #old, #old + extra - 1)) do
+      old[#old + 1] = name
+    end
+  end
+  if #old > 0 then
+    redis.call('HDEL', idem, unpack(old))
+    redis.call('ZREM', idem_at, unpack(old))
+  end
+  redis.call('PEXPIRE', idem, ARGV[3])
+  redis.call('PEXPIRE', idem_at, ARGV[3])
+end
 result[2] = candidates(KEYS[4], KEYS[5], cutoff, tonumber(ARGV[6]))
 return result
 """

@@ -78,14 +78,33 @@ class Backend(Protocol):
         """Release connections; called once when the broker exits, after the task group ended."""
         ...
 
-    async def publish(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+    async def publish(
+        self,
+        batch: Sequence[PendingEvent],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[StoredEvent]:
         """Assign ids to ``batch`` (in order), store all of it or none of it, return the result.
 
         The returned events must also reach the sink (before this returns, or soon after from a
         reader task), exactly once each.
 
+        ``idempotency_keys`` (one per item, ``None`` for an item without a key; the broker
+        passes it only when some item has a key, already validated) makes retries safe: an item
+        whose key names a publication the backend still remembers (at least while its event is
+        in history) is not stored again; its place in the result is that first event, and it
+        does not reach the sink again. Two items of one batch with one key are one publication.
+        Checking and storing are one atomic step, so concurrent publishes with one key store
+        one event. A key that comes with a different publication (see
+        :func:`ssehub.broker.publication.publication_fingerprint`) fails the whole batch.
+
         Raises:
-            BackendUnavailable: the storage cannot be reached; nothing was published.
+            BackendUnavailable: the storage cannot be reached or refused the write; nothing
+                was published.
+            PublishOutcomeUnknown: the command was sent but not answered (a timeout): the batch
+                may or may not be stored; a retry with the same keys is safe.
+            IdempotencyKeyReused: a key comes with a different publication; nothing was
+                published.
         """
         ...
 

@@ -3,6 +3,9 @@
 Ids are ``"<epoch>-<sequence>"``: ``epoch`` is random per backend instance, so an id from a
 previous process (or from another broker) is *unknown* rather than silently compared, and the
 sequence counts every event of this instance, across all topics, from 1.
+
+Idempotency keys are remembered as long as their event is in history
+(:mod:`ssehub.backends._idempotency`), so they are bounded with it.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Final
 
 from .._clock import Clock, SystemClock
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, IdempotencyKeyReused
 from ..broker.events import ResetReason, StoredEvent
 from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, History
 from ..broker.ids import new_epoch
+from ..broker.publication import publication_fingerprint
+from ._idempotency import KeyLog, Remembered
 from .base import EventSink, PendingEvent, Replay
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ class MemoryBackend:
         self.epoch = epoch
         self._prefix = epoch + "-"
         self._history = History(history_size, float(history_ttl))
+        self._keys = KeyLog(self._history.size)
         self._sequence = 0
         self._sink: EventSink | None = None
         self._clock: Clock = SystemClock()
@@ -103,27 +109,102 @@ class MemoryBackend:
         """Detach from the broker; the history stays readable for inspection."""
         self._sink = None
 
-    async def publish(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
-        """Number, store and fan out ``batch`` synchronously (it cannot fail halfway)."""
+    async def publish(
+        self,
+        batch: Sequence[PendingEvent],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[StoredEvent]:
+        """Number, store and fan out ``batch`` synchronously (it cannot fail halfway).
+
+        An item whose idempotency key names an event still in history is that event (not
+        stored or fanned out again); see :meth:`ssehub.backends.Backend.publish`.
+
+        Raises:
+            IdempotencyKeyReused: a key comes with a different publication; nothing is stored.
+        """
         now = self._clock.time()
         history = self._history
         if now - self._last_sweep >= _SWEEP_INTERVAL:
             self._last_sweep = now
             history.expire(now)
+            self._keys.prune()
+        if idempotency_keys is not None:
+            return self._publish_keyed(batch, idempotency_keys, now)
+        return [self._store(pending, now) for pending in batch]
+
+    def _store(
+        self, pending: PendingEvent, now: float, key: str | None = None, fingerprint: str = ""
+    ) -> StoredEvent:
+        topics, event, private = pending
+        history = self._history
+        history.expire(now, topics)
+        self._sequence += 1
+        event_id = self._prefix + str(self._sequence)
+        item = StoredEvent(
+            event_id, topics, event.replace(id=event_id), now, (self._sequence,), private
+        )
+        history.append(item)
+        keys = self._keys
+        keys.appended(item, key, fingerprint)
+        if len(keys):
+            keys.prune(topics)  # appending may have evicted keyed events of these topics
         sink = self._sink
+        if sink is not None:
+            sink(item)
+        return item
+
+    def _publish_keyed(
+        self, batch: Sequence[PendingEvent], keys: Sequence[str | None], now: float
+    ) -> list[StoredEvent]:
+        # Every key is checked before anything is stored, so a conflict stores nothing.
+        plan: list[StoredEvent | int | None] = []  # the event, an earlier item's index, or new
+        fingerprints: list[str] = []
+        firsts: dict[str, tuple[str, StoredEvent | int]] = {}
+        for index, (pending, key) in enumerate(zip(batch, keys, strict=True)):
+            if key is None:
+                plan.append(None)
+                fingerprints.append("")
+                continue
+            fingerprint = publication_fingerprint(pending)
+            fingerprints.append(fingerprint)
+            first = firsts.get(key)
+            step: StoredEvent | int | None
+            if first is None:
+                remembered = self._remembered(key, now)
+                if remembered is None:
+                    first, step = (fingerprint, index), None
+                else:
+                    first = (remembered.fingerprint, remembered.event)
+                    step = remembered.event
+                firsts[key] = first
+            else:
+                step = first[1]  # the same key earlier in this batch
+            if first[0] != fingerprint:
+                raise IdempotencyKeyReused(
+                    "this idempotency key names a different publication; nothing was published"
+                )
+            plan.append(step)
         stored: list[StoredEvent] = []
-        for topics, event, private in batch:
-            history.expire(now, topics)
-            self._sequence += 1
-            event_id = self._prefix + str(self._sequence)
-            item = StoredEvent(
-                event_id, topics, event.replace(id=event_id), now, (self._sequence,), private
-            )
-            history.append(item)
-            stored.append(item)
-            if sink is not None:
-                sink(item)
+        for index, step in enumerate(plan):
+            if step is None:
+                stored.append(self._store(batch[index], now, keys[index], fingerprints[index]))
+            elif isinstance(step, int):
+                stored.append(stored[step])
+            else:
+                stored.append(step)
         return stored
+
+    def _remembered(self, key: str, now: float) -> Remembered | None:
+        """What ``key`` names, if its event is still in the history of one of its topics."""
+        keys = self._keys
+        remembered = keys.peek(key)
+        if remembered is None:
+            return None
+        topics = remembered.event.topics
+        self._history.expire(now, topics)
+        keys.prune(topics)
+        return keys.peek(key)
 
     def parse_id(self, event_id: str) -> int | None:
         """Return the sequence number of one of this instance's ids, else ``None``."""
@@ -168,3 +249,4 @@ class MemoryBackend:
         release its private history at that moment, not in a task scheduled for later.
         """
         self._history.forget(topics)
+        self._keys.prune(topics)

@@ -16,9 +16,11 @@ Connections are bounded: a pool of ``max_connections`` for commands plus one for
 whatever the number of subscribers. Entries are plain fields (text and JSON), never pickle.
 
 Faults: a command that cannot reach Redis raises :class:`~ssehub.BackendUnavailable` (the hub
-answers 503 and reports itself degraded through :attr:`RedisBackend.healthy`). The reader never
-gives up: it reconnects with exponential backoff and resumes after the last id it delivered, so
-subscribers keep their streams open and miss nothing Redis kept.
+answers 503 and reports itself degraded through :attr:`RedisBackend.healthy`), except a publish
+sent and not answered, which may be stored: :class:`~ssehub.PublishOutcomeUnknown` (the hub
+answers 504; :mod:`ssehub.backends._redis_publish`), made safe to retry by idempotency keys. The
+reader never gives up: it reconnects with exponential backoff and resumes after the last id it
+delivered, so subscribers keep their streams open and miss nothing Redis kept.
 
 redis-py's client (``redis.asyncio``) runs on asyncio only, so this backend does too: under
 trio, :meth:`RedisBackend.start` raises :class:`~ssehub.ConfigurationError`.
@@ -41,8 +43,9 @@ from .._exceptions import (
     MissingDependency,
 )
 from ..broker.events import Position, ResetReason, StoredEvent
-from ._redis_codec import encode_fields, parse_event_id, stream_position, text
+from ._redis_codec import parse_event_id, stream_position, text
 from ._redis_health import Pinger
+from ._redis_publish import attempt, publish_arguments, publish_error, tracking_pool_class
 from ._redis_reader import BLOCK_MS, LogReader
 from ._redis_replay import SharedReads, replay_from_snapshot
 from ._redis_scripts import (
@@ -97,7 +100,7 @@ touches, so removal keeps up with creation: every topic was created by a publish
 its removal) and per listing of every topic. Each removal is O(1) work plus an ``UNLINK``."""
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_OUR_QUERY_OPTIONS: Final = ("prefix", "log_size", "max_connections")
+_OUR_QUERY_OPTIONS: Final = ("prefix", "log_size", "max_connections", "socket_timeout")
 
 
 def _import_redis() -> Any:
@@ -187,6 +190,7 @@ class RedisBackend:
         self._topic_prefix = base + "t:"
         # log, meta, gone, newest (sorted set), topics (the plain set of older versions)
         self._keys = [base + "log", base + "meta", base + "gone", base + "newest", base + "topics"]
+        self._idempotency_keys = [base + "idem", base + "idemt"]
         self._ttl_ms = max(1, round(self.history_ttl * 1000))
         self._client: Redis | None = None
         self._publish_script: AsyncScript | None = None
@@ -216,8 +220,9 @@ class RedisBackend:
     def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> RedisBackend:
         """Create from a URL; ssehub's own options ride in the query string.
 
-        ``prefix``, ``log_size`` and ``max_connections`` are taken out of the query (e.g.
-        ``redis://127.0.0.1:6379/0?prefix=shop``); every other parameter goes to redis-py.
+        ``prefix``, ``log_size``, ``max_connections`` and ``socket_timeout`` (seconds) are taken
+        out of the query (e.g. ``redis://127.0.0.1:6379/0?prefix=shop``); every other parameter
+        goes to redis-py.
 
         Raises:
             ConfigurationError: an option is invalid.
@@ -234,12 +239,13 @@ class RedisBackend:
         options: dict[str, Any] = {}
         if "prefix" in ours:
             options["prefix"] = ours["prefix"]
-        for name in ("log_size", "max_connections"):
+        for name, kind in (("log_size", int), ("max_connections", int), ("socket_timeout", float)):
             if name in ours:
                 try:
-                    options[name] = int(ours[name])
+                    options[name] = kind(ours[name])
                 except ValueError:
-                    raise ConfigurationError(f"{name} must be an integer") from None
+                    what = "an integer" if kind is int else "a number of seconds"
+                    raise ConfigurationError(f"{name} must be {what}") from None
         options.setdefault("log_size", max(DEFAULT_LOG_SIZE, history_size))
         redis_url = urlunsplit(parts._replace(query=urlencode(rest)))
         return cls(redis_url, history_size=history_size, history_ttl=history_ttl, **options)
@@ -314,7 +320,9 @@ class RedisBackend:
         # stored twice. Failing fast lets the caller (and the hub's 503) decide.
         # A blocking pool: when every connection is busy (1 000 clients resuming at once), a
         # command waits its turn instead of failing with "too many connections".
-        pool = redis.BlockingConnectionPool.from_url(
+        # The pool tells a publish that failed before its command was sent from one that was
+        # sent and not answered (_redis_publish.py).
+        pool = tracking_pool_class(redis.BlockingConnectionPool).from_url(
             self.url,
             max_connections=self.max_connections,
             timeout=_POOL_WAIT,
@@ -373,7 +381,12 @@ class RedisBackend:
 
     # -- publish ---------------------------------------------------------------------------------
 
-    async def publish(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+    async def publish(
+        self,
+        batch: Sequence[PendingEvent],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[StoredEvent]:
         """Store ``batch`` atomically (one Lua script) and return it with Redis-assigned ids.
 
         The events reach the sink through the reader, like events published by other processes;
@@ -386,9 +399,17 @@ class RedisBackend:
         A publish also removes a few topics whose every event aged out (their keys, see
         :mod:`ssehub.backends._redis_scripts`): one more round trip, only when there are some.
 
+        Idempotency keys are remembered for ``history_ttl`` (at most ``log_size`` of them), and
+        checked and recorded by the same script that appends, so concurrent publishes with one
+        key (from any process) store one event. A repeated event does not reach the sink again.
+
         Raises:
             BackendUnavailable: Redis cannot be reached (nothing was published) or refused the
                 write (out of memory, read-only replica).
+            PublishOutcomeUnknown: the script was sent and not answered within
+                ``socket_timeout`` (or the connection broke meanwhile): it may be stored, now or
+                when Redis resumes; a retry with the same idempotency keys is safe.
+            IdempotencyKeyReused: a key names a different publication; nothing was published.
             BrokerClosed: the backend is not started.
         """
         script = self._publish_script
@@ -400,7 +421,7 @@ class RedisBackend:
         for topics, _, _ in batch:
             for topic in topics:
                 topic_index.setdefault(topic, len(topic_index) + 1)
-        args: list[str | int] = [
+        head: list[str | int] = [
             self.log_size,
             self.history_size,
             self._ttl_ms,
@@ -408,17 +429,16 @@ class RedisBackend:
             secrets.token_hex(4),  # becomes the epoch if this is the data set's first publish
             _EXPIRE_BATCH + len(topic_index),
             len(topic_index),
+            *topic_index,
         ]
-        args += list(topic_index)
-        for topics, event, private in batch:
-            fields = encode_fields(topics, event, private)
-            args += [len(topics), *(topic_index[t] for t in topics), len(fields), *fields]
-        keys = self._keys + [self._topic_key(t) for t in topic_index]
-        try:
-            raw_epoch, candidates, *raw_ids = await script(keys=keys, args=args)
-        except self._redis.RedisError as exc:
-            self._commands_ok = False
-            raise _unavailable("publish", exc) from exc
+        args = publish_arguments(batch, idempotency_keys, head, topic_index)
+        keys = [*self._keys, *(self._topic_key(t) for t in topic_index), *self._idempotency_keys]
+        with attempt() as sending:
+            try:
+                raw_epoch, candidates, *raw_ids = await script(keys=keys, args=args)
+            except self._redis.RedisError as exc:
+                self._commands_ok = False
+                raise publish_error(exc, sending.sent) from exc
         self._commands_ok = True
         if candidates:
             try:

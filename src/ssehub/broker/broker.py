@@ -36,7 +36,7 @@ from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from .ids import is_valid_event_id
 from .lifetime import AgeReaper
 from .policy import OverflowPolicy
-from .publication import Publication, prepare_publication
+from .publication import Publication, key_list, prepare_batch, prepare_publication, store
 from .stats import BrokerStatistics, TopicInfo
 from .subscription import Subscription
 from .topics import normalize_topics
@@ -277,6 +277,7 @@ class Broker:
         event: str | None = None,
         retry: int | None = None,
         private: bool = False,
+        idempotency_key: str | None = None,
     ) -> StoredEvent:
         """Publish one event to one or more topics.
 
@@ -290,6 +291,9 @@ class Broker:
             private: mark the stored event private (kept with it in history, so also on
                 replay). The broker still delivers it to every subscription; consumers that
                 know who is listening (the hub) deliver it only to authorized subscribers.
+            idempotency_key: names this publication (1-255 visible ASCII characters): while
+                the backend remembers it (at least while the event is in history), a publish
+                with it stores nothing and returns the first publication's event.
 
         Returns:
             The stored event, with its id.
@@ -298,16 +302,20 @@ class Broker:
             BrokerClosed: the broker is not running.
             InvalidTopic: a topic is invalid, or there are too many.
             EventValidationError: ``data``, ``event`` or ``retry`` is invalid.
+            InvalidIdempotencyKey, IdempotencyKeyReused: the key is invalid, or names another
+                publication (nothing was published).
             BackendUnavailable: the backend cannot store it (nothing was published).
+            PublishOutcomeUnknown: sent, not answered: maybe stored; retry with the same key.
         """
         self._check_running()
         pending = prepare_publication(
             topics, data, event, retry, private, max_topics=self.max_topics
         )
+        keys = key_list(idempotency_key)
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(pending[0])
             self._check_running()
-        stored = await self.backend.publish((pending,))
+        stored = await store(self.backend, (pending,), keys)
         self._published += 1
         # One checkpoint per publish (not per subscriber) lets consumers run between
         # publishes of a tight loop, and makes publish a cancellation point as trio expects.
@@ -327,19 +335,13 @@ class Broker:
             Same as :meth:`publish`; when one item is invalid nothing is published.
         """
         self._check_running()
-        limit = self.max_topics
-        batch = [
-            prepare_publication(
-                item.topics, item.data, item.event, item.retry, item.private, max_topics=limit
-            )
-            for item in items
-        ]
+        batch, keys = prepare_batch(items, max_topics=self.max_topics)
         if not batch:
             return []
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(tuple({t: None for names, _, _ in batch for t in names}))
             self._check_running()
-        stored = await self.backend.publish(batch)
+        stored = await store(self.backend, batch, keys)
         self._published += len(stored)
         await anyio.lowlevel.checkpoint()
         return stored
@@ -352,6 +354,7 @@ class Broker:
         event: str | None = None,
         retry: int | None = None,
         private: bool = False,
+        idempotency_key: str | None = None,
     ) -> StoredEvent:
         """:meth:`publish` from a thread that is not the broker's event loop thread.
 
@@ -364,8 +367,9 @@ class Broker:
                 publish``).
             Others as :meth:`publish`.
         """
+        publish = partial(self.publish, event=event, retry=retry, private=private)
         return self._run_from_thread(
-            partial(self.publish, topics, data, event=event, retry=retry, private=private)
+            partial(publish, topics, data, idempotency_key=idempotency_key)
         )
 
     def publish_many_threadsafe(self, items: Iterable[Publication]) -> list[StoredEvent]:
