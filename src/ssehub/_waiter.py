@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -45,6 +44,19 @@ class _FutureWaiter:
         await self._future
 
 
+class _FutureFactory:
+    """Makes waiters on one loop, holding it weakly (the factory is the value of a weak
+    dictionary keyed by that loop: a strong reference would keep both alive for ever)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = weakref.proxy(loop)
+
+    def __call__(self) -> Waiter:
+        return _FutureWaiter(self._loop.create_future)
+
+
 # One factory per event loop, shared by every stream on it (freed with the loop).
 _factories: weakref.WeakKeyDictionary[Any, Callable[[], Waiter]] = weakref.WeakKeyDictionary()
 
@@ -57,7 +69,7 @@ def waiter_factory(token: anyio.lowlevel.EventLoopToken) -> Callable[[], Waiter]
     if isinstance(loop, asyncio.AbstractEventLoop):
         factory = _factories.get(loop)
         if factory is None:
-            factory = _factories[loop] = partial(_FutureWaiter, loop.create_future)
+            factory = _factories[loop] = _FutureFactory(loop)
         return factory
     # The concrete class of the running backend: anyio.Event() would look the backend up on
     # every call.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -49,7 +50,7 @@ from ._frames import FrameSource
 from ._response import _shutdown
 from ._response._disconnect import DisconnectWatch
 from ._response._encode import make_encoder
-from ._response._excgroups import raise_single
+from ._response._excgroups import single_exception
 from ._response._outbox import Outbox
 from ._response._pump import Pump
 from ._response._shutdown import shutdown_streams
@@ -272,6 +273,12 @@ class EventSourceResponse(Response):
                 )
             else:
                 await self._stream(receive, send, start)
+        except Exception as exc:
+            # The server logs it without saying which request's stream failed: say so (the
+            # content's error surfaces here, long after the endpoint returned).
+            if hasattr(exc, "add_note") and not isinstance(exc, SendTimeoutError):
+                exc.add_note(f"in the event stream of {scope.get('method')} {scope.get('path')}")
+            raise
         finally:
             self.active = False
             if self._frame_source is not None:
@@ -304,6 +311,7 @@ class EventSourceResponse(Response):
         )
         if _shutdown.register(self.shutdown):
             self.shutdown()
+        failure: BaseException | None = None
         try:
             async with DisconnectWatch(receive, self._client_left):
                 if outbox is None and not self._has_tasks():
@@ -324,9 +332,11 @@ class EventSourceResponse(Response):
                         group.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # As Starlette's StreamingResponse: anyio task groups wrap failures in a group,
-            # middleware (and code written for sse-starlette) expects the bare exception.
-            raise_single(group)
-            raise
+            # middleware (and code written for sse-starlette) expects the bare exception. It
+            # is raised below, outside this handler, so its own context stays as it was.
+            failure = single_exception(group)
+            if failure is None:
+                raise
         except anyio.get_cancelled_exc_class():
             # Cancelled from outside: a server cutting its open requests at the end of its own
             # grace period (hypercorn, uvicorn's --timeout-graceful-shutdown). A clean end of
@@ -340,6 +350,8 @@ class EventSourceResponse(Response):
             _shutdown.unregister(self.shutdown)
             self._pump = None
             self.active = False
+        if failure is not None:
+            raise failure
         if pump.timed_out:
             raise SendTimeoutError(f"client did not accept data within {self.send_timeout} s")
         if pump.cut and not pump.sent_final:
@@ -358,11 +370,14 @@ class EventSourceResponse(Response):
     async def _client_left(self, message: Message) -> None:
         self.active = False
         logger.debug("client disconnected; stopping the stream")
-        if self.client_close_handler_callable is not None:
-            await self.client_close_handler_callable(message)
-        pump = self._pump
-        if pump is not None:
-            pump.abort()
+        try:
+            if self.client_close_handler_callable is not None:
+                await self.client_close_handler_callable(message)
+        finally:
+            # Even when the handler fails (its error is raised from the response).
+            pump = self._pump
+            if pump is not None:
+                pump.abort()
 
     def shutdown(self, grace: float | None = None) -> None:
         """End the stream as for a server shutdown; idempotent, from the event loop's thread.
@@ -445,28 +460,46 @@ class EventSourceResponse(Response):
         encode = self._encode
         iterator = iter(content)
         done = object()
+        running = threading.Lock()  # held while a worker thread runs the iterator
+        closing = False
+
+        def close_if_idle() -> None:
+            # A generator cannot be closed while a thread runs it: whoever finds it idle once
+            # the stream is over closes it (here, or the abandoned call when it returns).
+            close = getattr(iterator, "close", None)
+            if close is not None and running.acquire(blocking=False):
+                try:
+                    close()
+                finally:
+                    running.release()
 
         def next_chunk() -> Any:
             # Runs in a worker thread: a blocking generator never stalls the event loop. The
             # item is encoded there too, off the loop.
-            for item in iterator:
-                return encode(item)
-            return done
+            with running:
+                chunk = done
+                for item in iterator:
+                    chunk = encode(item)
+                    break
+            if closing:
+                close_if_idle()
+            return chunk
 
         try:
             while True:
-                chunk = await anyio.to_thread.run_sync(next_chunk)
+                # Abandoned when cancelled: a generator blocked between items (on a
+                # queue.get()) must not hold the response, or the server's shutdown.
+                chunk = await anyio.to_thread.run_sync(next_chunk, abandon_on_cancel=True)
                 if chunk is done:
                     break
                 outbox.put_nowait(chunk)
                 if outbox.paused:
                     await outbox.room()
         finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                with self._cleanup_scope() as scope:
-                    await anyio.to_thread.run_sync(close)
-                self._warn_if_cut(scope)
+            closing = True
+            with self._cleanup_scope() as scope:
+                await anyio.to_thread.run_sync(close_if_idle, abandon_on_cancel=True)
+            self._warn_if_cut(scope)
         outbox.close()  # a clean end only when the content ended by itself (see above)
 
     # -- disconnect and cleanup ----------------------------------------------------------------

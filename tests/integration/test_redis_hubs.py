@@ -191,7 +191,17 @@ def test_hubs_share_topics_and_a_client_resumes_exactly_on_another_hub(broker_ur
 
 
 def test_two_workers_serve_one_port_and_stop_cleanly(broker_url: str) -> None:
-    args = ["--workers", "2", "--no-channels", "--port", "0", "--broker", broker_url, "--grace-period", str(GRACE)]
+    args = [
+        "--workers",
+        "2",
+        "--no-channels",
+        "--port",
+        "0",
+        "--broker",
+        broker_url,
+        "--grace-period",
+        str(GRACE),
+    ]
     with hubs(args, workers=2) as (hub,):
         url = hub.wait_ready()
         assert len(set(hub.urls)) == 1, hub.urls  # both workers on the supervisor's socket
@@ -227,7 +237,17 @@ def test_workers_refuse_the_memory_broker() -> None:
 
 
 def test_a_dead_worker_is_replaced(broker_url: str) -> None:
-    args = ["--workers", "2", "--no-channels", "--port", "0", "--broker", broker_url, "--grace-period", str(GRACE)]
+    args = [
+        "--workers",
+        "2",
+        "--no-channels",
+        "--port",
+        "0",
+        "--broker",
+        broker_url,
+        "--grace-period",
+        str(GRACE),
+    ]
     with hubs(args, workers=2) as (hub,):
         url = hub.wait_ready()
         (line,) = [line for line in hub.lines if "2 workers [" in line]

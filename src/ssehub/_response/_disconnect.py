@@ -42,10 +42,11 @@ class DisconnectWatch:
         receive: the ASGI ``receive`` of the request.
         on_disconnect: called once when the client leaves; also called (with a synthetic
             ``http.disconnect``) if ``receive`` itself fails, since the stream cannot tell
-            any more whether its client is there.
+            any more whether its client is there. An exception it raises is raised when the
+            context is left (unless another one is leaving it already).
     """
 
-    __slots__ = ("_group", "_on_disconnect", "_receive", "_task")
+    __slots__ = ("_error", "_group", "_on_disconnect", "_receive", "_task")
 
     def __init__(
         self, receive: Receive, on_disconnect: Callable[[Message], Awaitable[None]]
@@ -54,6 +55,7 @@ class DisconnectWatch:
         self._on_disconnect = on_disconnect
         self._task: Any = None
         self._group: anyio.abc.TaskGroup | None = None
+        self._error: Exception | None = None
 
     async def _listen(self) -> None:
         receive = self._receive
@@ -65,7 +67,10 @@ class DisconnectWatch:
         except Exception:
             logger.exception("receive() failed while streaming; ending the stream")
             message = {"type": "http.disconnect"}
-        await self._on_disconnect(message)
+        try:
+            await self._on_disconnect(message)
+        except Exception as exc:  # noqa: BLE001 - raised again by __aexit__, in the stream task
+            self._error = exc
 
     async def __aenter__(self) -> DisconnectWatch:
         loop = running_loop()
@@ -87,9 +92,13 @@ class DisconnectWatch:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-            return None
-        group = self._group
-        assert group is not None
-        self._group = None
-        group.cancel_scope.cancel()
-        return await group.__aexit__(exc_type, exc, tb)
+        else:
+            group = self._group
+            assert group is not None
+            self._group = None
+            group.cancel_scope.cancel()
+            await group.__aexit__(exc_type, exc, tb)
+        error, self._error = self._error, None
+        if error is not None and exc_type is None:
+            raise error
+        return None

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["collapse_excgroups", "raise_single"]
+__all__ = ["collapse_excgroups", "single_exception"]
 
 
 @contextmanager
@@ -18,19 +18,23 @@ def collapse_excgroups() -> Generator[None, None, None]:
 
     anyio task groups wrap failures in an ExceptionGroup; Starlette middleware (and code written
     for sse-starlette) expects the bare exception, as Starlette's StreamingResponse gives it.
+    The exception keeps its own cause and context: it is raised outside the handler.
     """
     try:
         yield
     except BaseExceptionGroup as group:
-        raise_single(group)
-        raise
+        failure = single_exception(group)
+        if failure is None:
+            raise
+    else:
+        return
+    raise failure
 
 
-def raise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """Raise the only exception of ``group`` (nested single groups unwrapped) as itself, with
-    its own cause; return if the group holds several (the caller re-raises the group)."""
+def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The only exception of ``group`` (nested single groups unwrapped), or ``None`` when it
+    holds several (the caller then re-raises the group itself)."""
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    if exc is not group:
-        raise exc from exc.__cause__
+    return None if exc is group else exc

@@ -39,6 +39,10 @@ __all__ = ["Pump"]
 _INF = math.inf
 
 
+def _after_the_end() -> float:
+    return _INF
+
+
 class Pump(Alarm):
     """Streams one response's frames; also the response's alarm (see the module docstring).
 
@@ -199,6 +203,7 @@ class Pump(Alarm):
                     self.stop()
                 self._send = self._source = self._waiter = self._outbox = None  # type: ignore[assignment]
                 self._ping_bytes = bytes  # the response's bound method would keep it alive
+                self._now = _after_the_end  # loop.time would keep the loop (and its clock) alive
         if scope.cancelled_caught and not (self.stopped or self.timed_out or self.cut):
             self._expired(self._send_started)  # a send's deadline passed (trio)
 

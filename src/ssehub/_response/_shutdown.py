@@ -49,12 +49,21 @@ Callback = Callable[[], object]
 class _Registry:
     """The streams of one event loop, and whether its shutdown was requested."""
 
-    __slots__ = ("__weakref__", "requested", "schedule", "streams")
+    __slots__ = ("__weakref__", "_native", "requested", "streams")
 
-    def __init__(self, schedule: Callable[[Callback], object]) -> None:
-        self.schedule = schedule  # runs a callback on the loop, from any thread
+    def __init__(self, native: Any) -> None:
+        # Weakly: the registry is the value of a weak dictionary keyed by this loop.
+        self._native = weakref.proxy(native)
         self.streams: dict[Callback, None] = {}
         self.requested = False
+
+    def schedule(self, callback: Callback) -> None:
+        """Run ``callback`` on the loop soon, from any thread (a signal handler runs between
+        two bytecodes of the main thread, in the middle of whatever the loop does): asyncio's
+        ``call_soon_threadsafe`` or trio's ``run_sync_soon``."""
+        native = self._native
+        run = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
+        run(callback)
 
     def trigger(self) -> None:
         self.requested = True
@@ -74,12 +83,7 @@ def _registry() -> _Registry:
     native: Any = anyio.lowlevel.current_token().native_token
     registry = _registries.get(native)
     if registry is None:
-        # asyncio's loop and trio's token both schedule thread-safely (a signal handler runs
-        # between two bytecodes of the main thread, in the middle of whatever the loop does).
-        schedule: Callable[[Callback], object] = (
-            getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
-        )
-        registry = _registries[native] = _Registry(schedule)
+        registry = _registries[native] = _Registry(native)
     return registry
 
 
@@ -98,10 +102,16 @@ def register(callback: Callback) -> bool:
 
 
 def unregister(callback: Callback) -> None:
-    """Forget a stream's callback (it has ended)."""
+    """Forget a stream's callback (it has ended); the last one puts the previous signal
+    handlers back, so a finished run's handler never outlives it (a later ``trio.run`` would
+    otherwise find it installed and install none of its own)."""
     registry = _registries.get(anyio.lowlevel.current_token().native_token)
     if registry is not None:
         registry.streams.pop(callback, None)
+    if threading.current_thread() is threading.main_thread() and not any(
+        registry.streams for registry in list(_registries.values())
+    ):
+        _unchain_signals()
 
 
 def shutdown_streams() -> None:
@@ -119,11 +129,21 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     for registry in list(_registries.values()):
         try:
             registry.schedule(registry.trigger)
-        except RuntimeError:  # noqa: PERF203  # the loop closed meanwhile
+        except (RuntimeError, ReferenceError):  # noqa: PERF203 - the loop closed or is gone  # the loop closed meanwhile
             continue
     previous = _previous.get(signum)
     if previous is not None:
         previous(signum, frame)
+
+
+def _unchain_signals() -> None:
+    for signum, previous in list(_previous.items()):
+        if signal.getsignal(signum) is _on_signal:
+            try:
+                signal.signal(signum, previous)
+            except (ValueError, OSError):  # pragma: no cover - not the main thread after all
+                return
+        del _previous[signum]
 
 
 def _chain_signals() -> None:

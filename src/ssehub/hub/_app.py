@@ -230,7 +230,12 @@ class _Endpoints:
         if subscription.reset is not None:
             headers[RESET_HEADER] = subscription.reset.value
         response = EventSourceResponse(
-            subscription, headers=headers, ping=settings.ping, send_timeout=settings.send_timeout
+            subscription,
+            headers=headers,
+            ping=settings.ping,
+            send_timeout=settings.send_timeout,
+            # On a signal, as when the hub drains: what is queued still gets a moment to go out.
+            shutdown_grace_period=EventSourceResponse.SHUTDOWN_SEND_TIMEOUT,
         )
         deadline = hub.guard.deadline(principal)
         expiry = None if deadline is None else (deadline, hub.guard.clock)
