@@ -29,7 +29,7 @@ import argparse
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Collection
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -154,11 +154,14 @@ def create_app(
             # Ids are board sequence numbers: resuming is starting the cursor at the client's
             # Last-Event-ID, whether that id ended a batch or sat in the middle of one.
             tasks = request.state.board.subscribe(after=after)
-            async for event in batched(tasks, policy, encode=ProgressSubscription.encode):
-                yield event
+            events = batched(tasks, policy, encode=ProgressSubscription.encode)
         else:
             health = request.state.monitor.subscribe()
-            async for event in batched(health, policy, encode=HealthSubscription.encode):
+            events = batched(health, policy, encode=HealthSubscription.encode)
+        # aclosing: when the client leaves, the inner generator is closed here, at once, not
+        # by the garbage collector (which trio refuses to do for async generators).
+        async with aclosing(events):
+            async for event in events:
                 yield event
 
     return Starlette(routes=[Route("/events", events)], lifespan=lifespan)
