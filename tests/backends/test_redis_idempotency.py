@@ -8,6 +8,7 @@ Real Redis on 127.0.0.1:6379, one key prefix per test; asyncio only (redis-py's 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -51,9 +52,8 @@ def stored(prefix: str, topic: str) -> list[str]:
     """The data of every entry of ``topic``'s stream, straight from Redis."""
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=5, decode_responses=True)
     try:
-        return [
-            fields.get("d", "") for _, fields in client.xrange(f"ssehub:{{{prefix}}}:t:{topic}")
-        ]
+        entries: Any = client.xrange(f"ssehub:{{{prefix}}}:t:{topic}")
+        return [fields.get("d", "") for _, fields in entries]
     finally:
         client.close()
 

@@ -228,7 +228,8 @@ def test_ingest_client_errors() -> None:
 
 
 def test_cli_socket_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["publish", "--socket", "/nonexistent/ssehub.sock", "t", "x"]) == 1
+    command = ["publish", "--socket", "/nonexistent/ssehub.sock", "t", "x", "--attempts", "1"]
+    assert main(command) == 1
     assert "cannot connect" in capsys.readouterr().err
 
 

@@ -127,7 +127,7 @@ def test_unreachable_hub_and_bad_arguments(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        assert main(["publish", "--url", url, "t", "x"]) == 1
+        assert main(["publish", "--url", url, "t", "x", "--attempts", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ssehub publish: cannot reach the hub at ")
     assert len(err.splitlines()) == 1
@@ -193,3 +193,86 @@ def test_a_line_ending_in_cr_is_published_before_more_input(hub: HubServer) -> N
     events = published_after(hub.url, "crlogs", start, 2)
     assert [e.data for e in events] == ["first", "second"]
     assert events[0].id == answer.group(1)
+
+
+def test_a_key_makes_a_repeated_command_publish_once(
+    hub: HubServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = marker(hub.url, "keyed")
+    command = ["publish", "--url", hub.url, "keyed", "paid", "--idempotency-key", "order-7"]
+    assert main(command) == 0
+    assert main(command) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.split()[0] == second.split()[0]  # the same id=
+    end = marker(hub.url, "keyed")
+    events = published_after(hub.url, "keyed", start, 2)
+    assert [(e.data, e.id) for e in events] == [("paid", first.split()[0][3:]), ("marker", end)]
+
+    # The same key with another event: refused, nothing published.
+    assert (
+        main(["publish", "--url", hub.url, "keyed", "other", "--idempotency-key", "order-7"]) == 1
+    )
+    assert "(idempotency_key_reused, HTTP 409)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--idempotency-key", "k", "--lines"], "cannot go with --lines"),
+        (["--idempotency-key", "has space"], "--idempotency-key: invalid idempotency key"),
+        (["--attempts", "0"], "--attempts must be at least 1"),
+    ],
+    ids=["key-with-lines", "bad-key", "no-attempts"],
+)
+def test_key_and_attempt_options_are_checked(
+    capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["publish", "--url", "http://127.0.0.1:1", "t", "x", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_retries_are_announced_and_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: every attempt is refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        assert main(["publish", "--url", url, "t", "x", "--attempts", "2"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("ssehub publish: attempt 1 failed: cannot reach the hub")
+    assert err[0].endswith("with the same idempotency key")
+    assert err[1].startswith("ssehub publish: cannot reach the hub at ")
+
+
+def test_the_socket_path_retries_a_command_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
+    from ssehub import IngestError
+    from ssehub.cli.publish import _send_with_retry
+    from ssehub.client import PublishRetry
+
+    class Flaky:
+        def __init__(self, *errors: IngestError) -> None:
+            self.errors = list(errors)
+            self.sent: list[dict[str, object]] = []
+
+        def send(self, command: dict[str, object]) -> dict[str, object]:
+            self.sent.append(dict(command))
+            if self.errors:
+                raise self.errors.pop(0)
+            return {"ok": True, "id": "e-1"}
+
+    policy = PublishRetry(initial_delay=0.001, max_delay=0.01)
+    command = {"command": "publish", "topic": "t", "data": "x", "idempotency_key": "k"}
+    ingest = Flaky(
+        IngestError("outcome_unknown", "no answer"),
+        IngestError("unavailable", "down"),
+        IngestError("connection", "reset"),
+    )
+    assert _send_with_retry(ingest, command, policy) == {"ok": True, "id": "e-1"}
+    assert ingest.sent == [command] * 4
+    assert len(capsys.readouterr().err.splitlines()) == 3
+
+    refused = Flaky(IngestError("invalid_topic", "bad"))
+    with pytest.raises(IngestError):
+        _send_with_retry(refused, command, policy)
+    assert len(refused.sent) == 1

@@ -20,6 +20,7 @@ from ssehub.client import (
     HubClient,
     Publication,
     PublishResult,
+    PublishRetry,
     ReconnectPolicy,
 )
 from ssehub.client._hub import default_hub_url
@@ -27,6 +28,7 @@ from ssehub.client._hub import default_hub_url
 pytestmark = pytest.mark.integration
 
 FAST = ReconnectPolicy(initial_retry=0.001, max_delay=0.01)
+ONCE = PublishRetry(attempts=1)  # retries are tested in test_client_publish_retry.py
 ONE = b'{"id": "e-1", "topics": ["chat"], "subscribers": 2}'
 
 
@@ -78,7 +80,10 @@ def test_publish_many_sends_one_array_and_reads_every_id(
         )
     assert results == [PublishResult("1", ("a",), 0), PublishResult("2", ("b", "c"), 3)]
     (request,) = server.requests(f"{prefix}/publish")
-    assert json.loads(request.body) == [
+    sent = json.loads(request.body)
+    keys = [item.pop("idempotency_key") for item in sent]  # one generated per event
+    assert len(set(keys)) == 2
+    assert sent == [
         {"topic": "a", "data": "x"},
         {"topics": ["b", "c"], "data": 2, "event": "e"},
     ]
@@ -94,7 +99,7 @@ def test_hub_errors_carry_the_json_error(server: ScriptServer) -> None:
         json_reply(200, b"not json"),
         json_reply(200, b'{"unexpected": true}'),
     )
-    with HubClient(base) as hub:
+    with HubClient(base, publish_retry=ONCE) as hub:
         with pytest.raises(HubResponseError) as info:
             hub.publish("", "x")
         assert info.value.status_code == 400
@@ -111,7 +116,7 @@ def test_hub_errors_carry_the_json_error(server: ScriptServer) -> None:
 
 def test_unreachable_hub_and_bad_input() -> None:
     sock, url = refused_url()
-    with sock, HubClient(url.removesuffix("/events")) as hub:
+    with sock, HubClient(url.removesuffix("/events"), publish_retry=ONCE) as hub:
         with pytest.raises(ConnectionFailed, match="cannot reach the hub") as info:
             hub.status()
         assert isinstance(info.value.__cause__, httpx.ConnectError)
@@ -222,7 +227,7 @@ async def test_async_subscribe_uses_a_given_http_client(server: ScriptServer) ->
 async def test_async_hub_client_unreachable() -> None:
     sock, url = refused_url()
     with sock, anyio.fail_after(10):
-        async with AsyncHubClient(url.removesuffix("/events")) as hub:
+        async with AsyncHubClient(url.removesuffix("/events"), publish_retry=ONCE) as hub:
             with pytest.raises(ConnectionFailed):
                 await hub.publish("t", "x")
             with pytest.raises(ConnectionFailed):

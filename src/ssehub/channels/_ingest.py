@@ -11,8 +11,12 @@ accept one JSON object per line and answer one JSON line per command, in order::
     {"ok": true, "id": "k3f9-12"}
     {"ok": false, "error": "unknown_channel", "detail": "no channel named 'jobs'"}
 
-``publish`` takes the fields of ``POST /publish`` (one event); ``broadcast`` and ``dispatch``
-those of the channel routes. Errors use the hub's error codes. A malformed line gets an error
+``publish`` takes the fields of ``POST /publish`` (one event, ``idempotency_key`` included: a
+command repeated with the same key within the history window stores nothing and answers the
+first id); ``broadcast`` and ``dispatch`` those of the channel routes. Errors use the hub's
+error codes; ``outcome_unknown`` (the backend did not answer: the event may be published, and
+the reply adds ``"outcome": "unknown"``) is the one to retry with the same key, as is
+``unavailable`` (nothing was published). A malformed line gets an error
 reply and the connection stays usable. A line longer than the limit (the hub's
 ``max_body_size``) is never held in memory: what was buffered is dropped, the rest of the line
 is read and discarded chunk by chunk, and the reply is ``{"ok": false, "error":
@@ -39,10 +43,13 @@ from .._exceptions import (
     ChannelError,
     EventTooLarge,
     EventValidationError,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
     InvalidTopic,
     LimitReached,
     ListenerBusy,
     MessageRejected,
+    PublishOutcomeUnknown,
     UnknownChannel,
     UnknownListener,
 )
@@ -171,6 +178,14 @@ class IngestHandler:
             if isinstance(exc, EventValidationError) and exc.field == "data":
                 code = "invalid_data"
             return {"ok": False, "error": code, "detail": str(exc)}
+        except (InvalidIdempotencyKey, IdempotencyKeyReused) as exc:
+            code = "idempotency_key_reused"
+            if isinstance(exc, InvalidIdempotencyKey):
+                code = "invalid_idempotency_key"
+            return {"ok": False, "error": code, "detail": str(exc)}
+        except PublishOutcomeUnknown as exc:
+            detail = str(exc)
+            return {"ok": False, "error": "outcome_unknown", "outcome": "unknown", "detail": detail}
         except (BrokerClosed, BackendUnavailable) as exc:
             return {"ok": False, "error": "unavailable", "detail": str(exc)}
 
@@ -188,7 +203,11 @@ class IngestHandler:
             requests, _ = parse_publish_body(body, max_topics=self.max_topics, max_batch=1)
             request = requests[0]
             stored = await self.broker.publish(
-                request.topics, request.data, event=request.event, retry=request.retry
+                request.topics,
+                request.data,
+                event=request.event,
+                retry=request.retry,
+                idempotency_key=request.idempotency_key,
             )
             return stored.id
         if command in ("broadcast", "dispatch"):

@@ -7,6 +7,12 @@ event per line *as each line arrives*, so ``tail -f log | ssehub publish logs - 
 With ``--lines`` CRLF, CR and LF all end a line, on standard input as inline, and empty lines
 are skipped.
 
+Each event is published with an idempotency key (``--idempotency-key``, or a new random one per
+event) and retried with that same key, with backoff, when the hub answers 502, 503 or 504
+(``outcome_unknown``: it may have been published) or cannot be reached: up to ``--attempts``
+tries in all (5). A retry never publishes the event twice. Each retry is announced on standard
+error.
+
 Exit codes: 0 published, 1 the hub refused or cannot be reached, 2 bad arguments (URL, input).
 """
 
@@ -15,13 +21,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigurationError, HubResponseError, SSEHubError
 
 if TYPE_CHECKING:
     from ..client import PublishResult
+    from ..client._publish import PublishRetry
 
 __all__ = ["add_parser", "describe_refusal", "run"]
 
@@ -57,6 +66,22 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--lines",
         action="store_true",
         help="publish one event per line of DATA (with '-': as each line arrives)",
+    )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="name this publication (1-255 visible ASCII characters): running the command "
+        "again with the same KEY publishes nothing new while the event is in the hub's "
+        "history (default: a new random key, reused only by this command's own retries; not "
+        "with --lines)",
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="tries per event when the hub answers 502/503/504 or cannot be reached, with the "
+        "same idempotency key, so an event is never published twice (default 5; 1: no retry)",
     )
     # -- channels: publish through the hub's ingest socket instead of HTTP
     parser.add_argument(
@@ -119,7 +144,29 @@ def describe_refusal(exc: HubResponseError) -> str:
     """One line for a hub error: its detail, code and HTTP status."""
     detail = exc.error.get("detail") or "no detail"
     code = exc.error.get("error") or "error"
+    if exc.error.get("outcome") == "unknown":
+        return f"the outcome is unknown: {detail} ({code}, HTTP {exc.status_code})"
     return f"the hub refused: {detail} ({code}, HTTP {exc.status_code})"
+
+
+def _retry_policy(args: argparse.Namespace) -> PublishRetry:
+    from ..client._publish import PublishRetry
+
+    return PublishRetry(attempts=args.attempts)
+
+
+def _announce(attempt: int, delay: float, cause: BaseException) -> None:
+    """Say on standard error that an attempt failed and when the next one goes."""
+    if isinstance(cause, HubResponseError):
+        reason = f"HTTP {cause.status_code} ({cause.error.get('error') or 'error'})"
+    else:
+        reason = str(cause)
+    print(
+        f"{_PROG}: attempt {attempt} failed: {reason}; retrying in {delay:.1f} s "
+        "with the same idempotency key",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _show(result: PublishResult) -> None:
@@ -139,14 +186,23 @@ def run(args: argparse.Namespace) -> int:
     """
     from ..client._hub import HubClient, default_hub_url, token_headers
 
-    if getattr(args, "socket", None):
-        return _run_socket(args)
     try:
-        with HubClient(args.url or default_hub_url(), headers=token_headers(args.token)) as hub:
+        key = _check_key_options(args)
+        if getattr(args, "socket", None):
+            return _run_socket(args, key)
+        with HubClient(
+            args.url or default_hub_url(),
+            headers=token_headers(args.token),
+            publish_retry=_retry_policy(args),
+            on_retry=_announce,
+        ) as hub:
             for data in _payloads(args):
                 if args.lines and not data:
                     continue
-                _show(hub.publish(args.topic, data, event=args.event, retry=args.retry))
+                result = hub.publish(
+                    args.topic, data, event=args.event, retry=args.retry, idempotency_key=key
+                )
+                _show(result)
     except ConfigurationError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
@@ -164,13 +220,59 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_socket(args: argparse.Namespace) -> int:
+def _check_key_options(args: argparse.Namespace) -> str | None:
+    """Return ``--idempotency-key`` (checked), refusing what cannot work.
+
+    Raises:
+        ConfigurationError: ``--attempts`` below 1, an invalid key, or a key with ``--lines``
+            (one key names one event).
+    """
+    from ..broker.publication import check_idempotency_key
+
+    if args.attempts < 1:
+        raise ConfigurationError("--attempts must be at least 1")
+    key: str | None = getattr(args, "idempotency_key", None)
+    if key is None:
+        return None
+    if args.lines:
+        raise ConfigurationError("--idempotency-key names one event; it cannot go with --lines")
+    try:
+        return check_idempotency_key(key)
+    except ValueError as exc:
+        raise ConfigurationError(f"--idempotency-key: {exc}") from None
+
+
+_SOCKET_RETRY_CODES = frozenset({"unavailable", "outcome_unknown", "connection"})
+"""Ingest errors after which a command is sent again, with the same idempotency key."""
+
+
+def _send_with_retry(ingest: Any, command: dict[str, Any], policy: PublishRetry) -> Any:
+    """Send ``command``, again (unchanged: same key) after a retryable error, as ``policy``
+    says; the ingest client reconnects by itself after a connection error."""
+    from .._exceptions import IngestError
+    from ..client._publish import Retrying
+
+    retrying = Retrying(policy, _announce)
+    while True:
+        try:
+            return ingest.send(command)
+        except IngestError as exc:
+            delay = retrying.after(exc) if exc.code in _SOCKET_RETRY_CODES else None
+            if delay is None:
+                raise
+        time.sleep(delay)
+
+
+def _run_socket(args: argparse.Namespace, key: str | None) -> int:
     """``run`` through the ingest socket: same input handling, output and exit codes."""
     from .._exceptions import IngestError
     from ..channels._ingest_client import IngestClient
+    from ..client._publish import new_idempotency_key
 
+    policy = _retry_policy(args)
     try:
-        with IngestClient(args.socket) as ingest:
+        # Connected by the first send, so a socket that is not there yet is retried too.
+        with closing(IngestClient(args.socket)) as ingest:
             for data in _payloads(args):
                 if args.lines and not data:
                     continue
@@ -179,7 +281,8 @@ def _run_socket(args: argparse.Namespace) -> int:
                     command["event"] = args.event
                 if args.retry is not None:
                     command["retry"] = args.retry
-                reply = ingest.send(command)
+                command["idempotency_key"] = key or new_idempotency_key()
+                reply = _send_with_retry(ingest, command, policy)
                 print(f"id={reply['id']} topics={args.topic}", flush=True)
     except ConfigurationError as exc:
         print(f"{_PROG}: {exc}", file=sys.stderr)

@@ -7,14 +7,22 @@ this package works without it; constructing a client raises :class:`~ssehub.Miss
   iterate a ``text/event-stream`` URL with the WHATWG connection model, exact ``Last-Event-ID``
   resume, backoff with jitter and idle detection.
 - :class:`ReconnectMachine` and :class:`ReconnectPolicy`: the pure state machine both drive.
-- :class:`HubClient` and :class:`AsyncHubClient`: publish, subscribe and query an ssehub hub.
+- :class:`HubClient` and :class:`AsyncHubClient`: publish, subscribe and query an ssehub hub;
+  publishes carry an idempotency key and retry safely (:class:`PublishRetry`).
 """
 
 from __future__ import annotations
 
 from ._async import AsyncEventSource
 from ._common import DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT
-from ._hub import DEFAULT_HUB_URL, AsyncHubClient, HubClient, Publication, PublishResult
+from ._hub import (
+    DEFAULT_HUB_URL,
+    AsyncHubClient,
+    HubClient,
+    Publication,
+    PublishResult,
+    PublishRetry,
+)
 from ._reconnect import (
     RETRYABLE_STATUSES,
     Action,
@@ -39,6 +47,7 @@ __all__ = [
     "HubClient",
     "Publication",
     "PublishResult",
+    "PublishRetry",
     "ReadyState",
     "ReconnectMachine",
     "ReconnectPolicy",

@@ -4,27 +4,40 @@ The API (``ssehub serve``): ``POST /publish`` with ``{"topic" | "topics", "data"
 "retry"?}`` (a JSON array publishes a batch, all or nothing), ``GET /events?topic=T...`` (the
 event stream), ``GET /status``. Errors are 4xx/5xx with a JSON body ``{"error": code, "detail":
 message}``; they become :class:`~ssehub.HubResponseError` carrying that body.
+
+Publishing sends an idempotency key and retries safely (:mod:`ssehub.client._publish`).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, overload
 
-from .._exceptions import (
-    ConfigurationError,
-    ConnectionFailed,
-    EventValidationError,
-    HubResponseError,
-)
+import anyio
+
+from .._exceptions import ConfigurationError, HubResponseError
 from ..wire import MessageEvent
 from ._async import AsyncEventSource
 from ._common import DEFAULT_IDLE_TIMEOUT, ReconnectCallback, require_httpx, validate_url
+from ._publish import (
+    IDEMPOTENCY_HEADER,
+    Publication,
+    PublishResult,
+    PublishRetry,
+    RetryCallback,
+    Retrying,
+    batch_body,
+    decode,
+    encode,
+    new_idempotency_key,
+    result,
+    results,
+    unreachable,
+)
 from ._reconnect import ReconnectPolicy
 from ._sync import EventSource
 
@@ -41,6 +54,7 @@ __all__ = [
     "HubClient",
     "Publication",
     "PublishResult",
+    "PublishRetry",
     "default_hub_url",
     "token_headers",
 ]
@@ -60,50 +74,6 @@ DEFAULT_TIMEOUT: Final = 10.0
 
 T = TypeVar("T")
 Topics: TypeAlias = str | Sequence[str]
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """What the hub answered for one published event.
-
-    Attributes:
-        id: the id the hub assigned.
-        topics: the topics the event went to.
-        subscribers: how many subscribers it was delivered to.
-    """
-
-    id: str
-    topics: tuple[str, ...]
-    subscribers: int
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One event of a batch for :meth:`HubClient.publish_many`.
-
-    Attributes:
-        topic: a topic, or a sequence of topics.
-        data: a string (delivered verbatim) or any JSON value (delivered as compact JSON).
-        event: the event type, or ``None`` for ``message``.
-        retry: a reconnection time in milliseconds for the subscribers, or ``None``.
-    """
-
-    topic: Topics
-    data: Any
-    event: str | None = None
-    retry: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the JSON object ``POST /publish`` expects for this event."""
-        body: dict[str, Any] = (
-            {"topic": self.topic} if isinstance(self.topic, str) else {"topics": list(self.topic)}
-        )
-        body["data"] = self.data
-        if self.event is not None:
-            body["event"] = self.event
-        if self.retry is not None:
-            body["retry"] = self.retry
-        return body
 
 
 def default_hub_url(environ: Mapping[str, str] | None = None) -> str:
@@ -147,62 +117,6 @@ def _events_url(base: str, topics: Topics) -> str:
     return f"{base}/events?{urllib.parse.urlencode([('topic', name) for name in names])}"
 
 
-def _encode(payload: Any) -> bytes:
-    try:
-        return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise EventValidationError("data", f"not JSON-serializable: {exc}") from exc
-
-
-def _batch_body(publications: Iterable[Publication | Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [p.to_json() if isinstance(p, Publication) else dict(p) for p in publications]
-
-
-def _decode(response: httpx.Response) -> Any:
-    """Return the JSON body of a successful response; raise HubResponseError otherwise."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not response.is_success:
-        if isinstance(body, dict) and "error" in body:
-            raise HubResponseError(response.status_code, body)
-        text = response.text.strip()[:200]
-        raise HubResponseError(
-            response.status_code, {"error": f"http_{response.status_code}", "detail": text}
-        )
-    if body is None:
-        raise HubResponseError(
-            response.status_code, {"error": "invalid_response", "detail": "the body is not JSON"}
-        )
-    return body
-
-
-def _result(item: Any, status: int) -> PublishResult:
-    try:
-        return PublishResult(str(item["id"]), tuple(item["topics"]), int(item["subscribers"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise HubResponseError(
-            status, {"error": "invalid_response", "detail": f"unexpected publish result {item!r}"}
-        ) from exc
-
-
-def _results(body: Any, status: int) -> list[PublishResult]:
-    # The batch answer is {"events": [...]}; a bare list is accepted too.
-    items = body.get("events", body.get("results")) if isinstance(body, dict) else body
-    if not isinstance(items, list):
-        raise HubResponseError(
-            status, {"error": "invalid_response", "detail": "unexpected batch answer"}
-        )
-    return [_result(item, status) for item in items]
-
-
-def _unreachable(base: str, exc: Exception) -> ConnectionFailed:
-    error = ConnectionFailed(f"cannot reach the hub at {base}: {exc or type(exc).__name__}")
-    error.__cause__ = exc
-    return error
-
-
 class HubClient:
     """A blocking client of an ssehub hub.
 
@@ -212,6 +126,9 @@ class HubClient:
         timeout: seconds for each API call.
         client: an ``httpx.Client`` to use (not closed by this object). Sources from
             :meth:`subscribe` use it too, so its TLS, proxy and auth settings apply to streams.
+        publish_retry: how publishes retry on 502/503/504 and network errors, with the same
+            idempotency key (:class:`PublishRetry()`; ``PublishRetry(attempts=1)``: never).
+        on_retry: called before each such wait with ``(attempt, delay, cause)``.
 
     Raises:
         ConfigurationError: the URL is invalid or not http(s).
@@ -228,6 +145,8 @@ class HubClient:
         headers: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         client: httpx.Client | None = None,
+        publish_retry: PublishRetry | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         require_httpx()
         import httpx
@@ -239,44 +158,79 @@ class HubClient:
         # Streams share only a client the caller made: ours closes with this object, which
         # would break a source that outlives it.
         self._stream_client = client
+        self.publish_retry = publish_retry if publish_retry is not None else PublishRetry()
+        self._on_retry = on_retry
 
-    def _post(self, payload: Any) -> httpx.Response:
+    def _post(self, payload: Any, key: str | None = None) -> httpx.Response:
+        """POST ``payload`` to ``/publish``; retry the very same request (body, key) as
+        :attr:`publish_retry` says, and return the last answer."""
         import httpx
 
         headers = {**self._headers, "Content-Type": "application/json"}
-        try:
-            return self._client.post(
-                f"{self.url}/publish", content=_encode(payload), headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise _unreachable(self.url, exc) from exc
+        if key is not None:
+            headers[IDEMPOTENCY_HEADER] = key
+        content = encode(payload)
+        retrying = Retrying(self.publish_retry, self._on_retry)
+        while True:
+            try:
+                response = self._client.post(
+                    f"{self.url}/publish", content=content, headers=headers
+                )
+            except httpx.TransportError as exc:
+                error = unreachable(self.url, exc)
+                delay = retrying.after(error)
+                if delay is None:
+                    raise error from exc
+            except httpx.HTTPError as exc:
+                raise unreachable(self.url, exc) from exc
+            else:
+                delay = retrying.after_response(response)
+                if delay is None:
+                    return response
+            time.sleep(delay)
 
     def publish(
-        self, topic: Topics, data: Any, *, event: str | None = None, retry: int | None = None
+        self,
+        topic: Topics,
+        data: Any,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+        idempotency_key: str | None = None,
     ) -> PublishResult:
-        """Publish one event to one or more topics.
+        """Publish one event to one or more topics, retrying safely (see :class:`HubClient`).
 
         Args:
             topic: a topic, or a sequence of topics.
             data: a string (delivered verbatim) or any JSON value (delivered as compact JSON).
             event: the event type.
             retry: a reconnection time in milliseconds for the subscribers.
+            idempotency_key: names this publication (1-255 visible ASCII characters), sent as
+                ``Idempotency-Key`` with every attempt; a new random one when ``None``. Give
+                your own (an order id, a job id) to retry safely beyond this call, even from
+                another process: the hub stores the event once per key while it is in history.
 
         Returns:
             The id the hub assigned, the topics and the number of subscribers reached.
 
         Raises:
-            HubResponseError: the hub rejected the event (its JSON error is attached).
-            ConnectionFailed: the hub cannot be reached.
+            HubResponseError: the hub rejected the event (its JSON error is attached), or still
+                answered 502/503/504 after the last attempt (``error["outcome"] ==
+                "unknown"`` for 504: it may be published; retry with the same key).
+            ConnectionFailed: the hub cannot be reached (after the last attempt).
             EventValidationError: ``data`` is not JSON-serializable.
         """
-        response = self._post(Publication(topic, data, event, retry).to_json())
-        return _result(_decode(response), response.status_code)
+        key = new_idempotency_key() if idempotency_key is None else idempotency_key
+        response = self._post(Publication(topic, data, event, retry).to_json(), key)
+        return result(decode(response), response.status_code)
 
     def publish_many(
         self, publications: Iterable[Publication | Mapping[str, Any]]
     ) -> list[PublishResult]:
         """Publish a batch in order, all or nothing (one request).
+
+        Each event carries its ``idempotency_key`` (a new one for each event without), so the
+        batch is retried as safely as :meth:`publish`.
 
         Args:
             publications: :class:`Publication` values or the equivalent JSON objects.
@@ -285,12 +239,13 @@ class HubClient:
             One result per event, in order.
 
         Raises:
-            HubResponseError: the hub rejected the batch; nothing was published.
+            HubResponseError: the hub rejected the batch; nothing was published (or, for 504,
+                it may have been: retry with the same keys).
             ConnectionFailed: the hub cannot be reached.
             EventValidationError: some ``data`` is not JSON-serializable.
         """
-        response = self._post(_batch_body(publications))
-        return _results(_decode(response), response.status_code)
+        response = self._post(batch_body(publications))
+        return results(decode(response), response.status_code)
 
     def status(self) -> dict[str, Any]:
         """Return the hub's ``GET /status`` JSON (uptime, connections, topics, totals).
@@ -304,8 +259,8 @@ class HubClient:
         try:
             response = self._client.get(f"{self.url}/status", headers=self._headers)
         except httpx.HTTPError as exc:
-            raise _unreachable(self.url, exc) from exc
-        body = _decode(response)
+            raise unreachable(self.url, exc) from exc
+        body = decode(response)
         if not isinstance(body, dict):
             raise HubResponseError(
                 response.status_code, {"error": "invalid_response", "detail": "not an object"}
@@ -443,6 +398,8 @@ class AsyncHubClient:
         headers: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         client: httpx.AsyncClient | None = None,
+        publish_retry: PublishRetry | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         require_httpx()
         import httpx
@@ -453,31 +410,56 @@ class AsyncHubClient:
         self._client = client if client is not None else httpx.AsyncClient(timeout=timeout)
         # Streams share only a client the caller made (see HubClient).
         self._stream_client = client
+        self.publish_retry = publish_retry if publish_retry is not None else PublishRetry()
+        self._on_retry = on_retry
 
-    async def _post(self, payload: Any) -> httpx.Response:
+    async def _post(self, payload: Any, key: str | None = None) -> httpx.Response:
+        """See :meth:`HubClient._post`; waits with ``anyio.sleep``."""
         import httpx
 
         headers = {**self._headers, "Content-Type": "application/json"}
-        try:
-            return await self._client.post(
-                f"{self.url}/publish", content=_encode(payload), headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise _unreachable(self.url, exc) from exc
+        if key is not None:
+            headers[IDEMPOTENCY_HEADER] = key
+        content = encode(payload)
+        retrying = Retrying(self.publish_retry, self._on_retry)
+        while True:
+            try:
+                response = await self._client.post(
+                    f"{self.url}/publish", content=content, headers=headers
+                )
+            except httpx.TransportError as exc:
+                error = unreachable(self.url, exc)
+                delay = retrying.after(error)
+                if delay is None:
+                    raise error from exc
+            except httpx.HTTPError as exc:
+                raise unreachable(self.url, exc) from exc
+            else:
+                delay = retrying.after_response(response)
+                if delay is None:
+                    return response
+            await anyio.sleep(delay)
 
     async def publish(
-        self, topic: Topics, data: Any, *, event: str | None = None, retry: int | None = None
+        self,
+        topic: Topics,
+        data: Any,
+        *,
+        event: str | None = None,
+        retry: int | None = None,
+        idempotency_key: str | None = None,
     ) -> PublishResult:
-        """Publish one event; see :meth:`HubClient.publish`."""
-        response = await self._post(Publication(topic, data, event, retry).to_json())
-        return _result(_decode(response), response.status_code)
+        """Publish one event, retrying safely; see :meth:`HubClient.publish`."""
+        key = new_idempotency_key() if idempotency_key is None else idempotency_key
+        response = await self._post(Publication(topic, data, event, retry).to_json(), key)
+        return result(decode(response), response.status_code)
 
     async def publish_many(
         self, publications: Iterable[Publication | Mapping[str, Any]]
     ) -> list[PublishResult]:
         """Publish a batch, all or nothing; see :meth:`HubClient.publish_many`."""
-        response = await self._post(_batch_body(publications))
-        return _results(_decode(response), response.status_code)
+        response = await self._post(batch_body(publications))
+        return results(decode(response), response.status_code)
 
     async def status(self) -> dict[str, Any]:
         """Return the hub's ``GET /status`` JSON; see :meth:`HubClient.status`."""
@@ -486,8 +468,8 @@ class AsyncHubClient:
         try:
             response = await self._client.get(f"{self.url}/status", headers=self._headers)
         except httpx.HTTPError as exc:
-            raise _unreachable(self.url, exc) from exc
-        body = _decode(response)
+            raise unreachable(self.url, exc) from exc
+        body = decode(response)
         if not isinstance(body, dict):
             raise HubResponseError(
                 response.status_code, {"error": "invalid_response", "detail": "not an object"}

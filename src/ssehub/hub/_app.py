@@ -30,8 +30,12 @@ from starlette.types import Receive, Scope, Send
 from .._exceptions import (
     BackendUnavailable,
     BrokerClosed,
+    BrokerError,
     EventValidationError,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
     InvalidTopic,
+    PublishOutcomeUnknown,
     SendTimeoutError,
 )
 from .._logging import RequestIdMiddleware
@@ -47,7 +51,13 @@ from ._guard import Guard, check_last_event_id, split_private
 from ._limits import Lease
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
-from ._publish import PublishRequest, check_content_type, check_topics, parse_publish_body
+from ._publish import (
+    PublishRequest,
+    check_content_type,
+    check_topics,
+    idempotency_keys,
+    parse_publish_body,
+)
 from ._settings import HubSettings
 from ._state import HubState
 
@@ -170,6 +180,17 @@ def _broker_error(exc: Exception) -> HubHTTPError:
         return HubHTTPError(code, f"invalid topic: {exc.reason}")
     if isinstance(exc, EventValidationError):
         return HubHTTPError(_EVENT_FIELDS.get(exc.field, "invalid_event"), str(exc))
+    if isinstance(exc, InvalidIdempotencyKey):
+        return HubHTTPError("invalid_idempotency_key", str(exc))
+    if isinstance(exc, IdempotencyKeyReused):
+        return HubHTTPError("idempotency_key_reused", str(exc))
+    if isinstance(exc, PublishOutcomeUnknown):
+        # -- scaling: sent, not answered: maybe stored. Not 503, which promises it was not.
+        return HubHTTPError(
+            "outcome_unknown",
+            "the backend did not answer: the event may be published; retry with the same "
+            "Idempotency-Key (it stores nothing new if the first attempt was published)",
+        )
     if isinstance(exc, BackendUnavailable):
         return HubHTTPError("unavailable", "the broker's backend cannot be reached")
     return HubHTTPError("unavailable", "the broker is not running")
@@ -257,19 +278,20 @@ class _Endpoints:
                 body, max_topics=hub.max_topics, max_batch=settings.max_batch
             )
             private = flags or [False] * len(requests)
+            keys = idempotency_keys(request.headers.getlist("idempotency-key"), requests, batch)
             hub.guard.authorize_publish(request.scope, requests, private)
             broker = hub.require_broker()
             try:
                 if not batch:
-                    stored_one = await _publish_one(broker, requests[0], private=private[0])
+                    stored_one = await _publish_one(broker, requests[0], private[0], keys[0])
                     return JSONResponse(_published(broker, stored_one))
                 stored = await broker.publish_many(
                     [
-                        Publication(r.topics, r.data, r.event, r.retry, p)
-                        for r, p in zip(requests, private, strict=True)
+                        Publication(r.topics, r.data, r.event, r.retry, p, k)
+                        for r, p, k in zip(requests, private, keys, strict=True)
                     ]
                 )
-            except (InvalidTopic, EventValidationError, BrokerClosed, BackendUnavailable) as exc:
+            except (InvalidTopic, EventValidationError, BrokerError) as exc:
                 raise _broker_error(exc) from None
             return JSONResponse({"events": [_published(broker, item) for item in stored]})
         except HubHTTPError as exc:
@@ -334,10 +356,15 @@ class _Endpoints:
 
 
 async def _publish_one(
-    broker: Broker, request: PublishRequest, *, private: bool = False
+    broker: Broker, request: PublishRequest, private: bool, key: str | None
 ) -> StoredEvent:
     return await broker.publish(
-        request.topics, request.data, event=request.event, retry=request.retry, private=private
+        request.topics,
+        request.data,
+        event=request.event,
+        retry=request.retry,
+        private=private,
+        idempotency_key=key,
     )
 
 

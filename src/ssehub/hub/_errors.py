@@ -27,6 +27,10 @@ ERROR_CODES: Final[Mapping[str, int]] = {
     "invalid_data": 400,
     "invalid_event": 400,
     "invalid_retry": 400,
+    "invalid_idempotency_key": 400,
+    # A valid request that conflicts with what the key already names (the hub's state), not a
+    # malformed one: 409, as a retry after the first publication is forgotten would succeed.
+    "idempotency_key_reused": 409,
     # A reserved type is well-formed but not the publisher's to use (SSE-SPEC §5 case 28).
     "reserved_event": 403,
     # -- security: codes added here
@@ -46,6 +50,8 @@ ERROR_CODES: Final[Mapping[str, int]] = {
     "too_many_events": 413,
     "unsupported_media_type": 415,
     "unavailable": 503,
+    # Sent to the backend, not answered: maybe published (body: "outcome": "unknown").
+    "outcome_unknown": 504,
     # -- channels: their error codes
     "invalid_name": 400,
     "unknown_channel": 404,
@@ -57,11 +63,18 @@ ERROR_CODES: Final[Mapping[str, int]] = {
 }
 """Every ``error`` code the hub can answer, with its HTTP status.
 
-``unavailable`` (503) is the only non-4xx: the broker is not running (the hub is starting, or
-it is mounted without its lifespan and without a ``broker=``); it never depends on the input.
+``unavailable`` (503) and ``outcome_unknown`` (504) are the only non-4xx: the broker is not
+running (the hub is starting, or it is mounted without its lifespan and without a ``broker=``)
+or its backend cannot be reached (nothing was published), or a publish was sent to the backend
+and not answered (it may be published; its body adds ``"outcome": "unknown"``). They never
+depend on the input.
 """
 
 _STATUS_CODES: Final = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+_EXTRA_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {"outcome_unknown": {"outcome": "unknown"}}
+"""Fields a code's body carries besides ``error`` and ``detail``: a client that does not know
+the code still sees that the outcome is unknown (and retries with the same idempotency key)."""
 
 
 class HubHTTPError(Exception):
@@ -87,7 +100,8 @@ class HubHTTPError(Exception):
 
 
 def error_response(code: str, detail: str, headers: Mapping[str, str] | None = None) -> Response:
-    """Return a ``{"error": code, "detail": detail}`` response with the code's HTTP status.
+    """Return a ``{"error": code, "detail": detail}`` response with the code's HTTP status
+    (``outcome_unknown`` adds ``"outcome": "unknown"``).
 
     Args:
         code: a key of :data:`ERROR_CODES`.
@@ -99,7 +113,9 @@ def error_response(code: str, detail: str, headers: Mapping[str, str] | None = N
     """
     all_headers = {"Cache-Control": "no-store", **(headers or {})}
     return JSONResponse(
-        {"error": code, "detail": detail}, status_code=ERROR_CODES[code], headers=all_headers
+        {"error": code, "detail": detail, **_EXTRA_FIELDS.get(code, {})},
+        status_code=ERROR_CODES[code],
+        headers=all_headers,
     )
 
 

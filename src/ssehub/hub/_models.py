@@ -291,6 +291,16 @@ class Error(Struct):
 
     error: str
     detail: Annotated[str, Meta(description="Human-readable; may change.")]
+    outcome: (
+        Annotated[
+            Literal["unknown"],
+            Meta(
+                description="Only with 504 `outcome_unknown`: the publish may or may not be "
+                "stored; retrying with the same idempotency key is safe."
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class StreamEvent(Struct):

@@ -36,7 +36,7 @@ from ._models import (
     schema_components,
     topic_type,
 )
-from ._publish import publish_schemas, publish_types
+from ._publish import IDEMPOTENCY_HEADER, IdempotencyKey, publish_schemas, publish_types
 from ._responses import error_responses, operation_codes
 from ._settings import HubSettings
 
@@ -146,11 +146,23 @@ def _publish_operation(settings: HubSettings) -> dict[str, Any]:
             f"batch is published. At most {settings.max_batch} events per batch and "
             f"{settings.max_body_size} bytes per body (`max_body_size`)."
         ),
+        "parameters": [
+            {
+                "name": IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Names this publication: a retry with the same key within the "
+                "history window stores nothing and answers the first result (its id). In a "
+                "batch, event `i` without its own `idempotency_key` is keyed `<key>:<i>`. After "
+                'a 504 (`"outcome": "unknown"`) or a lost connection, retry with the same key.',
+                "schema": schema_components([IdempotencyKey])[0][0],
+            }
+        ],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {
             "200": {
                 "description": "Published: `Published` for an object, `PublishedBatch` for an "
-                "array.",
+                "array. A repeated idempotency key answers the first publication's id.",
                 "content": {
                     "application/json": {
                         "schema": {

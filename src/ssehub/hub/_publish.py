@@ -10,6 +10,8 @@ subscribers. One object::
 several lines: the encoder writes one ``data:`` line per line, WHATWG HTML §9.2.5); any other
 JSON value is delivered as compact JSON text. Ids are assigned by the broker, so ``id`` is
 refused, as is every other unknown field (a typo such as ``evnet`` must not be silently dropped).
+An ``idempotency_key`` names an event's publication, so a retry stores nothing new; events
+without one take theirs from the ``Idempotency-Key`` header (:func:`idempotency_keys`).
 
 The body's type is declared once, by :func:`publish_types`: msgspec types built for the hub's
 limits (topic length, topics per event, events per batch). :func:`parse_publish_body` decodes
@@ -24,6 +26,7 @@ field it concerns (:data:`FIELD_ERRORS`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -34,6 +37,7 @@ from typing import Annotated, Any, Final, Literal, NoReturn, Union
 
 from .._exceptions import InvalidTopic
 from ..broker.events import RESERVED_EVENT_PREFIX
+from ..broker.publication import MAX_IDEMPOTENCY_KEY_LENGTH, check_idempotency_key
 from ..broker.topics import MAX_TOPIC_LENGTH, validate_topic
 from ..wire import MAX_RETRY
 from ..wire._json import dumps
@@ -49,17 +53,20 @@ from ._models import (
     msgspec,
     schema_components,
     topic_type,
+    whole,
 )
 
 __all__ = [
     "EVENT_RULES",
     "FIELD_ERRORS",
+    "IDEMPOTENCY_HEADER",
     "MAX_EVENT_TYPE_LENGTH",
     "MAX_RETRY",
     "PublishRequest",
     "PublishTypes",
     "check_content_type",
     "check_topics",
+    "idempotency_keys",
     "parse_publish_body",
     "publish_schemas",
     "publish_types",
@@ -72,6 +79,7 @@ FIELD_ERRORS: Final = {
     "event": "invalid_event",
     "retry": "invalid_retry",
     "private": "invalid_body",
+    "idempotency_key": "invalid_idempotency_key",
 }
 """The error code of a field whose value does not fit its type. Besides these, a body answers
 ``invalid_json``, ``invalid_body`` (not an object or an array of objects), ``empty_batch``,
@@ -102,6 +110,23 @@ class PublishRequest:
     event: str | None = None
     retry: int | None = None
     private: bool = False
+    idempotency_key: str | None = None
+
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+"""The request header naming a single-event publish, so that its retries store nothing new."""
+
+IdempotencyKey = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        pattern=whole("[!-~]*"),
+        description="Names this event's publication (visible ASCII): a retry with the same key "
+        "within the history window stores nothing and answers the first result. Takes "
+        "precedence over the `Idempotency-Key` header.",
+    ),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +193,7 @@ def publish_types(
         ("data", data),
         ("event", Union[EventType, None], None),  # noqa: UP007
         ("retry", Union[Retry, None], None),  # noqa: UP007
+        ("idempotency_key", Union[IdempotencyKey, None], None),  # noqa: UP007
     ]
     if private is not None:
         description = (
@@ -331,6 +357,7 @@ def _hint(field: str, types: PublishTypes) -> str:
         "event": f"'event' must be 1-{MAX_EVENT_TYPE_LENGTH} characters without CR, LF or NUL",
         "retry": _RETRY_HINT,
         "private": "'private' must be true or false",
+        "idempotency_key": _KEY_HINT,
     }[field]
 
 
@@ -442,7 +469,50 @@ def _request(item: Any, where: str) -> PublishRequest:
             data = dumps(data)
         except (TypeError, ValueError, RecursionError):
             _reject("invalid_data", f"{where}'data' cannot be written as compact JSON")
-    return PublishRequest(names, data, event, retry, getattr(item, "private", False))
+    private = getattr(item, "private", False)
+    return PublishRequest(names, data, event, retry, private, item.idempotency_key)
+
+
+_KEY_HINT: Final = (
+    f"an idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters (! to ~)"
+)
+
+
+def idempotency_keys(
+    headers: list[str], requests: list[PublishRequest], batch: bool
+) -> list[str | None]:
+    """Return the idempotency key of each event: its own ``idempotency_key``, else one from the
+    request's ``Idempotency-Key`` header (the header itself for a single event; ``<key>:<i>``
+    for event ``i`` of a batch, so a retried batch repeats every event's key).
+
+    Args:
+        headers: the values of the request's ``Idempotency-Key`` headers.
+        requests: the parsed events.
+        batch: whether the body was an array.
+
+    Raises:
+        HubHTTPError: ``invalid_idempotency_key`` (400): the header is repeated or invalid.
+    """
+    keys = [request.idempotency_key for request in requests]
+    if not headers:
+        return keys
+    if len(headers) > 1:
+        _reject("invalid_idempotency_key", f"send one {IDEMPOTENCY_HEADER} header, not several")
+    try:
+        key = check_idempotency_key(headers[0])
+    except ValueError:
+        _reject("invalid_idempotency_key", f"invalid {IDEMPOTENCY_HEADER}: {_KEY_HINT}")
+    if not batch:
+        return [key if keys[0] is None else keys[0]]
+    return [_item_key(key, index) if own is None else own for index, own in enumerate(keys)]
+
+
+def _item_key(key: str, index: int) -> str:
+    """The key of event ``index`` of a batch sent with ``Idempotency-Key: key``."""
+    derived = f"{key}:{index}"
+    if len(derived) > MAX_IDEMPOTENCY_KEY_LENGTH:  # a long header: its digest stands for it
+        derived = f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}:{index}"
+    return derived
 
 
 def parse_publish_body(
@@ -471,8 +541,9 @@ def parse_publish_body(
         HubHTTPError: the first problem found, as one of the codes ``invalid_json``,
             ``invalid_body``, ``empty_batch``, ``unknown_field``, ``missing_topic``,
             ``invalid_topic``, ``too_many_topics``, ``missing_data``, ``invalid_data``,
-            ``invalid_event``, ``invalid_retry``, ``private_without_auth`` (400),
-            ``reserved_event`` (403) or ``too_many_events`` (413). Inside a batch the detail
+            ``invalid_event``, ``invalid_retry``, ``invalid_idempotency_key``,
+            ``private_without_auth`` (400), ``reserved_event`` (403) or ``too_many_events``
+            (413). Inside a batch the detail
             starts with the item's index (``events[3]: ...``).
     """
     types = publish_types(

@@ -36,6 +36,10 @@ CODE_MEANINGS: Final[Mapping[str, str]] = {
     "invalid_data": "data that cannot be sent (a lone surrogate)",
     "invalid_event": "an invalid event or message type",
     "invalid_retry": "a `retry` that is not an integer from 0 to 2**64 - 1",
+    "invalid_idempotency_key": "an `Idempotency-Key` (or `idempotency_key`) that is not 1-255 "
+    "visible ASCII characters, or the header twice",
+    "idempotency_key_reused": "the idempotency key names an earlier publication that differs "
+    "from this one; nothing was published",
     "reserved_event": "a type starting with `ssehub.`, which the hub reserves for its own notices",
     "last_event_id_too_long": "a `Last-Event-ID` longer than `max_last_event_id_length`",
     "private_without_auth": "a private event on a hub without authentication",
@@ -54,7 +58,10 @@ CODE_MEANINGS: Final[Mapping[str, str]] = {
     "body_too_large": "a body over `max_body_size` bytes",
     "too_many_events": "a batch over `max_batch` events",
     "unsupported_media_type": "a body not sent as `Content-Type: application/json`",
-    "unavailable": "the broker (or the channels) not running, or the backend unreachable",
+    "unavailable": "the broker (or the channels) not running, or the backend unreachable; "
+    "nothing was published",
+    "outcome_unknown": 'the backend did not answer a publish it was sent (`"outcome": '
+    '"unknown"`): it may be published; retrying with the same idempotency key is safe',
     "invalid_name": "an invalid or missing channel name or listener id",
     "unknown_channel": "no such channel",
     "unknown_listener": "no such listener",
@@ -83,6 +90,9 @@ _PUBLISH: Final = (
     "invalid_retry",
     "reserved_event",
     "too_many_events",
+    "invalid_idempotency_key",
+    "idempotency_key_reused",
+    "outcome_unknown",
 )
 _MESSAGE: Final = ("invalid_event", "reserved_event", "invalid_data", "message_rejected")
 
