@@ -73,3 +73,21 @@ def test_quick_run_prints_results(script: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for line in EXPECTED[script]:
         assert line in result.stdout, f"{line!r} missing from:\n{result.stdout}"
+
+
+def test_fanout_middleware_comparison_runs() -> None:
+    env = dict(os.environ)
+    env.pop("SSEHUB_BENCH_SRC", None)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_hub_fanout.py"), "--quick", "--middleware"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| metric | bare | behind a pass-through middleware | bare / wrapped |" in result.stdout
+    assert "| server CPU µs/delivery |" in result.stdout
+    assert "streams ended by a server during measurement: 0" in result.stdout
