@@ -8,7 +8,8 @@ throughput and clean teardown:
   run in a producer task that starts with the response (as in sse-starlette), encoding into a
   bounded buffer; broker subscriptions hand over frames encoded once for every subscriber.
 * Pings, send deadlines and the end of a shutdown's grace period are timers on one alarm
-  clock per event loop: no pinger task and no cancel scope per stream.
+  clock per event loop (under asyncio): no pinger task and no timer handle per stream, and an
+  idle stream is not woken before its ping is due.
 * Plain ASGI only, so it works the same on uvicorn, hypercorn and granian, under asyncio and
   trio, behind any middleware.
 * Headers and a first comment (``: ok``) go out at once, so clients and proxies (and
