@@ -37,7 +37,8 @@ async def test_disconnect_sheds_slow_consumer_and_spares_others() -> None:
             assert [item.encode() for item in await slow.receive()] == []
             assert [item.encode() for item in await slow.receive()] == []
             assert await fast.receive() == [stored[-1]]
-        assert broker.statistics() == BrokerStatistics(
+        # history_bytes is a gauge of the history, not a counter of this test's doing
+        assert broker.statistics()._replace(history_bytes=0) == BrokerStatistics(
             topics=1, subscribers=1, published=4, delivered=4, dropped=3, shed=1
         )
         # The shed client resumes from history with the last id it processed: nothing lost.
@@ -145,7 +146,7 @@ async def test_statistics_peak_and_delivered() -> None:
         await broker.publish("b", "x")
         assert sub.statistics() == SubscriptionStatistics(1, 4, 0, 4)
         assert other.statistics() == SubscriptionStatistics(1, 1, 0, 0)
-        assert broker.statistics() == BrokerStatistics(2, 2, 5, 4, 0, 0)
+        assert broker.statistics()[:8] == BrokerStatistics(2, 2, 5, 4, 0, 0)[:8]
         await sub.aclose()
         await other.aclose()
-        assert broker.statistics() == BrokerStatistics(0, 0, 5, 4, 0, 0)
+        assert broker.statistics()[:8] == BrokerStatistics(0, 0, 5, 4, 0, 0)[:8]

@@ -246,6 +246,10 @@ async def test_status_document(hub_app: Starlette, client: httpx.AsyncClient) ->
     assert set(status) == {"uptime", "connections", "topics", "totals"}
     assert status["uptime"] >= 0
     assert status["connections"] == 1
+    # Without authentication everyone sees every topic, and so the bytes of its history.
+    history_bytes = {name: topic.pop("history_bytes") for name, topic in status["topics"].items()}
+    assert history_bytes["b"] == 0 < history_bytes["a"] == history_bytes["z"]
+    assert status["totals"]["history_bytes"] == history_bytes["a"] + history_bytes["z"]
     assert status["topics"] == {
         "a": {"subscribers": 1, "history": 1},
         "b": {"subscribers": 1, "history": 0},

@@ -136,7 +136,11 @@ async def test_a_topic_known_only_by_its_subscribers_is_hidden_too(
             async with stream_asgi(app, "/events?topic=users/carol/inbox", headers=ADMIN) as stream:
                 await stream.start()  # subscribed: the topic exists here with no history
                 admin_view = await _json(http, "/status", ADMIN)
-                assert admin_view["topics"]["users/carol/inbox"] == {"subscribers": 1, "history": 0}
+                assert admin_view["topics"]["users/carol/inbox"] == {
+                    "subscribers": 1,
+                    "history": 0,
+                    "history_bytes": 0,  # admins see how much of the byte budget is used
+                }
                 view = await _json(http, "/status", ORDERS)
                 stats = await _json(http, "/dashboard/stats", ORDERS)
         assert (view["topics"], view["hidden_topics"]) == ({}, 1)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..broker.events import Position, ResetReason, StoredEvent
     from ..wire import ServerSentEvent
 
-__all__ = ["Backend", "EventSink", "PendingEvent", "Replay"]
+__all__ = ["Backend", "EventSink", "PendingEvent", "Replay", "history_bytes", "history_usage"]
 
 EventSink = Callable[["StoredEvent"], None]
 """Called on the event loop thread with each stored event, in position order; must not block."""
@@ -56,9 +56,15 @@ class Replay:
 class Backend(Protocol):
     """Where events get their ids and live in history. Implementations: memory, Redis.
 
-    A backend instance serves one broker at a time. History bounds (count per topic, age) are
-    options of the backend's constructor; :func:`ssehub.backends.create_backend` passes the
-    broker's ``history_size``/``history_ttl`` through.
+    A backend instance serves one broker at a time. History bounds (count per topic, age, and
+    the byte and topic bounds of a :class:`~ssehub.broker.history.HistoryBudget`) are options
+    of the backend's constructor; :func:`ssehub.backends.create_backend` passes the broker's
+    ``history_size``/``history_ttl``/``budget`` through.
+
+    Two members are optional, read with :func:`history_bytes` and :func:`history_usage` (0
+    bytes without them): ``history_bytes``, an int attribute (the bytes history holds now, or
+    as last seen for a shared store), and ``async history_usage(topics=None)``, like
+    :meth:`history_sizes` with ``(events, bytes)`` per topic.
     """
 
     async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
@@ -151,3 +157,24 @@ class Backend(Protocol):
             BackendUnavailable: the storage cannot be reached.
         """
         ...
+
+
+def history_bytes(backend: Backend) -> int:
+    """Return the bytes ``backend``'s history holds (its ``history_bytes``; 0 without one)."""
+    value = getattr(backend, "history_bytes", 0)
+    return value if isinstance(value, int) else 0
+
+
+async def history_usage(
+    backend: Backend, topics: Collection[str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Return ``(events, bytes)`` per topic from ``backend`` (bytes 0 if it cannot tell).
+
+    Raises:
+        BackendUnavailable: the storage cannot be reached.
+    """
+    usage = getattr(backend, "history_usage", None)
+    if usage is not None:
+        result: dict[str, tuple[int, int]] = await usage(topics)
+        return result
+    return {name: (size, 0) for name, size in (await backend.history_sizes(topics)).items()}

@@ -1,8 +1,9 @@
 """Choose a backend from a URL: ``memory://`` now, ``redis://`` and ``rediss://`` via a hook.
 
 Each scheme maps to ``"module:attribute"``, a callable ``(url, *, history_size, history_ttl)``
-returning a :class:`~ssehub.backends.Backend`. The modules are imported only when their
-scheme is used, so the Redis extra is needed only by those who use Redis.
+returning a :class:`~ssehub.backends.Backend` (given ``budget=`` too when the broker has one).
+The modules are imported only when their scheme is used, so the Redis extra is needed only by
+those who use Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 from .._exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from ..broker.history import HistoryBudget
     from .base import Backend
 
 __all__ = ["BACKEND_SCHEMES", "create_backend"]
@@ -28,13 +30,17 @@ BACKEND_SCHEMES: Final[dict[str, str]] = {
 """URL scheme -> ``"module:qualified.name"`` of the backend factory."""
 
 
-def create_backend(url: str, *, history_size: int, history_ttl: float) -> Backend:
+def create_backend(
+    url: str, *, history_size: int, history_ttl: float, budget: HistoryBudget | None = None
+) -> Backend:
     """Create the backend named by ``url``.
 
     Args:
         url: ``memory://`` or (with the Redis backend) ``redis://host:port/db``, ``rediss://...``.
         history_size: events kept per topic.
         history_ttl: seconds an event is kept.
+        budget: the largest event and the byte and topic bounds of history; passed on only
+            when given (the backend's defaults otherwise).
 
     Returns:
         A backend, not yet started.
@@ -58,5 +64,6 @@ def create_backend(url: str, *, history_size: int, history_ttl: float) -> Backen
     factory: Any = module
     for part in qualname.split("."):
         factory = getattr(factory, part)
-    backend: Backend = factory(url, history_size=history_size, history_ttl=history_ttl)
+    extra: dict[str, Any] = {} if budget is None else {"budget": budget}
+    backend: Backend = factory(url, history_size=history_size, history_ttl=history_ttl, **extra)
     return backend

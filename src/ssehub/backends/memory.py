@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Final
 from .._clock import Clock, SystemClock
 from .._exceptions import ConfigurationError, IdempotencyKeyReused
 from ..broker.events import ResetReason, StoredEvent
-from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, History
+from ..broker.history import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL,
+    History,
+    HistoryBudget,
+    HistoryPool,
+)
 from ..broker.ids import new_epoch
 from ..broker.publication import publication_fingerprint
 from ._idempotency import KeyLog, Remembered
@@ -36,6 +42,10 @@ class MemoryBackend:
     Args:
         history_size: events kept per topic (at least 1).
         history_ttl: seconds an event is kept (``> 0``), measured on the broker's clock.
+        budget: the largest event and the byte and topic bounds of the history
+            (:class:`~ssehub.broker.history.HistoryBudget`; its defaults when ``None``).
+        pool: a byte budget shared with other memory backends (a registry's channels), on top
+            of ``budget``; clear the history (:meth:`forget_now` of every topic) when done.
         epoch: the id prefix; random by default (tests may fix it). 1-16 characters of
             ``[A-Za-z0-9]``.
 
@@ -48,6 +58,8 @@ class MemoryBackend:
         *,
         history_size: int = DEFAULT_HISTORY_SIZE,
         history_ttl: float = DEFAULT_HISTORY_TTL,
+        budget: HistoryBudget | None = None,
+        pool: HistoryPool | None = None,
         epoch: str | None = None,
     ) -> None:
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
@@ -62,7 +74,7 @@ class MemoryBackend:
             raise ConfigurationError("epoch must be 1-16 ASCII letters or digits")
         self.epoch = epoch
         self._prefix = epoch + "-"
-        self._history = History(history_size, float(history_ttl))
+        self._history = History(history_size, float(history_ttl), budget, pool)
         self._keys = KeyLog(self._history.size)
         self._sequence = 0
         self._sink: EventSink | None = None
@@ -70,7 +82,14 @@ class MemoryBackend:
         self._last_sweep = float("-inf")
 
     @classmethod
-    def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> MemoryBackend:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        history_size: int,
+        history_ttl: float,
+        budget: HistoryBudget | None = None,
+    ) -> MemoryBackend:
         """Create from ``memory://`` (the URL carries no options).
 
         Raises:
@@ -78,7 +97,7 @@ class MemoryBackend:
         """
         if url.rstrip("/") != "memory:":
             raise ConfigurationError("the memory backend URL takes no options: use memory://")
-        return cls(history_size=history_size, history_ttl=history_ttl)
+        return cls(history_size=history_size, history_ttl=history_ttl, budget=budget)
 
     @property
     def history_size(self) -> int:
@@ -89,6 +108,17 @@ class MemoryBackend:
     def history_ttl(self) -> float:
         """Seconds an event is kept."""
         return self._history.max_age
+
+    @property
+    def budget(self) -> HistoryBudget:
+        """The largest event and the byte and topic bounds of the history."""
+        return self._history.budget
+
+    @property
+    def history_bytes(self) -> int:
+        """The memory the retained events take, in bytes, each event once
+        (:func:`~ssehub.broker.history.event_cost`)."""
+        return self._history.bytes
 
     @property
     def last_id(self) -> str:
@@ -122,9 +152,13 @@ class MemoryBackend:
 
         Raises:
             IdempotencyKeyReused: a key comes with a different publication; nothing is stored.
+            EventTooLarge: an event is larger than ``budget.max_event_size``; nothing is stored.
         """
-        now = self._clock.time()
         history = self._history
+        check = history.budget.check_event
+        for _, event, _ in batch:
+            check(event)
+        now = self._clock.time()
         if now - self._last_sweep >= _SWEEP_INTERVAL:
             self._last_sweep = now
             history.expire(now)
@@ -233,6 +267,16 @@ class MemoryBackend:
         self._history.expire(self._clock.time(), topics)
         names = self._history.topics() if topics is None else topics
         return {topic: self._history.size(topic) for topic in names}
+
+    async def history_usage(
+        self, topics: Collection[str] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """Return the events and the bytes each topic retains (after evicting by age); an
+        event under several topics counts in each."""
+        history = self._history
+        history.expire(self._clock.time())
+        names = history.topics() if topics is None else topics
+        return {topic: (history.size(topic), history.topic_bytes(topic)) for topic in names}
 
     async def ping(self, timeout: float) -> bool:  # noqa: ASYNC109 - silence is False
         """Return ``True``: the history lives in this process, so it always answers."""

@@ -43,6 +43,8 @@ from .._exceptions import (
     MissingDependency,
 )
 from ..broker.events import Position, ResetReason, StoredEvent
+from ..broker.history import HistoryBudget
+from . import _redis_budget
 from ._redis_codec import parse_event_id, stream_position, text
 from ._redis_health import Pinger
 from ._redis_publish import attempt, publish_arguments, publish_error, tracking_pool_class
@@ -145,6 +147,7 @@ class RedisBackend:
         reconnect_clock: the clock the reader's reconnect backoff waits on; real time by
             default. It is not the broker's clock (which ages history and may be a test's
             manual clock): reconnecting is about a real server coming back.
+        budget: the largest event and the history's byte and topic bounds (``HistoryBudget()``).
 
     Raises:
         ConfigurationError: an option is out of range.
@@ -162,6 +165,7 @@ class RedisBackend:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         reconnect_clock: Clock | None = None,
+        budget: HistoryBudget | None = None,
     ) -> None:
         if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
             raise ConfigurationError("history_size must be an int >= 1")
@@ -191,6 +195,8 @@ class RedisBackend:
         # log, meta, gone, newest (sorted set), topics (the plain set of older versions)
         self._keys = [base + "log", base + "meta", base + "gone", base + "newest", base + "topics"]
         self._idempotency_keys = [base + "idem", base + "idemt"]
+        self.budget, self._budget_keys = budget or HistoryBudget(), _redis_budget.keys(base)
+        self.history_bytes = 0  # all topic streams, as of the last history_usage()
         self._ttl_ms = max(1, round(self.history_ttl * 1000))
         self._client: Redis | None = None
         self._publish_script: AsyncScript | None = None
@@ -217,7 +223,9 @@ class RedisBackend:
         self._pinger = Pinger(redis=self._redis, url=url, client_name=f"ssehub:{prefix}")
 
     @classmethod
-    def from_url(cls, url: str, *, history_size: int, history_ttl: float) -> RedisBackend:
+    def from_url(
+        cls, url: str, *, history_size: int, history_ttl: float, budget: HistoryBudget | None = None
+    ) -> RedisBackend:
         """Create from a URL; ssehub's own options ride in the query string.
 
         ``prefix``, ``log_size``, ``max_connections`` and ``socket_timeout`` (seconds) are taken
@@ -248,6 +256,7 @@ class RedisBackend:
                     raise ConfigurationError(f"{name} must be {what}") from None
         options.setdefault("log_size", max(DEFAULT_LOG_SIZE, history_size))
         redis_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        options["budget"] = budget
         return cls(redis_url, history_size=history_size, history_ttl=history_ttl, **options)
 
     @property
@@ -410,6 +419,7 @@ class RedisBackend:
                 ``socket_timeout`` (or the connection broke meanwhile): it may be stored, now or
                 when Redis resumes; a retry with the same idempotency keys is safe.
             IdempotencyKeyReused: a key names a different publication; nothing was published.
+            EventTooLarge: an event is over ``budget.max_event_size``; nothing was sent.
             BrokerClosed: the backend is not started.
         """
         script = self._publish_script
@@ -417,6 +427,7 @@ class RedisBackend:
             raise BrokerClosed("the Redis backend is not started")
         if not batch:
             return []
+        _redis_budget.check_batch(self.budget, batch)
         topic_index: dict[str, int] = {}
         for topics, _, _ in batch:
             for topic in topics:
@@ -433,6 +444,8 @@ class RedisBackend:
         ]
         args = publish_arguments(batch, idempotency_keys, head, topic_index)
         keys = [*self._keys, *(self._topic_key(t) for t in topic_index), *self._idempotency_keys]
+        keys += self._budget_keys
+        args += _redis_budget.budget_arguments(self.budget)
         with attempt() as sending:
             try:
                 raw_epoch, candidates, *raw_ids = await script(keys=keys, args=args)
@@ -464,19 +477,7 @@ class RedisBackend:
         await self._reader.delivered(stored[-1].position)
         return stored
 
-    async def _expire(self, candidates: Sequence[bytes | str]) -> None:
-        """Remove those of ``candidates`` (topic names) whose every event aged out.
-
-        One script, which checks each topic again: one published to since it was picked stays.
-
-        Raises:
-            redis.RedisError: the script failed.
-        """
-        script = self._expire_script
-        assert script is not None
-        names = list(dict.fromkeys(text(name) for name in candidates))
-        keys = [*self._keys[1:5], *(self._topic_key(t) for t in names)]
-        await script(keys=keys, args=[self._ttl_ms, self._now_ms(), *names])
+    _expire = _redis_budget.expire
 
     # -- replay ----------------------------------------------------------------------------------
 
@@ -550,6 +551,8 @@ class RedisBackend:
             return {name: size for name, size in counts.items() if size > 0}
         return counts
 
+    history_usage = _redis_budget.history_usage
+
     async def forget(self, topics: Collection[str]) -> None:
         """Drop the history of ``topics``: their streams, trim marks and names (one script).
 
@@ -568,7 +571,7 @@ class RedisBackend:
         names = list(topics)
         if not names:
             return
-        keys = [*self._keys[2:5], *(self._topic_key(t) for t in names)]
+        keys = [*self._keys[2:5], *self._budget_keys, *(self._topic_key(t) for t in names)]
         try:
             await script(keys=keys, args=names)
         except self._redis.RedisError as exc:

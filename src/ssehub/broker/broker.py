@@ -27,12 +27,12 @@ import anyio.lowlevel
 from .._clock import Clock, SystemClock
 from .._exceptions import BrokerClosed, ConfigurationError
 from .._waiter import Waiter, waiter_factory
-from ..backends.base import Backend, Replay
+from ..backends.base import Backend, Replay, history_bytes, history_usage
 from ..backends.factory import create_backend
 from ._release import Releaser
 from ._state import EndReason, SubscriptionState
 from .events import ResetReason, StoredEvent
-from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
+from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, HistoryBudget
 from .ids import is_valid_event_id
 from .lifetime import AgeReaper
 from .policy import OverflowPolicy
@@ -91,6 +91,7 @@ class Broker:
             :class:`~ssehub.backends.Backend` instance (configure its history on it).
         history_size: events kept per topic (default 1000; see ``DEFAULT_HISTORY_SIZE``).
         history_ttl: seconds events are kept (default 3600; see ``DEFAULT_HISTORY_TTL``).
+        budget: the largest event and history's byte and topic bounds (``HistoryBudget()``).
         queue_size: events queued per subscriber before the overflow policy applies (500).
         overflow: ``"disconnect"`` (default), ``"drop_oldest"`` or ``"block"``, or an
             :class:`OverflowPolicy`.
@@ -117,6 +118,7 @@ class Broker:
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
+        budget: HistoryBudget | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         overflow: OverflowPolicy | str = OverflowPolicy.DISCONNECT,
         max_connection_age: float | None = None,
@@ -132,10 +134,11 @@ class Broker:
                 backend,
                 history_size=DEFAULT_HISTORY_SIZE if history_size is None else history_size,
                 history_ttl=DEFAULT_HISTORY_TTL if history_ttl is None else history_ttl,
+                budget=budget,
             )
-        elif history_size is not None or history_ttl is not None:
+        elif (history_size, history_ttl, budget) != (None, None, None):
             raise ConfigurationError(
-                "history_size/history_ttl apply to backend URLs; configure the backend instance"
+                "history options (size, ttl, budget) apply to backend URLs; configure the instance"
             )
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigurationError("queue_size must be an int >= 1")
@@ -554,26 +557,27 @@ class Broker:
         return len(union)
 
     async def topics(self) -> list[TopicInfo]:
-        """Return every topic with subscribers or history: subscriber count and history size.
+        """Return every topic with subscribers or history: subscribers, history events, bytes.
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
         """
-        sizes = await self.backend.history_sizes()
-        names = sorted(set(sizes) | set(self._subscribers))
+        usage = await history_usage(self.backend)
+        names = sorted(set(usage) | set(self._subscribers))
         return [
             TopicInfo(
                 name,
                 len(self._subscribers.get(name, ())),
-                sizes.get(name, 0),
+                usage.get(name, (0, 0))[0],
                 self._topic_events.get(name, 0),
+                usage.get(name, (0, 0))[1],
             )
             for name in names
         ]
 
     def statistics(self) -> BrokerStatistics:
         """Return ``(topics, subscribers, published, delivered, dropped, shed, replays,
-        resets)``."""
+        resets, history_bytes)``."""
         return BrokerStatistics(
             len(self._subscribers),
             len(self._subscriptions),
@@ -583,6 +587,7 @@ class Broker:
             self._shed,
             self._replays,
             self._resets,
+            history_bytes(self.backend),
         )
 
     def __repr__(self) -> str:

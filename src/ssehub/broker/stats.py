@@ -36,6 +36,10 @@ class BrokerStatistics(NamedTuple):
         replays: ``Last-Event-ID`` resumes served exactly from history.
         resets: ``Last-Event-ID`` values that could not be resumed (malformed, unknown or
             expired): those clients continued live after a reset notice.
+        history_bytes: bytes the backend's history holds now, each event once (memory: what
+            the events cost in this process; Redis: the byte count of its topic streams, as of
+            this process's last ``history_usage``, which ``/status`` and ``/metrics`` call);
+            0 for a backend that cannot tell.
     """
 
     topics: int
@@ -46,6 +50,7 @@ class BrokerStatistics(NamedTuple):
     shed: int
     replays: int = 0
     resets: int = 0
+    history_bytes: int = 0
 
 
 class TopicInfo(NamedTuple):
@@ -57,9 +62,12 @@ class TopicInfo(NamedTuple):
         history: events retained in its history (by the backend).
         events: events fanned out to its subscribers in this process since it last gained a
             first subscriber here (0 without subscribers); deltas give its event rate.
+        history_bytes: bytes its history holds (an event under several topics counts in each;
+            see :func:`~ssehub.broker.history.event_cost`); 0 for a backend that cannot tell.
     """
 
     topic: str
     subscribers: int
     history: int
     events: int = 0
+    history_bytes: int = 0

@@ -11,6 +11,14 @@ whatever the number of listeners.
 A listener replays only what was addressed to it: it records the newest id when it joins, and
 a resume from an older id starts there instead (broadcasts before it joined were never checked
 by its hook). Removing a listener forgets its private topic's history at once.
+
+Byte budgets (:class:`~ssehub.broker.history.HistoryBudget`): the largest message, the history
+per topic and in all (a registry's channels also share one :class:`HistoryPool` of the total),
+and the messages queued per listener, bounded in bytes by ``budget.history_bytes`` besides
+``queue_size``: a message that would take a listener over it first drops the listener's queue,
+which catches up from history when it next reads (a reset message first if it fell behind
+further than history holds; under ``block``, senders wait instead), so a listener that does not
+read pins at most that much of what history has already let go.
 """
 
 from __future__ import annotations
@@ -20,16 +28,26 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from .._exceptions import AlreadyExists, LimitReached, ListenerBusy, NoMessages, UnknownListener
 from ..backends.memory import MemoryBackend
 from ..broker.broker import DEFAULT_QUEUE_SIZE, Broker
-from ..broker.history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
+from ..broker.history import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL,
+    EVENT_OVERHEAD,
+    HistoryBudget,
+    HistoryPool,
+    event_cost,
+)
 from ..broker.policy import OverflowPolicy
 from ._listener import Listener, ListenerState, MessageHook, MessageStream, check_name, run_hook
 from ._message import Message
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
     from .._clock import Clock
+    from ..broker.events import StoredEvent
     from ..broker.subscription import Subscription
+    from ..wire import ServerSentEvent
 
 __all__ = ["DEFAULT_MAX_LISTENERS", "Channel", "ChannelStatistics"]
 
@@ -76,6 +94,9 @@ class Channel:
         history_ttl: seconds messages are kept for resume.
         max_listeners: listeners at most (10 000).
         clock: the broker clock (history age); tests pass a ``ManualClock``.
+        budget: the largest message, the bytes of history per topic and in all, and (its
+            ``history_bytes``) the bytes queued per listener (``HistoryBudget()`` by default).
+        pool: a byte budget of history shared with other channels (a registry's).
 
     Raises:
         ConfigurationError: the name or an option is invalid.
@@ -91,12 +112,17 @@ class Channel:
         history_ttl: float = DEFAULT_HISTORY_TTL,
         max_listeners: int = DEFAULT_MAX_LISTENERS,
         clock: Clock | None = None,
+        budget: HistoryBudget | None = None,
+        pool: HistoryPool | None = None,
     ) -> None:
         self.name = check_name("channel name", name)
         self.max_listeners = max_listeners
         # Kept typed: removing a listener forgets its topic synchronously (forget_now), and a
         # joining listener reads the newest id (last_id); both are memory-backend operations.
-        self._backend = MemoryBackend(history_size=history_size, history_ttl=history_ttl)
+        self._backend = MemoryBackend(
+            history_size=history_size, history_ttl=history_ttl, budget=budget, pool=pool
+        )
+        self.budget = self._backend.budget
         self._broker = Broker(self._backend, queue_size=queue_size, overflow=overflow, clock=clock)
         self._listeners: dict[str, Listener] = {}
         self._registrations = 0  # numbers the private topics: never reused within the channel
@@ -120,7 +146,11 @@ class Channel:
         self._listeners.clear()
         for listener in listeners:
             listener._detach()  # their streams deliver what is queued, then end
-        return await self._broker.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._broker.__aexit__(exc_type, exc, tb)
+        finally:
+            # Release the history, so a shared pool stops counting it.
+            self._backend.forget_now(list(await self._backend.history_sizes()))
 
     @property
     def running(self) -> bool:
@@ -262,6 +292,7 @@ class Channel:
         Raises:
             MessageRejected: a hook refused it (or another exception a hook raised).
             EventValidationError: a reserved type, or a payload that is not JSON.
+            EventTooLarge: the message is larger than ``budget.max_event_size`` encoded.
             BrokerClosed: the channel is not running.
         """
         if message.is_end:
@@ -280,7 +311,11 @@ class Channel:
                 checked.add(listener)
                 if listener.on_message is not None:
                     await run_hook(listener.on_message, message)
+        self.budget.check_event(event)  # before making room: it could never fit
+        receivers = [item for item in self._listeners.values() if item._receiving]
+        await self._make_room(receivers, event)
         stored = await self._broker.publish(_BROADCAST_TOPIC, event)
+        self._queued(receivers, stored)
         return stored.id
 
     async def dispatch(self, listener_id: str, message: Message) -> str | None:
@@ -295,6 +330,7 @@ class Channel:
             UnknownListener: no listener has this id (or it was removed by its hook's await).
             MessageRejected: its hook refused it.
             EventValidationError: a reserved type, or a payload that is not JSON.
+            EventTooLarge: the message is larger than ``budget.max_event_size`` encoded.
             BrokerClosed: the channel is not running.
         """
         listener = self.get_listener(listener_id)
@@ -306,13 +342,47 @@ class Channel:
             await run_hook(listener.on_message, message)
             if self._listeners.get(listener_id) is not listener:
                 raise UnknownListener(listener_id)
+        self.budget.check_event(event)
+        await self._make_room((listener,), event)
         stored = await self._broker.publish(listener._topic, event)
         if self._listeners.get(listener_id) is not listener:
             # Removed while the publish waited for room (``block`` policy): the message reached
             # nobody (the topic is this incarnation's own), and must not stay in history.
             self._backend.forget_now((listener._topic,))
             raise UnknownListener(listener_id)
+        self._queued((listener,), stored)
         return stored.id
+
+    # -- the listeners' queues in bytes ---------------------------------------------------------
+
+    async def _make_room(self, listeners: Sequence[Listener], event: ServerSentEvent) -> None:
+        """Before sending ``event``: a listener whose queue it would take over its budget drops
+        that queue and will catch up from history; under ``block`` the sender waits instead.
+
+        A listener with nothing queued takes any message. Done before publishing, so the new
+        message reaches the caught-up subscription live, even when the listener fell behind
+        further than history holds (then it reads a reset message first, like a shed client).
+        """
+        limit = self.budget.history_bytes
+        # What the stored event will cost (its id and timestamp are not known yet).
+        cost = 2 * len(event.encode()) + EVENT_OVERHEAD  # as event_cost, less its topics
+        block = self.overflow is OverflowPolicy.BLOCK
+        for listener in listeners:
+            queued = listener._queued_bytes
+            while listener._receiving and queued and queued + cost > limit:
+                if not block:
+                    listener._catch_up()
+                    break
+                await listener._wait_for_bytes()
+                queued = listener._queued_bytes
+
+    @staticmethod
+    def _queued(listeners: Sequence[Listener], stored: StoredEvent) -> None:
+        """Count ``stored`` as queued for those of ``listeners`` that receive it."""
+        cost = event_cost(stored)
+        for listener in listeners:
+            if listener._receiving:
+                listener._queued_bytes += cost
 
     # -- receiving ------------------------------------------------------------------------------
 

@@ -188,6 +188,9 @@ class IngestHandler:
             return {"ok": False, "error": "outcome_unknown", "outcome": "unknown", "detail": detail}
         except (BrokerClosed, BackendUnavailable) as exc:
             return {"ok": False, "error": "unavailable", "detail": str(exc)}
+        except EventTooLarge as exc:  # max_event_size, after parsing: nothing was stored
+            detail = f"the event is larger than {exc.limit} bytes once encoded (max_event_size)"
+            return {"ok": False, "error": "event_too_large", "detail": detail}
 
     async def _run(self, line: bytes) -> str | None:
         try:

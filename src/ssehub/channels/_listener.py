@@ -21,8 +21,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
+import anyio
+
 from .._exceptions import ConfigurationError, ListenerBusy, UnknownListener
 from ..broker.events import StoredEvent
+from ..broker.history import event_cost
 from ..broker.stats import SubscriptionStatistics
 from ..broker.subscription import EndReason, Item, Subscription
 from ._message import Message, message_from_item
@@ -85,6 +88,8 @@ class Listener:
         "_consumed",
         "_floor",
         "_last_id",
+        "_queued_bytes",
+        "_room",
         "_state",
         "_sub",
         "_topic",
@@ -103,6 +108,10 @@ class Listener:
         self._consumed = False
         self._topic = ""  # its private topic, set when registered
         self._floor = ""  # the channel's newest id when it was registered: replay starts after
+        # Bytes of messages queued for it and not yet delivered (the channel adds, delivery
+        # subtracts); over the channel's budget it catches up from history instead.
+        self._queued_bytes = 0
+        self._room: anyio.Event | None = None  # set when bytes leave the queue (block policy)
 
     def __repr__(self) -> str:
         return f"<Listener {self.id!r} {self._state.value}>"
@@ -164,6 +173,7 @@ class Listener:
             self._state = ListenerState.STOPPED
             if self._sub is not None:
                 self._sub.close()
+            self._wake()
 
     # -- called by the channel -------------------------------------------------------------------
 
@@ -183,6 +193,30 @@ class Listener:
         self._state = ListenerState.REMOVED
         if self._sub is not None:
             self._sub.close()
+        self._wake()
+
+    # -- its queue in bytes (see Channel._queued) --------------------------------------------------
+
+    @property
+    def _receiving(self) -> bool:
+        """Whether messages sent now are queued for it (running, with an open subscription)."""
+        sub = self._sub
+        return self._state is ListenerState.RUNNING and sub is not None and not sub.closed
+
+    def _catch_up(self) -> None:
+        """Drop the queue (its memory goes now) and resume from history at the next read."""
+        self._resubscribe(self._resume_point())
+
+    async def _wait_for_bytes(self) -> None:
+        room = self._room
+        if room is None:
+            room = self._room = anyio.Event()
+        await room.wait()
+
+    def _wake(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
 
     def _resume_point(self) -> str:
         """Where a restart or a catch-up resumes: the last delivered id, else the join point."""
@@ -196,8 +230,10 @@ class Listener:
         old, self._sub = self._sub, new
         # Items taken from the old queue but not yet delivered are replayed by the new one.
         self._buffer.clear()
+        self._queued_bytes = 0  # what the new one replays comes from history
         if old is not None:
             old.close()
+        self._wake()
 
     async def _fetch(self, *, wait: bool) -> list[Item] | None:
         """Return the items pending now (waiting for some if ``wait``); ``None`` once ended."""
@@ -225,6 +261,14 @@ class Listener:
     def _delivered(self, item: Item) -> None:
         if isinstance(item, StoredEvent):
             self._last_id = item.id
+            if self._queued_bytes:
+                self._queued_bytes = max(0, self._queued_bytes - event_cost(item))
+                sub = self._sub
+                if not self._buffer and (sub is None or not sub.statistics().queued):
+                    # Nothing left: whatever was counted for messages dropped by drop_oldest
+                    # (never delivered) goes too.
+                    self._queued_bytes = 0
+                self._wake()
 
     async def _next_message(self) -> Message | None:
         """Return the next message without waiting, ``None`` if none, END once ended."""

@@ -20,6 +20,7 @@ from .._exceptions import (
     UnknownChannel,
 )
 from ..broker.broker import Broker
+from ..broker.history import HistoryBudget, HistoryPool
 from ._channel import Channel
 from ._listener import check_name
 
@@ -40,8 +41,13 @@ class ChannelRegistry:
     Args:
         max_channels: channels at most (1000).
         **channel_options: defaults for :class:`Channel` options (``queue_size``,
-            ``overflow``, ``history_size``, ``history_ttl``, ``max_listeners``, ``clock``);
-            :meth:`create` may override them per channel.
+            ``overflow``, ``history_size``, ``history_ttl``, ``max_listeners``, ``clock``,
+            ``budget``); :meth:`create` may override them per channel. Every channel's history
+            also counts in one :class:`~ssehub.broker.history.HistoryPool` of
+            ``budget.history_total_bytes``, so the channels together hold at most that much.
+
+    Attributes:
+        pool: the byte budget the channels' histories share.
 
     Raises:
         ConfigurationError: ``max_channels`` is not positive.
@@ -52,6 +58,8 @@ class ChannelRegistry:
             raise ConfigurationError("max_channels must be >= 1")
         self.max_channels = max_channels
         self._options = channel_options
+        budget = channel_options.get("budget") or HistoryBudget()
+        self.pool = HistoryPool(budget.history_total_bytes)
         self._channels: dict[str, Channel] = {}
         self._stops: dict[Channel, anyio.Event] = {}
         self._task_group: TaskGroup | None = None
@@ -112,7 +120,7 @@ class ChannelRegistry:
             raise LimitReached(
                 f"the registry has its maximum of {self.max_channels} channels", self.max_channels
             )
-        channel = Channel(name, **{**self._options, **options})
+        channel = Channel(name, **{"pool": self.pool, **self._options, **options})
         # Reserve the name before the first await, so a concurrent create() of it fails.
         self._channels[name] = channel
         stop = self._stops[channel] = anyio.Event()

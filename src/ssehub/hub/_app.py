@@ -31,6 +31,7 @@ from .._exceptions import (
     BackendUnavailable,
     BrokerClosed,
     BrokerError,
+    EventTooLarge,
     EventValidationError,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
@@ -43,6 +44,7 @@ from .._response._excgroups import collapse_excgroups
 from .._response._shutdown import register as register_for_shutdown
 from .._response._shutdown import unregister as unregister_for_shutdown
 from ..broker import Broker, Publication, StoredEvent, Subscription
+from ..broker.history import HistoryBudget
 from ..response import EventSourceResponse
 from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
@@ -180,6 +182,11 @@ def _broker_error(exc: Exception) -> HubHTTPError:
         return HubHTTPError(code, f"invalid topic: {exc.reason}")
     if isinstance(exc, EventValidationError):
         return HubHTTPError(_EVENT_FIELDS.get(exc.field, "invalid_event"), str(exc))
+    if isinstance(exc, EventTooLarge):  # max_event_size: nothing of the request was stored
+        return HubHTTPError(
+            "event_too_large",
+            f"an event is larger than {exc.limit} bytes once encoded (max_event_size)",
+        )
     if isinstance(exc, InvalidIdempotencyKey):
         return HubHTTPError("invalid_idempotency_key", str(exc))
     if isinstance(exc, IdempotencyKeyReused):
@@ -291,7 +298,7 @@ class _Endpoints:
                         for r, p, k in zip(requests, private, keys, strict=True)
                     ]
                 )
-            except (InvalidTopic, EventValidationError, BrokerError) as exc:
+            except (InvalidTopic, EventValidationError, EventTooLarge, BrokerError) as exc:
                 raise _broker_error(exc) from None
             return JSONResponse({"events": [_published(broker, item) for item in stored]})
         except HubHTTPError as exc:
@@ -437,6 +444,7 @@ def _build_broker(settings: HubSettings) -> Broker:
         overflow=settings.slow_policy,
         max_connection_age=settings.max_connection_age,
         max_topics_per_subscription=settings.max_topics,
+        budget=HistoryBudget.of(settings),
     )
 
 

@@ -32,6 +32,7 @@ from .._exceptions import (
     AlreadyExists,
     BrokerClosed,
     ConfigurationError,
+    EventTooLarge,
     EventValidationError,
     LimitReached,
     ListenerBusy,
@@ -41,6 +42,7 @@ from .._exceptions import (
     UnknownListener,
 )
 from .._response._excgroups import collapse_excgroups
+from ..broker.history import HistoryBudget
 from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
 from ._auth import principal_of
@@ -110,6 +112,7 @@ class HubChannels:
             history_size=settings.history,
             history_ttl=settings.history_ttl,
             max_listeners=settings.max_listeners,
+            budget=HistoryBudget.of(settings),  # -- byte budgets: as for topics
         )
         if sleep is None:
             sleep = anyio.sleep if clock is None else _sleep_on(clock)
@@ -527,6 +530,9 @@ def _error(exc: Exception) -> HubHTTPError:
     if isinstance(exc, EventValidationError):
         code = "invalid_data" if exc.field == "data" else "invalid_event"
         return HubHTTPError(code, str(exc))
+    if isinstance(exc, EventTooLarge):
+        detail = f"the message is larger than {exc.limit} bytes once encoded (max_event_size)"
+        return HubHTTPError("event_too_large", detail)
     return HubHTTPError("unavailable", "the channel is not running")
 
 
@@ -538,6 +544,7 @@ _CHANNEL_ERRORS: Final = (
     ListenerBusy,
     MessageRejected,
     EventValidationError,
+    EventTooLarge,
     BrokerClosed,
 )
 

@@ -48,6 +48,7 @@ ERROR_CODES: Final[Mapping[str, int]] = {
     "method_not_allowed": 405,
     "body_too_large": 413,
     "too_many_events": 413,
+    "event_too_large": 413,
     "unsupported_media_type": 415,
     "unavailable": 503,
     # Sent to the backend, not answered: maybe published (body: "outcome": "unknown").

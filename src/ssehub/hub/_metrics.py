@@ -23,17 +23,20 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..__about__ import __version__
-from .._exceptions import MissingDependency
+from .._exceptions import BackendUnavailable, MissingDependency
+from ..backends.base import history_usage
 from ._errors import HubHTTPError
 from ._status import backend_check
 
 if TYPE_CHECKING:
+    from ..broker import Broker
     from ._state import HubState
 
 __all__ = ["HubMetrics", "MetricsMiddleware", "metrics_for", "metrics_routes"]
@@ -92,6 +95,12 @@ class _BrokerCollector:
         )
         yield GaugeMetricFamily(
             "ssehub_topics", "Topics with at least one subscriber in this process.", stats.topics
+        )
+        yield GaugeMetricFamily(
+            "ssehub_history_bytes",
+            "Bytes of history held, each event once (memory backend: in this process; Redis: "
+            "its topic streams, read at each scrape).",
+            stats.history_bytes,
         )
         counters = (
             ("ssehub_events_published", "Events published through this hub.", stats.published),
@@ -196,8 +205,21 @@ class HubMetrics:
         broker = self._broker()
         if broker is not None:
             await backend_check(broker).healthy()  # for ssehub_backend_up; at most 1 s
+            await _refresh_history_bytes(broker)
         body, content_type = self.render(request.headers.get("accept", ""))
         return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+async def _refresh_history_bytes(broker: Broker) -> None:
+    """For ``ssehub_history_bytes``: a shared backend (Redis) counts its history's bytes in
+    the store, and reads them when asked (one ``HGET``); an unanswered one keeps the last."""
+    if not broker.running:
+        return
+    with anyio.move_on_after(1.0):
+        try:
+            await history_usage(broker.backend, ())
+        except BackendUnavailable:
+            pass
 
 
 def metrics_for(hub: HubState) -> HubMetrics:

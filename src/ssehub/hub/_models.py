@@ -216,6 +216,16 @@ class TopicStatus(Struct):
 
     subscribers: _Count
     history: _Count
+    history_bytes: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                description="Bytes its history holds (only to a caller who sees every topic).",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class StatusTotals(Struct):
@@ -226,6 +236,17 @@ class StatusTotals(Struct):
     dropped: _Count
     shed: _Count
     topics: _Count | UnsetType = UNSET
+    history_bytes: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                description="Bytes all history holds, each event once (only to a caller who "
+                "sees every topic): compare with `history_total_bytes`.",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class Status(Struct):

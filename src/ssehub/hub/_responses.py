@@ -57,6 +57,8 @@ CODE_MEANINGS: Final[Mapping[str, str]] = {
     "method_not_allowed": "a method the endpoint does not have",
     "body_too_large": "a body over `max_body_size` bytes",
     "too_many_events": "a batch over `max_batch` events",
+    "event_too_large": "an event or message over `max_event_size` bytes once encoded (data "
+    "made of line breaks grows sevenfold on the wire); nothing was stored",
     "unsupported_media_type": "a body not sent as `Content-Type: application/json`",
     "unavailable": "the broker (or the channels) not running, or the backend unreachable; "
     "nothing was published",
@@ -93,8 +95,15 @@ _PUBLISH: Final = (
     "invalid_idempotency_key",
     "idempotency_key_reused",
     "outcome_unknown",
+    "event_too_large",
 )
-_MESSAGE: Final = ("invalid_event", "reserved_event", "invalid_data", "message_rejected")
+_MESSAGE: Final = (
+    "invalid_event",
+    "reserved_event",
+    "invalid_data",
+    "message_rejected",
+    "event_too_large",
+)
 
 
 def operation_codes(settings: HubSettings) -> dict[tuple[str, str], tuple[str, ...]]:

@@ -26,6 +26,7 @@ from ..broker import (
     DEFAULT_MAX_TOPICS,
     DEFAULT_QUEUE_SIZE,
 )
+from ..broker import history as _history
 from ._settings_checks import check_settings
 from ._settings_parse import (
     LOG_LEVELS,
@@ -90,6 +91,13 @@ class HubSettings:
         parse_float,
         "SECONDS",
     )
+    # -- byte budgets (defaults and help: ssehub.broker.history.BUDGET_OPTIONS, HistoryBudget)
+    max_event_size: int = option(*_history.BUDGET_OPTIONS["max_event_size"], parse_int, "BYTES")
+    history_bytes: int = option(*_history.BUDGET_OPTIONS["history_bytes"], parse_int, "BYTES")
+    history_total_bytes: int = option(
+        *_history.BUDGET_OPTIONS["history_total_bytes"], parse_int, "BYTES"
+    )
+    history_topics: int = option(*_history.BUDGET_OPTIONS["history_topics"], parse_int, "N")
     ping: float = option(
         15.0,
         "seconds between heartbeat comments on an idle stream; 15 s stays below the 30-60 s "
@@ -461,6 +469,7 @@ class HubSettings:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        _history.HistoryBudget.of(self)  # checks the byte budgets (ConfigurationError)
         # -- HTTP limits (their fields above are one block with these checks)
         for name in (
             "max_header_size",

@@ -114,6 +114,9 @@ async def status_document(
         others (their names are never sent). ``totals`` holds the broker's counters since it
         started (``published``, ``delivered``, ``dropped``, ``shed``) and ``topics``, the
         number of topics with subscribers: process-wide aggregates that name no topic.
+        A caller who sees every topic (``visible`` is ``None``: an admin, or no
+        authentication) also gets the bytes of history, per topic (``history_bytes``) and
+        in all (``totals.history_bytes``): how much of the byte budgets is used.
 
     Raises:
         BackendUnavailable: the broker's backend cannot report its history sizes.
@@ -137,6 +140,10 @@ async def status_document(
     }
     if visible is not None:
         document["hidden_topics"] = len(topics) - len(shown)
+    else:  # -- byte budgets: their use, for admins (sizes of others' topics would leak)
+        for info in shown:
+            document["topics"][info.topic]["history_bytes"] = info.history_bytes
+        document["totals"]["history_bytes"] = stats.history_bytes
     return document
 
 
