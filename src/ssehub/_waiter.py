@@ -51,10 +51,15 @@ class _FutureFactory:
     __slots__ = ("_loop",)
 
     def __init__(self, loop: Any) -> None:
-        self._loop = weakref.proxy(loop)
+        # A reference, not a proxy: gc.get_objects() users call isinstance() on everything,
+        # and that raises on a proxy whose loop is gone.
+        self._loop = weakref.ref(loop)
 
     def __call__(self) -> Waiter:
-        return _FutureWaiter(self._loop.create_future)
+        loop = self._loop()
+        if loop is None:
+            raise RuntimeError("the event loop of this waiter factory is gone")
+        return _FutureWaiter(loop.create_future)
 
 
 # One factory per event loop, shared by every stream on it (freed with the loop).

@@ -52,8 +52,9 @@ class _Registry:
     __slots__ = ("__weakref__", "_native", "requested", "streams")
 
     def __init__(self, native: Any) -> None:
-        # Weakly: the registry is the value of a weak dictionary keyed by this loop.
-        self._native = weakref.proxy(native)
+        # Weakly: the registry is the value of a weak dictionary keyed by this loop. A
+        # reference, not a proxy (isinstance() on a proxy whose loop is gone raises).
+        self._native = weakref.ref(native)
         self.streams: dict[Callback, None] = {}
         self.requested = False
 
@@ -61,7 +62,9 @@ class _Registry:
         """Run ``callback`` on the loop soon, from any thread (a signal handler runs between
         two bytecodes of the main thread, in the middle of whatever the loop does): asyncio's
         ``call_soon_threadsafe`` or trio's ``run_sync_soon``."""
-        native = self._native
+        native = self._native()
+        if native is None:
+            raise RuntimeError("the event loop is gone")
         run = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
         run(callback)
 
@@ -129,7 +132,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     for registry in list(_registries.values()):
         try:
             registry.schedule(registry.trigger)
-        except (RuntimeError, ReferenceError):  # noqa: PERF203 - the loop closed or is gone  # the loop closed meanwhile
+        except RuntimeError:  # noqa: PERF203 - the loop closed or is gone  # the loop closed meanwhile
             continue
     previous = _previous.get(signum)
     if previous is not None:

@@ -98,7 +98,7 @@ class AlarmClock:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # A proxy: the clocks are kept in a weak dictionary keyed by their loop, and a strong
         # reference from the value would keep every loop (and its clock) alive forever.
-        self._loop = weakref.proxy(loop)
+        self._loop: Any = weakref.ref(loop)  # a reference, not a proxy: see _waiter.py
         self._heap: list[Alarm] = []
         # Alarms started earlier than where they sit in _heap, as (time, seq, alarm): taking
         # one out of the middle of the heap would cost O(n) each, and a hub that drains ends
@@ -154,14 +154,21 @@ class AlarmClock:
         self._at = at
         # Weakly held: a handle references its loop, and a timer still pending when the loop
         # closes would otherwise keep the loop (the weak dictionary's key) alive for ever.
-        self._handle = weakref.ref(self._loop.call_at(at, self._fire)) if at != math.inf else None
+        loop = self._loop()
+        if at == math.inf or loop is None:
+            self._handle = None
+            return
+        self._handle = weakref.ref(loop.call_at(at, self._fire))
 
     def _fire(self) -> None:
         self._handle = None
         self._at = math.inf
         heap = self._heap
         early = self._early
-        now = self._loop.time()
+        loop = self._loop()
+        if loop is None:
+            return
+        now = loop.time()
         again: list[tuple[Alarm, float]] = []
         # call_at may run a little early: asyncio rounds to its clock resolution and uvloop to
         # whole milliseconds. An alarm within that tolerance counts as due; without it an early
