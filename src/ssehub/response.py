@@ -47,11 +47,11 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from ._exceptions import SendTimeoutError
+from ._excgroups import single_exception
 from ._frames import FrameSource
 from ._response import _shutdown
 from ._response._disconnect import DisconnectWatch
 from ._response._encode import make_encoder
-from ._response._excgroups import single_exception
 from ._response._outbox import Outbox
 from ._response._pump import Pump
 from ._response._shutdown import shutdown_streams

@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Message, Scope
 
 from ._clock import ManualClock
 from ._exceptions import NoMessages
-from ._response._excgroups import collapse_excgroups
+from ._excgroups import collapse_excgroups
 from .wire import EventParser, MessageEvent
 
 if TYPE_CHECKING:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-import sys
 import threading
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from functools import partial
@@ -26,6 +25,7 @@ import anyio.lowlevel
 
 from .._clock import Clock, SystemClock
 from .._exceptions import BrokerClosed, ConfigurationError
+from .._excgroups import exit_task_group
 from .._waiter import Waiter, waiter_factory
 from ..backends.base import Backend, Replay, history_bytes, history_usage
 from ..backends.factory import create_backend
@@ -40,9 +40,6 @@ from .publication import Publication, key_list, prepare_batch, prepare_publicati
 from .stats import BrokerStatistics, TopicInfo
 from .subscription import Subscription
 from .topics import normalize_topics
-
-if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -227,35 +224,8 @@ class Broker:
             with anyio.CancelScope(shield=True):
                 await self.backend.aclose()
 
-    @staticmethod
-    async def _exit_task_group(
-        task_group: TaskGroup,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        """Leave ``task_group``; a lone error comes out as itself, not in an ExceptionGroup.
-
-        anyio wraps even a single error in a group, which ``except ValueError`` around
-        ``async with Broker()`` would miss. Real multi-error groups stay groups. The channel
-        classes built on the broker leave their task groups through this too.
-        """
-        try:
-            return await task_group.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            error: BaseException = group
-            while (
-                error is not exc
-                and isinstance(error, BaseExceptionGroup)
-                and len(error.exceptions) == 1
-            ):
-                error = error.exceptions[0]
-            if error is group:
-                raise
-            if error is exc:
-                return False  # the block's own error: Python re-raises it untouched
-        # Raised outside the handler, so its __cause__ and __context__ stay as they were.
-        raise error
+    # Leaving a task group with a lone error as itself (the channel classes use it too).
+    _exit_task_group = staticmethod(exit_task_group)
 
     @property
     def running(self) -> bool:

@@ -39,8 +39,8 @@ from .._exceptions import (
     PublishOutcomeUnknown,
     SendTimeoutError,
 )
+from .._excgroups import collapse_excgroups
 from .._logging import RequestIdMiddleware
-from .._response._excgroups import collapse_excgroups
 from .._response._shutdown import register as register_for_shutdown
 from .._response._shutdown import unregister as unregister_for_shutdown
 from ..broker import Broker, Publication, StoredEvent, Subscription

@@ -41,7 +41,7 @@ from .._exceptions import (
     UnknownChannel,
     UnknownListener,
 )
-from .._response._excgroups import collapse_excgroups
+from .._excgroups import collapse_excgroups
 from ..broker.history import HistoryBudget
 from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import math
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,11 +28,9 @@ from anyio.abc import TaskGroup
 
 from .._clock import Clock, SystemClock
 from .._exceptions import ConfigurationError, ProtocolError
+from .._excgroups import exit_task_group
 from ..wire import ServerSentEvent
 from ._schema import EventProtocol
-
-if sys.version_info < (3, 11):  # pragma: no cover - anyio depends on the backport there
-    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "HEALTH_ALERT",
@@ -317,7 +314,7 @@ class HealthMonitor:
         self._tg.cancel_scope.cancel()
         self.close()
         try:
-            return await _exit_task_group(self._tg, exc_type, exc, tb)
+            return await exit_task_group(self._tg, exc_type, exc, tb)
         finally:
             self._tg = None
 
@@ -339,36 +336,6 @@ class HealthMonitor:
         if self._changed is None:
             self._changed = anyio.Event()
         await self._changed.wait()
-
-
-async def _exit_task_group(
-    task_group: TaskGroup,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-) -> bool | None:
-    """Leave ``task_group``; a lone error comes out as itself, not in an ExceptionGroup.
-
-    anyio wraps even a single error in a group, which ``except ValueError`` around
-    ``async with HealthMonitor(...)`` would miss (the same as ``Broker._exit_task_group``;
-    this layer does not depend on the broker).
-    """
-    try:
-        return await task_group.__aexit__(exc_type, exc, tb)
-    except BaseExceptionGroup as group:
-        error: BaseException = group
-        while (
-            error is not exc
-            and isinstance(error, BaseExceptionGroup)
-            and len(error.exceptions) == 1
-        ):
-            error = error.exceptions[0]
-        if error is group:
-            raise
-        if error is exc:
-            return False  # the block's own error: Python re-raises it untouched
-    # Raised outside the handler, so its __cause__ and __context__ stay as they were.
-    raise error
 
 
 class HealthSubscription:
