@@ -246,3 +246,14 @@ def test_a_pool_evicts_the_oldest_event_of_all_its_histories() -> None:
     assert pool.bytes == first.bytes + second.bytes == 3 * one
     second.forget(["t"])
     assert pool.bytes == first.bytes == one
+
+
+async def test_an_event_over_the_total_budget_is_kept_so_a_retry_finds_its_key() -> None:
+    # Found in review: an event costing more than history_total_bytes was evicted as it was
+    # stored, its idempotency key with it, and the client's retry stored it a second time.
+    budget = HistoryBudget(history_bytes=100_000, history_total_bytes=100_000)
+    async with Broker(MemoryBackend(budget=budget)) as broker:
+        first = await broker.publish("t", "x" * 60_000, idempotency_key="k1")
+        retry = await broker.publish("t", "x" * 60_000, idempotency_key="k1")
+        assert retry.id == first.id
+        assert broker.statistics().history_bytes > budget.history_total_bytes  # kept, alone

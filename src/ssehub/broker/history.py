@@ -370,7 +370,11 @@ class History:
             if len(items) - log._head > max_size or log.bytes > limit:
                 self._trim(log, max_size, limit)
         if self.bytes > budget.history_total_bytes:
-            while self.bytes > budget.history_total_bytes:
+            # The newest event stays even alone over the total (as a topic keeps its newest
+            # over its own bound): evicted as it is stored, its idempotency key would go with
+            # it, and a retry would store it again.
+            order = self._order
+            while self.bytes > budget.history_total_bytes and order[0] is not entry:
                 self._evict_first()
         if pool is not None:
             pool._settle()

@@ -46,6 +46,7 @@ from .._response._shutdown import unregister as unregister_for_shutdown
 from ..broker import Broker, Publication, StoredEvent, Subscription
 from ..broker.history import HistoryBudget
 from ..response import EventSourceResponse
+from ._auth import principal_of
 from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
@@ -59,6 +60,7 @@ from ._publish import (
     check_topics,
     idempotency_keys,
     parse_publish_body,
+    scoped_keys,
 )
 from ._settings import HubSettings
 from ._state import HubState
@@ -287,6 +289,9 @@ class _Endpoints:
             private = flags or [False] * len(requests)
             keys = idempotency_keys(request.headers.getlist("idempotency-key"), requests, batch)
             hub.guard.authorize_publish(request.scope, requests, private)
+            # -- security: a key names a publication of this publisher only (another tenant's
+            # "order-42" must neither collide with nor reveal this one)
+            keys = scoped_keys(principal_of(request.scope), keys)
             broker = hub.require_broker()
             try:
                 if not batch:

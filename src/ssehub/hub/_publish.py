@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Final, Literal, NoReturn, Union
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, NoReturn, Union
 
 from .._exceptions import InvalidTopic
 from ..broker.events import RESERVED_EVENT_PREFIX
@@ -56,6 +56,9 @@ from ._models import (
     whole,
 )
 
+if TYPE_CHECKING:
+    from ._auth import Principal
+
 __all__ = [
     "EVENT_RULES",
     "FIELD_ERRORS",
@@ -70,6 +73,7 @@ __all__ = [
     "parse_publish_body",
     "publish_schemas",
     "publish_types",
+    "scoped_keys",
 ]
 
 FIELD_ERRORS: Final = {
@@ -482,8 +486,9 @@ def idempotency_keys(
     headers: list[str], requests: list[PublishRequest], batch: bool
 ) -> list[str | None]:
     """Return the idempotency key of each event: its own ``idempotency_key``, else one from the
-    request's ``Idempotency-Key`` header (the header itself for a single event; ``<key>:<i>``
-    for event ``i`` of a batch, so a retried batch repeats every event's key).
+    request's ``Idempotency-Key`` header: the header itself for a single event, one derived
+    from it and ``i`` (:func:`_item_key`) for event ``i`` of a batch, so a retried batch
+    repeats every event's key. The hub then scopes them to the publisher (:func:`scoped_keys`).
 
     Args:
         headers: the values of the request's ``Idempotency-Key`` headers.
@@ -508,11 +513,25 @@ def idempotency_keys(
 
 
 def _item_key(key: str, index: int) -> str:
-    """The key of event ``index`` of a batch sent with ``Idempotency-Key: key``."""
-    derived = f"{key}:{index}"
-    if len(derived) > MAX_IDEMPOTENCY_KEY_LENGTH:  # a long header: its digest stands for it
-        derived = f"{hashlib.blake2b(key.encode(), digest_size=16).hexdigest()}:{index}"
-    return derived
+    """The key of event ``index`` of a batch sent with ``Idempotency-Key: key``.
+
+    Joined with a control character no client key may contain, so it never equals a key a
+    client names itself (:func:`scoped_keys` turns it into a valid key).
+    """
+    return f"{key}\x1f{index}"
+
+
+def scoped_keys(principal: Principal, keys: list[str | None]) -> list[str | None]:
+    """Return ``keys`` as the keys of ``principal``'s publications only: a digest of the
+    publisher (the token's subject or the API key's name; every anonymous publisher is one)
+    and the key, so one tenant's key neither blocks nor reveals another's."""
+    owner = principal.subject or principal.identity or ""
+    return [
+        None
+        if key is None
+        else hashlib.blake2b(f"{owner}\x00{key}".encode(), digest_size=24).hexdigest()
+        for key in keys
+    ]
 
 
 def parse_publish_body(
