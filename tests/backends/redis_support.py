@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,20 @@ class RedisServer:
         assert process.stdout is not None
         process.stdout.close()
         self.process = None
+
+
+@contextlib.contextmanager
+def running_redis_server(directory: Path) -> Iterator[RedisServer]:
+    """A private Redis server for one test, started, and killed afterwards; a frozen one
+    (SIGSTOP) is resumed first, so no test leaves a stopped process behind, even failing."""
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None:
+            server.resume()
+        server.kill()
 
 
 def _drain(process: subprocess.Popen[str]) -> None:

@@ -28,7 +28,7 @@ from ssehub.hub._status import HEALTH_CHECK_CACHE
 from .server_kit import ServerProcess, free_port
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "backends"))
-from redis_support import RedisServer
+from redis_support import RedisServer, running_redis_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -37,14 +37,8 @@ TIMEOUT = 30.0  # spawning and importing a hub takes seconds on a loaded 2-core 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
+    with running_redis_server(tmp_path) as server:
         yield server
-    finally:
-        if server.process is not None:
-            server.resume()  # never leave a frozen process behind, even when the test fails
-        server.kill()
 
 
 def _redis(server: RedisServer) -> redis.Redis:

@@ -27,7 +27,7 @@ from ssehub.client import HubClient, ReconnectPolicy
 from .server_kit import REPO, ServerProcess, free_port
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "backends"))
-from redis_support import RedisServer
+from redis_support import RedisServer, running_redis_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -36,14 +36,8 @@ TIMEOUT = 30.0  # spawning and importing a hub takes seconds on a loaded 2-core 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
+    with running_redis_server(tmp_path) as server:
         yield server
-    finally:
-        if server.process is not None:
-            server.resume()  # never leave a frozen process behind, even when the test fails
-        server.kill()
 
 
 def _lines(pipe: IO[str], into: queue.Queue[str]) -> None:
