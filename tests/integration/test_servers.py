@@ -61,6 +61,16 @@ HUB_SERVERS: dict[str, Command] = {
     ],
 }
 
+# granian on SIGINT: twice in many clean-clone CI runs its worker did not exit (once with three
+# plain-app streams open, which got nothing; once with the hub and no stream at all). Its
+# worker can stop its event loop before callbacks scheduled by the signal chain run, and the
+# main process waits for it without a kill timeout. Passes otherwise; not strict, so neither
+# outcome fails the suite. Tracked in issue 17.
+GRANIAN_RACE = pytest.mark.xfail(
+    strict=False, reason="granian may stop its loop before the streams' clean end runs"
+)
+
+
 # What a user types (plus a free port), with the console scripts of this environment.
 PLAIN_APP = "tests.integration.plain_app:app"
 PLAIN_SERVERS: dict[str, Command] = {
@@ -167,7 +177,9 @@ def test_resume_with_last_event_id(hub: ServerProcess) -> None:
         again.close()
 
 
-@pytest.mark.parametrize("name", list(HUB_SERVERS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=GRANIAN_RACE) if n == "granian" else n for n in HUB_SERVERS]
+)
 def test_sigint_with_no_streams_open(
     name: str, server_process: Callable[[Command], ServerProcess]
 ) -> None:
@@ -248,7 +260,9 @@ def shutdown_with_open_streams(server: ServerProcess, streams: list[RawStream]) 
     assert not problems, "\n".join([summary, *problems, server.output[-OUTPUT_TAIL:]])
 
 
-@pytest.mark.parametrize("name", list(HUB_SERVERS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=GRANIAN_RACE) if n == "granian" else n for n in HUB_SERVERS]
+)
 def test_hub_sigint_ends_open_streams_cleanly(
     name: str, server_process: Callable[[Command], ServerProcess]
 ) -> None:
@@ -266,15 +280,6 @@ def test_hub_sigint_ends_open_streams_cleanly(
 
 
 # -- B. a plain Starlette app ----------------------------------------------------------------
-
-
-# granian's worker can stop its event loop in the same iteration as the signal reaches it:
-# the streams' clean end, scheduled by the signal chain, then never runs and granian waits for
-# the connections (no kill timeout by default). Seen once in many runs of a clean-clone CI
-# (passes otherwise); not strict, so neither outcome fails the suite. Tracked in issue 17.
-GRANIAN_RACE = pytest.mark.xfail(
-    strict=False, reason="granian may stop its loop before the streams' clean end runs"
-)
 
 
 @pytest.mark.parametrize(
