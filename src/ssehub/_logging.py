@@ -38,11 +38,13 @@ __all__ = [
     "RequestIdFilter",
     "RequestIdMiddleware",
     "TextFormatter",
+    "bind_request_id",
     "current_request_id",
     "logging_config",
     "new_request_id",
     "redact",
     "sane_request_id",
+    "unbind_request_id",
 ]
 
 LOG_FORMATS: Final = ("text", "json")
@@ -281,28 +283,51 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = self.identify(scope)
+        raw_id = request_id.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = self.stamp(message, raw_id)
+            await send(message)
+
+        token = bind_request_id(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            unbind_request_id(token)
+
+    def identify(self, scope: Scope) -> str:
+        """Return the request's id (the client's when sane, else a new one), kept in the scope.
+
+        The hub's ``GET /events`` dispatcher (``hub/_dispatch.py``) calls this, :meth:`stamp`
+        and :func:`bind_request_id` directly, so a stream gets the same id as any request.
+        """
         incoming = None
         for name, value in scope.get("headers", ()):
             if name == self._raw_header:
                 incoming = sane_request_id(value.decode("latin-1"))
                 break
         request_id = incoming or new_request_id()
-        raw_id = request_id.encode("latin-1")
         scope.setdefault("state", {})["request_id"] = request_id
+        return request_id
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower() != self._raw_header
-                ]
-                headers.append((self._raw_header, raw_id))
-                message = {**message, "headers": headers}
-            await send(message)
+    def stamp(self, message: Message, raw_id: bytes) -> Message:
+        """Return the ``http.response.start`` message with the id header (replacing the app's)."""
+        headers = [
+            (name, value)
+            for name, value in message.get("headers", ())
+            if name.lower() != self._raw_header
+        ]
+        headers.append((self._raw_header, raw_id))
+        return {**message, "headers": headers}
 
-        token = _request_id.set(request_id)
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _request_id.reset(token)
+
+def bind_request_id(request_id: str) -> contextvars.Token[str | None]:
+    """Make ``request_id`` the current request's id for log records; returns the reset token."""
+    return _request_id.set(request_id)
+
+
+def unbind_request_id(token: contextvars.Token[str | None]) -> None:
+    """Undo :func:`bind_request_id`."""
+    _request_id.reset(token)

@@ -9,7 +9,7 @@ fraction of the memory. On any other backend (trio) the broker keeps ``anyio.Eve
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
@@ -23,7 +23,7 @@ class Waiter(Protocol):
 
     def set(self) -> None: ...
 
-    async def wait(self) -> None: ...
+    def wait(self) -> Awaitable[None]: ...
 
 
 class _FutureWaiter:
@@ -40,8 +40,10 @@ class _FutureWaiter:
         if not self._future.done():
             self._future.set_result(None)
 
-    async def wait(self) -> None:
-        await self._future
+    def wait(self) -> Awaitable[None]:
+        # The future itself, not a coroutine awaiting it: an idle stream waits here for
+        # hours, and a coroutine would keep one more suspended frame alive all that time.
+        return self._future  # type: ignore[no-any-return]
 
 
 class _FutureFactory:

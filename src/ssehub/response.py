@@ -37,7 +37,7 @@ from collections.abc import (
     Iterable,
 )
 from datetime import datetime, timezone
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 import anyio
 import anyio.to_thread
@@ -91,6 +91,11 @@ def _websocket_denial(send: Send) -> Send:
         await send(message)
 
     return wrapped
+
+
+_NO_STORE: Final = (b"cache-control", b"no-store")
+_NO_BUFFERING: Final = (b"x-accel-buffering", b"no")
+_EVENT_STREAM_TYPE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
 class EventSourceResponse(Response):
@@ -215,17 +220,33 @@ class EventSourceResponse(Response):
         self.active = True
         """False once the client disconnected or the stream ended (as in sse-starlette)."""
 
-        merged = MutableHeaders()
-        if headers is not None:
+        raw: list[tuple[bytes, bytes]] = []
+        if headers:
+            merged = MutableHeaders()
             merged.update(headers)
+            raw = merged.raw
+        names = {name for name, _ in raw}
+        # The default headers are shared constants, not bytes made per response: an idle
+        # stream keeps its response (and so its headers) for hours.
         # "no-store": no cache of any kind may keep an event stream; a caller may override it
         # (fan-out proxies that cache streams on purpose).
-        merged.setdefault("Cache-Control", "no-store")
+        if b"cache-control" not in names:
+            raw.append(_NO_STORE)
         # nginx buffers proxied responses unless told otherwise, which would hold events back.
-        merged.setdefault("X-Accel-Buffering", "no")
+        if b"x-accel-buffering" not in names:
+            raw.append(_NO_BUFFERING)
         # No "Connection: keep-alive": it is hop-by-hop, forbidden in HTTP/2, and the server
-        # decides it. No Content-Length: self.body is never set, so init_headers adds none.
-        self.init_headers(merged)
+        # decides it. No Content-Length: the body is a stream. The Content-Type as Starlette's
+        # init_headers writes it (a charset for text/ types).
+        if b"content-type" not in names and self.media_type is not None:
+            if self.media_type == "text/event-stream" and self.charset == "utf-8":
+                raw.append(_EVENT_STREAM_TYPE)
+            else:
+                content_type = self.media_type
+                if content_type.startswith("text/") and "charset=" not in content_type.lower():
+                    content_type += "; charset=" + self.charset
+                raw.append((b"content-type", content_type.encode("latin-1")))
+        self.raw_headers = raw
 
     @property
     def ping_interval(self) -> float:
@@ -257,23 +278,94 @@ class EventSourceResponse(Response):
         Raises:
             SendTimeoutError: a send took longer than ``send_timeout``.
         """
+        # One method for the whole stream, not a chain of them: an idle stream keeps every
+        # suspended frame between the server and the pump alive for hours.
         if scope["type"] == "websocket":
             send = _websocket_denial(send)
-        start: Message = {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
         try:
             if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
                 # HEAD: same headers as GET, an empty body, and the content is never started
                 # (an endless generator would otherwise keep the connection busy forever).
-                await self._send_bounded(send, start)
+                await self._send_bounded(send, self._start_message())
                 await self._send_bounded(
                     send, {"type": "http.response.body", "body": b"", "more_body": False}
                 )
             else:
-                await self._stream(receive, send, start)
+                source = self._frame_source
+                outbox: Outbox | None = None
+                if source is None:
+                    source = outbox = Outbox()
+                else:
+                    prepare = getattr(source, "prepare", None)
+                    if prepare is not None:
+                        await prepare()  # a subscription fetches its replay before the headers
+                        prepare = None
+                pump = self._pump = Pump(
+                    send,
+                    source,
+                    ping=self._ping_interval,
+                    ping_bytes=self._ping_bytes,
+                    send_timeout=self.send_timeout,
+                    final_timeout=self._shutdown_send_timeout(),
+                )
+                source = None
+                if _shutdown.register(self.shutdown):
+                    self.shutdown()
+                failure: BaseException | None = None
+                try:
+                    async with DisconnectWatch(receive, self._client_left):
+                        if outbox is None and not self._has_tasks():
+                            # A frame source alone (a broker subscription): no task of its own.
+                            await pump.run(self._start_message(), self._opening())
+                        else:
+                            async with anyio.create_task_group() as group:
+                                # The content starts with the response, not after the first
+                                # send completes (a client that never reads must still see
+                                # its generator cleaned up).
+                                if outbox is not None:
+                                    self._start_producer(group, outbox)
+                                if self.data_sender_callable is not None:
+                                    group.start_soon(self.data_sender_callable)
+                                if self._shutdown_event is not None:
+                                    group.start_soon(
+                                        self._watch_shutdown_event, self._shutdown_event
+                                    )
+                                await pump.run(self._start_message(), self._opening())
+                                group.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    # As Starlette's StreamingResponse: anyio task groups wrap failures in a
+                    # group, middleware (and code written for sse-starlette) expects the bare
+                    # exception. It is raised below, outside this handler, so its own context
+                    # stays as it was.
+                    failure = single_exception(group)
+                    if failure is None:
+                        raise
+                except anyio.get_cancelled_exc_class():
+                    # Cancelled from outside: a server cutting its open requests at the end of
+                    # its own grace period (hypercorn, uvicorn's --timeout-graceful-shutdown).
+                    # A clean end of the body still tells the client to reconnect rather than
+                    # report an error.
+                    if pump.opened and not pump.stopped and not pump.sent_final:
+                        with anyio.CancelScope(shield=True) as shield:
+                            shield.deadline = anyio.current_time() + self._shutdown_send_timeout()
+                            await send(
+                                {"type": "http.response.body", "body": b"", "more_body": False}
+                            )
+                    raise
+                finally:
+                    _shutdown.unregister(self.shutdown)
+                    self._pump = None
+                    self.active = False
+                # Raised here, inside the note-adding handler below: a method of their own
+                # would be one more frame per idle stream.
+                if failure is not None:
+                    raise failure  # noqa: TRY301
+                if pump.timed_out:
+                    raise SendTimeoutError(  # noqa: TRY301
+                        f"client did not accept data within {self.send_timeout} s"
+                    )
+                if pump.cut and not pump.sent_final:
+                    await self._finish_after_shutdown(send)
         except Exception as exc:
             # The server logs it without saying which request's stream failed: say so (the
             # content's error surfaces here, long after the endpoint returned).
@@ -288,75 +380,17 @@ class EventSourceResponse(Response):
         if self.background is not None:
             await self.background()
 
-    async def _stream(self, receive: Receive, send: Send, start: Message) -> None:
-        source = self._frame_source
-        outbox: Outbox | None = None
-        if source is None:
-            source = outbox = Outbox()
-        else:
-            prepare = getattr(source, "prepare", None)
-            if prepare is not None:
-                await prepare()  # a subscription fetches its replay before the headers
-        pump = self._pump = Pump(
-            send,
-            source,
-            ping=self._ping_interval,
-            ping_bytes=self._ping_bytes,
-            send_timeout=self.send_timeout,
-            final_timeout=self._shutdown_send_timeout(),
-        )
-        opening = (
-            [ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()]
-            if self.OPEN_COMMENT is not None
-            else []
-        )
-        if _shutdown.register(self.shutdown):
-            self.shutdown()
-        failure: BaseException | None = None
-        try:
-            async with DisconnectWatch(receive, self._client_left):
-                if outbox is None and not self._has_tasks():
-                    # A frame source alone (a broker subscription): no task of its own.
-                    await pump.run(start, opening)
-                else:
-                    async with anyio.create_task_group() as group:
-                        # The content starts with the response, not after the first send
-                        # completes (a client that never reads must still see its
-                        # generator cleaned up).
-                        if outbox is not None:
-                            self._start_producer(group, outbox)
-                        if self.data_sender_callable is not None:
-                            group.start_soon(self.data_sender_callable)
-                        if self._shutdown_event is not None:
-                            group.start_soon(self._watch_shutdown_event, self._shutdown_event)
-                        await pump.run(start, opening)
-                        group.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # As Starlette's StreamingResponse: anyio task groups wrap failures in a group,
-            # middleware (and code written for sse-starlette) expects the bare exception. It
-            # is raised below, outside this handler, so its own context stays as it was.
-            failure = single_exception(group)
-            if failure is None:
-                raise
-        except anyio.get_cancelled_exc_class():
-            # Cancelled from outside: a server cutting its open requests at the end of its own
-            # grace period (hypercorn, uvicorn's --timeout-graceful-shutdown). A clean end of
-            # the body still tells the client to reconnect rather than report an error.
-            if pump.opened and not pump.stopped and not pump.sent_final:
-                with anyio.CancelScope(shield=True) as scope:
-                    scope.deadline = anyio.current_time() + self._shutdown_send_timeout()
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-            raise
-        finally:
-            _shutdown.unregister(self.shutdown)
-            self._pump = None
-            self.active = False
-        if failure is not None:
-            raise failure
-        if pump.timed_out:
-            raise SendTimeoutError(f"client did not accept data within {self.send_timeout} s")
-        if pump.cut and not pump.sent_final:
-            await self._finish_after_shutdown(send)
+    def _start_message(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+
+    def _opening(self) -> list[bytes]:
+        if self.OPEN_COMMENT is None:
+            return []
+        return [ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()]
 
     def _has_tasks(self) -> bool:
         return self._shutdown_event is not None or self.data_sender_callable is not None

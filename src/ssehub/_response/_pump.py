@@ -19,8 +19,10 @@ once. No scope is entered or left per event.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -41,6 +43,41 @@ _INF = math.inf
 
 def _after_the_end() -> float:
     return _INF
+
+
+class _Scope:
+    """The pump's cancel scope where ``asyncio.timeout`` is not used: an anyio scope entered
+    with ``async with``, as ``asyncio.timeout`` is."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+
+    async def __aenter__(self) -> _Scope:
+        self.scope.__enter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return bool(self.scope.__exit__(kind, exc, tb))
+
+
+def _cut_scope(asyncio_loop: bool) -> Any:
+    if asyncio_loop and sys.version_info >= (3, 11):
+        import asyncio  # noqa: TID251 - asyncio's own timeout, only when asyncio runs
+
+        return asyncio.timeout(None)
+    return _Scope()
+
+
+def _cut(scope: Any) -> None:
+    """Cancel the pump's scope now (cut its send, or stop it)."""
+    if isinstance(scope, _Scope):
+        scope.scope.cancel()
+    else:
+        scope.reschedule(-_INF)  # asyncio.Timeout: expires at the next loop iteration
 
 
 class Pump(Alarm):
@@ -109,7 +146,7 @@ class Pump(Alarm):
         self._waiter: Waiter | None = None
         self._wait_until = _INF
         self._send_started = _INF  # start of the latest send (kept after it)
-        self._scope: anyio.CancelScope | None = None  # the loop's, while it runs
+        self._scope: Any = None  # the loop's cancel scope while it runs (see _cut_scope)
         self.last_activity = self._now()
         self.timed_out = False
         """A send took longer than ``send_timeout``."""
@@ -141,7 +178,9 @@ class Pump(Alarm):
         elif self._clock is not None:
             self.start(at)
         elif self._sending_since != _INF and scope is not None:
-            scope.deadline = min(scope.deadline, self._send_deadline(self._sending_since))
+            scope.scope.deadline = min(
+                scope.scope.deadline, self._send_deadline(self._sending_since)
+            )
         elif waiter is not None:
             # Scope-based waits read their deadline when they start: wake this one so the
             # next wait (or the end) sees the new deadline.
@@ -152,7 +191,7 @@ class Pump(Alarm):
         """End the stream now without a final body (the client left); from the event loop."""
         self.stopped = True
         if self._scope is not None:
-            self._scope.cancel()
+            _cut(self._scope)
 
     def now(self) -> float:
         """The clock the pump's deadlines use (the event loop's time)."""
@@ -170,55 +209,64 @@ class Pump(Alarm):
         source = self._source
         take = source.take_frames
         pending: list[bytes] | None = opening
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            try:
-                await self._transmit(start)
-                self.opened = True
-                while True:
-                    if pending:
-                        body = pending[0] if len(pending) == 1 else b"".join(pending)
-                        await self._send_body(body, more_body=True)
-                    if self._end_at != _INF and self._now() >= self._end_at:
-                        # Sending ends: what is pending goes out with the end of the body.
-                        rest = take() or []
-                        await self._send_body(b"".join(rest), more_body=False)
-                        break
-                    pending = take()
-                    if pending is None:
-                        await self._send_body(b"", more_body=False)
-                        break
-                    if pending:
-                        continue
-                    ping_due = self.last_activity + self._ping if self._ping > 0 else _INF
-                    if self._now() >= ping_due:
-                        pending = [self._ping_bytes()]
-                        continue
-                    await self._wait(source, min(ping_due, self._end_at))
-            finally:
-                self._scope = None
-                # The alarm may stay in the clock's heap until its old time: stopped, it
-                # rings nothing, and without these references it keeps no connection alive.
-                if self._clock is not None:
-                    self.stop()
-                self._send = self._source = self._waiter = self._outbox = None  # type: ignore[assignment]
-                self._ping_bytes = bytes  # the response's bound method would keep it alive
-                self._now = _after_the_end  # loop.time would keep the loop (and its clock) alive
-        if scope.cancelled_caught and not (self.stopped or self.timed_out or self.cut):
+        del opening  # this frame lives as long as the stream: it keeps nothing it does not need
+        scope = _cut_scope(self._clock is not None)
+        try:
+            async with scope:
+                self._scope = scope
+                try:
+                    await self._transmit(start)
+                    del start
+                    self.opened = True
+                    while True:
+                        if pending:
+                            body = pending[0] if len(pending) == 1 else b"".join(pending)
+                            await self._send_body(body, more_body=True)
+                        if self._end_at != _INF and self._now() >= self._end_at:
+                            # Sending ends: what is pending goes out with the end of the body.
+                            rest = take() or []
+                            await self._send_body(b"".join(rest), more_body=False)
+                            break
+                        pending = take()
+                        if pending is None:
+                            await self._send_body(b"", more_body=False)
+                            break
+                        if pending:
+                            continue
+                        ping_due = self.last_activity + self._ping if self._ping > 0 else _INF
+                        deadline = min(ping_due, self._end_at)
+                        if self._now() >= ping_due:
+                            pending = [self._ping_bytes()]
+                            continue
+                        # Wait for the source, a timer, a disconnect or the end (inline: a
+                        # coroutine more would be a suspended frame more per idle stream).
+                        waiter = self._waiter = self._new_waiter()
+                        source.on_ready(waiter.set)
+                        if self._clock is not None:
+                            self._wait_until = deadline
+                            if deadline != _INF:
+                                self.start(deadline)
+                            await waiter.wait()
+                        else:
+                            with anyio.CancelScope(deadline=deadline):
+                                await waiter.wait()
+                        self._waiter = None
+                finally:
+                    self._scope = None
+                    # The alarm may stay in the clock's heap until its old time: stopped, it
+                    # rings nothing, and without these references it keeps no connection alive.
+                    if self._clock is not None:
+                        self.stop()
+                    self._send = self._source = self._waiter = self._outbox = None  # type: ignore[assignment]
+                    self._ping_bytes = bytes  # the response's bound method would keep it alive
+                    self._now = _after_the_end  # loop.time would keep the loop and its clock
+        except TimeoutError:
+            if isinstance(scope, _Scope) or not scope.expired():
+                raise
+            return  # cut by ring() or abort(), which recorded why
+        caught = isinstance(scope, _Scope) and scope.scope.cancelled_caught
+        if caught and not (self.stopped or self.timed_out or self.cut):
             self._expired(self._send_started)  # a send's deadline passed (trio)
-
-    async def _wait(self, source: FrameSource, deadline: float) -> None:
-        waiter = self._waiter = self._new_waiter()
-        source.on_ready(waiter.set)
-        if self._clock is not None:
-            self._wait_until = deadline
-            if deadline != _INF:
-                self.start(deadline)
-            await waiter.wait()
-        else:
-            with anyio.CancelScope(deadline=deadline):
-                await waiter.wait()
-        self._waiter = None
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
         await self._transmit({"type": "http.response.body", "body": body, "more_body": more_body})
@@ -234,7 +282,7 @@ class Pump(Alarm):
             if deadline != _INF and (not self._active or not self._queued or self._due > deadline):
                 self.start(deadline)
         elif deadline != _INF and scope is not None:
-            scope.deadline = deadline
+            scope.scope.deadline = deadline
         if outbox is not None:
             outbox.send_started()
         try:
@@ -242,7 +290,7 @@ class Pump(Alarm):
         finally:
             self._sending_since = _INF
             if self._clock is None and deadline != _INF and scope is not None:
-                scope.deadline = _INF
+                scope.scope.deadline = _INF
         # Not after a send that failed or was cut: the stream ends, and a producer let go now
         # would pull its generator past the yield it waits at (its cleanup then runs
         # cancelled instead of shielded).
@@ -280,7 +328,7 @@ class Pump(Alarm):
                 return deadline
             self._expired(since)
             if self._scope is not None:
-                self._scope.cancel()
+                _cut(self._scope)
             return None
         waiter = self._waiter
         if waiter is None:

@@ -25,7 +25,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._exceptions import (
     BackendUnavailable,
@@ -49,6 +49,7 @@ from ..response import EventSourceResponse
 from ._auth import principal_of
 from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
+from ._dispatch import EventsPolicies, HubApp
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, check_last_event_id, split_private
 from ._limits import Lease
@@ -88,16 +89,16 @@ _EVENT_FIELDS = {"data": "invalid_data", "event": "invalid_event", "retry": "inv
 
 
 class _HubStream:
-    """What ``GET /events`` answers once the subscription is open: an ASGI app that runs the
-    event stream and releases everything it holds when it ends (the subscription, the
-    connection place, the hub's record of it), however it ends.
+    """What ``GET /events`` answers once the subscription is open: the event stream and what
+    it holds (the subscription, the connection place, the hub's record of it), run and then
+    released by :class:`_EventsRoute`, however the stream ends.
 
     A frozen client ends the stream quietly: a send timeout is the expected fate of a dead
     connection, not an app error. A credential with an expiry ends the stream then (one timer
     task per such stream, on the broker's clock).
     """
 
-    __slots__ = ("_expiry", "_hub", "_lease", "_response", "_subscription")
+    __slots__ = ("expiry", "hub", "lease", "response", "subscription")
 
     def __init__(
         self,
@@ -107,38 +108,16 @@ class _HubStream:
         lease: Lease,
         expiry: tuple[float, Clock] | None,
     ) -> None:
-        self._response = response
-        self._subscription = subscription
-        self._hub = hub
-        self._lease = lease
-        self._expiry = expiry
+        self.response = response
+        self.subscription = subscription
+        self.hub = hub
+        self.lease = lease
+        self.expiry = expiry
 
-    async def _expire(self, deadline: float, clock: Clock) -> None:
+    async def expire(self, deadline: float, clock: Clock) -> None:
         await clock.sleep_until(deadline)
         logger.info("ended a stream: its token expired")
-        self._subscription.close()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = self._response
-        hub = self._hub
-        hub._stream_opened(response, self._subscription)
-        try:
-            if self._expiry is None:
-                await response(scope, receive, send)
-            else:
-                with collapse_excgroups():
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(self._expire, *self._expiry)
-                        await response(scope, receive, send)
-                        group.cancel_scope.cancel()
-        except SendTimeoutError:
-            logger.info(
-                "ended a stream: the client accepted no data for %s s", response.send_timeout
-            )
-        finally:
-            hub._stream_closed(response)
-            self._subscription.close()
-            self._lease.release()
+        self.subscription.close()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -393,16 +372,40 @@ class _EventsRoute:
         self._endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._endpoints.events(Request(scope, receive, send))
-        await response(scope, receive, send)
+        answer = await self._endpoints.events(Request(scope, receive, send))
+        if not isinstance(answer, _HubStream):
+            await answer(scope, receive, send)
+            return
+        # The stream runs in this frame rather than in a method of its own: an idle stream
+        # keeps every frame between the server and its pump for hours.
+        response = answer.response
+        hub = answer.hub
+        hub._stream_opened(response, answer.subscription)
+        try:
+            if answer.expiry is None:
+                await response(scope, receive, send)
+            else:
+                with collapse_excgroups():
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(answer.expire, *answer.expiry)
+                        await response(scope, receive, send)
+                        group.cancel_scope.cancel()
+        except SendTimeoutError:
+            logger.info(
+                "ended a stream: the client accepted no data for %s s", response.send_timeout
+            )
+        finally:
+            hub._stream_closed(response)
+            answer.subscription.close()
+            answer.lease.release()
 
 
-def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
+def _routes(endpoints: _Endpoints, settings: HubSettings, events: ASGIApp) -> list[BaseRoute]:
     """The hub's routes. Later features add theirs here, each gated by a setting: ``/metrics``
     (Prometheus), the dashboard at ``/``, channel routes. ``tests/hub/test_openapi.py`` makes
     sure the OpenAPI document keeps describing exactly these."""
     routes: list[BaseRoute] = [
-        Route("/events", _EventsRoute(endpoints), methods=["GET"]),
+        Route("/events", events, methods=["GET"]),
         Route("/publish", endpoints.publish, methods=["POST"]),
         Route("/status", endpoints.status, methods=["GET"]),
         Route("/health", endpoints.health, methods=["GET"]),
@@ -506,9 +509,13 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
     # -- channels: the channels and the socket ingest run inside the lifespan
     lifespan = with_channels(hub, lifespan)  # type: ignore[assignment]
 
-    app = Starlette(
-        routes=_routes(endpoints, settings),
-        middleware=_middleware(settings, hub.guard),
+    events = _EventsRoute(endpoints)
+    middleware = _middleware(settings, hub.guard)
+    app = HubApp(
+        events=events,
+        policies=EventsPolicies.of(middleware, events),
+        routes=_routes(endpoints, settings, events),
+        middleware=middleware,
         exception_handlers={
             HTTPException: http_exception_handler,
             HubHTTPError: http_exception_handler,

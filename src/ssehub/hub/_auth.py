@@ -324,14 +324,23 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = self.authenticator.authenticate(scope)
-            if principal.source == "cookie" and scope["method"] not in _SAFE_METHODS:
-                self._check_origin(scope)
+            self.authenticate(scope)
         except HubHTTPError as exc:
             await exc.response()(scope, receive, send)
             return
-        scope[PRINCIPAL_SCOPE_KEY] = principal
         await self.app(scope, receive, send)
+
+    def authenticate(self, scope: Scope) -> None:
+        """Store the request's principal in ``scope``; also called by ``hub/_dispatch.py``.
+
+        Raises:
+            HubHTTPError: a credential is invalid (401), or a cookie-authenticated unsafe
+                request comes from another origin (403).
+        """
+        principal = self.authenticator.authenticate(scope)
+        if principal.source == "cookie" and scope["method"] not in _SAFE_METHODS:
+            self._check_origin(scope)
+        scope[PRINCIPAL_SCOPE_KEY] = principal
 
     def _check_origin(self, scope: Scope) -> None:
         origin = host = None

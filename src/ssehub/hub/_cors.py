@@ -25,7 +25,7 @@ from ._errors import HubHTTPError
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "PREFLIGHT_MAX_AGE", "CORSMiddleware"]
+__all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "PREFLIGHT_MAX_AGE", "CORSMiddleware", "stamp"]
 
 ALLOWED_METHODS: Final = ("GET", "HEAD", "POST")
 ALLOWED_HEADERS: Final = frozenset({"authorization", "cache-control", "content-type",
@@ -90,12 +90,22 @@ class CORSMiddleware:
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers.update(allowed)
-                headers.add_vary_header("Origin")
+                stamp(message, allowed)
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+    def allowed_for(self, scope: Scope) -> dict[str, str] | None:
+        """Return the CORS headers for a simple (not preflight) request's origin, if allowed.
+
+        The hub's ``GET /events`` dispatcher (``hub/_dispatch.py``) calls this and
+        :func:`stamp` directly (a ``GET`` is never a preflight).
+        """
+        origin = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1")  # the last one, as __call__ reads it
+        return None if origin is None else self._allow(origin)
 
     def _preflight(
         self, allowed: dict[str, str] | None, method: str, requested: str | None
@@ -123,3 +133,10 @@ class CORSMiddleware:
             "Vary": "Origin",
         }
         return Response(status_code=204, headers=headers)
+
+
+def stamp(message: Message, allowed: dict[str, str]) -> None:
+    """Add the CORS headers ``allowed`` (and ``Vary: Origin``) to a response start, in place."""
+    headers = MutableHeaders(scope=message)
+    headers.update(allowed)
+    headers.add_vary_header("Origin")

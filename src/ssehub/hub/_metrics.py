@@ -264,7 +264,8 @@ class MetricsMiddleware:
         # per call, a dict hit does not. Bounded like the labels themselves.
         self._children: dict[tuple[str, str, int], Any] = {}
 
-    def _resolve(self, scope: Scope) -> HubMetrics | None:
+    def resolve(self, scope: Scope) -> HubMetrics | None:
+        """Return the metrics of the hub serving ``scope`` (``None`` for apps without one)."""
         if self._metrics is None:
             owner = scope.get("app")
             hub = getattr(getattr(owner, "state", None), "hub", None)
@@ -280,38 +281,51 @@ class MetricsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection; ``http`` scopes are measured."""
-        metrics = self._resolve(scope) if scope["type"] == "http" else None
+        metrics = self.resolve(scope) if scope["type"] == "http" else None
         if metrics is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500  # what the server sends when the app fails before starting a response
         streaming = False
-        head = scope["method"] == "HEAD"
 
         async def measured_send(message: Message) -> None:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if self._routes.get(scope.get("endpoint")) == "/publish":
-                    metrics.publish_latency.observe(time.perf_counter() - started)
-                for name, value in () if head else message.get("headers", ()):
-                    if name.lower() == b"content-type" and value.startswith(_EVENT_STREAM):
-                        streaming = True
-                        metrics.connections.inc()
-                        metrics.open_connections.inc()
-                        break
+                streaming = self.started(metrics, scope, message, started)
             await send(message)
 
         try:
             await self.app(scope, receive, measured_send)
         finally:
-            if streaming:
-                metrics.open_connections.dec()
-            method = scope["method"] if scope["method"] in _METHODS else "other"
-            route = self._routes.get(scope.get("endpoint"), "other")
-            key = (route, method, status)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = metrics.requests.labels(route, method, str(status))
-            child.inc()
+            self.finished(metrics, scope, status, streaming)
+
+    def started(self, metrics: HubMetrics, scope: Scope, message: Message, started: float) -> bool:
+        """Record a response start; return whether it opens an event stream (counted open).
+
+        The hub's ``GET /events`` dispatcher (``hub/_dispatch.py``) calls :meth:`resolve`,
+        this and :meth:`finished` directly, so its streams are counted as any request is.
+        """
+        if self._routes.get(scope.get("endpoint")) == "/publish":
+            metrics.publish_latency.observe(time.perf_counter() - started)
+        if scope["method"] == "HEAD":
+            return False
+        for name, value in message.get("headers", ()):
+            if name.lower() == b"content-type" and value.startswith(_EVENT_STREAM):
+                metrics.connections.inc()
+                metrics.open_connections.inc()
+                return True
+        return False
+
+    def finished(self, metrics: HubMetrics, scope: Scope, status: int, streaming: bool) -> None:
+        """Count a finished request (``status`` 500 when no response started)."""
+        if streaming:
+            metrics.open_connections.dec()
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        route = self._routes.get(scope.get("endpoint"), "other")
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metrics.requests.labels(route, method, str(status))
+        child.inc()

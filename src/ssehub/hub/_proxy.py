@@ -106,10 +106,14 @@ class ForwardedMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in {"http", "websocket"}:
-            self._resolve(scope)
+            self.resolve(scope)
         await self.app(scope, receive, send)
 
-    def _resolve(self, scope: Scope) -> None:
+    def resolve(self, scope: Scope) -> None:
+        """Record the client's address (and scheme) in ``scope`` when a trusted proxy sent it.
+
+        Also called directly by the hub's ``GET /events`` dispatcher (``hub/_dispatch.py``).
+        """
         client = scope.get("client")
         peer = _parse_address(str(client[0])) if client else None
         address = peer
