@@ -41,7 +41,7 @@ import anyio
 if os.environ.get("SSEHUB_BENCH_SRC"):
     sys.path.insert(0, os.environ["SSEHUB_BENCH_SRC"])
 
-from ssehub.broker import Broker, Subscription  # noqa: E402 - after the path above
+from ssehub.broker import Broker, Subscription
 
 __all__ = ["main"]
 
