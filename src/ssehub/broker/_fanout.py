@@ -126,6 +126,19 @@ class Fanout:
             cache.move_to_end(topic)
         return found
 
+    def count(self, topics: Iterable[str]) -> int:
+        """Return how many subscribers an event on ``topics`` reaches (each once)."""
+        sources: list[dict[SubscriptionState, None]] = []
+        for topic in topics:
+            targets = self.exact.get(topic)
+            if targets:
+                sources.append(targets)
+            if self.groups:
+                sources.extend(group.states for group in self.matching(topic))
+        if len(sources) == 1:  # the common case: no set to build
+            return len(sources[0])
+        return len(set().union(*sources))
+
     def receivers(self, topics: Iterable[str]) -> dict[SubscriptionState, None]:
         """Return every subscriber an event on ``topics`` reaches, once each, in push order."""
         found: dict[SubscriptionState, None] = {}
