@@ -131,7 +131,11 @@ class Fanout:
         cache = self._cache
         found = cache.get(topic)
         if found is None:
-            found = tuple(group for group in self.groups.values() if _matches(group, topic))
+            groups = self.groups.values()
+            try:
+                found = tuple(group for group in groups if group.matcher.matches(topic))
+            except Exception:  # a matcher failed: again, one by one, logging the failure
+                found = tuple(group for group in groups if _matches(group, topic))
             cache[topic] = found
             if len(cache) > self.cache_size:
                 cache.popitem(last=False)
