@@ -134,7 +134,7 @@ class Fanout:
             groups = self.groups.values()
             try:
                 found = tuple(group for group in groups if group.matcher.matches(topic))
-            except Exception:  # a matcher failed: again, one by one, logging the failure
+            except Exception:  # noqa: BLE001 - retried one by one below, which logs it
                 found = tuple(group for group in groups if _matches(group, topic))
             cache[topic] = found
             if len(cache) > self.cache_size:
