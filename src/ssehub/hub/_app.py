@@ -52,7 +52,7 @@ from ._dashboard import dashboard_routes
 from ._dispatch import EventsPolicies, HubApp
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, check_last_event_id, split_private
-from ._limits import Lease
+from ._limits import Lease, check_pattern_count
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import (
@@ -195,6 +195,7 @@ class _Endpoints:
         settings = hub.settings
         try:
             topics = check_topics(request.query_params.getlist("topic"), max_topics=hub.max_topics)
+            check_pattern_count(topics, hub.max_patterns)
             # The header wins over the query parameter: browsers send the header on every
             # reconnect with the id they last saw, while the query value is fixed in the URL.
             last_event_id = request.headers.get("last-event-id") or request.query_params.get(
@@ -452,6 +453,7 @@ def _build_broker(settings: HubSettings) -> Broker:
         overflow=settings.slow_policy,
         max_connection_age=settings.max_connection_age,
         max_topics_per_subscription=settings.max_topics,
+        max_patterns_per_subscription=settings.max_patterns,
         budget=HistoryBudget.of(settings),
     )
 

@@ -23,6 +23,7 @@ from .._exceptions import ConfigurationError
 from ..broker import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_HISTORY_TTL,
+    DEFAULT_MAX_PATTERNS,
     DEFAULT_MAX_TOPICS,
     DEFAULT_QUEUE_SIZE,
 )
@@ -153,6 +154,13 @@ class HubSettings:
         DEFAULT_MAX_TOPICS,
         "most topics in one subscription or one published event; 32 topics of up to 256 "
         "characters keep a GET /events URL under the 8 KiB request-line limit of common proxies",
+        parse_int,
+        "N",
+    )
+    max_patterns: int = option(
+        DEFAULT_MAX_PATTERNS,
+        "most patterns (topics with '*', such as orders/*) in one subscription, counted in "
+        "--max-topics too; each costs a match per new topic published (400 too_many_topics)",
         parse_int,
         "N",
     )

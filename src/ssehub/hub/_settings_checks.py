@@ -53,6 +53,8 @@ def check_settings(settings: HubSettings) -> None:
             raise ConfigurationError(f"{name} must be positive or None, not {value}")
     if not settings.ping > 0:
         raise ConfigurationError(f"ping must be positive, not {settings.ping}")
+    if settings.max_patterns < 0:
+        raise ConfigurationError(f"max_patterns must not be negative, not {settings.max_patterns}")
     if settings.grace_period < 0:
         raise ConfigurationError(f"grace_period must not be negative, not {settings.grace_period}")
     if settings.slow_policy not in SLOW_POLICIES:
