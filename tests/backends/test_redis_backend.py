@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -462,3 +463,43 @@ def test_without_redis_tests_fail_in_ci_and_skip_elsewhere(
     monkeypatch.setenv("SSEHUB_REQUIRE_REDIS", required)
     with pytest.raises(outcome, match="no Redis answers"):
         require_redis(f"redis://127.0.0.1:{_closed_port()}/0")
+
+
+@pytest.mark.anyio
+async def test_a_resume_joins_a_shared_read_only_if_it_misses_nothing(prefix: str) -> None:
+    # Client A's replay read has been answered by Redis (paused before it returns); an event is
+    # published and delivered here; then client B resumes from the same id. Joining A's read
+    # would give B neither that event's replay (after A's snapshot) nor its live copy
+    # (delivered before B registered): B must read for itself.
+    store = backend(prefix)
+    answered, release = anyio.Event(), anyio.Event()
+    read = store._shared_replay._read
+
+    async def paused_read(topics: Any, last_event_id: str) -> Any:
+        replay = await read(topics, last_event_id)
+        if not answered.is_set():
+            answered.set()
+            await release.wait()
+        return replay
+
+    store._shared_replay._read = paused_read
+    async with Broker(store) as broker:
+        first = await broker.publish("news", "first")
+        live = broker.subscribe("news")
+        a = broker.subscribe("news", first.id)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(a.prepare)
+                await answered.wait()
+                delivered = anyio.Event()
+                live.on_ready(delivered.set)
+                second = await broker.publish("news", "second")
+                await delivered.wait()  # the reader has delivered it in this process
+                b = broker.subscribe("news", first.id)
+                group.start_soon(b.prepare)
+                await anyio.wait_all_tasks_blocked()
+                release.set()
+        got = [item.id for item in b.receive_nowait() if isinstance(item, StoredEvent)]
+        assert got == [second.id]
+        got = [item.id for item in a.receive_nowait() if isinstance(item, StoredEvent)]
+        assert got == [second.id]

@@ -468,14 +468,20 @@ class RedisBackend:
         plus O(1) bookkeeping, so the cost is bounded whatever Redis holds. An event published to
         several of the topics is returned once.
 
-        Concurrent identical requests (same topics, same id) share one read: when a hub process
-        goes away, all its clients reconnect at once, mostly with the same last id, and one
-        read (and one decoding, and one encoding of each event) then serves all of them.
+        Concurrent identical requests (same topics, same id, nothing delivered by this process
+        in between) share one read: when a hub process goes away, all its clients reconnect at
+        once, mostly with the same last id, and one read (and one decoding, and one encoding of
+        each event) then serves all of them.
 
         Raises:
             BackendUnavailable: Redis cannot be reached.
         """
-        return await self._shared_replay(topics, last_event_id)
+        # Only requests that registered with nothing delivered in between share a read: the
+        # reader's last id is part of the key. A request joining a read that Redis already
+        # answered would otherwise miss an event published after that snapshot and delivered
+        # here before the request's subscription was registered (in neither its replay nor
+        # its live queue).
+        return await self._shared_replay(topics, last_event_id, tip=self._reader.last_id)
 
     async def _replay(self, topics: Collection[str], last_event_id: str) -> Replay:
         parsed = parse_event_id(last_event_id)
