@@ -71,11 +71,12 @@ if TYPE_CHECKING:
         WorkerPool,
     )
     from .protocols import EventProtocol
-    from .response import EventSourceResponse, shutdown_streams
+    from .response import EventSourceResponse, drain_streams, shutdown_streams
 
 # Public names defined in modules that import third-party packages: loaded on first access.
 _LAZY: dict[str, str] = {
     "EventSourceResponse": ".response",
+    "drain_streams": ".response",
     "shutdown_streams": ".response",
     "Broker": ".broker",
     "BrokerStatistics": ".broker",
@@ -157,6 +158,7 @@ __all__ = [
     "UnknownListener",
     "WorkerPool",
     "__version__",
+    "drain_streams",
     "shutdown_streams",
 ]
 

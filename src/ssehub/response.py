@@ -54,7 +54,7 @@ from ._response._disconnect import DisconnectWatch
 from ._response._encode import make_encoder
 from ._response._outbox import Outbox
 from ._response._pump import Pump
-from ._response._shutdown import shutdown_streams
+from ._response._shutdown import drain_streams, shutdown_streams
 from .wire import SEPARATORS, ServerSentEvent
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "ContentStream",
     "EventSourceResponse",
     "SendTimeoutError",
+    "drain_streams",
     "shutdown_streams",
 ]
 

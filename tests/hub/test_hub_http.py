@@ -15,6 +15,7 @@ from starlette.types import Message
 
 from ssehub.broker import Broker
 from ssehub.hub import ERROR_CODES, HubSettings, create_app
+from ssehub.testing import http_scope, stream_asgi
 
 from .conftest import client_for, hub_of, open_events, running_hub
 
@@ -379,3 +380,30 @@ async def test_random_publish_bodies_never_cause_a_server_error(
         assert "id" in document or "events" in document
     else:
         assert document["error"] in ERROR_CODES
+
+
+async def test_the_lifespan_shutdown_ends_when_open_streams_have_ended() -> None:
+    # Some servers (granian) stop running the event loop once the lifespan's shutdown is done:
+    # a stream still sending its end then would never finish.
+    app = create_app(HubSettings())
+    started, stop, stopped = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def lifespan() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+        stopped.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(lifespan)
+        await started.wait()
+        async with stream_asgi(app, scope=http_scope("/events?topic=news")) as stream:
+            with anyio.fail_after(5):
+                await stream.start()
+                await stream.receive_chunk()
+                stop.set()
+                await stopped.wait()
+            assert not hub_of(app)._streams  # ended before the lifespan's shutdown completed
+            with anyio.fail_after(5):
+                await stream.read_all()
+            assert stream.complete  # a clean end of body

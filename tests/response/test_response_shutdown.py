@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 import pytest
 
-from ssehub import EventSourceResponse, shutdown_streams
+from ssehub import EventSourceResponse, drain_streams, shutdown_streams
 from ssehub.testing import stream_asgi
 
 BACKENDS = ["asyncio", "trio"]
@@ -139,3 +139,29 @@ def test_sigterm_ends_open_streams_and_still_calls_the_previous_handler(backend:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.anyio
+async def test_drain_streams_ends_every_stream_and_waits_for_them() -> None:
+    # For a lifespan's shutdown: when it returns, each stream has sent its clean end.
+    async def endless() -> AsyncIterator[dict[str, str]]:
+        while True:
+            yield {"data": "tick"}
+            await anyio.sleep(3600)
+
+    async with (
+        stream_asgi(EventSourceResponse(endless())) as first,
+        stream_asgi(EventSourceResponse(endless())) as second,
+    ):
+        with anyio.fail_after(5):
+            for stream in (first, second):
+                await stream.start()
+                await stream.receive_chunk()
+            assert await drain_streams(timeout=5)
+            assert first.app_done
+            assert second.app_done
+            assert await drain_streams(timeout=5)  # nothing left: at once
+        for stream in (first, second):
+            with anyio.fail_after(5):
+                await stream.read_all()
+            assert stream.complete  # the final empty body came before drain_streams returned

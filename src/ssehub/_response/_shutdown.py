@@ -22,7 +22,8 @@ The mechanism, in three parts:
   own handler back later simply replaces the chain.
 
 Apps with their own shutdown logic pass ``shutdown_event`` to the response or call
-:func:`shutdown_streams` from their own hook.
+:func:`shutdown_streams` from their own hook; :func:`drain_streams` also waits for the streams
+to end (for a lifespan's shutdown).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import anyio
 import anyio.lowlevel
 
-__all__ = ["register", "shutdown_streams", "unregister"]
+__all__ = ["drain_streams", "register", "shutdown_streams", "unregister"]
 
 logger = logging.getLogger("ssehub.response")
 
@@ -49,7 +51,7 @@ Callback = Callable[[], object]
 class _Registry:
     """The streams of one event loop, and whether its shutdown was requested."""
 
-    __slots__ = ("__weakref__", "_native", "requested", "streams")
+    __slots__ = ("__weakref__", "_native", "ended", "requested", "streams")
 
     def __init__(self, native: Any) -> None:
         # Weakly: the registry is the value of a weak dictionary keyed by this loop. A
@@ -57,6 +59,7 @@ class _Registry:
         self._native = weakref.ref(native)
         self.streams: dict[Callback, None] = {}
         self.requested = False
+        self.ended: anyio.Event | None = None  # while drain_streams() waits for the last one
 
     def schedule(self, callback: Callback) -> None:
         """Run ``callback`` on the loop soon, from any thread (a signal handler runs between
@@ -111,6 +114,8 @@ def unregister(callback: Callback) -> None:
     registry = _registries.get(anyio.lowlevel.current_token().native_token)
     if registry is not None:
         registry.streams.pop(callback, None)
+        if not registry.streams and registry.ended is not None:
+            registry.ended.set()
     if threading.current_thread() is threading.main_thread() and not any(
         registry.streams for registry in list(_registries.values())
     ):
@@ -126,6 +131,32 @@ def shutdown_streams() -> None:
     server's shutdown hook when signals do not reach the process that runs the app.
     """
     _registry().trigger()
+
+
+async def drain_streams(timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - shielded
+    """End every stream of the current event loop (as :func:`shutdown_streams`) and wait until
+    they have ended, for at most ``timeout`` seconds (shielded from cancellation).
+
+    Call it at the end of your app's lifespan (after its ``yield``). Some servers (granian)
+    stop running the event loop once the lifespan's shutdown is done, and then wait forever
+    for a stream that was still sending its end; the hub's own lifespan does this already.
+
+    Args:
+        timeout: the most seconds to wait; each stream needs its ``shutdown_grace_period`` and
+            up to ``SHUTDOWN_SEND_TIMEOUT`` (1 s) for its last send.
+
+    Returns:
+        Whether every stream had ended in time.
+    """
+    registry = _registry()
+    registry.trigger()
+    if registry.streams:
+        registry.ended = anyio.Event()
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + timeout
+            await registry.ended.wait()
+        registry.ended = None
+    return not registry.streams
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:

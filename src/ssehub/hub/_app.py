@@ -493,6 +493,10 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
         # the streams end), as ``ssehub serve``'s own shutdown does (see _response/_shutdown.py).
         if register_for_shutdown(hub.drain):
             hub.drain()
+        # Streams end (each with a clean end of body) before the broker closes and before the
+        # lifespan's shutdown completes: a hub stream's drain takes at most its grace period
+        # and its final send's bound.
+        ending = 2 * EventSourceResponse.SHUTDOWN_SEND_TIMEOUT + 0.5
         try:
             if not owns_broker:
                 yield
@@ -502,10 +506,9 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
                 try:
                     yield
                 finally:
-                    # Streams end before the broker closes, each with a clean end of body.
-                    hub.drain()
+                    await hub.close_streams(ending)
         finally:
-            hub.drain()
+            await hub.close_streams(ending)
             unregister_for_shutdown(hub.drain)
 
     # -- channels: the channels and the socket ingest run inside the lifespan

@@ -45,6 +45,7 @@ class HubState:
         # The open event streams: drain() ends each one cleanly (no shutdown watcher task per
         # stream), and closes its subscription.
         self._streams: dict[EventSourceResponse, Subscription] = {}
+        self._ended: anyio.Event | None = None  # set when the last stream ends (see close_streams)
         # -- security: authentication, authorization and limits (app.state.hub.guard)
         self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
@@ -94,6 +95,27 @@ class HubState:
 
     def _stream_closed(self, stream: EventSourceResponse) -> None:
         self._streams.pop(stream, None)
+        if not self._streams and self._ended is not None:
+            self._ended.set()
+
+    async def close_streams(self, timeout: float) -> bool:  # noqa: ASYNC109 - shielded
+        """:meth:`drain`, then wait (shielded, at most ``timeout`` seconds) until every open
+        stream has sent its end.
+
+        The app's lifespan calls it on shutdown: some servers (granian) run the lifespan's
+        shutdown and then stop running the event loop, so a stream still sending its final
+        body then would never finish, and the server would wait for it forever.
+
+        Returns:
+            Whether every stream ended in time.
+        """
+        self.drain()
+        if self._streams:
+            self._ended = anyio.Event()
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + timeout
+                await self._ended.wait()
+        return not self._streams
 
     def _started_now(self) -> None:
         self._started = time.monotonic()
