@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 
-__all__ = ["Waiter", "waiter_factory"]
+__all__ = ["Waiter", "wait_shielded", "waiter_factory"]
 
 
 class Waiter(Protocol):
@@ -82,3 +82,11 @@ def waiter_factory(token: anyio.lowlevel.EventLoopToken) -> Callable[[], Waiter]
     # every call.
     event_class: Callable[[], Waiter] = type(anyio.Event())
     return event_class
+
+
+async def wait_shielded(event: anyio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until ``event`` is set, shielded from cancellation, for at most ``timeout`` seconds
+    (shutdown paths: what they wait for must end even when the caller is being cancelled)."""
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + timeout
+        await event.wait()

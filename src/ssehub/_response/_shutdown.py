@@ -39,6 +39,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from .._waiter import wait_shielded
+
 __all__ = ["drain_streams", "register", "shutdown_streams", "unregister"]
 
 logger = logging.getLogger("ssehub.response")
@@ -152,9 +154,7 @@ async def drain_streams(timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - shiel
     registry.trigger()
     if registry.streams:
         registry.ended = anyio.Event()
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + timeout
-            await registry.ended.wait()
+        await wait_shielded(registry.ended, timeout)
         registry.ended = None
     return not registry.streams
 

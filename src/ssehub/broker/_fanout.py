@@ -171,69 +171,41 @@ class Fanout:
 
     def deliver(self, stored: StoredEvent) -> None:
         """The backend's sink: queue ``stored`` on every subscriber of its topics, once each."""
-        if self.groups:
-            self._deliver_matching(stored)
-            return
-        # No pattern subscriber: the exact path, kept as short as it was before patterns.
-        shed: list[SubscriptionState] | None = None
-        subscribers = self.exact
-        topics = stored.topics
-        if len(topics) == 1:
-            targets = subscribers.get(topics[0])
-            if targets:
-                self.topic_events[topics[0]] = self.topic_events.get(topics[0], 0) + 1
-                for subscription in targets:
-                    if not subscription._push(stored):
-                        if shed is None:
-                            shed = []
-                        shed.append(subscription)
-        else:
-            seen: set[SubscriptionState] = set()
-            for topic in topics:
-                if topic in subscribers:
-                    self.topic_events[topic] = self.topic_events.get(topic, 0) + 1
-                for subscription in subscribers.get(topic, ()):
-                    if subscription in seen:
-                        continue
-                    seen.add(subscription)
-                    if not subscription._push(stored):
-                        if shed is None:
-                            shed = []
-                        shed.append(subscription)
-        if shed is not None:
-            for subscription in shed:
-                subscription._end(EndReason.SHED)
-
-    def _deliver_matching(self, stored: StoredEvent) -> None:
-        """:meth:`deliver` when pattern groups exist: exact subscribers, then matching groups."""
         sources: list[dict[SubscriptionState, None]] = []
         exact = self.exact
+        groups = self.groups
+        counts = self.topic_events
         for topic in stored.topics:
             targets = exact.get(topic)
             if targets:
-                self.topic_events[topic] = self.topic_events.get(topic, 0) + 1
+                counts[topic] = counts.get(topic, 0) + 1
                 sources.append(targets)
-            sources.extend(group.states for group in self.matching(topic))
-        if not sources:
-            return
-        shed: list[SubscriptionState] | None = None
-        if len(sources) == 1:  # one set of subscribers: nobody can be reached twice
-            for subscription in sources[0]:
+            if groups:
+                sources.extend(group.states for group in self.matching(topic))
+        if sources:
+            _push(stored, sources)
+
+
+def _push(stored: StoredEvent, sources: list[dict[SubscriptionState, None]]) -> None:
+    """Queue ``stored`` on each subscriber of ``sources`` once; shed those that are full."""
+    shed: list[SubscriptionState] | None = None
+    if len(sources) == 1:  # one set of subscribers (the common case): nobody is reached twice
+        for subscription in sources[0]:
+            if not subscription._push(stored):
+                if shed is None:
+                    shed = []
+                shed.append(subscription)
+    else:
+        seen: set[SubscriptionState] = set()
+        for targets in sources:
+            for subscription in targets:
+                if subscription in seen:
+                    continue
+                seen.add(subscription)
                 if not subscription._push(stored):
                     if shed is None:
                         shed = []
                     shed.append(subscription)
-        else:
-            seen: set[SubscriptionState] = set()
-            for targets in sources:
-                for subscription in targets:
-                    if subscription in seen:
-                        continue
-                    seen.add(subscription)
-                    if not subscription._push(stored):
-                        if shed is None:
-                            shed = []
-                        shed.append(subscription)
-        if shed is not None:
-            for subscription in shed:
-                subscription._end(EndReason.SHED)
+    if shed is not None:
+        for subscription in shed:
+            subscription._end(EndReason.SHED)

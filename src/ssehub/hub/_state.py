@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .._waiter import wait_shielded
 from ._channels import HubChannels
 from ._errors import HubHTTPError
 from ._guard import Guard
@@ -112,9 +113,7 @@ class HubState:
         self.drain()
         if self._streams:
             self._ended = anyio.Event()
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + timeout
-                await self._ended.wait()
+            await wait_shielded(self._ended, timeout)
         return not self._streams
 
     def _started_now(self) -> None:
