@@ -1,22 +1,16 @@
 """``EventSourceResponse``: a Server-Sent Events response for Starlette and FastAPI.
 
 A drop-in for sse-starlette's class of the same name (same parameters, same meaning), built for
-throughput and clean teardown:
+throughput and clean teardown (design: docs/ARCHITECTURE.md; guide: docs/response.md):
 
-* One loop for every kind of content (``_response/_pump.py``): take everything that is ready,
-  encode it once, write it with one ASGI ``send``, then wait. Generators and sync iterables
-  run in a producer task that starts with the response (as in sse-starlette), encoding into a
-  bounded buffer; broker subscriptions hand over frames encoded once for every subscriber.
-* Pings, send deadlines and the end of a shutdown's grace period are timers on one alarm
-  clock per event loop (under asyncio): no pinger task and no timer handle per stream, and an
-  idle stream is not woken before its ping is due.
-* Plain ASGI only, so it works the same on uvicorn, hypercorn and granian, under asyncio and
-  trio, behind any middleware.
-* Headers and a first comment (``: ok``) go out at once, so clients and proxies (and
-  Starlette's ``GZipMiddleware``, which holds the headers back until the first body chunk) see
-  the stream open before the first event exists.
-* SIGINT and SIGTERM end every stream with a clean end of the body, whatever the server
-  (``_response/_shutdown.py``); ``shutdown_event`` does the same from your own code.
+* one loop for every kind of content, writing everything ready with one ASGI ``send``;
+* generators start with the response (as in sse-starlette), encoding into a bounded buffer;
+* pings and send deadlines on one timer per event loop, not a task or timer per stream;
+* plain ASGI only: the same on uvicorn, hypercorn and granian, asyncio and trio, any middleware;
+* headers and a ``: ok`` comment at once, so clients and proxies (and Starlette's
+  ``GZipMiddleware``, which holds the headers until the first body chunk) see the stream open;
+* SIGINT and SIGTERM end every stream with a clean end of the body, on any server
+  (``shutdown_event`` does the same from your own code).
 
 The one deliberate difference from sse-starlette: the default line separator is ``"\\n"``
 (sse-starlette writes ``"\\r\\n"``), because hand-written LF-only parsers break on CRLF while every

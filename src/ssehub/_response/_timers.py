@@ -1,19 +1,11 @@
 """Timers: every stream's deadlines on one event-loop timer.
 
-A stream wakes up for its ping, for a send that has taken too long (``send_timeout``), and for
-the end of a shutdown's grace period. A cancel scope with a deadline, or a sleeping task, per
-stream would cost an asyncio timer handle and a scope or a task for every idle connection.
-
-An :class:`AlarmClock` keeps the alarms of one asyncio event loop in a heap behind a single
-``loop.call_at`` handle. An :class:`Alarm` is reused for a stream's whole life and re-armed
-lazily: deadlines that only move later (a ping is due a ping interval after the latest
-activity) leave the alarm where it is, and when it rings, :meth:`Alarm.ring` looks at the
-stream and answers with its real next deadline, or acts. A stream that sends an event
-therefore touches no timer at all.
-
-asyncio only (``loop.call_at``); under any other async library the response waits inside a
-cancel scope with a deadline instead (see ``_pump.py``). Everything here runs on the event
-loop's thread.
+A stream wakes up for its ping, for a send that has taken too long (``send_timeout``) and for
+the end of a shutdown's grace period; an :class:`AlarmClock` keeps these :class:`Alarm` s of one
+asyncio loop in a heap behind a single ``loop.call_at`` handle, so an idle stream costs no
+timer handle, cancel scope or task. Alarms are re-armed lazily: a deadline that only moves later
+touches no timer (docs/ARCHITECTURE.md, "Timers"). asyncio only, on the loop's thread; under
+trio the pump uses cancel scope deadlines.
 """
 
 from __future__ import annotations
