@@ -95,7 +95,6 @@ class Pump(Alarm):
         "_send_timeout",
         "_sending_since",
         "_source",
-        "_wait_until",
         "_waiter",
         "cut",
         "last_activity",
@@ -132,7 +131,6 @@ class Pump(Alarm):
         self._end_at = _INF  # when sending must end (a shutdown)
         self._sending_since = _INF  # start of the send in progress
         self._waiter: Waiter | None = None
-        self._wait_until = _INF
         self._send_started = _INF  # start of the latest send (kept after it)
         self._scope: Any = None  # the loop's cancel scope while it runs (see _cut_scope)
         self.last_activity = self._now()
@@ -207,14 +205,12 @@ class Pump(Alarm):
                         if pending:
                             body = pending[0] if len(pending) == 1 else b"".join(pending)
                             await self._send_body(body, more_body=True)
-                        if self._end_at != _INF and self._now() >= self._end_at:
-                            # Sending ends: what is pending goes out with the end of the body.
-                            rest = take() or []
-                            await self._send_body(b"".join(rest), more_body=False)
-                            break
+                        ending = self._end_at != _INF and self._now() >= self._end_at
                         pending = take()
-                        if pending is None:
-                            await self._send_body(b"", more_body=False)
+                        if pending is None or ending:
+                            # The source ended, or sending must: what is pending goes out
+                            # with the end of the body.
+                            await self._send_body(b"".join(pending or ()), more_body=False)
                             break
                         if pending:
                             continue
@@ -228,7 +224,6 @@ class Pump(Alarm):
                         waiter = self._waiter = self._new_waiter()
                         source.on_ready(waiter.set)
                         if self._clock is not None:
-                            self._wait_until = deadline
                             if deadline != _INF:
                                 self.start(deadline)
                             await waiter.wait()
@@ -317,7 +312,7 @@ class Pump(Alarm):
         waiter = self._waiter
         if waiter is None:
             return None  # the pump runs: its next send or wait starts the alarm again
-        due = min(self._wait_until, self._end_at)
+        due = min(self.last_activity + self._ping if self._ping > 0 else _INF, self._end_at)
         if now >= due:
             self._waiter = None
             waiter.set()

@@ -65,8 +65,10 @@ class Alarm:
 
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
-        if self._active and self._queued and self._clock is not None:
-            self._clock._stopped()
+        clock = self._clock
+        if self._active and self._queued and clock is not None:
+            clock._dead += 1
+            clock._sweep()
         self._active = False
 
     def ring(self, now: float) -> float | None:
@@ -88,7 +90,7 @@ class AlarmClock:
     __slots__ = ("__weakref__", "_at", "_dead", "_early", "_handle", "_heap", "_loop", "_seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A proxy: the clocks are kept in a weak dictionary keyed by their loop, and a strong
+        # Weakly: the clocks are kept in a weak dictionary keyed by their loop, and a strong
         # reference from the value would keep every loop (and its clock) alive forever.
         self._loop: Any = weakref.ref(loop)  # a reference, not a proxy: see _waiter.py
         self._heap: list[Alarm] = []
@@ -108,18 +110,11 @@ class AlarmClock:
         """Entries waiting for their time (stopped alarms included, until it comes)."""
         return len(self._heap) + len(self._early)
 
-    def _stopped(self) -> None:
-        self._dead += 1
-        self._sweep()
-
     def _sweep(self) -> None:
         if self._dead >= _SWEEP_MIN and self._dead * 2 >= len(self._heap):
-            live = []
             for alarm in self._heap:
-                if alarm._active:
-                    live.append(alarm)
-                else:
-                    alarm._queued = False
+                alarm._queued = alarm._active
+            live = [alarm for alarm in self._heap if alarm._active]
             heapq.heapify(live)
             self._heap = live
             self._early = [entry for entry in self._early if entry[2]._active]
