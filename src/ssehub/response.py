@@ -330,9 +330,7 @@ class EventSourceResponse(Response):
                                 if self.data_sender_callable is not None:
                                     group.start_soon(self.data_sender_callable)
                                 if self._shutdown_event is not None:
-                                    group.start_soon(
-                                        self._watch_shutdown_event, self._shutdown_event
-                                    )
+                                    group.start_soon(self._watch_shutdown_event)
                                 await pump.run(self._start_message(), self._opening())
                                 group.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
@@ -425,8 +423,9 @@ class EventSourceResponse(Response):
         logger.debug("shutdown requested; ending the stream")
         pump.end_after(self._shutdown_grace_period if grace is None else grace)
 
-    async def _watch_shutdown_event(self, event: anyio.Event) -> None:
-        await event.wait()
+    async def _watch_shutdown_event(self) -> None:
+        assert self._shutdown_event is not None
+        await self._shutdown_event.wait()
         self.shutdown()
 
     # -- sending ----------------------------------------------------------------------------

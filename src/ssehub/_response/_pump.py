@@ -159,7 +159,9 @@ class Pump(Alarm):
         self._end_at = at
         waiter = self._waiter
         scope = self._scope
-        if delay <= 0 and waiter is not None:
+        if waiter is not None and (delay <= 0 or self._clock is None):
+            # A wait whose end is due now, or (trio) whose scope read the old deadline when it
+            # started: wake it, so the loop (or its next wait) sees the new end.
             self._waiter = None
             waiter.set()
         elif self._clock is not None:
@@ -168,11 +170,6 @@ class Pump(Alarm):
             scope.scope.deadline = min(
                 scope.scope.deadline, self._send_deadline(self._sending_since)
             )
-        elif waiter is not None:
-            # Scope-based waits read their deadline when they start: wake this one so the
-            # next wait (or the end) sees the new deadline.
-            self._waiter = None
-            waiter.set()
 
     def abort(self) -> None:
         """End the stream now without a final body (the client left); from the event loop."""
