@@ -1,14 +1,8 @@
 """The contract between a source of encoded frames and the response that streams it.
 
-A :class:`FrameSource` (a broker ``Subscription``, or the response's own buffer in front of a
-generator) hands out bytes that are already encoded, so one encoding serves every subscriber
-and everything pending goes out in one ASGI ``send``.
-
-The contract is pull-only. The response asks for what is ready with :meth:`take_frames`, which
-never waits, and when nothing is, it registers a one-shot readiness callback with
-:meth:`on_ready` and waits on its own wake-up, which its timers (pings, deadlines) and the
-client's disconnect can also trigger. A source therefore knows nothing about transports,
-timers or cancellation: it appends, and calls one callback.
+A :class:`FrameSource` (a broker ``Subscription``, or the response's buffer in front of a
+generator) hands out bytes already encoded, once for every subscriber. It is pull-only: it knows
+nothing about transports, timers or cancellation; it appends, and calls one callback.
 """
 
 from __future__ import annotations

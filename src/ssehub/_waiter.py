@@ -46,22 +46,19 @@ class _FutureWaiter:
         return self._future  # type: ignore[no-any-return]
 
 
-class _FutureFactory:
-    """Makes waiters on one loop, holding it weakly (the factory is the value of a weak
-    dictionary keyed by that loop: a strong reference would keep both alive for ever)."""
+def _future_factory(loop: Any) -> Callable[[], Waiter]:
+    # The loop weakly: the factory is the value of a weak dictionary keyed by that loop, and a
+    # strong reference would keep both alive for ever. A reference, not a proxy:
+    # gc.get_objects() users call isinstance() on everything, which raises on a dead proxy.
+    loop_ref = weakref.ref(loop)
 
-    __slots__ = ("_loop",)
-
-    def __init__(self, loop: Any) -> None:
-        # A reference, not a proxy: gc.get_objects() users call isinstance() on everything,
-        # and that raises on a proxy whose loop is gone.
-        self._loop = weakref.ref(loop)
-
-    def __call__(self) -> Waiter:
-        loop = self._loop()
+    def new_waiter() -> Waiter:
+        loop = loop_ref()
         if loop is None:
             raise RuntimeError("the event loop of this waiter factory is gone")
         return _FutureWaiter(loop.create_future)
+
+    return new_waiter
 
 
 # One factory per event loop, shared by every stream on it (freed with the loop).
@@ -76,7 +73,7 @@ def waiter_factory(token: anyio.lowlevel.EventLoopToken) -> Callable[[], Waiter]
     if isinstance(loop, asyncio.AbstractEventLoop):
         factory = _factories.get(loop)
         if factory is None:
-            factory = _factories[loop] = _FutureFactory(loop)
+            factory = _factories[loop] = _future_factory(loop)
         return factory
     # The concrete class of the running backend: anyio.Event() would look the backend up on
     # every call.

@@ -1,22 +1,16 @@
 """``EventSourceResponse``: a Server-Sent Events response for Starlette and FastAPI.
 
 A drop-in for sse-starlette's class of the same name (same parameters, same meaning), built for
-throughput and clean teardown:
+throughput and clean teardown (design: docs/ARCHITECTURE.md; guide: docs/response.md):
 
-* One loop for every kind of content (``_response/_pump.py``): take everything that is ready,
-  encode it once, write it with one ASGI ``send``, then wait. Generators and sync iterables
-  run in a producer task that starts with the response (as in sse-starlette), encoding into a
-  bounded buffer; broker subscriptions hand over frames encoded once for every subscriber.
-* Pings, send deadlines and the end of a shutdown's grace period are timers on one alarm
-  clock per event loop (under asyncio): no pinger task and no timer handle per stream, and an
-  idle stream is not woken before its ping is due.
-* Plain ASGI only, so it works the same on uvicorn, hypercorn and granian, under asyncio and
-  trio, behind any middleware.
-* Headers and a first comment (``: ok``) go out at once, so clients and proxies (and
-  Starlette's ``GZipMiddleware``, which holds the headers back until the first body chunk) see
-  the stream open before the first event exists.
-* SIGINT and SIGTERM end every stream with a clean end of the body, whatever the server
-  (``_response/_shutdown.py``); ``shutdown_event`` does the same from your own code.
+* one loop for every kind of content, writing everything ready with one ASGI ``send``;
+* generators start with the response (as in sse-starlette), encoding into a bounded buffer;
+* pings and send deadlines on one timer per event loop, not a task or timer per stream;
+* plain ASGI only: the same on uvicorn, hypercorn and granian, asyncio and trio, any middleware;
+* headers and a ``: ok`` comment at once, so clients and proxies (and Starlette's
+  ``GZipMiddleware``, which holds the headers until the first body chunk) see the stream open;
+* SIGINT and SIGTERM end every stream with a clean end of the body, on any server
+  (``shutdown_event`` does the same from your own code).
 
 The one deliberate difference from sse-starlette: the default line separator is ``"\\n"``
 (sse-starlette writes ``"\\r\\n"``), because hand-written LF-only parsers break on CRLF while every
@@ -25,16 +19,18 @@ parser accepts LF. Pass ``sep="\\r\\n"`` for byte-identical output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import sys
 import threading
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
     Iterable,
+    Iterator,
 )
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Final, TypeAlias
@@ -283,36 +279,38 @@ class EventSourceResponse(Response):
         # suspended frame between the server and the pump alive for hours.
         if scope["type"] == "websocket":
             send = _websocket_denial(send)
+        head = scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD"
         try:
-            if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
+            source = self._frame_source
+            outbox: Outbox | None = None
+            if head:
                 # HEAD: same headers as GET, an empty body, and the content is never started
                 # (an endless generator would otherwise keep the connection busy forever).
-                await self._send_bounded(send, self._start_message())
-                await self._send_bounded(
-                    send, {"type": "http.response.body", "body": b"", "more_body": False}
-                )
+                source = Outbox()
+                source.close()
+            elif source is None:
+                source = outbox = Outbox()
             else:
-                source = self._frame_source
-                outbox: Outbox | None = None
-                if source is None:
-                    source = outbox = Outbox()
-                else:
-                    prepare = getattr(source, "prepare", None)
-                    if prepare is not None:
-                        await prepare()  # a subscription fetches its replay before the headers
-                        prepare = None
-                pump = self._pump = Pump(
-                    send,
-                    source,
-                    ping=self._ping_interval,
-                    ping_bytes=self._ping_bytes,
-                    send_timeout=self.send_timeout,
-                    final_timeout=self._shutdown_send_timeout(),
-                )
-                source = None
+                prepare = getattr(source, "prepare", None)
+                if prepare is not None:
+                    await prepare()  # a subscription fetches its replay before the headers
+                    prepare = None
+            pump = Pump(
+                send,
+                source,
+                ping=self._ping_interval,
+                ping_bytes=self._ping_bytes,
+                send_timeout=self.send_timeout,
+                final_timeout=self._shutdown_send_timeout(),
+            )
+            source = None
+            failure: BaseException | None = None
+            if head:
+                await pump.run(self._start_message(), [])
+            else:
+                self._pump = pump
                 if _shutdown.register(self.shutdown):
                     self.shutdown()
-                failure: BaseException | None = None
                 try:
                     async with DisconnectWatch(receive, self._client_left):
                         if outbox is None and not self._has_tasks():
@@ -324,13 +322,16 @@ class EventSourceResponse(Response):
                                 # send completes (a client that never reads must still see
                                 # its generator cleaned up).
                                 if outbox is not None:
-                                    self._start_producer(group, outbox)
+                                    group.start_soon(
+                                        self._produce_async
+                                        if self._async_content is not None
+                                        else self._produce_sync,
+                                        outbox,
+                                    )
                                 if self.data_sender_callable is not None:
                                     group.start_soon(self.data_sender_callable)
                                 if self._shutdown_event is not None:
-                                    group.start_soon(
-                                        self._watch_shutdown_event, self._shutdown_event
-                                    )
+                                    group.start_soon(self._watch_shutdown_event)
                                 await pump.run(self._start_message(), self._opening())
                                 group.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
@@ -347,26 +348,26 @@ class EventSourceResponse(Response):
                     # A clean end of the body still tells the client to reconnect rather than
                     # report an error.
                     if pump.opened and not pump.stopped and not pump.sent_final:
-                        with anyio.CancelScope(shield=True) as shield:
-                            shield.deadline = anyio.current_time() + self._shutdown_send_timeout()
-                            await send(
-                                {"type": "http.response.body", "body": b"", "more_body": False}
-                            )
+                        await self._send_final(send, shield=True)
                     raise
                 finally:
                     _shutdown.unregister(self.shutdown)
                     self._pump = None
                     self.active = False
-                # Raised here, inside the note-adding handler below: a method of their own
-                # would be one more frame per idle stream.
-                if failure is not None:
-                    raise failure  # noqa: TRY301
-                if pump.timed_out:
-                    raise SendTimeoutError(  # noqa: TRY301
-                        f"client did not accept data within {self.send_timeout} s"
-                    )
-                if pump.cut and not pump.sent_final:
-                    await self._finish_after_shutdown(send)
+            # Raised here, inside the note-adding handler below: a method of their own would be
+            # one more frame per idle stream.
+            if failure is not None:
+                raise failure  # noqa: TRY301
+            if pump.timed_out:
+                raise SendTimeoutError(  # noqa: TRY301
+                    f"client did not accept data within {self.send_timeout} s"
+                )
+            # A send was cut when sending had to end: end the body if the client takes it soon
+            # (frames not yet sent are dropped: a later event arriving without the one before
+            # would hide the gap from a client that resumes with Last-Event-ID), and otherwise
+            # return anyway and let the server close the connection.
+            if pump.cut and not pump.sent_final and not await self._send_final(send):
+                logger.debug("shutdown: the client did not take the end of the stream; leaving it")
         except Exception as exc:
             # The server logs it without saying which request's stream failed: say so (the
             # content's error surfaces here, long after the endpoint returned).
@@ -377,7 +378,7 @@ class EventSourceResponse(Response):
             self.active = False
             if self._frame_source is not None:
                 # Whatever ended the response (even a failed first send), release the source.
-                await self._close_frame_source(self._frame_source)
+                await self._close(self._frame_source.aclose, "frame source")
         if self.background is not None:
             await self.background()
 
@@ -395,13 +396,6 @@ class EventSourceResponse(Response):
 
     def _has_tasks(self) -> bool:
         return self._shutdown_event is not None or self.data_sender_callable is not None
-
-    def _start_producer(self, group: anyio.abc.TaskGroup, outbox: Outbox) -> None:
-        if self._async_content is not None:
-            group.start_soon(self._produce_async, self._async_content, outbox)
-        else:
-            assert self._sync_content is not None
-            group.start_soon(self._produce_sync, self._sync_content, outbox)
 
     async def _client_left(self, message: Message) -> None:
         self.active = False
@@ -427,40 +421,26 @@ class EventSourceResponse(Response):
         pump = self._pump
         if pump is None:
             return
-        period = self._shutdown_grace_period if grace is None else grace
         logger.debug("shutdown requested; ending the stream")
-        pump.end_by(pump.now() + period)
+        pump.end_after(self._shutdown_grace_period if grace is None else grace)
 
-    async def _watch_shutdown_event(self, event: anyio.Event) -> None:
-        await event.wait()
+    async def _watch_shutdown_event(self) -> None:
+        assert self._shutdown_event is not None
+        await self._shutdown_event.wait()
         self.shutdown()
 
     # -- sending ----------------------------------------------------------------------------
-
-    async def _send_bounded(self, send: Send, message: Message) -> None:
-        # The response start and HEAD's messages: rare, so a scope each is fine.
-        timeout = self.send_timeout
-        if timeout is None:
-            await send(message)
-            return
-        with anyio.move_on_after(timeout) as scope:
-            await send(message)
-        if scope.cancel_called:
-            raise SendTimeoutError(f"client did not accept data within {timeout} s")
 
     def _shutdown_send_timeout(self) -> float:
         timeout = self.SHUTDOWN_SEND_TIMEOUT
         return timeout if self.send_timeout is None else min(timeout, self.send_timeout)
 
-    async def _finish_after_shutdown(self, send: Send) -> None:
-        # A send was cut when sending had to end: end the body if the client takes it soon
-        # (frames not yet sent are dropped: a later event arriving without the one before
-        # would hide the gap from a client that resumes with Last-Event-ID), and otherwise
-        # return anyway and let the server close the connection.
-        with anyio.move_on_after(self._shutdown_send_timeout()) as scope:
+    async def _send_final(self, send: Send, *, shield: bool = False) -> bool:
+        """Send the final empty body within the shutdown's send timeout; ``False`` if cut."""
+        with anyio.CancelScope(shield=shield) as scope:
+            scope.deadline = anyio.current_time() + self._shutdown_send_timeout()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        if scope.cancel_called:
-            logger.debug("shutdown: the client did not take the end of the stream; leaving it")
+        return not scope.cancel_called
 
     def _ping_bytes(self) -> bytes:
         if self.ping_message_factory is not None:
@@ -470,10 +450,11 @@ class EventSourceResponse(Response):
 
     # -- producers: generators and sync iterables into the outbox ----------------------------
 
-    async def _produce_async(self, content: AsyncIterable[Any], outbox: Outbox) -> None:
+    async def _produce_async(self, outbox: Outbox) -> None:
+        assert self._async_content is not None
         encode = self._encode
         put = outbox.put_nowait
-        iterator = content.__aiter__()
+        iterator = self._async_content.__aiter__()
         try:
             async for item in iterator:
                 put(encode(item))
@@ -486,15 +467,18 @@ class EventSourceResponse(Response):
             exc.__traceback__ = None
             raise
         finally:
-            await self._close_async(iterator)
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await self._close(aclose, "content iterator")
         # Only a content that ended by itself ends the body cleanly: after an error the
         # exception ends the response instead, so the client sees a broken stream, not a
         # finished one it would reconnect to forever.
         outbox.close()
 
-    async def _produce_sync(self, content: Iterable[Any], outbox: Outbox) -> None:
+    async def _produce_sync(self, outbox: Outbox) -> None:
+        assert self._sync_content is not None
         encode = self._encode
-        iterator = iter(content)
+        iterator = iter(self._sync_content)
         done = object()
         running = threading.Lock()  # held while a worker thread runs the iterator
         closing = False
@@ -533,39 +517,26 @@ class EventSourceResponse(Response):
                     await outbox.room()
         finally:
             closing = True
-            with self._cleanup_scope() as scope:
+            with self._bounded_cleanup():
                 await anyio.to_thread.run_sync(close_if_idle, abandon_on_cancel=True)
-            self._warn_if_cut(scope)
         outbox.close()  # a clean end only when the content ended by itself (see above)
 
-    # -- disconnect and cleanup ----------------------------------------------------------------
+    # -- cleanup -------------------------------------------------------------------------------
 
-    async def _close_frame_source(self, source: FrameSource) -> None:
-        with self._cleanup_scope() as scope:
-            try:
-                await source.aclose()
-            except Exception:
-                logger.exception("error closing the frame source")
-        self._warn_if_cut(scope)
-
-    def _cleanup_scope(self) -> anyio.CancelScope:
+    @contextlib.contextmanager
+    def _bounded_cleanup(self) -> Iterator[None]:
         # Shielded so the cleanup runs even inside a cancelled task, and bounded because nothing
         # outside a shield can cancel it (a generator stuck in its finally would hang forever).
         timeout = self._cleanup_timeout
-        deadline = float("inf") if timeout is None else anyio.current_time() + timeout
-        return anyio.CancelScope(shield=True, deadline=deadline)
-
-    def _warn_if_cut(self, scope: anyio.CancelScope) -> None:
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        with anyio.CancelScope(shield=True, deadline=deadline) as scope:
+            yield
         if scope.cancel_called:
-            logger.warning("content cleanup cancelled after %s seconds", self._cleanup_timeout)
+            logger.warning("content cleanup cancelled after %s seconds", timeout)
 
-    async def _close_async(self, iterator: AsyncIterator[Any]) -> None:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is None:
-            return
-        with self._cleanup_scope() as scope:
+    async def _close(self, aclose: Callable[[], Awaitable[object]], what: str) -> None:
+        with self._bounded_cleanup():
             try:
                 await aclose()
             except Exception:
-                logger.exception("error closing the content iterator")
-        self._warn_if_cut(scope)
+                logger.exception("error closing the %s", what)

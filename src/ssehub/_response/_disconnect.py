@@ -1,24 +1,20 @@
 """Watching for the client's disconnect: the one background task every stream has.
 
-Plain ASGI tells an app that its client left only through ``receive()`` returning
-``http.disconnect``, so every stream needs something waiting there while it sends. Under asyncio
-that is one bare task, created on the loop and cancelled when the stream ends: an anyio task
-group with ``start_soon`` would add a cancel scope, an event and a wrapper per task (about
-3 KiB), multiplied by every idle connection of a hub. The task never outlives its stream by
-more than one loop iteration (it is cancelled in :meth:`DisconnectWatch.__aexit__`), and it
-never ends with an exception (``_listen`` handles every one), so nothing is left unretrieved
-and it needs no done callback (which would keep a callback entry and a context copy per
-stream). Under any other async library (trio) an anyio task group runs it.
+Plain ASGI reports a disconnect only through ``receive()``. Under asyncio the watch is one bare
+task (``loop.create_task``): an anyio task group would add a cancel scope, an event and a
+wrapper per idle connection (about 3 KiB). It is cancelled when the stream ends and never ends
+with an exception (``_listen`` handles every one), so it needs no done callback (a callback
+entry and a context copy per stream). Under trio an anyio task group runs it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 
 from ._timers import running_loop
 
@@ -42,15 +38,14 @@ class DisconnectWatch:
             context is left (unless another one is leaving it already).
     """
 
-    __slots__ = ("_error", "_group", "_on_disconnect", "_receive", "_task")
+    __slots__ = ("_error", "_on_disconnect", "_receive", "_task")
 
     def __init__(
         self, receive: Receive, on_disconnect: Callable[[Message], Awaitable[None]]
     ) -> None:
         self._receive = receive
         self._on_disconnect = on_disconnect
-        self._task: Any = None
-        self._group: anyio.abc.TaskGroup | None = None
+        self._task: Any = None  # the asyncio task, or the task group that runs it (trio)
         self._error: Exception | None = None
 
     async def _listen(self) -> None:
@@ -73,27 +68,18 @@ class DisconnectWatch:
         if loop is not None:
             self._task = loop.create_task(self._listen())
         else:
-            group = self._group = anyio.create_task_group()
+            group = self._task = anyio.create_task_group()
             await group.__aenter__()
             group.start_soon(self._listen)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    async def __aexit__(self, *exc_info: Any) -> None:
+        task, self._task = self._task, None
+        if isinstance(task, anyio.abc.TaskGroup):
+            task.cancel_scope.cancel()
+            await task.__aexit__(*exc_info)
         else:
-            group = self._group
-            assert group is not None
-            self._group = None
-            group.cancel_scope.cancel()
-            await group.__aexit__(exc_type, exc, tb)
+            task.cancel()
         error, self._error = self._error, None
-        if error is not None and exc_type is None:
+        if error is not None and exc_info[0] is None:
             raise error
-        return None

@@ -1,26 +1,9 @@
 """Turning the items a content iterator yields into SSE wire bytes.
 
-The rules follow sse-starlette's ``ensure_bytes`` where they are safe, so code written for it
-keeps its output: ``bytes`` go out as they are, a :class:`~ssehub.wire.ServerSentEvent` uses its
-own (cached) encoding, a ``dict`` is read as the keyword arguments of an event and encoded with the
-response's separator, ``str``, ``int`` and ``float`` become the event's ``data`` text, and objects
-with an ``encode()`` method returning bytes (sse-starlette's events) are sent as they encode
-themselves.
-
-Structured data is sent as compact JSON, as FastAPI's own SSE does: a ``dict`` item's ``data``
-that is a ``dict``, ``list``, ``tuple``, dataclass instance, pydantic model or msgspec ``Struct``,
-and a bare item of any of these kinds but ``dict`` (a bare ``dict`` keeps its sse-starlette
-meaning: the event's fields). sse-starlette sends ``str(data)`` for these, a Python ``repr`` no
-client can parse. The JSON rules are those of :class:`~ssehub.JSONServerSentEvent` (the same
-helper writes it), with two additions: a dataclass is written as its fields, and a pydantic model
-by its own ``model_dump_json()`` (its field types, serialisers and config), nested in containers
-too; a msgspec ``Struct`` is converted with ``msgspec.to_builtins``. Data with no JSON form (a
-``datetime`` in a plain ``dict``, a ``set``, NaN) raises :class:`~ssehub.EventValidationError`.
-
-Every other item (``bool``, ``None``, ``set``, plain ``Enum`` members, arbitrary objects) is
-refused with :class:`~ssehub.EventValidationError` instead of being sent as a Python ``repr``.
-The response re-raises these errors from its ASGI call, so they reach the server's error log
-instead of ending the stream quietly.
+The rules are sse-starlette's where they are safe, plus structured data as compact JSON (as
+FastAPI's own SSE does), and an error instead of a Python ``repr`` for anything else; the full
+table is in docs/response.md, "What you can stream". The response re-raises the errors from its
+ASGI call, so they reach the server's error log instead of ending the stream quietly.
 """
 
 from __future__ import annotations
@@ -128,15 +111,6 @@ def _from_dict(item: dict[Any, Any], sep: str) -> bytes:
     return ServerSentEvent(data, sep=sep, **fields).encode()
 
 
-def _unsupported(item: object) -> str:
-    return (
-        f"content item of type {type(item).__name__} has no SSE form; yield a ServerSentEvent, "
-        "a dict of event fields, str, bytes, int or float, or data to send as JSON (a list, "
-        "tuple, dataclass, pydantic model or msgspec Struct; JSONServerSentEvent for any other "
-        "JSON value)"
-    )
-
-
 def make_encoder(sep: str) -> Callable[[Any], bytes]:
     """Return a function that encodes one content item with the line separator ``sep``.
 
@@ -192,7 +166,13 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
             if not isinstance(item, int) or isinstance(item, bool):
                 # sse-starlette sends str(item), which for anything but text and numbers is a
                 # Python repr ("<object object at 0x...>", "Colour.RED", "{1, 2}"): refuse it.
-                raise EventValidationError("data", _unsupported(item))
+                raise EventValidationError(
+                    "data",
+                    f"content item of type {kind.__name__} has no SSE form; yield a "
+                    "ServerSentEvent, a dict of event fields, str, bytes, int or float, or data "
+                    "to send as JSON (a list, tuple, dataclass, pydantic model or msgspec "
+                    "Struct; JSONServerSentEvent for any other JSON value)",
+                )
         # int and float (subclasses included) become data text, as in sse-starlette.
         return ServerSentEvent(item, sep=sep).encode()
 

@@ -1,15 +1,9 @@
 """The frame source in front of a generator: a bounded buffer between its producer and the pump.
 
-The response runs the content (an async or sync iterable) in a producer task that encodes each
-item and appends it here; the pump takes *everything* pending at each wake-up and writes it
-with one ASGI ``send`` (coalescing). The producer appends without a checkpoint while there is
-room, so a generator that is ahead of the socket fills the buffer in one go.
-
-The producer also pauses while a send of the stream is blocked (the client is not reading)
-and it has something pending: the generator then stays suspended at its ``yield``, as it
-would with sse-starlette, which sends from inside the iteration. A disconnect or a send
-timeout at that moment closes the generator from its ``yield`` with ``aclose()``, so its
-``finally`` runs shielded, bounded by ``cleanup_timeout``.
+The producer appends encoded items without a checkpoint while there is room, and the pump takes
+everything pending in one ``send``. The producer also pauses while a send is blocked, so the
+generator waits at its ``yield`` as under sse-starlette, and a disconnect or send timeout
+closes it from there (docs/ARCHITECTURE.md, "Backpressure").
 """
 
 from __future__ import annotations
@@ -30,16 +24,14 @@ small events, small enough to bound the memory a frozen client can pin (send_tim
 class Outbox:
     """Single-producer, single-consumer frame buffer with a byte bound; a ``FrameSource``.
 
-    Args:
-        limit: the producer waits in :meth:`room` once this many bytes are pending.
+    The producer waits in :meth:`room` once :data:`DEFAULT_LIMIT` bytes are pending.
     """
 
-    __slots__ = ("_chunks", "_closed", "_limit", "_ready", "_sending", "_size", "_writable")
+    __slots__ = ("_chunks", "_closed", "_ready", "_sending", "_size", "_writable")
 
-    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
-        self._limit = limit
         self._closed = False
         self._sending = False  # the pump is inside a send (see send_started())
         self._ready: ReadyCallback | None = None
@@ -56,7 +48,7 @@ class Outbox:
     @property
     def paused(self) -> bool:
         """Whether the producer must wait: the bound is reached, or a send is in flight."""
-        return self._size >= self._limit or (self._sending and self._size > 0)
+        return self._size >= DEFAULT_LIMIT or (self._sending and self._size > 0)
 
     async def room(self) -> None:
         """Wait while :attr:`paused`."""

@@ -1,19 +1,11 @@
 """The pump: the one loop that moves a stream's frames from its source to the socket.
 
-Every kind of content goes through it: a broker subscription (frames encoded once for every
-subscriber) and generators, sync iterables, memory streams and channel message streams
-(through the response's :class:`~ssehub._response._outbox.Outbox`). The loop is::
-
-    take everything ready (never waits) -> one ``send`` -> nothing ready? ping if idle,
-    else wait for the source, a timer, a disconnect or the end
-
-Its deadlines (the ping, ``send_timeout``, the end of a shutdown's grace period) are one
-:class:`~ssehub._response._timers.Alarm` on the event loop's shared clock under asyncio, and
-a cancel scope with a deadline around each wait under any other async library (trio).
-
-The loop runs inside one cancel scope for its whole life: a timer cancels it to cut a send
-that took too long (or is still blocked when sending must end), and a disconnect to stop at
-once. No scope is entered or left per event.
+Every kind of content goes through it: a broker subscription, or the response's
+:class:`~ssehub._response._outbox.Outbox` in front of a generator. Its deadlines are one
+:class:`~ssehub._response._timers.Alarm` under asyncio and cancel scope deadlines elsewhere
+(trio); it runs inside one cancel scope for its whole life, which a timer or a disconnect
+cancels to cut a send or stop. The loop and why it is shaped so: docs/ARCHITECTURE.md, "The
+pump".
 """
 
 from __future__ import annotations
@@ -21,7 +13,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -46,8 +37,8 @@ def _after_the_end() -> float:
 
 
 class _Scope:
-    """The pump's cancel scope where ``asyncio.timeout`` is not used: an anyio scope entered
-    with ``async with``, as ``asyncio.timeout`` is."""
+    """The pump's scope where ``asyncio.timeout`` is not used (trio, Python 3.10): an anyio
+    cancel scope with the part of ``asyncio.Timeout``'s interface the pump uses."""
 
     __slots__ = ("scope",)
 
@@ -58,10 +49,15 @@ class _Scope:
         self.scope.__enter__()
         return self
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
-        return bool(self.scope.__exit__(kind, exc, tb))
+    async def __aexit__(self, *exc_info: Any) -> bool:
+        return bool(self.scope.__exit__(*exc_info))
+
+    def reschedule(self, when: float) -> None:
+        """Cut now (the pump only ever passes ``-inf``)."""
+        self.scope.cancel()
+
+    def expired(self) -> bool:
+        return self.scope.cancelled_caught
 
 
 def _cut_scope(asyncio_loop: bool) -> Any:
@@ -70,14 +66,6 @@ def _cut_scope(asyncio_loop: bool) -> Any:
 
         return asyncio.timeout(None)
     return _Scope()
-
-
-def _cut(scope: Any) -> None:
-    """Cancel the pump's scope now (cut its send, or stop it)."""
-    if isinstance(scope, _Scope):
-        scope.scope.cancel()
-    else:
-        scope.reschedule(-_INF)  # asyncio.Timeout: expires at the next loop iteration
 
 
 class Pump(Alarm):
@@ -107,7 +95,6 @@ class Pump(Alarm):
         "_send_timeout",
         "_sending_since",
         "_source",
-        "_wait_until",
         "_waiter",
         "cut",
         "last_activity",
@@ -144,7 +131,6 @@ class Pump(Alarm):
         self._end_at = _INF  # when sending must end (a shutdown)
         self._sending_since = _INF  # start of the send in progress
         self._waiter: Waiter | None = None
-        self._wait_until = _INF
         self._send_started = _INF  # start of the latest send (kept after it)
         self._scope: Any = None  # the loop's cancel scope while it runs (see _cut_scope)
         self.last_activity = self._now()
@@ -161,18 +147,21 @@ class Pump(Alarm):
 
     # -- control ---------------------------------------------------------------------------
 
-    def end_by(self, at: float) -> None:
-        """End sending at ``at`` (the clock of :meth:`now`) at the latest; idempotent.
+    def end_after(self, delay: float) -> None:
+        """End sending in ``delay`` seconds at the latest; idempotent.
 
         What is pending then goes out with the final empty body; a send still blocked then is
         cut. Safe to call from a plain callback on the event loop.
         """
+        at = self._now() + delay
         if at >= self._end_at:
             return
         self._end_at = at
         waiter = self._waiter
         scope = self._scope
-        if at <= self._now() and waiter is not None:
+        if waiter is not None and (delay <= 0 or self._clock is None):
+            # A wait whose end is due now, or (trio) whose scope read the old deadline when it
+            # started: wake it, so the loop (or its next wait) sees the new end.
             self._waiter = None
             waiter.set()
         elif self._clock is not None:
@@ -181,21 +170,12 @@ class Pump(Alarm):
             scope.scope.deadline = min(
                 scope.scope.deadline, self._send_deadline(self._sending_since)
             )
-        elif waiter is not None:
-            # Scope-based waits read their deadline when they start: wake this one so the
-            # next wait (or the end) sees the new deadline.
-            self._waiter = None
-            waiter.set()
 
     def abort(self) -> None:
         """End the stream now without a final body (the client left); from the event loop."""
         self.stopped = True
         if self._scope is not None:
-            _cut(self._scope)
-
-    def now(self) -> float:
-        """The clock the pump's deadlines use (the event loop's time)."""
-        return self._now()
+            self._scope.reschedule(-_INF)  # expires at the next loop iteration
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -222,14 +202,12 @@ class Pump(Alarm):
                         if pending:
                             body = pending[0] if len(pending) == 1 else b"".join(pending)
                             await self._send_body(body, more_body=True)
-                        if self._end_at != _INF and self._now() >= self._end_at:
-                            # Sending ends: what is pending goes out with the end of the body.
-                            rest = take() or []
-                            await self._send_body(b"".join(rest), more_body=False)
-                            break
+                        ending = self._end_at != _INF and self._now() >= self._end_at
                         pending = take()
-                        if pending is None:
-                            await self._send_body(b"", more_body=False)
+                        if pending is None or ending:
+                            # The source ended, or sending must: what is pending goes out
+                            # with the end of the body.
+                            await self._send_body(b"".join(pending or ()), more_body=False)
                             break
                         if pending:
                             continue
@@ -243,7 +221,6 @@ class Pump(Alarm):
                         waiter = self._waiter = self._new_waiter()
                         source.on_ready(waiter.set)
                         if self._clock is not None:
-                            self._wait_until = deadline
                             if deadline != _INF:
                                 self.start(deadline)
                             await waiter.wait()
@@ -260,13 +237,12 @@ class Pump(Alarm):
                     self._send = self._source = self._waiter = self._outbox = None  # type: ignore[assignment]
                     self._ping_bytes = bytes  # the response's bound method would keep it alive
                     self._now = _after_the_end  # loop.time would keep the loop and its clock
-        except TimeoutError:
-            if isinstance(scope, _Scope) or not scope.expired():
+        except TimeoutError:  # asyncio.timeout's way to say it was cut
+            if not scope.expired():
                 raise
-            return  # cut by ring() or abort(), which recorded why
-        caught = isinstance(scope, _Scope) and scope.scope.cancelled_caught
-        if caught and not (self.stopped or self.timed_out or self.cut):
-            self._expired(self._send_started)  # a send's deadline passed (trio)
+        # Cut by ring() or abort(), which recorded why, or (trio) a send's scope deadline.
+        if scope.expired() and not (self.stopped or self.timed_out or self.cut):
+            self._expired(self._send_started)
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
         await self._transmit({"type": "http.response.body", "body": body, "more_body": more_body})
@@ -328,12 +304,12 @@ class Pump(Alarm):
                 return deadline
             self._expired(since)
             if self._scope is not None:
-                _cut(self._scope)
+                self._scope.reschedule(-_INF)
             return None
         waiter = self._waiter
         if waiter is None:
             return None  # the pump runs: its next send or wait starts the alarm again
-        due = min(self._wait_until, self._end_at)
+        due = min(self.last_activity + self._ping if self._ping > 0 else _INF, self._end_at)
         if now >= due:
             self._waiter = None
             waiter.set()

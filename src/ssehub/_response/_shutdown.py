@@ -1,29 +1,12 @@
 """Server shutdown: SIGINT and SIGTERM end every open event stream cleanly, on any server.
 
-ASGI tells an app nothing when its server begins to shut down: uvicorn stops accepting
-connections and then waits for open responses to finish (forever, by default), and hypercorn
-and granian cut them after a grace period without a clean end of the body. An event stream
-never finishes by itself, so a server with open streams hangs on Ctrl-C, or ends them in a way
-clients take for a network error.
-
-The mechanism, in three parts:
-
-* Each running stream registers its ``shutdown`` callback with the registry of its event loop
-  (:func:`register`; a set per loop, no task per stream).
-* :func:`shutdown_streams` ends every stream of the running loop, and every stream that starts
-  on it afterwards ends at once (a client reconnecting during the shutdown gets the headers
-  and a clean end, not a stream that would hold the server again).
-* The first stream on the main thread chains a handler in front of the process's SIGINT and
-  SIGTERM handlers when those are Python callables (a server's own handler, or Python's
-  ``KeyboardInterrupt`` default): it schedules :func:`shutdown_streams` on every loop with
-  streams, then calls the previous handler unchanged. The server's own shutdown then proceeds
-  as always, and finds the streams already ended. A signal whose handler is not a Python
-  callable (the default SIGTERM, or an ignored signal) is left alone; a server that puts its
-  own handler back later simply replaces the chain.
-
-Apps with their own shutdown logic pass ``shutdown_event`` to the response or call
-:func:`shutdown_streams` from their own hook; :func:`drain_streams` also waits for the streams
-to end (for a lifespan's shutdown).
+ASGI tells an app nothing when its server begins to shut down, and an event stream never ends
+by itself: a server with open streams hangs on Ctrl-C, or cuts them in a way clients take for a
+network error. Each running stream registers its ``shutdown`` callback with its event loop's
+registry (no task per stream), and a handler chained in front of the process's Python SIGINT
+and SIGTERM handlers ends them all, then calls the previous handler unchanged
+(docs/ARCHITECTURE.md, "Signals"; docs/response.md for what it gives under each server).
+:func:`drain_streams` also waits for the streams to end (for a lifespan's shutdown).
 """
 
 from __future__ import annotations
@@ -53,25 +36,12 @@ Callback = Callable[[], object]
 class _Registry:
     """The streams of one event loop, and whether its shutdown was requested."""
 
-    __slots__ = ("__weakref__", "_native", "ended", "requested", "streams")
+    __slots__ = ("ended", "requested", "streams")
 
-    def __init__(self, native: Any) -> None:
-        # Weakly: the registry is the value of a weak dictionary keyed by this loop. A
-        # reference, not a proxy (isinstance() on a proxy whose loop is gone raises).
-        self._native = weakref.ref(native)
+    def __init__(self) -> None:
         self.streams: dict[Callback, None] = {}
         self.requested = False
         self.ended: anyio.Event | None = None  # while drain_streams() waits for the last one
-
-    def schedule(self, callback: Callback) -> None:
-        """Run ``callback`` on the loop soon, from any thread (a signal handler runs between
-        two bytecodes of the main thread, in the middle of whatever the loop does): asyncio's
-        ``call_soon_threadsafe`` or trio's ``run_sync_soon``."""
-        native = self._native()
-        if native is None:
-            raise RuntimeError("the event loop is gone")
-        run = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
-        run(callback)
 
     def trigger(self) -> None:
         self.requested = True
@@ -91,7 +61,7 @@ def _registry() -> _Registry:
     native: Any = anyio.lowlevel.current_token().native_token
     registry = _registries.get(native)
     if registry is None:
-        registry = _registries[native] = _Registry(native)
+        registry = _registries[native] = _Registry()
     return registry
 
 
@@ -160,10 +130,13 @@ async def drain_streams(timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - shiel
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    for registry in list(_registries.values()):
+    # A signal handler runs between two bytecodes of the main thread, in the middle of whatever
+    # the loop does: each loop's trigger is scheduled, thread-safely, on that loop.
+    for native, registry in list(_registries.items()):
+        run = getattr(native, "call_soon_threadsafe", None) or native.run_sync_soon
         try:
-            registry.schedule(registry.trigger)
-        except RuntimeError:  # noqa: PERF203 - the loop closed or is gone  # the loop closed meanwhile
+            run(registry.trigger)
+        except RuntimeError:  # the loop closed meanwhile
             continue
     previous = _previous.get(signum)
     if previous is not None:

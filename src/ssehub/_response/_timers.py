@@ -1,19 +1,11 @@
 """Timers: every stream's deadlines on one event-loop timer.
 
-A stream wakes up for its ping, for a send that has taken too long (``send_timeout``), and for
-the end of a shutdown's grace period. A cancel scope with a deadline, or a sleeping task, per
-stream would cost an asyncio timer handle and a scope or a task for every idle connection.
-
-An :class:`AlarmClock` keeps the alarms of one asyncio event loop in a heap behind a single
-``loop.call_at`` handle. An :class:`Alarm` is reused for a stream's whole life and re-armed
-lazily: deadlines that only move later (a ping is due a ping interval after the latest
-activity) leave the alarm where it is, and when it rings, :meth:`Alarm.ring` looks at the
-stream and answers with its real next deadline, or acts. A stream that sends an event
-therefore touches no timer at all.
-
-asyncio only (``loop.call_at``); under any other async library the response waits inside a
-cancel scope with a deadline instead (see ``_pump.py``). Everything here runs on the event
-loop's thread.
+A stream wakes up for its ping, for a send that has taken too long (``send_timeout``) and for
+the end of a shutdown's grace period; an :class:`AlarmClock` keeps these :class:`Alarm` s of one
+asyncio loop in a heap behind a single ``loop.call_at`` handle, so an idle stream costs no
+timer handle, cancel scope or task. Alarms are re-armed lazily: a deadline that only moves later
+touches no timer (docs/ARCHITECTURE.md, "Timers"). asyncio only, on the loop's thread; under
+trio the pump uses cancel scope deadlines.
 """
 
 from __future__ import annotations
@@ -73,8 +65,10 @@ class Alarm:
 
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
-        if self._active and self._queued and self._clock is not None:
-            self._clock._stopped()
+        clock = self._clock
+        if self._active and self._queued and clock is not None:
+            clock._dead += 1
+            clock._sweep()
         self._active = False
 
     def ring(self, now: float) -> float | None:
@@ -96,7 +90,7 @@ class AlarmClock:
     __slots__ = ("__weakref__", "_at", "_dead", "_early", "_handle", "_heap", "_loop", "_seq")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # A proxy: the clocks are kept in a weak dictionary keyed by their loop, and a strong
+        # Weakly: the clocks are kept in a weak dictionary keyed by their loop, and a strong
         # reference from the value would keep every loop (and its clock) alive forever.
         self._loop: Any = weakref.ref(loop)  # a reference, not a proxy: see _waiter.py
         self._heap: list[Alarm] = []
@@ -116,18 +110,11 @@ class AlarmClock:
         """Entries waiting for their time (stopped alarms included, until it comes)."""
         return len(self._heap) + len(self._early)
 
-    def _stopped(self) -> None:
-        self._dead += 1
-        self._sweep()
-
     def _sweep(self) -> None:
         if self._dead >= _SWEEP_MIN and self._dead * 2 >= len(self._heap):
-            live = []
             for alarm in self._heap:
-                if alarm._active:
-                    live.append(alarm)
-                else:
-                    alarm._queued = False
+                alarm._queued = alarm._active
+            live = [alarm for alarm in self._heap if alarm._active]
             heapq.heapify(live)
             self._heap = live
             self._early = [entry for entry in self._early if entry[2]._active]
