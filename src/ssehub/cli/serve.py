@@ -60,8 +60,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         if spec.name == "socket_mode":
             default = f"{spec.default:o}"  # a file mode reads as octal, as chmod takes it
         help_text = f"{spec.help} (env {spec.env}; default {default})".replace("%", "%%")
+        # An on/off option is also a bare switch: `--mercure` alone is `--mercure true`.
+        switch: dict[str, Any] = (
+            {"nargs": "?", "const": "true"} if isinstance(spec.default, bool) else {}
+        )
         parser.add_argument(
-            spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text
+            spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text, **switch
         )
         # -- operations: `--no-dashboard` style switches for every on/off option
         if isinstance(spec.default, bool):

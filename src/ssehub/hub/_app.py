@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -37,13 +36,11 @@ from .._exceptions import (
     InvalidIdempotencyKey,
     InvalidTopic,
     PublishOutcomeUnknown,
-    SendTimeoutError,
 )
-from .._excgroups import collapse_excgroups
 from .._logging import RequestIdMiddleware
 from .._response._shutdown import register as register_for_shutdown
 from .._response._shutdown import unregister as unregister_for_shutdown
-from ..broker import Broker, Publication, StoredEvent, Subscription
+from ..broker import Broker, Publication, StoredEvent
 from ..broker.history import HistoryBudget
 from ..response import EventSourceResponse
 from ._auth import principal_of
@@ -51,7 +48,7 @@ from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, check_last_event_id, split_private
-from ._limits import Lease
+from ._mercure import MercureApp, MercureDispatch
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import (
@@ -64,9 +61,10 @@ from ._publish import (
 )
 from ._settings import HubSettings
 from ._state import HubState
+from ._stream import HubStream, read_body
 
 if TYPE_CHECKING:
-    from .._clock import Clock
+    pass
 from ._status import (
     backend_check,
     health_document,
@@ -85,87 +83,6 @@ RESET_HEADER = "SSEHub-Reset"
 is the reason (``malformed``, ``unknown`` or ``expired``), never the client's id."""
 
 _EVENT_FIELDS = {"data": "invalid_data", "event": "invalid_event", "retry": "invalid_retry"}
-
-
-class _HubStream:
-    """What ``GET /events`` answers once the subscription is open: an ASGI app that runs the
-    event stream and releases everything it holds when it ends (the subscription, the
-    connection place, the hub's record of it), however it ends.
-
-    A frozen client ends the stream quietly: a send timeout is the expected fate of a dead
-    connection, not an app error. A credential with an expiry ends the stream then (one timer
-    task per such stream, on the broker's clock).
-    """
-
-    __slots__ = ("_expiry", "_hub", "_lease", "_response", "_subscription")
-
-    def __init__(
-        self,
-        response: EventSourceResponse,
-        subscription: Subscription,
-        hub: HubState,
-        lease: Lease,
-        expiry: tuple[float, Clock] | None,
-    ) -> None:
-        self._response = response
-        self._subscription = subscription
-        self._hub = hub
-        self._lease = lease
-        self._expiry = expiry
-
-    async def _expire(self, deadline: float, clock: Clock) -> None:
-        await clock.sleep_until(deadline)
-        logger.info("ended a stream: its token expired")
-        self._subscription.close()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = self._response
-        hub = self._hub
-        hub._stream_opened(response, self._subscription)
-        try:
-            if self._expiry is None:
-                await response(scope, receive, send)
-            else:
-                with collapse_excgroups():
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(self._expire, *self._expiry)
-                        await response(scope, receive, send)
-                        group.cancel_scope.cancel()
-        except SendTimeoutError:
-            logger.info(
-                "ended a stream: the client accepted no data for %s s", response.send_timeout
-            )
-        finally:
-            hub._stream_closed(response)
-            self._subscription.close()
-            self._lease.release()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it is known to exceed ``limit`` bytes.
-
-    ``Content-Length`` is checked before reading anything; the byte count is checked while
-    streaming (chunked bodies have no length), so at most ``limit`` plus one chunk is held.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise HubHTTPError("invalid_body", "Content-Length is not a number") from None
-        if length > limit:
-            raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    # aclosing: leaving the loop early must close the generator here, not in the garbage
-    # collector (trio refuses to finalise async generators that way).
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _published(broker: Broker, stored: StoredEvent) -> dict[str, Any]:
@@ -211,7 +128,7 @@ class _Endpoints:
     def __init__(self, hub: HubState) -> None:
         self.hub = hub
 
-    async def events(self, request: Request) -> Response | _HubStream:
+    async def events(self, request: Request) -> Response | HubStream:
         hub = self.hub
         settings = hub.settings
         try:
@@ -269,7 +186,7 @@ class _Endpoints:
         )
         deadline = hub.guard.deadline(principal)
         expiry = None if deadline is None else (deadline, hub.guard.clock)
-        return _HubStream(response, subscription, hub, lease, expiry)
+        return HubStream(response, subscription, hub, lease, expiry)
 
     async def publish(self, request: Request) -> Response:
         hub = self.hub
@@ -277,7 +194,7 @@ class _Endpoints:
         try:
             check_content_type(request.headers.get("content-type"))
             try:
-                body = await _read_body(request, settings.max_body_size)
+                body = await read_body(request, settings.max_body_size)
             except ClientDisconnect:
                 # Nobody is left to read an answer; nothing was published.
                 return Response(status_code=400)
@@ -425,12 +342,16 @@ def _routes(endpoints: _Endpoints, settings: HubSettings) -> list[BaseRoute]:
     return routes
 
 
-def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
+def _middleware(settings: HubSettings, guard: Guard, hub: HubState) -> list[Middleware]:
     """The hub's middleware stack, outermost first: client address behind trusted proxies,
-    CORS, then authentication (which stores the principal in the scope)."""
+    (Mercure's routes leave here, with ``--mercure``), CORS, then authentication (which
+    stores the principal in the scope)."""
     middleware: list[Middleware] = []
     # -- security (CORS, auth, limits): middleware added here, outermost first
-    middleware += guard.middleware()
+    security = guard.middleware()
+    # -- Mercure: its own CORS and tokens, after the trusted proxies (ssehub.hub._mercure)
+    mercure = [Middleware(MercureDispatch, mercure=MercureApp(hub))] if settings.mercure else []
+    middleware += security[:1] + mercure + security[1:]
     # -- operations (request ids, metrics): middleware added here
     # Outermost of all, so that requests refused by the middleware above are counted and
     # logged with their request id too.
@@ -508,7 +429,7 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
 
     app = Starlette(
         routes=_routes(endpoints, settings),
-        middleware=_middleware(settings, hub.guard),
+        middleware=_middleware(settings, hub.guard, hub),
         exception_handlers={
             HTTPException: http_exception_handler,
             HubHTTPError: http_exception_handler,

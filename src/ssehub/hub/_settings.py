@@ -27,6 +27,8 @@ from ..broker import (
     DEFAULT_QUEUE_SIZE,
 )
 from ..broker import history as _history
+from ._mercure_settings import MERCURE_OPTIONS as _MERCURE
+from ._mercure_settings import with_mercure_environment
 from ._settings_checks import check_settings
 from ._settings_parse import (
     LOG_LEVELS,
@@ -467,6 +469,16 @@ class HubSettings:
         "N",
     )
 
+    # -- Mercure protocol (ssehub.hub._mercure_settings): options added here ------------------
+    mercure: bool = option(*_MERCURE["mercure"])
+    mercure_jwt_key: str | None = option(*_MERCURE["mercure_jwt_key"])
+    mercure_publisher_jwt_key: str | None = option(*_MERCURE["mercure_publisher_jwt_key"])
+    mercure_subscriber_jwt_key: str | None = option(*_MERCURE["mercure_subscriber_jwt_key"])
+    mercure_jwt_alg: str = option(*_MERCURE["mercure_jwt_alg"])
+    mercure_anonymous: bool = option(*_MERCURE["mercure_anonymous"])
+    mercure_cors_origins: tuple[str, ...] = option(*_MERCURE["mercure_cors_origins"])
+    mercure_subscriptions: bool = option(*_MERCURE["mercure_subscriptions"])
+
     def __post_init__(self) -> None:
         check_settings(self)
         _history.HistoryBudget.of(self)  # checks the byte budgets (ConfigurationError)
@@ -506,7 +518,7 @@ class HubSettings:
                 the flag or the variable it came from.
         """
         cli = cli or {}
-        env = env or {}
+        env = with_mercure_environment(env or {})  # MERCURE_*_JWT_KEY, as the Mercure hub reads
         values: dict[str, Any] = {}
         for spec in options():
             given = cli.get(spec.name)

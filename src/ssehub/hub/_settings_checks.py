@@ -11,6 +11,7 @@ from typing import Any
 
 from .._exceptions import ConfigurationError
 from ..broker.topics import MAX_TOPIC_LENGTH
+from ._mercure_settings import check_mercure
 from ._proxy import parse_networks
 from ._settings_parse import LOG_LEVELS, SLOW_POLICIES
 
@@ -61,6 +62,7 @@ def check_settings(settings: HubSettings) -> None:
         )
     _check_channels(settings)
     _check_security(settings)
+    check_mercure(settings)
     if settings.log_level not in LOG_LEVELS:
         raise ConfigurationError(
             f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}"
