@@ -58,6 +58,8 @@ if TYPE_CHECKING:
         StoredEvent,
         Subscription,
         SubscriptionStatistics,
+        TopicMatcher,
+        TopicPattern,
     )
     from .channels import (
         CallbackListener,
@@ -85,6 +87,8 @@ _LAZY: dict[str, str] = {
     "Subscription": ".broker",
     "SubscriptionStatistics": ".broker",
     "Dropped": ".broker",
+    "TopicMatcher": ".broker",
+    "TopicPattern": ".broker",
     "Channel": ".channels",
     "IngestClient": ".channels",
     "ChannelRegistry": ".channels",
@@ -147,6 +151,8 @@ __all__ = [
     "StoredEvent",
     "Subscription",
     "SubscriptionStatistics",
+    "TopicMatcher",
+    "TopicPattern",
     "UnknownChannel",
     "UnknownListener",
     "WorkerPool",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Backend, EventSink, PendingEvent, Replay
+from .base import Backend, EventSink, PendingEvent, Replay, replay_matching
 from .factory import BACKEND_SCHEMES, create_backend
 from .memory import MemoryBackend
 
@@ -14,4 +14,5 @@ __all__ = [
     "PendingEvent",
     "Replay",
     "create_backend",
+    "replay_matching",
 ]

@@ -51,15 +51,24 @@ class SharedReads:
 
     def __init__(self, read: Read) -> None:
         self._read = read
-        self._flights: dict[tuple[frozenset[str], str], _Flight] = {}  # replays in progress
+        # Replays in progress, by topics, id and tip (see __call__).
+        self._flights: dict[tuple[frozenset[str], str, str | None], _Flight] = {}
 
-    async def __call__(self, topics: Collection[str], last_event_id: str) -> Replay:
+    async def __call__(
+        self, topics: Collection[str], last_event_id: str, *, tip: str | None = None
+    ) -> Replay:
         """Return the replay of ``topics`` after ``last_event_id``, read once for all waiters.
+
+        Args:
+            topics: the topics to replay.
+            last_event_id: the client's id.
+            tip: the log's newest id as the caller last saw it (a pattern resume reads it when
+                it lists the topics): only requests that saw the same tip share a read.
 
         Raises:
             BackendUnavailable: Redis cannot be reached (every waiter of that read gets it).
         """
-        key = (frozenset(topics), last_event_id)
+        key = (frozenset(topics), last_event_id, tip)
         flight = self._flights.get(key)
         if flight is not None:
             await flight.done.wait()
@@ -68,7 +77,7 @@ class SharedReads:
             if flight.error is not None:
                 raise BackendUnavailable(str(flight.error)) from flight.error
             # The first caller was cancelled (its client left): read for ourselves.
-            return await self(topics, last_event_id)
+            return await self(topics, last_event_id, tip=tip)
         flight = _Flight()
         self._flights[key] = flight
         try:

@@ -7,6 +7,10 @@ one callback, the *sink*, in position order. The in-memory backend calls the sin
 :meth:`Backend.publish`; a Redis backend calls it from a reader task that it starts in the task
 group handed to :meth:`Backend.start`.
 
+A subscription with patterns resumes through the optional ``replay_matching`` method (see
+:func:`replay_matching`): the backend lists the topics it has history for and reads the replay of
+those a pattern matches, consistently with the live events the broker has queued.
+
 Ids are opaque to the broker: it only compares :attr:`StoredEvent.position` values, which the
 backend derives from its ids (memory ``"<epoch>-<seq>"`` -> ``(seq,)``; Redis ``"<ms>-<seq>"`` ->
 ``(ms, seq)``). Ids must match :func:`ssehub.broker.ids.is_valid_event_id`.
@@ -23,9 +27,18 @@ if TYPE_CHECKING:
 
     from .._clock import Clock
     from ..broker.events import Position, ResetReason, StoredEvent
+    from ..broker.patterns import TopicMatcher
     from ..wire import ServerSentEvent
 
-__all__ = ["Backend", "EventSink", "PendingEvent", "Replay", "history_bytes", "history_usage"]
+__all__ = [
+    "Backend",
+    "EventSink",
+    "PendingEvent",
+    "Replay",
+    "history_bytes",
+    "history_usage",
+    "replay_matching",
+]
 
 EventSink = Callable[["StoredEvent"], None]
 """Called on the event loop thread with each stored event, in position order; must not block."""
@@ -61,10 +74,13 @@ class Backend(Protocol):
     of the backend's constructor; :func:`ssehub.backends.create_backend` passes the broker's
     ``history_size``/``history_ttl``/``budget`` through.
 
-    Two members are optional, read with :func:`history_bytes` and :func:`history_usage` (0
-    bytes without them): ``history_bytes``, an int attribute (the bytes history holds now, or
-    as last seen for a shared store), and ``async history_usage(topics=None)``, like
-    :meth:`history_sizes` with ``(events, bytes)`` per topic.
+    Three members are optional, read with :func:`history_bytes`, :func:`history_usage` (0
+    bytes without them) and :func:`replay_matching`: ``history_bytes``, an int attribute (the
+    bytes history holds now, or as last seen for a shared store), ``async
+    history_usage(topics=None)``, like :meth:`history_sizes` with ``(events, bytes)`` per topic,
+    and ``async replay_matching(topics, matchers, last_event_id) -> Replay`` (pattern resume,
+    described at :func:`replay_matching`). They are not members of this protocol, so a backend
+    written before them is still a :class:`Backend`.
     """
 
     async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
@@ -178,3 +194,41 @@ async def history_usage(
         result: dict[str, tuple[int, int]] = await usage(topics)
         return result
     return {name: (size, 0) for name, size in (await backend.history_sizes(topics)).items()}
+
+
+async def replay_matching(
+    backend: Backend,
+    topics: Collection[str],
+    matchers: Sequence[TopicMatcher],
+    last_event_id: str,
+) -> Replay:
+    """Return what follows ``last_event_id`` on ``topics`` and on every topic a matcher matches.
+
+    Calls the backend's optional ``replay_matching(topics, matchers, last_event_id)``. Its
+    contract, on top of :meth:`Backend.replay`'s (events in order, each once; resets): the
+    broker registered the subscription (live events are queued from then on) before calling it,
+    and the answer must hand over to that queue with no gap. Every retained event after the id
+    on a topic a matcher matches must be in it, up to some position ``L`` at least as recent as
+    the call, and none after ``L`` (those are in the queue). A backend that lists topics and
+    reads them at one instant (memory) meets it at once; one that cannot (Redis) reads the list
+    of topics with history together with the newest position ``L`` atomically, then reads the
+    replay of the matched topics and drops what is after ``L``: every event up to ``L`` had its
+    topic listed, and every event after ``L`` was published after the subscription registered.
+    An id older than a topic whose history was removed entirely (aged out, or over the topic
+    budget) may have been followed by that topic's events, which a matcher may have matched:
+    such an id is ``expired``.
+
+    A backend without the method cannot resume a pattern subscription exactly: the answer is
+    an ``unknown`` reset (the subscription continues live), never a replay with a gap.
+
+    Raises:
+        BackendUnavailable: the storage cannot be reached.
+    """
+    method = getattr(backend, "replay_matching", None)
+    if method is None:
+        # Imported here: the broker package imports this module while it initialises.
+        from ..broker.events import ResetReason
+
+        return Replay(reset=ResetReason.UNKNOWN)
+    replay: Replay = await method(topics, matchers, last_event_id)
+    return replay

@@ -31,6 +31,8 @@ from .base import EventSink, PendingEvent, Replay
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
+    from ..broker.patterns import TopicMatcher
+
 __all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_HISTORY_TTL", "MemoryBackend"]
 
 _SWEEP_INTERVAL: Final = 1.0  # seconds between age sweeps of every topic (touched ones: always)
@@ -259,6 +261,34 @@ class MemoryBackend:
         self._history.expire(self._clock.time(), topics)
         position = (sequence,)
         events = self._history.after(topics, position)
+        if events is None:
+            return Replay(reset=ResetReason.EXPIRED)
+        return Replay(events=events, position=position)
+
+    async def replay_matching(
+        self, topics: Collection[str], matchers: Sequence[TopicMatcher], last_event_id: str
+    ) -> Replay:
+        """Return the retained events after ``last_event_id`` on ``topics`` and on every topic
+        with history that one of ``matchers`` matches (see
+        :func:`ssehub.backends.replay_matching`).
+
+        Listing and reading happen in one synchronous step, so the answer is exact as of this
+        call. Cost: one match per topic with history and matcher (at most ``history_topics``
+        topics), then O(log n) per topic replayed.
+        """
+        sequence = self.parse_id(last_event_id)
+        if sequence is None:
+            return Replay(reset=ResetReason.UNKNOWN)
+        history = self._history
+        history.expire(self._clock.time())
+        position = (sequence,)
+        if history.forgotten > position:  # a removed topic's events may have matched
+            return Replay(reset=ResetReason.EXPIRED)
+        names = dict.fromkeys(topics)
+        for name in history.topics():
+            if name not in names and any(matcher.matches(name) for matcher in matchers):
+                names[name] = None
+        events = history.after(names, position)
         if events is None:
             return Replay(reset=ResetReason.EXPIRED)
         return Replay(events=events, position=position)

@@ -40,11 +40,13 @@ from .._exceptions import (
     BackendUnavailable,
     BrokerClosed,
     ConfigurationError,
-    MissingDependency,
 )
 from ..broker.events import Position, ResetReason, StoredEvent
 from ..broker.history import HistoryBudget
-from . import _redis_budget
+from . import _redis_budget, _redis_patterns
+from ._redis_client import import_redis as _import_redis
+from ._redis_client import require_asyncio as _require_asyncio
+from ._redis_client import unavailable as _unavailable
 from ._redis_codec import parse_event_id, stream_position, text
 from ._redis_health import Pinger
 from ._redis_publish import attempt, publish_arguments, publish_error, tracking_pool_class
@@ -103,30 +105,6 @@ its removal) and per listing of every topic. Each removal is O(1) work plus an `
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _OUR_QUERY_OPTIONS: Final = ("prefix", "log_size", "max_connections", "socket_timeout")
-
-
-def _import_redis() -> Any:
-    try:
-        import redis.asyncio
-    except ImportError as exc:  # pragma: no cover - the dev environment has redis installed
-        raise MissingDependency("redis", "redis") from exc
-    return redis.asyncio
-
-
-def _require_asyncio() -> None:
-    try:
-        import sniffio
-    except ImportError:  # pragma: no cover - trio itself depends on sniffio
-        return
-    library = sniffio.current_async_library()
-    if library != "asyncio":
-        raise ConfigurationError(
-            f"the Redis backend needs asyncio (redis-py's client), not {library}"
-        )
-
-
-def _unavailable(action: str, exc: Exception) -> BackendUnavailable:
-    return BackendUnavailable(f"Redis is unavailable ({action}): {exc}")
 
 
 class RedisBackend:
@@ -552,6 +530,8 @@ class RedisBackend:
         return counts
 
     history_usage = _redis_budget.history_usage
+    replay_matching = _redis_patterns.replay_matching
+    _topics_at_tip = _redis_patterns.topics_at_tip
 
     async def forget(self, topics: Collection[str]) -> None:
         """Drop the history of ``topics``: their streams, trim marks and names (one script).

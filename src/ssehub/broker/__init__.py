@@ -1,9 +1,11 @@
-"""The broker: topics, bounded subscriptions, history and exact ``Last-Event-ID`` resume."""
+"""The broker: topics and patterns, bounded subscriptions, history and exact ``Last-Event-ID``
+resume."""
 
 from __future__ import annotations
 
 from .broker import (
     DEFAULT_MAX_AGE_JITTER,
+    DEFAULT_MAX_PATTERNS,
     DEFAULT_MAX_TOPICS,
     DEFAULT_QUEUE_SIZE,
     Broker,
@@ -21,6 +23,7 @@ from .events import (
 )
 from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL
 from .ids import MAX_ID_LENGTH, is_valid_event_id, validate_last_event_id
+from .patterns import TopicMatcher, TopicPattern
 from .policy import OverflowPolicy
 from .stats import BrokerStatistics, SubscriptionStatistics, TopicInfo
 from .subscription import EndReason, Item, Subscription
@@ -30,6 +33,7 @@ __all__ = [
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_HISTORY_TTL",
     "DEFAULT_MAX_AGE_JITTER",
+    "DEFAULT_MAX_PATTERNS",
     "DEFAULT_MAX_TOPICS",
     "DEFAULT_QUEUE_SIZE",
     "DROPPED_EVENT_TYPE",
@@ -51,6 +55,8 @@ __all__ = [
     "Subscription",
     "SubscriptionStatistics",
     "TopicInfo",
+    "TopicMatcher",
+    "TopicPattern",
     "is_valid_event_id",
     "validate_last_event_id",
     "validate_topic",

@@ -44,6 +44,7 @@ from .stats import SubscriptionStatistics
 if TYPE_CHECKING:
     from .._frames import ReadyCallback
     from .broker import Broker
+    from .patterns import TopicMatcher
     from .subscription import Subscription
 
 __all__ = ["EndReason", "Item", "SubscriptionState"]
@@ -98,6 +99,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         "_space",
         "_visible",
         "deadline",
+        "patterns",
         "topics",
     )
 
@@ -114,6 +116,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         handle: Subscription,
         broker: Broker,
         topics: tuple[str, ...],
+        patterns: tuple[TopicMatcher, ...] = (),
         *,
         maxsize: int,
         policy: OverflowPolicy,
@@ -125,6 +128,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         # its arguments).
         self._broker = broker
         self.topics = topics
+        self.patterns = patterns
         self._maxsize = maxsize
         self._policy = policy
         # Created on the first event: an idle subscriber never needs one, and an empty deque
@@ -239,7 +243,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         resume_id = self._resume_id
         if resume_id is None:
             return
-        replay = await self._broker._backend_replay(self.topics, resume_id)
+        replay = await self._broker._backend_replay(self.topics, self.patterns, resume_id)
         if self._resume_id is None:  # ended meanwhile (or a concurrent prepare finished)
             return
         self._resume_id = None

@@ -27,19 +27,20 @@ from .._clock import Clock, SystemClock
 from .._exceptions import BrokerClosed, ConfigurationError
 from .._excgroups import exit_task_group
 from .._waiter import Waiter, waiter_factory
-from ..backends.base import Backend, Replay, history_bytes, history_usage
+from ..backends.base import Backend, Replay, history_bytes, history_usage, replay_matching
 from ..backends.factory import create_backend
+from ._fanout import DEFAULT_MATCH_CACHE_SIZE, Fanout
 from ._release import Releaser
 from ._state import EndReason, SubscriptionState
 from .events import ResetReason, StoredEvent
 from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, HistoryBudget
 from .ids import is_valid_event_id
 from .lifetime import AgeReaper
+from .patterns import DEFAULT_MAX_PATTERNS, TopicMatcher, split_topics
 from .policy import OverflowPolicy
 from .publication import Publication, key_list, prepare_batch, prepare_publication, store
 from .stats import BrokerStatistics, TopicInfo
 from .subscription import Subscription
-from .topics import normalize_topics
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_HISTORY_TTL",
+    "DEFAULT_MAX_PATTERNS",
     "DEFAULT_MAX_TOPICS",
     "DEFAULT_QUEUE_SIZE",
     "Broker",
@@ -95,7 +97,12 @@ class Broker:
         max_connection_age: seconds after which a subscription ends (``None``: never).
         max_connection_age_jitter: fraction of ``max_connection_age`` by which a deadline may
             come early, uniformly (0.2).
-        max_topics_per_subscription: topics per subscribe/publish call (32).
+        max_topics_per_subscription: topics per subscribe/publish call (32); a
+            subscription's patterns count too.
+        max_patterns_per_subscription: patterns (``*`` topics, :class:`TopicMatcher`
+            objects) per subscription (8; see ``DEFAULT_MAX_PATTERNS``).
+        match_cache_size: event topics whose matching patterns are remembered (10 000, LRU;
+            see ``broker/_fanout.py``).
         clock: the clock for history age and connection age (``SystemClock()``).
         rng: random source for the jitter (a seeded ``random.Random`` in tests).
         on_subscribe: called with each new subscription (sync; exceptions are logged).
@@ -121,6 +128,8 @@ class Broker:
         max_connection_age: float | None = None,
         max_connection_age_jitter: float = DEFAULT_MAX_AGE_JITTER,
         max_topics_per_subscription: int = DEFAULT_MAX_TOPICS,
+        max_patterns_per_subscription: int = DEFAULT_MAX_PATTERNS,
+        match_cache_size: int = DEFAULT_MATCH_CACHE_SIZE,
         clock: Clock | None = None,
         rng: random.Random | None = None,
         on_subscribe: Hook | None = None,
@@ -145,11 +154,16 @@ class Broker:
             raise ConfigurationError("max_connection_age_jitter must be in [0, 1)")
         if max_topics_per_subscription < 1:
             raise ConfigurationError("max_topics_per_subscription must be >= 1")
+        if max_patterns_per_subscription < 0:
+            raise ConfigurationError("max_patterns_per_subscription must be >= 0")
+        if match_cache_size < 1:
+            raise ConfigurationError("match_cache_size must be >= 1")
         self.backend: Backend = backend
         self.queue_size = queue_size
         self.overflow = OverflowPolicy.parse(overflow)
         self.max_connection_age = max_connection_age
         self.max_topics = max_topics_per_subscription
+        self.max_patterns = max_patterns_per_subscription
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._on_subscribe = on_subscribe
         self._on_unsubscribe = on_unsubscribe
@@ -160,7 +174,8 @@ class Broker:
         )
         self._state = _State.NEW
         # Subscription states only: the handles must stay collectable (see _release.py).
-        self._subscribers: dict[str, dict[SubscriptionState, None]] = {}
+        self._fanout = Fanout(match_cache_size)
+        self._subscribers = self._fanout.exact  # exact topic -> its subscribers
         self._subscriptions: dict[SubscriptionState, None] = {}
         self._releaser = Releaser()
         self._task_group: TaskGroup | None = None
@@ -175,9 +190,6 @@ class Broker:
         self._shed = 0
         self._replays = 0
         self._resets = 0
-        # Events fanned out per topic, only for topics with subscribers here (so bounded by
-        # them; the entry goes with the last subscriber): the dashboard's per-topic rates.
-        self._topic_events: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -191,7 +203,7 @@ class Broker:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
-            await self.backend.start(sink=self._deliver, clock=self.clock, task_group=task_group)
+            await self.backend.start(sink=self._fanout.deliver, clock=self.clock, task_group=task_group)
             if self._reaper is not None:
                 task_group.start_soon(self._reaper.run, name="ssehub broker: connection age")
         except BaseException as exc:
@@ -366,53 +378,18 @@ class Broker:
     async def _wait_for_room(self, topics: Sequence[str]) -> None:
         """``block`` policy: wait until every subscriber of ``topics`` has room in its queue."""
         while True:
-            for topic in topics:
-                for subscription in self._subscribers.get(topic, ()):
-                    if not subscription._has_room():
-                        await subscription._wait_for_room()
-                        break
-                else:
-                    continue
-                break  # waited: the set of subscribers may have changed, check again
+            for subscription in self._fanout.receivers(topics):
+                if not subscription._has_room():
+                    await subscription._wait_for_room()
+                    break  # waited: the set of subscribers may have changed, check again
             else:
                 return
-
-    def _deliver(self, stored: StoredEvent) -> None:
-        """The backend's sink: queue ``stored`` on every subscriber of its topics, once each."""
-        shed: list[SubscriptionState] | None = None
-        subscribers = self._subscribers
-        topics = stored.topics
-        if len(topics) == 1:
-            targets = subscribers.get(topics[0])
-            if targets:
-                self._topic_events[topics[0]] = self._topic_events.get(topics[0], 0) + 1
-                for subscription in targets:
-                    if not subscription._push(stored):
-                        if shed is None:
-                            shed = []
-                        shed.append(subscription)
-        else:
-            seen: set[SubscriptionState] = set()
-            for topic in topics:
-                if topic in subscribers:
-                    self._topic_events[topic] = self._topic_events.get(topic, 0) + 1
-                for subscription in subscribers.get(topic, ()):
-                    if subscription in seen:
-                        continue
-                    seen.add(subscription)
-                    if not subscription._push(stored):
-                        if shed is None:
-                            shed = []
-                        shed.append(subscription)
-        if shed is not None:
-            for subscription in shed:
-                subscription._end(EndReason.SHED)
 
     # -- subscribing -------------------------------------------------------------------------
 
     def subscribe(
         self,
-        topics: str | Iterable[str],
+        topics: str | Iterable[str | TopicMatcher],
         last_event_id: str | None = None,
         *,
         visible: Callable[[StoredEvent], bool] | None = None,
@@ -420,10 +397,16 @@ class Broker:
         """Register a subscription now; events published after this call reach it.
 
         Args:
-            topics: a topic or several.
+            topics: a topic or several. A ``str`` containing ``*`` is a pattern
+                (:class:`~ssehub.broker.TopicPattern`: ``orders/*`` receives the events of
+                ``orders/1``, ``orders/1/items``..., topics created later included); a
+                :class:`~ssehub.broker.TopicMatcher` object is used as is. An event reaching
+                the subscription through several topics or patterns is delivered once.
             last_event_id: the client's ``Last-Event-ID`` (``None``/``""``: start live). Every
-                retained event after it on any of ``topics`` is delivered first, in order, once
-                each, then live events, with no gap or duplicate. If it cannot be resumed
+                retained event after it on any of the topics, or on any topic a pattern
+                matches, is delivered first, in order, once each, then live events, with no gap
+                or duplicate (a backend without ``replay_matching`` cannot resume patterns: see
+                :func:`ssehub.backends.replay_matching`). If it cannot be resumed
                 (malformed, unknown, expired), the first item is a :class:`Reset` notice and the
                 stream continues live. The value is never echoed.
             visible: who reads it may see a private event only if this returns true for it
@@ -437,10 +420,14 @@ class Broker:
 
         Raises:
             BrokerClosed: the broker is not running.
-            InvalidTopic: a topic is invalid, or there are too many.
+            InvalidTopic: a topic or pattern is invalid, or there are more topics and
+                patterns than ``max_topics_per_subscription`` or more patterns than
+                ``max_patterns_per_subscription``.
         """
         self._check_running()
-        names = normalize_topics(topics, limit=self.max_topics)
+        names, patterns = split_topics(
+            topics, limit=self.max_topics, max_patterns=self.max_patterns
+        )
         resume_id: str | None = None
         reset: ResetReason | None = None
         if last_event_id is not None and last_event_id != "":
@@ -452,6 +439,7 @@ class Broker:
         subscription = Subscription(
             self,
             names,
+            patterns,
             maxsize=self.queue_size,
             policy=self.overflow,
             resume_id=resume_id,
@@ -459,12 +447,7 @@ class Broker:
             visible=visible,
         )
         state = subscription._state
-        subscribers = self._subscribers
-        for topic in names:
-            targets = subscribers.get(topic)
-            if targets is None:
-                targets = subscribers[topic] = {}
-            targets[state] = None
+        self._fanout.add(state)
         self._subscriptions[state] = None
         if self._reaper is not None:
             self._reaper.add(state)
@@ -476,14 +459,7 @@ class Broker:
         if state not in self._subscriptions:
             return
         del self._subscriptions[state]
-        subscribers = self._subscribers
-        for topic in state.topics:
-            targets = subscribers.get(topic)
-            if targets is not None:
-                targets.pop(state, None)
-                if not targets:
-                    del subscribers[topic]
-                    self._topic_events.pop(topic, None)
+        self._fanout.remove(state)
         reason = state._end_reason
         if reason is EndReason.SHED:
             self._shed += 1
@@ -500,8 +476,13 @@ class Broker:
             # A hook is user code: its failure must not break publishing or other streams.
             logger.exception("ssehub broker hook %r failed", hook)
 
-    async def _backend_replay(self, topics: Collection[str], last_event_id: str) -> Replay:
-        replay = await self.backend.replay(topics, last_event_id)
+    async def _backend_replay(
+        self, topics: Collection[str], patterns: Sequence[TopicMatcher], last_event_id: str
+    ) -> Replay:
+        if patterns:
+            replay = await replay_matching(self.backend, topics, patterns, last_event_id)
+        else:
+            replay = await self.backend.replay(topics, last_event_id)
         if replay.reset is None:
             self._replays += 1
         else:
@@ -514,20 +495,30 @@ class Broker:
         """Return how many open subscriptions (in this process) would receive an event.
 
         Args:
-            topics: a topic, several (a subscriber of two of them counts once), or ``None``
-                for all subscriptions.
+            topics: the event's topic, or its topics (a subscriber of two of them, or whose
+                pattern matches too, counts once), or ``None`` for all subscriptions.
+                Subscribers whose pattern matches a topic count for it.
         """
         if topics is None:
             return len(self._subscriptions)
         if isinstance(topics, str):
-            return len(self._subscribers.get(topics, ()))
-        union: set[SubscriptionState] = set()
-        for topic in topics:
-            union.update(self._subscribers.get(topic, ()))
-        return len(union)
+            if not self._fanout.groups:
+                return len(self._subscribers.get(topics, ()))
+            topics = (topics,)
+        return len(self._fanout.receivers(topics))
+
+    def patterns(self) -> dict[str, int]:
+        """Return the pattern subscriptions (in this process): subscribers per matcher key.
+
+        Keys are :attr:`TopicMatcher.key` (``glob:orders/*``). Pattern subscribers are not
+        listed under topics by :meth:`topics` (a pattern has no topic of its own); they count
+        in :meth:`subscriber_count` for each topic their pattern matches.
+        """
+        return {key: len(group.states) for key, group in self._fanout.groups.items()}
 
     async def topics(self) -> list[TopicInfo]:
-        """Return every topic with subscribers or history: subscribers, history events, bytes.
+        """Return every topic with exact subscribers or history: exact subscribers, history
+        events, events fanned out here, bytes (pattern subscribers: :meth:`patterns`).
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -539,7 +530,7 @@ class Broker:
                 name,
                 len(self._subscribers.get(name, ())),
                 usage.get(name, (0, 0))[0],
-                self._topic_events.get(name, 0),
+                self._fanout.topic_events.get(name, 0),
                 usage.get(name, (0, 0))[1],
             )
             for name in names

@@ -501,3 +501,9 @@ class History:
     def topics(self) -> list[str]:
         """Return the topics that retain at least one event."""
         return list(self._logs)
+
+    @property
+    def forgotten(self) -> Position:
+        """The newest position evicted with a whole topic's log (``()`` if none): an id before
+        it may have been followed by an event of a topic no longer listed."""
+        return self._forgotten

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from .._frames import ReadyCallback
     from .broker import Broker
+    from .patterns import TopicMatcher
 
 __all__ = ["EndReason", "Item", "Subscription"]
 
@@ -53,7 +54,8 @@ class Subscription:
     runs or is replaced.
 
     Attributes:
-        topics: the subscribed topics.
+        topics: the subscribed exact topics.
+        patterns: the subscribed patterns and other matchers.
         deadline: the broker-clock time at which ``max_connection_age`` ends it, or ``None``.
     """
 
@@ -63,6 +65,7 @@ class Subscription:
         self,
         broker: Broker,
         topics: tuple[str, ...],
+        patterns: tuple[TopicMatcher, ...] = (),
         *,
         maxsize: int,
         policy: OverflowPolicy,
@@ -74,6 +77,7 @@ class Subscription:
             self,
             broker,
             topics,
+            patterns,
             maxsize=maxsize,
             policy=policy,
             resume_id=resume_id,
@@ -98,8 +102,14 @@ class Subscription:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The subscribed topics."""
+        """The subscribed exact topics (patterns are in :attr:`patterns`)."""
         return self._state.topics
+
+    @property
+    def patterns(self) -> tuple[TopicMatcher, ...]:
+        """The subscribed patterns (:class:`~ssehub.broker.TopicPattern` for a ``*`` topic) and
+        other :class:`~ssehub.broker.TopicMatcher` objects, distinct by key; ``()`` if none."""
+        return self._state.patterns
 
     @property
     def deadline(self) -> float | None:
@@ -132,8 +142,9 @@ class Subscription:
     def __repr__(self) -> str:
         state = self._state
         ended = state._end_reason
+        patterns = f" patterns={[m.key for m in state.patterns]!r}" if state.patterns else ""
         return (
-            f"<Subscription topics={list(state.topics)!r}"
+            f"<Subscription topics={list(state.topics)!r}{patterns}"
             f" {'open' if ended is None else ended.value} queued={state._queued}>"
         )
 

@@ -3,7 +3,8 @@
 ``*`` matches any run of characters, ``/`` included: ``orders/*`` grants ``orders/1`` and
 ``orders/1/items``, but not ``orders`` itself; ``*`` alone grants every topic. Every other
 character matches itself (``?``, ``[`` and ``.`` are ordinary topic characters, not wildcards).
-A topic that itself contains ``*`` is matched like any other text.
+A topic that itself contains ``*`` is matched like any other text. The matching itself is the
+broker's (:mod:`ssehub.broker.patterns`), which subscriptions to patterns use too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from ..broker.topics import MAX_TOPIC_LENGTH, TOPIC_PATTERN
+from ..broker.patterns import WILDCARD, glob_regex, normalize_glob, validate_pattern
 
 __all__ = ["EVERYTHING", "MAX_PATTERNS", "NOTHING", "TopicPatterns"]
 
@@ -38,14 +39,12 @@ class TopicPatterns:
         if len(unique) > MAX_PATTERNS:
             raise ValueError(f"at most {MAX_PATTERNS} topic patterns")
         for pattern in unique:
-            if not pattern or len(pattern) > MAX_TOPIC_LENGTH:
-                raise ValueError(f"topic patterns have 1-{MAX_TOPIC_LENGTH} characters")
-            if TOPIC_PATTERN.fullmatch(pattern) is None:
-                raise ValueError("topic patterns use only topic characters and '*'")
+            validate_pattern(pattern)
         self.patterns = unique
-        self._everything = "*" in unique
+        # One expression for the whole set: a grant of 256 patterns is one match, not 256.
+        self._everything = any(not p.strip(WILDCARD) for p in unique)  # '*', '**'...
         self._regex = (
-            re.compile("|".join(".*".join(map(re.escape, p.split("*"))) for p in unique))
+            re.compile("|".join(map(glob_regex, unique)))
             if unique
             else None
         )
@@ -59,6 +58,27 @@ class TopicPatterns:
     def matches_any(self, topics: Iterable[str]) -> bool:
         """Return whether at least one of ``topics`` is granted."""
         return any(self.matches(topic) for topic in topics)
+
+    def covers(self, pattern: str) -> bool:
+        """Return whether every topic ``pattern`` can match is granted (a subscription to it).
+
+        A sound, conservative rule (deciding containment in general is costlier than a grant
+        check should be): the pattern is covered by a grant of only ``*``, by a grant equal to
+        it, or by a grant ``p*`` when the pattern starts with ``p`` (whatever the pattern
+        matches after ``p``, the grant's ``*`` matches too). A pattern without ``*`` is one
+        topic: :meth:`matches` decides.
+        """
+        if self._everything:
+            return True
+        if WILDCARD not in pattern:
+            return self.matches(pattern)
+        pattern = normalize_glob(pattern)
+        for grant in map(normalize_glob, self.patterns):
+            if grant == pattern:
+                return True
+            if grant.endswith(WILDCARD) and pattern.startswith(grant[:-1]):
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return bool(self.patterns)

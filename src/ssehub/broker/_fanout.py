@@ -1,0 +1,210 @@
+"""The broker's subscriber index and fan-out: exact topics, pattern groups, the match cache.
+
+Exact subscribers are indexed by topic (``topic -> {state: None}``): placing an event is one
+dict lookup per topic of the event, the hot path. Pattern subscribers are grouped by their
+matcher's key (``key -> group``: the matcher and its ``{state: None}``), so a thousand
+subscribers of ``orders/*`` are one group, matched once. Which groups an event topic belongs
+to is kept in a bounded LRU cache (``topic -> tuple of groups``), cleared whenever a group
+appears or goes. So a publish never scans every topic or every subscriber: it costs one cache
+lookup per topic plus one push per matching subscriber, and a cache miss costs one match per
+distinct pattern.
+
+An event that reaches a subscriber through several of its topics or patterns is pushed once.
+Only :class:`~ssehub.broker._state.SubscriptionState` objects are held, never handles (see
+``_release.py``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final
+
+from ._state import EndReason
+
+if TYPE_CHECKING:
+    from ._state import SubscriptionState
+    from .events import StoredEvent
+    from .patterns import TopicMatcher
+
+__all__ = ["DEFAULT_MATCH_CACHE_SIZE", "Fanout", "Group"]
+
+DEFAULT_MATCH_CACHE_SIZE: Final = 10_000
+"""Event topics whose matching pattern groups are remembered: as many as the topics history
+keeps by default (``history_topics``), at about 100 bytes each."""
+
+
+class Group:
+    """The subscribers of one pattern (one matcher key), matched once for all of them.
+
+    Attributes:
+        matcher: the first subscriber's matcher (every member's has the same key).
+        states: the subscribers, in subscription order.
+    """
+
+    __slots__ = ("matcher", "states")
+
+    def __init__(self, matcher: TopicMatcher) -> None:
+        self.matcher = matcher
+        self.states: dict[SubscriptionState, None] = {}
+
+
+class Fanout:
+    """Who receives an event, and pushing it to them (the backend's sink is :meth:`deliver`).
+
+    Args:
+        cache_size: event topics whose matching groups are remembered (LRU).
+
+    Attributes:
+        exact: exact topic -> its subscribers.
+        groups: matcher key -> its :class:`Group`.
+        topic_events: events fanned out per exact topic with subscribers (the entry goes with
+            its last subscriber): the dashboard's per-topic rates.
+    """
+
+    __slots__ = ("_cache", "cache_size", "exact", "groups", "topic_events")
+
+    def __init__(self, cache_size: int = DEFAULT_MATCH_CACHE_SIZE) -> None:
+        self.exact: dict[str, dict[SubscriptionState, None]] = {}
+        self.groups: dict[str, Group] = {}
+        self._cache: OrderedDict[str, tuple[Group, ...]] = OrderedDict()
+        self.cache_size = cache_size
+        self.topic_events: dict[str, int] = {}
+
+    @property
+    def cached_topics(self) -> int:
+        """How many event topics the match cache holds now (at most ``cache_size``)."""
+        return len(self._cache)
+
+    # -- registry ------------------------------------------------------------------------------
+
+    def add(self, state: SubscriptionState) -> None:
+        """Index a new subscription under its exact topics and its patterns."""
+        exact = self.exact
+        for topic in state.topics:
+            targets = exact.get(topic)
+            if targets is None:
+                targets = exact[topic] = {}
+            targets[state] = None
+        groups = self.groups
+        for matcher in state.patterns:
+            group = groups.get(matcher.key)
+            if group is None:
+                group = groups[matcher.key] = Group(matcher)
+                self._cache.clear()  # a topic may match the new group
+            group.states[state] = None
+
+    def remove(self, state: SubscriptionState) -> None:
+        """Forget an ended subscription (idempotent)."""
+        exact = self.exact
+        for topic in state.topics:
+            targets = exact.get(topic)
+            if targets is not None:
+                targets.pop(state, None)
+                if not targets:
+                    del exact[topic]
+                    self.topic_events.pop(topic, None)
+        groups = self.groups
+        for matcher in state.patterns:
+            group = groups.get(matcher.key)
+            if group is not None:
+                group.states.pop(state, None)
+                if not group.states:
+                    del groups[matcher.key]
+                    self._cache.clear()  # cached tuples would keep the dead group
+
+    def matching(self, topic: str) -> tuple[Group, ...]:
+        """Return the pattern groups matching ``topic`` (cached; a miss matches every group)."""
+        cache = self._cache
+        found = cache.get(topic)
+        if found is None:
+            found = tuple(group for group in self.groups.values() if group.matcher.matches(topic))
+            cache[topic] = found
+            if len(cache) > self.cache_size:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(topic)
+        return found
+
+    def receivers(self, topics: Iterable[str]) -> dict[SubscriptionState, None]:
+        """Return every subscriber an event on ``topics`` reaches, once each, in push order."""
+        found: dict[SubscriptionState, None] = {}
+        groups = self.groups
+        for topic in topics:
+            found.update(self.exact.get(topic, ()))
+            if groups:
+                for group in self.matching(topic):
+                    found.update(group.states)
+        return found
+
+    # -- fan-out -------------------------------------------------------------------------------
+
+    def deliver(self, stored: StoredEvent) -> None:
+        """The backend's sink: queue ``stored`` on every subscriber of its topics, once each."""
+        if self.groups:
+            self._deliver_matching(stored)
+            return
+        # No pattern subscriber: the exact path, kept as short as it was before patterns.
+        shed: list[SubscriptionState] | None = None
+        subscribers = self.exact
+        topics = stored.topics
+        if len(topics) == 1:
+            targets = subscribers.get(topics[0])
+            if targets:
+                self.topic_events[topics[0]] = self.topic_events.get(topics[0], 0) + 1
+                for subscription in targets:
+                    if not subscription._push(stored):
+                        if shed is None:
+                            shed = []
+                        shed.append(subscription)
+        else:
+            seen: set[SubscriptionState] = set()
+            for topic in topics:
+                if topic in subscribers:
+                    self.topic_events[topic] = self.topic_events.get(topic, 0) + 1
+                for subscription in subscribers.get(topic, ()):
+                    if subscription in seen:
+                        continue
+                    seen.add(subscription)
+                    if not subscription._push(stored):
+                        if shed is None:
+                            shed = []
+                        shed.append(subscription)
+        if shed is not None:
+            for subscription in shed:
+                subscription._end(EndReason.SHED)
+
+    def _deliver_matching(self, stored: StoredEvent) -> None:
+        """:meth:`deliver` when pattern groups exist: exact subscribers, then matching groups."""
+        sources: list[dict[SubscriptionState, None]] = []
+        exact = self.exact
+        for topic in stored.topics:
+            targets = exact.get(topic)
+            if targets:
+                self.topic_events[topic] = self.topic_events.get(topic, 0) + 1
+                sources.append(targets)
+            for group in self.matching(topic):
+                sources.append(group.states)
+        if not sources:
+            return
+        shed: list[SubscriptionState] | None = None
+        if len(sources) == 1:  # one set of subscribers: nobody can be reached twice
+            for subscription in sources[0]:
+                if not subscription._push(stored):
+                    if shed is None:
+                        shed = []
+                    shed.append(subscription)
+        else:
+            seen: set[SubscriptionState] = set()
+            for targets in sources:
+                for subscription in targets:
+                    if subscription in seen:
+                        continue
+                    seen.add(subscription)
+                    if not subscription._push(stored):
+                        if shed is None:
+                            shed = []
+                        shed.append(subscription)
+        if shed is not None:
+            for subscription in shed:
+                subscription._end(EndReason.SHED)
