@@ -36,7 +36,6 @@ from urllib.parse import parse_qsl, urlsplit
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
-from .. import broker as _broker_package
 from .._exceptions import (
     BackendUnavailable,
     BrokerClosed,
@@ -77,7 +76,6 @@ cannot continue exactly after the requested id."""
 
 _FORM: Final = "application/x-www-form-urlencoded"
 _VISIBLE_ASCII: Final = frozenset(chr(c) for c in range(0x21, 0x7F))
-_MATCHERS: Final = hasattr(_broker_package, "TopicMatcher")  # pattern subscriptions in the broker
 
 
 def check_event_id(event_id: str, max_length: int) -> str:
@@ -200,8 +198,6 @@ class MercureApp:
                 400, f"Last-Event-ID is longer than {settings.max_last_event_id_length} characters"
             )
         targets: list[Any] = broker_targets(selectors)
-        if not _MATCHERS and any(not isinstance(t, str) or t == "*" for t in targets):
-            raise MercureError(400, "this hub serves exact topic selectors only")
         if request.method == "HEAD":
             return EventSourceResponse((), ping=0)
         broker = _require_broker(hub)

@@ -111,7 +111,7 @@ def _expression(body: str, stop: str) -> str:
     item = _value(_UNRESERVED, stop + operator, prefix)
     if operator in ("/", "."):
         return f"(?:{re.escape(operator)}{item}(?:,{item})*)*"
-    name = _value(_UNRESERVED, stop + "=" + operator, None)
+    name = f"(?:{_chars(_UNRESERVED, stop + '=' + operator)})+"
     pair = f"{name}(?:={item}(?:,{item})*)?"
     if operator == ";":
         return f"(?:;{pair})*"
@@ -180,7 +180,7 @@ class UriTemplateMatcher:
     @property
     def key(self) -> str:
         """A stable identity: equal keys match the same topics."""
-        return "uri-template:" + self.template
+        return "uritemplate:" + self.template
 
     def matches(self, topic: str) -> bool:
         """Return whether some expansion of the template is exactly ``topic``."""
