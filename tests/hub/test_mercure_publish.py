@@ -199,8 +199,10 @@ def test_settings_from_the_mercure_environment() -> None:
     ("changes", "message"),
     [
         ({"mercure": True}, "key for publishers"),
-        ({"mercure": True, "mercure_jwt_key": None, "mercure_publisher_jwt_key": "k" * 32},
-         "key for subscribers"),
+        (
+            {"mercure": True, "mercure_jwt_key": None, "mercure_publisher_jwt_key": "k" * 32},
+            "key for subscribers",
+        ),
         ({"mercure_jwt_alg": "ES256"}, "mercure_jwt_alg"),
     ],
 )
@@ -222,4 +224,3 @@ def test_mercure_flags_are_bare_switches() -> None:
     args = parser.parse_args(["--mercure", "--mercure-anonymous", "--port", "1"])
     assert (args.mercure, args.mercure_anonymous, args.port) == ("true", "true", "1")
     assert parser.parse_args(["--mercure", "false"]).mercure == "false"
-

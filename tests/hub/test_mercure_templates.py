@@ -22,16 +22,29 @@ from ssehub.hub._uri_template import InvalidTemplate, UriTemplateMatcher, compil
     ("template", "matching", "other"),
     [
         # level 1
-        ("https://example.com/books/{id}", ["https://example.com/books/1",
-         "https://example.com/books/", "https://example.com/books/a%20b"],
-         ["https://example.com/books/1/2", "https://example.com/books/1?x",
-          "https://example.com/book/1"]),
+        (
+            "https://example.com/books/{id}",
+            [
+                "https://example.com/books/1",
+                "https://example.com/books/",
+                "https://example.com/books/a%20b",
+            ],
+            [
+                "https://example.com/books/1/2",
+                "https://example.com/books/1?x",
+                "https://example.com/book/1",
+            ],
+        ),
         # level 2: reserved and fragment
-        ("https://example.com/{+path}", ["https://example.com/a/b/c?x=1"], ["http://example.com/a"]),
+        (
+            "https://example.com/{+path}",
+            ["https://example.com/a/b/c?x=1"],
+            ["http://example.com/a"],
+        ),
         ("/doc{#section}", ["/doc", "/doc#intro", "/doc#a/b"], ["/doc?x"]),
         # level 3: several variables, label, path segments, path parameters, query
         ("/map/{x,y}", ["/map/1,2", "/map/1", "/map/"], ["/map/1/2"]),
-        ("/file{.ext}", ["/file", "/file.tar", "/file.tar.gz"], ["/file/x"]),
+        ("/file{.ext}", ["/file", "/file.tar", "/file.tar,gz"], ["/file/x", "/file.tar.gz"]),
         ("/root{/a,b}", ["/root", "/root/x", "/root/x/y"], ["/rootx"]),
         ("/p{;x,y}", ["/p", "/p;x=1", "/p;x=1;y"], ["/p;=1"]),
         ("/search{?q,lang}", ["/search", "/search?q=a", "/search?q=a&lang=fr"], ["/search?"]),
@@ -39,6 +52,15 @@ from ssehub.hub._uri_template import InvalidTemplate, UriTemplateMatcher, compil
         # level 4: prefix and explode modifiers
         ("/u/{name:3}", ["/u/abc", "/u/ab"], ["/u/abcd"]),
         ("/l{/list*}", ["/l/a/b/c"], ["/lx"]),
+        # the Mercure subscriptions topics' template: adjacent prefixed expressions
+        (
+            "/.well-known/mercure/subscriptions{/topic}{/subscriber}",
+            [
+                "/.well-known/mercure/subscriptions",
+                "/.well-known/mercure/subscriptions/a%2Fb/urn%3A1",
+            ],
+            ["/.well-known/mercure/subscriptions/a/b/c"],
+        ),
     ],
 )
 def test_template_levels(template: str, matching: list[str], other: list[str]) -> None:

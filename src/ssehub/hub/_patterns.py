@@ -43,11 +43,7 @@ class TopicPatterns:
         self.patterns = unique
         # One expression for the whole set: a grant of 256 patterns is one match, not 256.
         self._everything = any(not p.strip(WILDCARD) for p in unique)  # '*', '**'...
-        self._regex = (
-            re.compile("|".join(map(glob_regex, unique)))
-            if unique
-            else None
-        )
+        self._regex = re.compile("|".join(map(glob_regex, unique))) if unique else None
 
     def matches(self, topic: str) -> bool:
         """Return whether ``topic`` is granted by one of the patterns."""

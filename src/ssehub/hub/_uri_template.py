@@ -25,13 +25,14 @@ expression      expands to                    accepted
 
 A variable may be undefined (RFC 6570 §2.3), so every expression also accepts the empty
 string. Prefix modifiers (``{x:3}``) bound the value's length; explode modifiers (``{x*}``) are
-accepted like the plain variable (their expansions use the same separators).
+take any number of items (a plain variable one item per variable of the expression).
 
 Matching cost is linear: Python's ``re`` backtracks, so an ambiguous expression (``{a}{b}``, or
 ``{a}-{b}`` where ``-`` can be part of a value) could take time exponential in the topic's
 length. Two rules make every expression unambiguous: two expressions must be separated by a
-literal, and a value never contains the first character of the literal that follows its
-expression (``{+path}/meta`` matches ``files/meta`` with ``path=files``, never
+literal unless the second one starts with its own operator character (``{/topic}{/subscriber}``
+is fine, ``{a}{b}`` is refused), and a value never contains the first character of what
+follows its expression (``{+path}/meta`` matches ``files/meta`` with ``path=files``, never
 ``a/b/meta``). Compiled templates are cached (:func:`compile_template`, bounded LRU).
 """
 
@@ -61,6 +62,8 @@ _VARNAME: Final = re.compile(
     r"(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})(?:\.?(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2}))*"
 )
 _EXPRESSION: Final = re.compile(r"\{([^{}]*)\}")
+_OPERATORS: Final = "+#./;?&"
+_PREFIXED: Final = "#./;?&"  # operators whose expansion starts with their own character
 _LITERAL_FORBIDDEN: Final = re.compile(r"[\x00-\x20\"'<>\\^`{|}\x7f]")
 
 
@@ -87,21 +90,26 @@ def _value(base: str, exclude: str, prefix: int | None) -> str:
 
 
 def _expression(body: str, stop: str) -> str:
-    """The regex of one expression; ``stop`` is the first character of the next literal."""
-    operator = body[:1] if body[:1] in "+#./;?&" else ""
+    """The regex of one expression; ``stop`` is the first character of what follows it."""
+    operator = body[:1] if body[:1] in _OPERATORS else ""
     varlist = body[len(operator) :]
     if not varlist:
         raise InvalidTemplate("an expression has no variable")
     prefix: int | None = None
-    for varspec in varlist.split(","):
+    explode = False
+    varspecs = varlist.split(",")
+    for varspec in varspecs:
         name, colon, length = varspec.partition(":")
-        name = name.removesuffix("*") if not colon else name
+        if not colon and name.endswith("*"):
+            name, explode = name[:-1], True
         if _VARNAME.fullmatch(name) is None:
             raise InvalidTemplate("a variable name has characters RFC 6570 §2.3 does not allow")
         if colon:
             if not (length.isdigit() and 0 < int(length) < 10000 and length[0] != "0"):
                 raise InvalidTemplate("a prefix modifier must be 1-9999 (RFC 6570 §2.4.1)")
             prefix = max(prefix or 0, int(length))
+    # One separated item per variable, any number for an exploded list (RFC 6570 §3.2.1).
+    times = "*" if explode else f"{{0,{len(varspecs)}}}"
     if operator in ("+", "#"):
         reserved = _value(_UNRESERVED + _RESERVED, stop, None)
         return reserved if operator == "+" else f"(?:\\#{reserved})?"
@@ -110,14 +118,18 @@ def _expression(body: str, stop: str) -> str:
         return f"(?:{item}(?:,{item})*)?"
     item = _value(_UNRESERVED, stop + operator, prefix)
     if operator in ("/", "."):
-        return f"(?:{re.escape(operator)}{item}(?:,{item})*)*"
+        return f"(?:{re.escape(operator)}{item}(?:,{item})*){times}"
     name = f"(?:{_chars(_UNRESERVED, stop + '=' + operator)})+"
     pair = f"{name}(?:={item}(?:,{item})*)?"
     if operator == ";":
-        return f"(?:;{pair})*"
+        return f"(?:;{pair}){times}"
     if operator == "&":
-        return f"(?:&{pair})*"
-    return f"(?:\\?{pair}(?:&{pair})*)?"
+        return f"(?:&{pair}){times}"
+    return (
+        f"(?:\\?{pair}(?:&{pair}){{0,{len(varspecs) - 1}}})?"
+        if not explode
+        else (f"(?:\\?{pair}(?:&{pair})*)?")
+    )
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -151,12 +163,16 @@ def compile_template(template: str) -> re.Pattern[str]:
             raise InvalidTemplate("unbalanced '{' or '}'")
         if _LITERAL_FORBIDDEN.search(literal) is not None:
             raise InvalidTemplate("a literal has a character a URI cannot have (RFC 6570 §2.1)")
-        if 0 < index < len(literals) - 1 and not literal:
-            # Adjacent expressions make matching ambiguous (and exponential with backtracking).
+        if 0 < index < len(literals) - 1 and not literal and bodies[index][:1] not in _PREFIXED:
+            # Adjacent expressions are unambiguous only when the second starts with its own
+            # operator character ("{/topic}{/subscriber}"); "{a}{b}" is refused.
             raise InvalidTemplate("two expressions must be separated by a literal")
     for index, body in enumerate(bodies):
         parts.append(re.escape(literals[index]))
-        parts.append(_expression(body, literals[index + 1][:1]))
+        after = literals[index + 1][:1]
+        if not after and index + 1 < len(bodies):
+            after = bodies[index + 1][:1]  # the next expression's operator character
+        parts.append(_expression(body, after))
     parts.append(re.escape(literals[-1]))
     return re.compile("".join(parts))
 
