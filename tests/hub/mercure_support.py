@@ -7,8 +7,8 @@ Shared by the ASGI-level tests (``tests/hub/test_mercure*.py``) and the tests th
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import jwt
@@ -71,7 +71,10 @@ def mercure_settings(**changes: Any) -> HubSettings:
 
 def mercure_env() -> dict[str, str]:
     """The environment of a ``ssehub serve --mercure`` process with the keys above."""
-    return {"MERCURE_PUBLISHER_JWT_KEY": PUBLISHER_KEY, "MERCURE_SUBSCRIBER_JWT_KEY": SUBSCRIBER_KEY}
+    return {
+        "MERCURE_PUBLISHER_JWT_KEY": PUBLISHER_KEY,
+        "MERCURE_SUBSCRIBER_JWT_KEY": SUBSCRIBER_KEY,
+    }
 
 
 async def post_update(

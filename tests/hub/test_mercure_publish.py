@@ -6,11 +6,11 @@ import argparse
 
 import pytest
 
+from security.support import public_pem, rsa_key
 from ssehub._exceptions import ConfigurationError
 from ssehub.cli.serve import add_parser
 from ssehub.hub import HubSettings
 
-from security.support import public_pem, rsa_key
 from .conftest import client_for, hub_of, running_hub
 from .mercure_support import (
     HUB,

@@ -101,7 +101,8 @@ def test_hostile_topics_match_in_linear_time() -> None:
 def test_matchers_have_stable_keys_and_compile_once() -> None:
     one, two = UriTemplateMatcher("/b/{id}"), UriTemplateMatcher("/b/{id}")
     assert one.key == two.key == "uritemplate:/b/{id}"
-    assert one == two and hash(one) == hash(two)
+    assert one == two
+    assert hash(one) == hash(two)
     assert compile_template("/b/{id}") is compile_template("/b/{id}")
 
 
@@ -111,7 +112,8 @@ def test_selectors_become_broker_targets() -> None:
     assert targets[1] == "https://e.com/x"
     assert isinstance(targets[2], UriTemplateMatcher)
     assert isinstance(targets[3], ExactMatcher)
-    assert targets[3].matches("https://e.com/a*b") and not targets[3].matches("https://e.com/ab")
+    assert targets[3].matches("https://e.com/a*b")
+    assert not targets[3].matches("https://e.com/ab")
 
 
 def test_selectors_are_bounded() -> None:

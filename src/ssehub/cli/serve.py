@@ -342,6 +342,14 @@ def _log_listening(settings: HubSettings, servers: list[Any], *, loop: str, http
         loop,
         http,
     )
+    if settings.mercure:  # before the "authentication is" line, the last of the startup log
+        logger.info(
+            "Mercure hub at /.well-known/mercure (JWT %s; anonymous subscribers: %s; "
+            "subscriptions API: %s)",
+            settings.mercure_jwt_alg,
+            "allowed, public updates only" if settings.mercure_anonymous else "refused",
+            "on" if settings.mercure_subscriptions else "off",
+        )
     exposed = settings.host not in _LOOPBACK_HOSTS
     if settings.auth != "none":
         # -- security: say which credentials are accepted, and whether anonymous reads are on
