@@ -190,7 +190,8 @@ async def test_subscribe_errors(
     topics: list[str], token: str | None, params: dict[str, str], status: int
 ) -> None:
     async with mercure_hub(mercure_anonymous=True) as (_, client):
-        query = [("topic", t) for t in topics] + list(params.items())
+        query: list[tuple[str, str | int | float | bool | None]] = [("topic", t) for t in topics]
+        query += list(params.items())
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         response = await client.get(HUB, params=query, headers=headers)
         assert response.status_code == status, response.text
