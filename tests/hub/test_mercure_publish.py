@@ -224,3 +224,12 @@ def test_mercure_flags_are_bare_switches() -> None:
     args = parser.parse_args(["--mercure", "--mercure-anonymous", "--port", "1"])
     assert (args.mercure, args.mercure_anonymous, args.port) == ("true", "true", "1")
     assert parser.parse_args(["--mercure", "false"]).mercure == "false"
+
+
+async def test_metrics_label_mercure_routes() -> None:
+    async with running_hub(mercure_settings()) as app, client_for(app) as client:
+        assert (await post_update(client, {"topic": "t"}, token=publisher())).status_code == 200
+        assert (await client.get(HUB, params={"topic": "t"})).status_code == 401
+        text = (await client.get("/metrics")).text
+        assert 'route="/.well-known/mercure",status="200"' in text
+        assert 'route="/.well-known/mercure",status="401"' in text

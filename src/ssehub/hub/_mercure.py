@@ -53,7 +53,8 @@ from ._cors import CORSMiddleware
 from ._errors import HubHTTPError
 from ._mercure_auth import MercureAuth, MercureClaims, MercureError
 from ._mercure_selectors import InvalidSelector, broker_targets, parse_selectors
-from ._mercure_subscriptions import MercureSubscriptions
+from ._mercure_subscriptions import SUBSCRIPTIONS_PATH, MercureSubscriptions
+from ._metrics import ROUTE_SCOPE_KEY
 from ._proxy import client_address
 from ._stream import HubStream, read_body
 
@@ -365,6 +366,8 @@ class MercureDispatch:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == HUB_PATH or path.startswith(HUB_PATH + "/"):
+            # -- operations: the metrics label these requests by Mercure's two routes
+            scope[ROUTE_SCOPE_KEY] = HUB_PATH if path == HUB_PATH else SUBSCRIPTIONS_PATH
             await self.mercure(scope, receive, send)
             return
         await self.app(scope, receive, send)
