@@ -233,3 +233,11 @@ async def test_metrics_label_mercure_routes() -> None:
         text = (await client.get("/metrics")).text
         assert 'route="/.well-known/mercure",status="200"' in text
         assert 'route="/.well-known/mercure",status="401"' in text
+
+
+async def test_create_app_reads_the_mercure_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSEHUB_MERCURE", "true")
+    monkeypatch.setenv("SSEHUB_MERCURE_ANONYMOUS", "1")
+    monkeypatch.setenv("MERCURE_PUBLISHER_JWT_KEY", PUBLISHER_KEY)
+    async with running_hub() as app, client_for(app) as client:
+        assert (await post_update(client, {"topic": "t"}, token=publisher())).status_code == 200
