@@ -48,6 +48,12 @@ EXPECTED = {
         "| callback listeners (thread pool) |",
         "| HTTP SSE responses (hub route) |",
     ],
+    "bench_patterns.py": [
+        "### Pattern subscriptions",
+        "| exact |",
+        "| one pattern |",
+        "| new topic each publish |",
+    ],
     "bench_hub_slow.py": [
         "### Slow consumer",
         "| others' p99 with the slow one (ms) |",

@@ -20,7 +20,14 @@ from anyio.abc import TaskGroup
 from ssehub import InvalidLastEventId
 from ssehub._clock import Clock, ManualClock
 from ssehub.backends import EventSink, MemoryBackend, PendingEvent, Replay
-from ssehub.broker import Broker, Reset, ResetReason, StoredEvent, validate_last_event_id
+from ssehub.broker import (
+    Broker,
+    Reset,
+    ResetReason,
+    StoredEvent,
+    TopicMatcher,
+    validate_last_event_id,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -72,16 +79,34 @@ class RemoteLikeBackend:
         await self._yield()
         return replay
 
+    async def replay_matching(
+        self, topics: Collection[str], matchers: Sequence[TopicMatcher], last_event_id: str
+    ) -> Replay:
+        await self._yield()
+        replay = await self.inner.replay_matching(topics, matchers, last_event_id)
+        await self._yield()
+        return replay
+
     async def history_sizes(self, topics: Collection[str] | None = None) -> dict[str, int]:
         return await self.inner.history_sizes(topics)
 
 
 TOPIC_CHOICES = [("a",), ("b",), ("c",), ("a", "b"), ("b", "c"), ("c", "a")]
+# For a subscription to ["p/*", "a"]: new topics appear while the consumer reconnects.
+PATTERN_CHOICES = [("p/1",), ("p/new",), ("c",), ("a", "c"), ("c", "p/2"), ("p/1", "a")]
 
 
-async def _race(seed: int, *, lag: bool, events: int) -> int:
+async def _race(seed: int, *, lag: bool, events: int, patterns: bool = False) -> int:
     """Return the number of reconnects; assert the consumer saw exactly the expected ids."""
     publisher_rng, consumer_rng = random.Random(seed), random.Random(seed + 1)
+    choices = PATTERN_CHOICES if patterns else TOPIC_CHOICES
+    subscribed = ["p/*", "a"] if patterns else ["a", "b"]
+
+    def wanted(topics: Sequence[str]) -> bool:
+        if patterns:
+            return any(t == "a" or t.startswith("p/") for t in topics)
+        return bool({"a", "b"} & set(topics))
+
     backend = RemoteLikeBackend(random.Random(seed + 2), lag=lag)
     expected: list[str] = []
     got: list[str] = []
@@ -94,9 +119,11 @@ async def _race(seed: int, *, lag: bool, events: int) -> int:
 
         async def publisher() -> None:
             for i in range(events):
-                topics = publisher_rng.choice(TOPIC_CHOICES)
+                topics = publisher_rng.choice(choices)
+                if topics == ("p/new",):
+                    topics = (f"p/new{i}",)  # a topic created during the race
                 stored = await broker.publish(topics, str(i))
-                if {"a", "b"} & set(topics):
+                if wanted(topics):
                     expected.append(stored.id)
                 for _ in range(publisher_rng.randrange(3)):
                     await anyio.lowlevel.checkpoint()
@@ -107,7 +134,7 @@ async def _race(seed: int, *, lag: bool, events: int) -> int:
             last = start.id
             while not finished:
                 reconnects += 1
-                async with broker.subscribe(["a", "b"], last_event_id=last) as sub:
+                async with broker.subscribe(subscribed, last_event_id=last) as sub:
                     for _ in range(consumer_rng.randrange(1, 4)):
                         items = await sub.receive()
                         assert sub.reset is None
@@ -135,6 +162,16 @@ async def test_resume_races_publishes_without_gap_or_duplicate(lag: bool) -> Non
     for seed in range(8):
         reconnects += await _race(seed * 10, lag=lag, events=400)
     assert reconnects >= 1000  # thousands over both parametrisations and both event loops
+
+
+@pytest.mark.parametrize("lag", [False, True], ids=["sync-sink", "lagging-sink"])
+async def test_pattern_resume_races_publishes_without_gap_or_duplicate(lag: bool) -> None:
+    # The same race for a subscription to a pattern (and an exact topic), while publishes
+    # create new topics the pattern matches.
+    reconnects = 0
+    for seed in range(8):
+        reconnects += await _race(seed * 10 + 5, lag=lag, events=400, patterns=True)
+    assert reconnects >= 1000
 
 
 async def test_resume_exact_across_multi_topic_publishes() -> None:

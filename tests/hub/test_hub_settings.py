@@ -11,6 +11,7 @@ from ssehub import ConfigurationError
 from ssehub.broker import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_HISTORY_TTL,
+    DEFAULT_MAX_PATTERNS,
     DEFAULT_MAX_TOPICS,
     DEFAULT_QUEUE_SIZE,
 )
@@ -25,6 +26,7 @@ def test_defaults_follow_the_broker_and_are_documented() -> None:
     assert settings.history_ttl == DEFAULT_HISTORY_TTL
     assert settings.queue_size == DEFAULT_QUEUE_SIZE
     assert settings.max_topics == DEFAULT_MAX_TOPICS
+    assert settings.max_patterns == DEFAULT_MAX_PATTERNS
     assert settings.ping == 15.0
     assert settings.max_connection_age is None
     assert settings.slow_policy == "disconnect"
@@ -64,6 +66,7 @@ def test_every_option_has_a_flag_and_a_variable() -> None:
         ("grace_period", "0", 0.0),
         ("max_body_size", "1024", 1024),
         ("max_topics", "4", 4),
+        ("max_patterns", "2", 2),
         ("max_batch", "7", 7),
         ("docs", "no", False),
         ("log_level", "DEBUG", "debug"),
@@ -124,7 +127,8 @@ HUB_DOC = (Path(__file__).resolve().parents[2] / "docs" / "hub.md").read_text(en
         # the options of `ssehub serve` named by the hub's specification, and the base ones
         *("host", "port", "broker", "history", "history_ttl", "ping", "max_connection_age"),
         *("queue_size", "slow_policy", "send_timeout", "grace_period", "max_body_size"),
-        *("max_topics", "max_batch", "docs", "log_level", "access_log", "gc_threshold"),
+        *("max_topics", "max_patterns", "max_batch", "docs", "log_level", "access_log"),
+        "gc_threshold",
     ],
 )
 def test_docs_settings_table_documents_the_option(name: str) -> None:

@@ -10,7 +10,9 @@ runs one reader task that tails the log with a blocking ``XREAD`` from the last 
 and hands each event to the broker, which encodes it once and fans it out locally
 (:mod:`ssehub.backends._redis_reader`). A resume reads the topic streams with ``XRANGE`` after
 the client's id (:mod:`ssehub.backends._redis_replay`): global ids make one ``Last-Event-ID``
-exact for a multi-topic subscription on any process, including one that never saw the client.
+exact for a multi-topic subscription on any process, including one that never saw the client. A
+resume with patterns lists the topics and the log's tip first, and cuts the replay there
+(:mod:`ssehub.backends._redis_patterns`).
 
 Connections are bounded: a pool of ``max_connections`` for commands plus one for the reader,
 whatever the number of subscribers. Entries are plain fields (text and JSON), never pickle.

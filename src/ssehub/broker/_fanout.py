@@ -183,8 +183,7 @@ class Fanout:
             if targets:
                 self.topic_events[topic] = self.topic_events.get(topic, 0) + 1
                 sources.append(targets)
-            for group in self.matching(topic):
-                sources.append(group.states)
+            sources.extend(group.states for group in self.matching(topic))
         if not sources:
             return
         shed: list[SubscriptionState] | None = None

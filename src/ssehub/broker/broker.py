@@ -203,7 +203,9 @@ class Broker:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
-            await self.backend.start(sink=self._fanout.deliver, clock=self.clock, task_group=task_group)
+            await self.backend.start(
+                sink=self._fanout.deliver, clock=self.clock, task_group=task_group
+            )
             if self._reaper is not None:
                 task_group.start_soon(self._reaper.run, name="ssehub broker: connection age")
         except BaseException as exc:

@@ -185,11 +185,8 @@ def split_topics(
         InvalidTopic: an item is invalid or of another type, none was given, more than
             ``limit`` were given, or more than ``max_patterns`` patterns.
     """
-    items: Iterable[object]
-    if isinstance(topics, str) or not isinstance(topics, Iterable):
-        items = (topics,)
-    else:
-        items = topics
+    single = isinstance(topics, str) or not isinstance(topics, Iterable)
+    items: Iterable[object] = (topics,) if single else topics  # type: ignore[assignment]
     exact: dict[str, None] = {}
     matchers: dict[str, TopicMatcher] = {}
     for item in items:

@@ -48,6 +48,7 @@ from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, check_last_event_id, split_private
+from ._limits import check_pattern_count
 from ._mercure import MercureApp, MercureDispatch
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
@@ -133,6 +134,7 @@ class _Endpoints:
         settings = hub.settings
         try:
             topics = check_topics(request.query_params.getlist("topic"), max_topics=hub.max_topics)
+            check_pattern_count(topics, hub.max_patterns)
             # The header wins over the query parameter: browsers send the header on every
             # reconnect with the id they last saw, while the query value is fixed in the URL.
             last_event_id = request.headers.get("last-event-id") or request.query_params.get(
@@ -370,6 +372,7 @@ def _build_broker(settings: HubSettings) -> Broker:
         overflow=settings.slow_policy,
         max_connection_age=settings.max_connection_age,
         max_topics_per_subscription=settings.max_topics,
+        max_patterns_per_subscription=settings.max_patterns,
         budget=HistoryBudget.of(settings),
     )
 

@@ -94,6 +94,13 @@ class Principal:
         """Return whether it may subscribe to ``topic`` (for public events at least)."""
         return self.any_topic or self.subscribe.matches(topic)
 
+    def may_subscribe_pattern(self, pattern: str) -> bool:
+        """Return whether it may subscribe to ``pattern`` (a topic with ``*``): every topic the
+        pattern can match must be granted (:meth:`TopicPatterns.covers`), unless it may
+        subscribe to any topic (then private events still reach it only by :meth:`may_read`).
+        """
+        return self.any_topic or self.subscribe.covers(pattern)
+
     def may_read(self, event: StoredEvent) -> bool:
         """Return whether ``event`` may be delivered to it.
 

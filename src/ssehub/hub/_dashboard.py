@@ -116,7 +116,8 @@ async def dashboard_stats(
         process only); ``connections`` counts the open SSE connections, topic streams on
         ``/events`` and channel listener streams alike (see :func:`_open_streams`);
         ``subscribers`` the broker's subscriptions (topic streams), which the topics'
-        subscriber counts add up to;
+        subscriber counts add up to for single-topic streams (a pattern subscription counts
+        here, under no topic: ``Broker.patterns``);
         ``topics`` maps at most :data:`DASHBOARD_MAX_TOPICS` names (most
         subscribers first, then most events) to ``{"subscribers", "history", "events"}``,
         where ``events`` counts events fanned out on the topic here since it gained its first

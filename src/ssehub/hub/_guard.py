@@ -3,10 +3,11 @@
 :class:`Guard` is built from the settings once per app (``app.state.hub.guard``). The endpoints
 call it at fixed points, before anything happens, so a refused request leaves no trace:
 
-- ``GET /events``: :meth:`Guard.authorize_subscribe` (topics allowed, ``Last-Event-ID``
-  length), then :meth:`Guard.acquire` (connection caps); the subscription is opened with the
-  principal's ``may_read`` as its visibility, so private events reach only authorized
-  subscribers, replay included, and the stream ends when the credential expires.
+- ``GET /events``: :meth:`Guard.authorize_subscribe` (topics allowed; a pattern only if the
+  grants cover every topic it can match; ``Last-Event-ID`` length), then :meth:`Guard.acquire`
+  (connection caps); the subscription is opened with the principal's ``may_read`` as its
+  visibility, so private events reach only authorized subscribers, replay included, and the
+  stream ends when the credential expires.
 - ``POST /publish``: :func:`split_private` takes the ``private`` flags out of the body, then
   :meth:`Guard.authorize_publish` checks topics, private and the publish rate.
 - ``GET /status``: :meth:`Guard.authorize_status`.
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from starlette.middleware import Middleware
 
+from ..broker.patterns import is_pattern
 from ._auth import Authenticator, AuthMiddleware, Principal, authentication_required, principal_of
 from ._cors import CORSMiddleware
 from ._errors import HubHTTPError
@@ -105,7 +107,12 @@ class Guard:
         check_last_event_id(last_event_id, self.settings.max_last_event_id_length)
         principal = principal_of(scope)
         for topic in topics:
-            if not principal.may_subscribe(topic):
+            allowed = (
+                principal.may_subscribe_pattern(topic)
+                if is_pattern(topic)
+                else principal.may_subscribe(topic)
+            )
+            if not allowed:
                 if not principal.authenticated:
                     raise authentication_required("subscribing needs a token on this hub")
                 raise HubHTTPError("forbidden", f"the token may not subscribe to {topic!r}")

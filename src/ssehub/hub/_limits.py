@@ -1,7 +1,8 @@
 """Resource limits: open streams (total, per address, per token) and publish rates.
 
 Each limit answers 429 with a JSON body *before* anything happens: no stream is opened, no
-event is published. Counters live in this process (a fleet of hubs enforces them per process).
+event is published (the patterns of one subscription: 400, as for its topics). Counters live
+in this process (a fleet of hubs enforces them per process).
 
 Connection counts are leases: :meth:`ConnectionLimiter.acquire` returns a :class:`Lease` that
 the stream releases when it ends, however it ends. Rates are token buckets refilled on the
@@ -16,12 +17,19 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from ..broker.patterns import is_pattern
 from ._errors import HubHTTPError
 
 if TYPE_CHECKING:
     from .._clock import Clock
 
-__all__ = ["ConnectionLimiter", "Lease", "RateLimiter", "check_topic_lengths"]
+__all__ = [
+    "ConnectionLimiter",
+    "Lease",
+    "RateLimiter",
+    "check_pattern_count",
+    "check_topic_lengths",
+]
 
 _PRUNE_AT: Final = 4096  # buckets kept before full (idle) ones are forgotten
 
@@ -172,3 +180,16 @@ def check_topic_lengths(topics: Iterable[str], limit: int) -> None:
     for topic in topics:
         if len(topic) > limit:
             raise HubHTTPError("invalid_topic", f"invalid topic: longer than {limit} characters")
+
+
+def check_pattern_count(topics: Iterable[str], limit: int) -> None:
+    """Refuse a subscription with more than ``limit`` patterns (topics with ``*``).
+
+    Raises:
+        HubHTTPError: ``too_many_topics`` (400).
+    """
+    count = sum(1 for topic in topics if is_pattern(topic))
+    if count > limit:
+        raise HubHTTPError(
+            "too_many_topics", f"too many patterns (at most {limit} per subscription)"
+        )

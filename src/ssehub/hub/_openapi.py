@@ -93,7 +93,12 @@ def _events_operation(settings: HubSettings) -> dict[str, Any]:
                 "in": "query",
                 "required": True,
                 "description": "A topic; repeat for several (duplicates count against "
-                f"`max_topics`, {settings.max_topics}).",
+                f"`max_topics`, {settings.max_topics}). A topic with `*` is a pattern: `*` "
+                "matches any run of characters, `/` included (`orders/*` receives `orders/1` "
+                "and `orders/1/items`, not `orders`), as in the grants; resume covers every "
+                "topic it matched. With authentication on, a pattern needs a grant covering "
+                "all it can match (`*`, the pattern itself, or a prefix grant `p*` of it). At "
+                f"most `max_patterns` ({settings.max_patterns}) patterns per subscription.",
                 "schema": {
                     "type": "array",
                     "items": topic,

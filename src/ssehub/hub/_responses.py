@@ -31,7 +31,8 @@ CODE_MEANINGS: Final[Mapping[str, str]] = {
     "missing_topic": "no topic",
     "invalid_topic": "an invalid topic (empty, too long, characters outside URI characters), "
     "or both `topic` and `topics`",
-    "too_many_topics": "more topics than `max_topics`",
+    "too_many_topics": "more topics than `max_topics` (or, in a subscription, more patterns "
+    "than `max_patterns`)",
     "missing_data": "no `data`",
     "invalid_data": "data that cannot be sent (a lone surrogate)",
     "invalid_event": "an invalid event or message type",

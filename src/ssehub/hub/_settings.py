@@ -23,6 +23,7 @@ from .._exceptions import ConfigurationError
 from ..broker import (
     DEFAULT_HISTORY_SIZE,
     DEFAULT_HISTORY_TTL,
+    DEFAULT_MAX_PATTERNS,
     DEFAULT_MAX_TOPICS,
     DEFAULT_QUEUE_SIZE,
 )
@@ -155,6 +156,13 @@ class HubSettings:
         DEFAULT_MAX_TOPICS,
         "most topics in one subscription or one published event; 32 topics of up to 256 "
         "characters keep a GET /events URL under the 8 KiB request-line limit of common proxies",
+        parse_int,
+        "N",
+    )
+    max_patterns: int = option(
+        DEFAULT_MAX_PATTERNS,
+        "most patterns (topics with '*', such as orders/*) in one subscription, counted in "
+        "--max-topics too; each costs a match per new topic published (400 too_many_topics)",
         parse_int,
         "N",
     )
@@ -480,22 +488,8 @@ class HubSettings:
     mercure_subscriptions: bool = option(*_MERCURE["mercure_subscriptions"])
 
     def __post_init__(self) -> None:
-        check_settings(self)
+        check_settings(self)  # including the HTTP limits (check_http_limits)
         _history.HistoryBudget.of(self)  # checks the byte budgets (ConfigurationError)
-        # -- HTTP limits (their fields above are one block with these checks)
-        for name in (
-            "max_header_size",
-            "max_headers",
-            "keep_alive_timeout",
-            "max_pending_connections",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.http not in ("auto", "httptools", "h11"):
-            raise ConfigurationError(f"http must be auto, httptools or h11, not {self.http!r}")
-        for name in ("header_timeout", "body_timeout"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ConfigurationError(f"{name} must be positive or None")
 
     @classmethod
     def from_sources(

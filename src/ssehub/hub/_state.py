@@ -118,6 +118,11 @@ class HubState:
         """Topics allowed per request: the smaller of the settings' and the broker's limit."""
         return min(self.settings.max_topics, self.broker.max_topics)
 
+    @property
+    def max_patterns(self) -> int:
+        """Patterns allowed per subscription: the smaller of the settings' and the broker's."""
+        return min(self.settings.max_patterns, self.broker.max_patterns)
+
 
 def _drain(stream: EventSourceResponse, subscription: Subscription) -> None:
     """End a hub stream for a shutdown: what is queued goes out, then the final empty body; a
