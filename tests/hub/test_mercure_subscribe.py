@@ -17,7 +17,15 @@ from starlette.applications import Starlette
 from ssehub.testing import http_scope, stream_asgi
 
 from .conftest import client_for, hub_of, running_hub
-from .mercure_support import HUB, mercure_settings, post_update, publisher, subscriber
+from .mercure_support import (
+    HUB,
+    SUBSCRIBER_KEY,
+    mercure_settings,
+    mercure_token,
+    post_update,
+    publisher,
+    subscriber,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -256,7 +264,9 @@ async def test_subscription_events_and_api() -> None:
     ):
         await watching.start()
         selector = "https://example.com/books/{id}"
-        reader = subscriber(["https://example.com/books/1"])
+        reader = mercure_token(
+            subscribe=["https://example.com/books/1"], key=SUBSCRIBER_KEY, payload={"u": 7}
+        )
         async with open_mercure(app, [selector], token=reader) as reading:
             await reading.start()
             with anyio.fail_after(5):
@@ -266,6 +276,7 @@ async def test_subscription_events_and_api() -> None:
             assert document["type"] == "Subscription"
             assert document["topic"] == selector
             assert document["active"] is True
+            assert document["payload"] == {"u": 7}
             assert document["@context"] == "https://mercure.rocks/"
             assert document["id"].startswith(
                 f"/.well-known/mercure/subscriptions/{quote(selector, safe='')}/urn%3Auuid%3A"
@@ -296,3 +307,12 @@ async def test_subscription_events_and_api() -> None:
             ended = json.loads((await watching.events().next_event()).data)
         assert ended["active"] is False
         assert ended["topic"] == selector
+
+
+async def test_a_stream_ends_at_its_token_expiry() -> None:
+    token = mercure_token(subscribe=["t"], key=SUBSCRIBER_KEY, lifetime=1)
+    async with mercure_hub() as (app, _), open_mercure(app, ["t"], token=token) as stream:
+        await stream.start()
+        assert stream.status_code == 200
+        with anyio.fail_after(5):
+            await stream.read_all()  # the hub ends the body at exp (within a second)

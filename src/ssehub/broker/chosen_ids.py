@@ -6,7 +6,8 @@ SSE's id property" (draft-dunglas-mercure-07 §5), and a subscriber resumes with
 ``Last-Event-ID``. Here the event is stored as usual, under a backend id that keeps its place
 in history, while its ``id:`` field on the wire is the chosen one; the chosen id is the
 event's idempotency key (a digest of it, :func:`chosen_id_key`), which both backends already
-map to the stored event for as long as the event is in history. So:
+map to the stored event at least as long as the event is in history (Redis: for
+``history_ttl``; a resume after an evicted event then gets the usual ``expired`` reset). So:
 
 * :func:`publish_with_id` stores the event once per chosen id: publishing the same id again
   with the same content returns the first event (a retry), with other content raises

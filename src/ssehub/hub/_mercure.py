@@ -116,7 +116,9 @@ class _Form:
             text = body.decode("utf-8")
             pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields)
         except (UnicodeDecodeError, ValueError):
-            raise MercureError(400, "the body is not a valid UTF-8 form") from None
+            raise MercureError(
+                400, f"the body is not a UTF-8 form of at most {max_fields} fields"
+            ) from None
         self.topics = [value for name, value in pairs if name == "topic"]
         fields = {name: value for name, value in pairs if name != "topic"}
         self.data = fields.get("data", "")
