@@ -140,7 +140,7 @@ async def test_resume_after_a_publisher_chosen_id_is_exact() -> None:
             assert (event.id, event.data) == ("urn:uuid:four", "4")
 
 
-@pytest.mark.parametrize("requested", ["urn:uuid:unknown", "earliest"])
+@pytest.mark.parametrize("requested", ["urn:uuid:unknown", "earliest", "x\r\nSet-Cookie: a=b", "é"])
 async def test_an_id_that_cannot_be_resumed_answers_earliest(requested: str) -> None:
     async with (
         mercure_hub(mercure_anonymous=True) as (app, client),

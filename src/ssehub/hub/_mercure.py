@@ -96,16 +96,18 @@ def check_event_id(event_id: str, max_length: int) -> str:
     return event_id
 
 
-def _bad_topic(topic: str, max_length: int) -> str | None:
-    if not topic:
-        return "a topic is empty"
-    if len(topic) > max_length:
-        return f"a topic is longer than {max_length} characters"
+def _check_topic(topic: str, max_length: int) -> None:
+    """Refuse a topic the broker cannot take (400) or in the hub's own namespace (403: the
+    subscriptions' topics are published by the hub only, so they cannot be forged)."""
+    if not topic or len(topic) > max_length:
+        raise MercureError(400, f"a topic must have 1-{max_length} characters")
     if TOPIC_PATTERN.fullmatch(topic) is None:
-        return "a topic has a character outside RFC 3986 (percent-encode IRIs, as URIs)"
-    if urlsplit(topic).path.startswith(HUB_PATH):
-        return ""  # the hub's own namespace (subscription events): 403, not 400
-    return None
+        raise MercureError(
+            400, "a topic has a character outside RFC 3986 (percent-encode IRIs, as URIs)"
+        )
+    path = urlsplit(topic).path
+    if path == HUB_PATH or path.startswith(HUB_PATH + "/"):
+        raise MercureError(403, f"topics under {HUB_PATH} are the hub's own")
 
 
 class _Form:
@@ -114,7 +116,9 @@ class _Form:
     def __init__(self, body: bytes, max_fields: int) -> None:
         try:
             text = body.decode("utf-8")
-            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields)
+            pairs = parse_qsl(
+                text, keep_blank_values=True, errors="strict", max_num_fields=max_fields
+            )
         except (UnicodeDecodeError, ValueError):
             raise MercureError(
                 400, f"the body is not a UTF-8 form of at most {max_fields} fields"
@@ -230,8 +234,11 @@ class MercureApp:
             raise
         headers = {"Cache-Control": "private, no-cache, no-store, must-revalidate, max-age=0"}
         if requested is not None:
+            # -- security: echoed only when it is an id this hub could have sent (visible
+            # ASCII): a query value may hold CR/LF or non-Latin-1 text (header injection)
             exact = subscription.reset is None and requested != EARLIEST
-            headers["Last-Event-ID"] = requested if exact else EARLIEST
+            echo = exact and set(requested) <= _VISIBLE_ASCII
+            headers["Last-Event-ID"] = requested if echo else EARLIEST
         response = EventSourceResponse(
             subscription,
             headers=headers,
@@ -276,11 +283,7 @@ class MercureApp:
         if len(topics) > hub.max_topics:
             raise MercureError(400, f"more than {hub.max_topics} topics")
         for topic in topics:
-            problem = _bad_topic(topic, settings.max_topic_length)
-            if problem == "":
-                raise MercureError(403, f"topics under {HUB_PATH} are the hub's own")
-            if problem is not None:
-                raise MercureError(400, problem)
+            _check_topic(topic, settings.max_topic_length)
         # -- security: every topic of the update must be granted (§4, as the Mercure hub's
         # canDispatch)
         if not claims.publish.matches_all(topics):
