@@ -250,6 +250,10 @@ async def test_cors_preflight_for_mercure_origins() -> None:
         response = await client.options(HUB, headers=headers)
         assert response.status_code == 204
         assert response.headers["access-control-allow-credentials"] == "true"
+        origin = {"Origin": "https://app.example"}
+        simple = await client.get(HUB, params={"topic": "t"}, headers=origin)
+        exposed = simple.headers["access-control-expose-headers"]
+        assert exposed == "Last-Event-ID, Link, Retry-After"
         denied = await client.options(HUB, headers={**headers, "Origin": "https://evil"})
         assert denied.status_code == 403
 

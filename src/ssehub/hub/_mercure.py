@@ -152,8 +152,10 @@ class MercureApp:
             MercureSubscriptions(hub, self.auth) if hub.settings.mercure_subscriptions else None
         )
         origins = hub.settings.mercure_cors_origins
+        # Pages may read what Mercure clients look at: the resume anchor and the discovery link.
+        expose = "Last-Event-ID, Link, Retry-After"
         self._app: ASGIApp = (
-            CORSMiddleware(self._route, origins=origins) if origins else self._route
+            CORSMiddleware(self._route, origins=origins, expose=expose) if origins else self._route
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
