@@ -241,6 +241,8 @@ async def test_connection_limits_and_status_visibility() -> None:
         status = (await client.get("/status")).json()
         assert "https://example.com/a" in json.dumps(status)
         assert hub_of(app).broker.subscriber_count("https://example.com/a") == 1
+        stats = (await client.get("/dashboard/stats")).json()
+        assert stats["topics"]["https://example.com/a"]["subscribers"] == 1
 
 
 async def test_cors_preflight_for_mercure_origins() -> None:
