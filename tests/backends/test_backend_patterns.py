@@ -117,7 +117,7 @@ class PublishingDuringResume:
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_memory_publishes_during_the_resume_are_delivered_once(when: str) -> None:
     backend = PublishingDuringResume()
-    async with Broker(backend) as broker:  # type: ignore[arg-type]
+    async with Broker(backend) as broker:
         start = await broker.publish("orders/1", "start")
         e1 = await broker.publish("orders/1", "1")
         during: list[StoredEvent] = []
@@ -142,7 +142,7 @@ async def test_redis_publishes_between_listing_and_replay_are_delivered_once() -
         start = await broker.publish("orders/1", "start")
         e1 = await broker.publish("orders/1", "1")
         during: list[StoredEvent] = []
-        listing = backend._topics_at_tip  # type: ignore[attr-defined]
+        listing = backend._topics_at_tip
 
         async def list_then_publish() -> Any:
             listed = await listing()
@@ -153,10 +153,10 @@ async def test_redis_publishes_between_listing_and_replay_are_delivered_once() -
             during.append(await broker.publish("orders/1", "old topic"))
             return listed
 
-        backend._topics_at_tip = list_then_publish  # type: ignore[attr-defined]
+        backend._topics_at_tip = list_then_publish  # type: ignore[method-assign]
         async with broker.subscribe("orders/*", last_event_id=start.id) as sub:
             await sub.prepare()
-            backend._topics_at_tip = listing  # type: ignore[attr-defined]
+            backend._topics_at_tip = listing  # type: ignore[method-assign]
             live = await broker.publish("orders/2", "live")
             assert await collect(sub, 4) == [e1, *during, live]
         # Once the reader has delivered everything, a resume from the start sees it all.
@@ -179,10 +179,10 @@ class WithoutPatternReplay:
 async def test_a_backend_without_replay_matching_resets_pattern_resumes() -> None:
     backend = WithoutPatternReplay()
     assert isinstance(backend, Backend)
-    async with Broker(backend) as broker:  # type: ignore[arg-type]
+    async with Broker(backend) as broker:
         start = await broker.publish("a/1", "start")
         await broker.publish("a/1", "1")
-        replay = await replay_matching(backend, (), [], start.id)  # type: ignore[arg-type]
+        replay = await replay_matching(backend, (), [], start.id)
         assert replay.reset is ResetReason.UNKNOWN
         async with broker.subscribe("a/*", last_event_id=start.id) as sub:
             await sub.prepare()

@@ -4,6 +4,8 @@ the bounded match cache. Resume across matched topics is in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 import pytest
 
@@ -22,7 +24,7 @@ from ssehub.broker.patterns import compile_glob, split_topics
 pytestmark = pytest.mark.anyio
 
 
-def ids(items: list[object]) -> list[str]:
+def ids(items: Sequence[object]) -> list[str]:
     return [item.id for item in items if isinstance(item, StoredEvent)]
 
 
@@ -168,7 +170,7 @@ async def test_a_topic_created_after_the_subscription_is_delivered() -> None:
 async def test_custom_matcher_is_matched_once_per_topic_for_all_subscribers() -> None:
     async with Broker() as broker:
         first, second = Suffix("/x"), Suffix("/x")  # equal keys: one group
-        subs = [broker.subscribe(first), broker.subscribe(second)]
+        subs = [broker.subscribe([first]), broker.subscribe([second])]
         subs += [broker.subscribe(["z", Suffix("/x")]) for _ in range(10)]
         assert broker.patterns() == {"suffix:/x": 12}
         for _ in range(5):
@@ -257,3 +259,24 @@ async def test_block_policy_waits_for_a_pattern_subscriber() -> None:
                 assert [i.event.data for i in sub.receive_nowait()] == ["first"]  # type: ignore[union-attr]
             assert published.is_set()
         sub.close()
+
+
+class Broken:
+    key = "broken:1"
+
+    def matches(self, topic: str) -> bool:
+        raise RuntimeError("a bug in a matcher")
+
+
+async def test_a_failing_matcher_is_logged_and_matches_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Broker() as broker:
+        broken = broker.subscribe([Broken()])
+        other = broker.subscribe("a/*")
+        stored = await broker.publish("a/1", "x")
+        assert other.receive_nowait() == [stored]
+        assert broken.receive_nowait() == []
+        assert "topic matcher" in caplog.text
+        broken.close()
+        other.close()

@@ -16,6 +16,7 @@ Only :class:`~ssehub.broker._state.SubscriptionState` objects are held, never ha
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .patterns import TopicMatcher
 
 __all__ = ["DEFAULT_MATCH_CACHE_SIZE", "Fanout", "Group"]
+
+logger = logging.getLogger("ssehub.broker")
 
 DEFAULT_MATCH_CACHE_SIZE: Final = 10_000
 """Event topics whose matching pattern groups are remembered: as many as the topics history
@@ -47,6 +50,16 @@ class Group:
     def __init__(self, matcher: TopicMatcher) -> None:
         self.matcher = matcher
         self.states: dict[SubscriptionState, None] = {}
+
+
+def _matches(group: Group, topic: str) -> bool:
+    try:
+        return group.matcher.matches(topic)
+    except Exception:
+        # A matcher is user code and runs inside the backend's sink (the Redis reader's task):
+        # its failure must not stop the delivery of this event to others, or the reader.
+        logger.exception("ssehub topic matcher %r failed on a topic", group.matcher)
+        return False
 
 
 class Fanout:
@@ -118,13 +131,30 @@ class Fanout:
         cache = self._cache
         found = cache.get(topic)
         if found is None:
-            found = tuple(group for group in self.groups.values() if group.matcher.matches(topic))
+            groups = self.groups.values()
+            try:
+                found = tuple(group for group in groups if group.matcher.matches(topic))
+            except Exception:  # noqa: BLE001 - retried one by one below, which logs it
+                found = tuple(group for group in groups if _matches(group, topic))
             cache[topic] = found
             if len(cache) > self.cache_size:
                 cache.popitem(last=False)
         else:
             cache.move_to_end(topic)
         return found
+
+    def count(self, topics: Iterable[str]) -> int:
+        """Return how many subscribers an event on ``topics`` reaches (each once)."""
+        sources: list[dict[SubscriptionState, None]] = []
+        for topic in topics:
+            targets = self.exact.get(topic)
+            if targets:
+                sources.append(targets)
+            if self.groups:
+                sources.extend(group.states for group in self.matching(topic))
+        if len(sources) == 1:  # the common case: no set to build
+            return len(sources[0])
+        return len(set().union(*sources))
 
     def receivers(self, topics: Iterable[str]) -> dict[SubscriptionState, None]:
         """Return every subscriber an event on ``topics`` reaches, once each, in push order."""

@@ -507,7 +507,7 @@ class Broker:
             if not self._fanout.groups:
                 return len(self._subscribers.get(topics, ()))
             topics = (topics,)
-        return len(self._fanout.receivers(topics))
+        return self._fanout.count(topics)
 
     def patterns(self) -> dict[str, int]:
         """Return the pattern subscriptions (in this process): subscribers per matcher key.

@@ -27,8 +27,9 @@ class BrokerStatistics(NamedTuple):
     """The broker's counters since it started.
 
     Attributes:
-        topics: topics that have at least one subscriber in this process now.
-        subscribers: open subscriptions now.
+        topics: topics that have at least one exact subscriber in this process now (a
+            pattern is not a topic: see :meth:`~ssehub.Broker.patterns`).
+        subscribers: open subscriptions now (pattern subscriptions included).
         published: events published through this broker.
         delivered: events handed to subscribers' consumers (replayed and live).
         dropped: events dropped by ``drop_oldest`` or discarded by shedding.
@@ -58,7 +59,8 @@ class TopicInfo(NamedTuple):
 
     Attributes:
         topic: the topic name.
-        subscribers: open subscriptions to it in this process.
+        subscribers: open subscriptions to it in this process, by its name (those whose
+            pattern matches it are not counted here).
         history: events retained in its history (by the backend).
         events: events fanned out to its subscribers in this process since it last gained a
             first subscriber here (0 without subscribers); deltas give its event rate.
