@@ -12,15 +12,9 @@ import base64
 import hashlib
 import itertools
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +25,8 @@ from starlette.applications import Starlette
 
 from ssehub.hub import HubSettings, create_app
 
+from .browser_support import ARTIFACTS, CHROMIUM, TIMEOUT, browser_or_skip, serve
 from .conftest import client_for, open_events, running_hub
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-TIMEOUT = 15.0
-
 
 # -- the routes, through ASGI -------------------------------------------------------------------
 
@@ -125,78 +115,15 @@ async def test_stats_need_a_running_broker() -> None:
 # -- the page in a real browser ---------------------------------------------------------------
 
 
-def _browser_or_skip() -> Any:
-    required = os.environ.get("SSEHUB_REQUIRE_BROWSER") == "1"
-    reason = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        reason = "playwright is not installed (it is in the dev group: uv sync)"
-    if reason is None and not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-    if reason is not None:
-        if required:
-            pytest.fail(f"SSEHUB_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    return sync_playwright
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``ssehub serve`` on a free loopback port; yield its URL once it has started."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        text=True,
-    )
-    ready = threading.Event()
-    lines: list[str] = []
-
-    def read_log() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.append(line)
-            if "authentication is" in line:  # the last line of the startup log
-                ready.set()
-        ready.set()
-
-    reader = threading.Thread(target=read_log, daemon=True)
-    reader.start()
-    try:
-        assert ready.wait(TIMEOUT), "the server did not start in time"
-        assert process.poll() is None, "".join(lines)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(TIMEOUT)
-        reader.join(TIMEOUT)
-        if process.stderr is not None:
-            process.stderr.close()
-
-
 @pytest.mark.integration
 def test_dashboard_in_chromium() -> None:
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     ARTIFACTS.mkdir(exist_ok=True)
     with ExitStack() as stack:
         # drop_oldest with a small queue: a burst larger than it makes an ssehub.dropped notice
         # (the batches below stay within it, and every stream drains between two batches).
         options = ("--grace-period", "2", "--slow-policy", "drop_oldest", "--queue-size", "10")
-        url = stack.enter_context(_serve(*options))
+        url = stack.enter_context(serve(*options))
         api = stack.enter_context(httpx.Client(base_url=url, timeout=TIMEOUT))
         # Two other subscribers, so the topic table and the chart have more than one line.
         for topic in ("prices", "alerts"):
@@ -373,7 +300,7 @@ def _wire_parse(chunks: list[bytes]) -> dict[str, Any]:
 
 @pytest.mark.integration
 def test_dashboard_tail_parser_agrees_with_the_wire_parser() -> None:
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     page_source = (
         Path(__file__).resolve().parents[2] / "src/ssehub/hub/static/dashboard.html"
     ).read_text()
@@ -433,7 +360,7 @@ async def test_dashboard_needs_a_credential_when_auth_is_on() -> None:
 
 @pytest.mark.integration
 def test_dashboard_behind_auth_in_chromium() -> None:
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     jwt = pytest.importorskip("jwt")
     secret = "k" * 40
     grants = {"publish": ["*"], "subscribe": ["*"]}
@@ -442,7 +369,7 @@ def test_dashboard_behind_auth_in_chromium() -> None:
     # The key goes through the environment, as the docs advise (command lines are visible).
     env = {"SSEHUB_AUTH": "jwt", "SSEHUB_JWT_KEY": secret}
     with ExitStack() as stack:
-        url = stack.enter_context(_serve("--grace-period", "2", env=env))
+        url = stack.enter_context(serve("--grace-period", "2", env=env))
         playwright = stack.enter_context(sync_playwright())
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]

@@ -3,7 +3,8 @@
 Pure functions, no I/O. An entry holds plain fields, never pickle (see
 :mod:`ssehub.backends._redis_scripts` for the key layout): ``t`` (the topics as a JSON array),
 ``d`` (data), ``e`` (event type), ``r`` (retry, decimal), ``c`` (comment), ``s`` (line
-separator) and ``v`` (``"1"`` for a private event) when set, and in the log only ``p`` (the
+separator), ``v`` (``"1"`` for a private event) and ``i`` (an id the publisher chose, sent as
+the ``id:`` field instead of the entry's) when set, and in the log only ``p`` (the
 epoch). Event ids are ``<epoch>-<ms>-<seq>``; the stream id part, ``<ms>-<seq>``, is the
 position.
 """
@@ -81,7 +82,7 @@ def encode_fields(topics: Sequence[str], event: ServerSentEvent, private: bool) 
 
     Args:
         topics: the event's topics.
-        event: the event, without its id (the id is the entry's).
+        event: the event; an id it has is a publisher-chosen one (field ``i``).
         private: whether the event is private.
 
     Returns:
@@ -100,6 +101,8 @@ def encode_fields(topics: Sequence[str], event: ServerSentEvent, private: bool) 
         fields += ["c", event.comment]
     if event.sep != "\n":
         fields += ["s", event.sep]
+    if event.id is not None:
+        fields += ["i", event.id]  # a publisher-chosen id (ssehub.broker.chosen_ids)
     return fields
 
 
@@ -132,7 +135,7 @@ def decode_entry(
     event = ServerSentEvent(
         fields.get("d"),
         event=fields.get("e"),
-        id=event_id,
+        id=fields.get("i", event_id),
         retry=None if retry is None else int(retry),
         comment=fields.get("c"),
         sep=fields.get("s"),

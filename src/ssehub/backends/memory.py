@@ -177,9 +177,10 @@ class MemoryBackend:
         history.expire(now, topics)
         self._sequence += 1
         event_id = self._prefix + str(self._sequence)
-        item = StoredEvent(
-            event_id, topics, event.replace(id=event_id), now, (self._sequence,), private
-        )
+        # An id already set was chosen by the publisher (ssehub.broker.chosen_ids): kept on
+        # the wire, while event_id keeps the event's place in history.
+        wire = event if event.id is not None else event.replace(id=event_id)
+        item = StoredEvent(event_id, topics, wire, now, (self._sequence,), private)
         history.append(item)
         keys = self._keys
         keys.appended(item, key, fingerprint)

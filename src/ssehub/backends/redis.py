@@ -448,7 +448,7 @@ class RedisBackend:
                 StoredEvent(
                     event_id,
                     topics,
-                    event.replace(id=event_id),
+                    event if event.id is not None else event.replace(id=event_id),
                     self._timestamp(position),
                     position,
                     private,

@@ -60,8 +60,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         if spec.name == "socket_mode":
             default = f"{spec.default:o}"  # a file mode reads as octal, as chmod takes it
         help_text = f"{spec.help} (env {spec.env}; default {default})".replace("%", "%%")
+        # An on/off option is also a bare switch: `--mercure` alone is `--mercure true`.
+        switch: dict[str, Any] = (
+            {"nargs": "?", "const": "true"} if isinstance(spec.default, bool) else {}
+        )
         parser.add_argument(
-            spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text
+            spec.flag, dest=spec.name, default=None, metavar=spec.metavar, help=help_text, **switch
         )
         # -- operations: `--no-dashboard` style switches for every on/off option
         if isinstance(spec.default, bool):
@@ -338,6 +342,14 @@ def _log_listening(settings: HubSettings, servers: list[Any], *, loop: str, http
         loop,
         http,
     )
+    if settings.mercure:  # before the "authentication is" line, the last of the startup log
+        logger.info(
+            "Mercure hub at /.well-known/mercure (JWT %s; anonymous subscribers: %s; "
+            "subscriptions API: %s)",
+            settings.mercure_jwt_alg,
+            "allowed, public updates only" if settings.mercure_anonymous else "refused",
+            "on" if settings.mercure_subscriptions else "off",
+        )
     exposed = settings.host not in _LOOPBACK_HOSTS
     if settings.auth != "none":
         # -- security: say which credentials are accepted, and whether anonymous reads are on

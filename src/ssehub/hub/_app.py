@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -37,13 +36,11 @@ from .._exceptions import (
     InvalidIdempotencyKey,
     InvalidTopic,
     PublishOutcomeUnknown,
-    SendTimeoutError,
 )
-from .._excgroups import collapse_excgroups
 from .._logging import RequestIdMiddleware
 from .._response._shutdown import register as register_for_shutdown
 from .._response._shutdown import unregister as unregister_for_shutdown
-from ..broker import Broker, Publication, StoredEvent, Subscription
+from ..broker import Broker, Publication, StoredEvent
 from ..broker.history import HistoryBudget
 from ..response import EventSourceResponse
 from ._auth import principal_of
@@ -52,7 +49,8 @@ from ._dashboard import dashboard_routes
 from ._dispatch import EventsPolicies, HubApp
 from ._errors import HubHTTPError, http_exception_handler
 from ._guard import Guard, check_last_event_id, split_private
-from ._limits import Lease, check_pattern_count
+from ._limits import check_pattern_count
+from ._mercure import MercureApp, MercureDispatch
 from ._metrics import MetricsMiddleware, metrics_routes
 from ._openapi import DOCS_HTML, openapi_document
 from ._publish import (
@@ -65,9 +63,10 @@ from ._publish import (
 )
 from ._settings import HubSettings
 from ._state import HubState
+from ._stream import HubStream, read_body
 
 if TYPE_CHECKING:
-    from .._clock import Clock
+    pass
 from ._status import (
     backend_check,
     health_document,
@@ -86,65 +85,6 @@ RESET_HEADER = "SSEHub-Reset"
 is the reason (``malformed``, ``unknown`` or ``expired``), never the client's id."""
 
 _EVENT_FIELDS = {"data": "invalid_data", "event": "invalid_event", "retry": "invalid_retry"}
-
-
-class _HubStream:
-    """What ``GET /events`` answers once the subscription is open: the event stream and what
-    it holds (the subscription, the connection place, the hub's record of it), run and then
-    released by :class:`_EventsRoute`, however the stream ends.
-
-    A frozen client ends the stream quietly: a send timeout is the expected fate of a dead
-    connection, not an app error. A credential with an expiry ends the stream then (one timer
-    task per such stream, on the broker's clock).
-    """
-
-    __slots__ = ("expiry", "hub", "lease", "response", "subscription")
-
-    def __init__(
-        self,
-        response: EventSourceResponse,
-        subscription: Subscription,
-        hub: HubState,
-        lease: Lease,
-        expiry: tuple[float, Clock] | None,
-    ) -> None:
-        self.response = response
-        self.subscription = subscription
-        self.hub = hub
-        self.lease = lease
-        self.expiry = expiry
-
-    async def expire(self, deadline: float, clock: Clock) -> None:
-        await clock.sleep_until(deadline)
-        logger.info("ended a stream: its token expired")
-        self.subscription.close()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it is known to exceed ``limit`` bytes.
-
-    ``Content-Length`` is checked before reading anything; the byte count is checked while
-    streaming (chunked bodies have no length), so at most ``limit`` plus one chunk is held.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise HubHTTPError("invalid_body", "Content-Length is not a number") from None
-        if length > limit:
-            raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    # aclosing: leaving the loop early must close the generator here, not in the garbage
-    # collector (trio refuses to finalise async generators that way).
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _published(broker: Broker, stored: StoredEvent) -> dict[str, Any]:
@@ -190,7 +130,7 @@ class _Endpoints:
     def __init__(self, hub: HubState) -> None:
         self.hub = hub
 
-    async def events(self, request: Request) -> Response | _HubStream:
+    async def events(self, request: Request) -> Response | HubStream:
         hub = self.hub
         settings = hub.settings
         try:
@@ -249,7 +189,7 @@ class _Endpoints:
         )
         deadline = hub.guard.deadline(principal)
         expiry = None if deadline is None else (deadline, hub.guard.clock)
-        return _HubStream(response, subscription, hub, lease, expiry)
+        return HubStream(response, subscription, hub, lease, expiry)
 
     async def publish(self, request: Request) -> Response:
         hub = self.hub
@@ -257,7 +197,7 @@ class _Endpoints:
         try:
             check_content_type(request.headers.get("content-type"))
             try:
-                body = await _read_body(request, settings.max_body_size)
+                body = await read_body(request, settings.max_body_size)
             except ClientDisconnect:
                 # Nobody is left to read an answer; nothing was published.
                 return Response(status_code=400)
@@ -372,33 +312,15 @@ class _EventsRoute:
     def __init__(self, endpoints: _Endpoints) -> None:
         self._endpoints = endpoints
 
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> ASGIApp:
+        """What answers the request: a :class:`HubStream`, or an error response."""
+        return await self._endpoints.events(Request(scope, receive, send))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        answer = await self._endpoints.events(Request(scope, receive, send))
-        if not isinstance(answer, _HubStream):
-            await answer(scope, receive, send)
-            return
-        # The stream runs in this frame rather than in a method of its own: an idle stream
-        # keeps every frame between the server and its pump for hours.
-        response = answer.response
-        hub = answer.hub
-        hub._stream_opened(response, answer.subscription)
-        try:
-            if answer.expiry is None:
-                await response(scope, receive, send)
-            else:
-                with collapse_excgroups():
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(answer.expire, *answer.expiry)
-                        await response(scope, receive, send)
-                        group.cancel_scope.cancel()
-        except SendTimeoutError:
-            logger.info(
-                "ended a stream: the client accepted no data for %s s", response.send_timeout
-            )
-        finally:
-            hub._stream_closed(response)
-            answer.subscription.close()
-            answer.lease.release()
+        # The router's way in; the hub's dispatcher calls answer() and runs the answer itself,
+        # one suspended frame less per idle stream (hub/_dispatch.py).
+        answer = await self.answer(scope, receive, send)
+        await answer(scope, receive, send)
 
 
 def _routes(endpoints: _Endpoints, settings: HubSettings, events: ASGIApp) -> list[BaseRoute]:
@@ -429,12 +351,16 @@ def _routes(endpoints: _Endpoints, settings: HubSettings, events: ASGIApp) -> li
     return routes
 
 
-def _middleware(settings: HubSettings, guard: Guard) -> list[Middleware]:
+def _middleware(settings: HubSettings, guard: Guard, hub: HubState) -> list[Middleware]:
     """The hub's middleware stack, outermost first: client address behind trusted proxies,
-    CORS, then authentication (which stores the principal in the scope)."""
+    (Mercure's routes leave here, with ``--mercure``), CORS, then authentication (which
+    stores the principal in the scope)."""
     middleware: list[Middleware] = []
     # -- security (CORS, auth, limits): middleware added here, outermost first
-    middleware += guard.middleware()
+    security = guard.middleware()
+    # -- Mercure: its own CORS and tokens, after the trusted proxies (ssehub.hub._mercure)
+    mercure = [Middleware(MercureDispatch, mercure=MercureApp(hub))] if settings.mercure else []
+    middleware += security[:1] + mercure + security[1:]
     # -- operations (request ids, metrics): middleware added here
     # Outermost of all, so that requests refused by the middleware above are counted and
     # logged with their request id too.
@@ -515,7 +441,7 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
     lifespan = with_channels(hub, lifespan)  # type: ignore[assignment]
 
     events = _EventsRoute(endpoints)
-    middleware = _middleware(settings, hub.guard)
+    middleware = _middleware(settings, hub.guard, hub)
     app = HubApp(
         events=events,
         policies=EventsPolicies.of(middleware, events),

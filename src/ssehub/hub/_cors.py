@@ -43,10 +43,14 @@ class CORSMiddleware:
         app: the wrapped app.
         origins: exact origins (``https://app.example``), or ``*`` for any origin without
             credentials.
+        expose: the response headers a page may read (``Access-Control-Expose-Headers``).
     """
 
-    def __init__(self, app: ASGIApp, *, origins: Iterable[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, origins: Iterable[str], expose: str = EXPOSED_HEADERS
+    ) -> None:
         self.app = app
+        self.expose = expose
         origins = tuple(origins)
         self.any_origin = "*" in origins
         self.exact = frozenset(o for o in origins if o != "*")
@@ -56,12 +60,12 @@ class CORSMiddleware:
             return {
                 "Access-Control-Allow-Origin": origin,
                 "Access-Control-Allow-Credentials": "true",
-                "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+                "Access-Control-Expose-Headers": self.expose,
             }
         if self.any_origin:
             return {
                 "Access-Control-Allow-Origin": "*",
-                "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+                "Access-Control-Expose-Headers": self.expose,
             }
         return None
 

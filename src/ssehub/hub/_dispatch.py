@@ -30,18 +30,21 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .._logging import RequestIdMiddleware, bind_request_id, unbind_request_id
 from ._auth import AuthMiddleware
 from ._cors import CORSMiddleware, stamp
 from ._errors import HubHTTPError, http_exception_handler
+from ._mercure import MercureDispatch
 from ._metrics import HubMetrics, MetricsMiddleware
 from ._proxy import ForwardedMiddleware
 
 __all__ = ["EventsPolicies", "HubApp"]
 
 _METHODS: Final = frozenset({"GET", "HEAD"})
+# Middleware that hands /events on unchanged (Mercure's routes leave the stack there).
+_PASSING: Final = (MercureDispatch,)
 # The stack's order, outermost first (hub/_app.py:_middleware); a list in another order, or
 # with another class, gets no shortcut.
 _ORDER: Final = (
@@ -64,7 +67,7 @@ class EventsPolicies:
     auth: AuthMiddleware | None = None
 
     @classmethod
-    def of(cls, middleware: Sequence[Middleware], endpoint: ASGIApp) -> EventsPolicies | None:
+    def of(cls, middleware: Sequence[Middleware], endpoint: Any) -> EventsPolicies | None:
         """Instantiate ``middleware`` (the stack's own declarations) as policies.
 
         Returns:
@@ -73,6 +76,8 @@ class EventsPolicies:
         """
         found: dict[type, Any] = {}
         for factory, args, kwargs in middleware:
+            if factory in _PASSING:
+                continue
             if factory not in _ORDER or factory in found:
                 return None
             found[factory] = factory(endpoint, *args, **kwargs)  # never called as an app
@@ -151,13 +156,15 @@ class HubApp(Starlette):
     """The hub's Starlette app, answering ``GET``/``HEAD /events`` directly (module doc).
 
     Args:
-        events: the ``/events`` route's endpoint (the same object the route holds).
+        events: the ``/events`` route's endpoint (the same object the route holds): an ASGI
+            app whose ``answer(scope, receive, send)`` returns the ASGI app that answers the
+            request (the stream, or an error response), which the dispatcher runs itself.
         policies: the middleware's policies, from :meth:`EventsPolicies.of`, or ``None`` to
             send everything through the stack.
         **kwargs: Starlette's arguments.
     """
 
-    def __init__(self, *, events: ASGIApp, policies: EventsPolicies | None, **kwargs: Any) -> None:
+    def __init__(self, *, events: Any, policies: EventsPolicies | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._events = events
         self._policies = policies
@@ -201,7 +208,8 @@ class HubApp(Starlette):
                         return
                 # What Starlette's router records (metrics label the route by it).
                 scope["endpoint"] = self._events
-                await self._events(scope, receive, exchange.send)
+                answer = await self._events.answer(scope, receive, exchange.send)
+                await answer(scope, receive, exchange.send)
             except Exception as exc:  # noqa: BLE001 - handled as Starlette does, or re-raised
                 await _failed(exc, scope, receive, send, exchange)
             finally:

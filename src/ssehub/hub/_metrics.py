@@ -39,7 +39,14 @@ if TYPE_CHECKING:
     from ..broker import Broker
     from ._state import HubState
 
-__all__ = ["HubMetrics", "MetricsMiddleware", "metrics_for", "metrics_routes"]
+__all__ = ["ROUTE_SCOPE_KEY", "HubMetrics", "MetricsMiddleware", "metrics_for", "metrics_routes"]
+
+_MERCURE: Final = "/.well-known/mercure"
+_MERCURE_PUBLISH: Final = "POST /.well-known/mercure"
+
+ROUTE_SCOPE_KEY: Final = "ssehub.route"
+"""Scope key naming the route of a request served outside the router (Mercure's, set by
+``ssehub.hub._mercure.MercureDispatch``): its label instead of ``other``."""
 
 PUBLISH_BUCKETS: Final = (
     0.0005,
@@ -279,6 +286,14 @@ class MetricsMiddleware:
             }
         return self._metrics
 
+    def _label(self, scope: Scope) -> str:
+        route = self._routes.get(scope.get("endpoint"))
+        if route is not None:
+            return route
+        outside: str = scope.get(ROUTE_SCOPE_KEY, "other")
+        # Mercure's publish is timed like POST /publish (its publish latency).
+        return _MERCURE_PUBLISH if outside == _MERCURE and scope["method"] == "POST" else outside
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection; ``http`` scopes are measured."""
         metrics = self.resolve(scope) if scope["type"] == "http" else None
@@ -307,7 +322,7 @@ class MetricsMiddleware:
         The hub's ``GET /events`` dispatcher (``hub/_dispatch.py``) calls :meth:`resolve`,
         this and :meth:`finished` directly, so its streams are counted as any request is.
         """
-        if self._routes.get(scope.get("endpoint")) == "/publish":
+        if self._label(scope) in ("/publish", _MERCURE_PUBLISH):
             metrics.publish_latency.observe(time.perf_counter() - started)
         if scope["method"] == "HEAD":
             return False
@@ -323,7 +338,9 @@ class MetricsMiddleware:
         if streaming:
             metrics.open_connections.dec()
         method = scope["method"] if scope["method"] in _METHODS else "other"
-        route = self._routes.get(scope.get("endpoint"), "other")
+        route = self._label(scope)
+        if route == _MERCURE_PUBLISH:
+            route = _MERCURE_PUBLISH.partition(" ")[2]
         key = (route, method, status)
         child = self._children.get(key)
         if child is None:

@@ -28,6 +28,8 @@ from ..broker import (
     DEFAULT_QUEUE_SIZE,
 )
 from ..broker import history as _history
+from ._mercure_settings import MERCURE_OPTIONS as _MERCURE
+from ._mercure_settings import with_mercure_environment
 from ._settings_checks import check_settings
 from ._settings_parse import (
     LOG_LEVELS,
@@ -475,23 +477,19 @@ class HubSettings:
         "N",
     )
 
+    # -- Mercure protocol (ssehub.hub._mercure_settings): options added here ------------------
+    mercure: bool = option(*_MERCURE["mercure"])
+    mercure_jwt_key: str | None = option(*_MERCURE["mercure_jwt_key"])
+    mercure_publisher_jwt_key: str | None = option(*_MERCURE["mercure_publisher_jwt_key"])
+    mercure_subscriber_jwt_key: str | None = option(*_MERCURE["mercure_subscriber_jwt_key"])
+    mercure_jwt_alg: str = option(*_MERCURE["mercure_jwt_alg"])
+    mercure_anonymous: bool = option(*_MERCURE["mercure_anonymous"])
+    mercure_cors_origins: tuple[str, ...] = option(*_MERCURE["mercure_cors_origins"])
+    mercure_subscriptions: bool = option(*_MERCURE["mercure_subscriptions"])
+
     def __post_init__(self) -> None:
-        check_settings(self)
+        check_settings(self)  # including the HTTP limits (check_http_limits)
         _history.HistoryBudget.of(self)  # checks the byte budgets (ConfigurationError)
-        # -- HTTP limits (their fields above are one block with these checks)
-        for name in (
-            "max_header_size",
-            "max_headers",
-            "keep_alive_timeout",
-            "max_pending_connections",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.http not in ("auto", "httptools", "h11"):
-            raise ConfigurationError(f"http must be auto, httptools or h11, not {self.http!r}")
-        for name in ("header_timeout", "body_timeout"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ConfigurationError(f"{name} must be positive or None")
 
     @classmethod
     def from_sources(
@@ -514,7 +512,7 @@ class HubSettings:
                 the flag or the variable it came from.
         """
         cli = cli or {}
-        env = env or {}
+        env = with_mercure_environment(env or {})  # MERCURE_*_JWT_KEY, as the Mercure hub reads
         values: dict[str, Any] = {}
         for spec in options():
             given = cli.get(spec.name)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .._exceptions import ConfigurationError
 from ..broker.topics import MAX_TOPIC_LENGTH
+from ._mercure_settings import check_mercure
 from ._proxy import parse_networks
 from ._settings_parse import LOG_LEVELS, SLOW_POLICIES
 
@@ -18,7 +19,7 @@ from ._settings_parse import LOG_LEVELS, SLOW_POLICIES
 # import back would make the two modules import each other (tests/hub/test_hub_imports.py).
 HubSettings = Any
 
-__all__ = ["check_settings"]
+__all__ = ["check_http_limits", "check_settings"]
 
 
 def _at_least_one(settings: HubSettings, *names: str) -> None:
@@ -63,6 +64,8 @@ def check_settings(settings: HubSettings) -> None:
         )
     _check_channels(settings)
     _check_security(settings)
+    check_mercure(settings)
+    check_http_limits(settings)
     if settings.log_level not in LOG_LEVELS:
         raise ConfigurationError(
             f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}"
@@ -110,3 +113,18 @@ def _check_security(settings: HubSettings) -> None:
         parse_networks(settings.trusted_proxies)
     except ValueError as exc:
         raise ConfigurationError(f"trusted_proxies: {exc}") from None
+
+
+def check_http_limits(settings: HubSettings) -> None:
+    """Check the HTTP limits of ``ssehub serve`` (:mod:`ssehub.cli._http_limits`).
+
+    Raises:
+        ConfigurationError: a limit is out of range; the message names the option.
+    """
+    _at_least_one(settings, "max_header_size", "max_headers", "keep_alive_timeout")
+    _at_least_one(settings, "max_pending_connections")
+    if settings.http not in ("auto", "httptools", "h11"):
+        raise ConfigurationError(f"http must be auto, httptools or h11, not {settings.http!r}")
+    for name in ("header_timeout", "body_timeout"):
+        if getattr(settings, name) is not None and not getattr(settings, name) > 0:
+            raise ConfigurationError(f"{name} must be positive or None")
