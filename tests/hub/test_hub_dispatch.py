@@ -191,3 +191,14 @@ async def test_the_dispatcher_steps_aside_in_debug_and_serves_a_mounted_hub() ->
         assert hub.middleware_stack is None  # Starlette's stack never ran: dispatched
         hub.debug = True
         assert not hub.dispatches_events()  # type: ignore[attr-defined]
+
+
+async def test_the_mercure_hub_beside_it_keeps_the_events_shortcut() -> None:
+    settings = HubSettings(mercure=True, mercure_jwt_key="k" * 32)
+    hub = create_app(settings)
+    assert hub.dispatches_events()  # type: ignore[attr-defined]
+    async with hub.router.lifespan_context(hub):
+        status, _, first = await answer(hub)
+        assert status == 200
+        assert (first or b"").startswith(b": ok")
+        assert hub.middleware_stack is None  # answered by the dispatcher
