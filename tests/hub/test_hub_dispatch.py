@@ -202,3 +202,40 @@ async def test_the_mercure_hub_beside_it_keeps_the_events_shortcut() -> None:
         assert status == 200
         assert (first or b"").startswith(b": ok")
         assert hub.middleware_stack is None  # answered by the dispatcher
+
+
+MERCURE = HubSettings(mercure=True, mercure_jwt_key="k" * 32, mercure_anonymous=True)
+
+
+async def mercure_answer(
+    app: ASGIApp, method: str = "GET", query: str = "topic=a", body: bytes = b"", **headers: str
+) -> tuple[int | None, list[tuple[bytes, bytes]], bytes | None]:
+    headers.setdefault("x-request-id", "fixed-id")
+    scope = http_scope("/.well-known/mercure", method=method, query_string=query, headers=headers)
+    async with stream_asgi(app, scope=scope, body=body) as stream:
+        with anyio.fail_after(5):
+            await stream.start()
+            first = await stream.receive_chunk()
+        raw = list(stream.headers.raw)
+    return stream.status_code, raw, first
+
+
+async def test_mercure_requests_answer_alike_through_the_dispatcher() -> None:
+    async with both(MERCURE) as (fast, stacked):
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        cases: list[dict[str, Any]] = [
+            {},  # an anonymous subscriber
+            {"query": "topic=a&topic=https://example.com/books/{id}"},
+            {"query": ""},  # no topic: 400
+            {"method": "POST", "body": b"topic=a&data=x", **form},  # no token: 401
+            {"method": "PUT"},  # 405
+        ]
+        for case in cases:
+            got = await mercure_answer(fast, **case)
+            assert got == await mercure_answer(stacked, **case), case
+            assert (b"x-request-id", b"fixed-id") in got[1]
+        assert fast.middleware_stack is None  # every request above was dispatched
+        # /events still takes the dispatcher, with the hub's own policies.
+        status, _, first = await answer(fast)
+        assert status == 200
+        assert (first or b"").startswith(b": ok")

@@ -9,9 +9,12 @@ policies in the same order as function calls, through the very methods the middl
 use (built from the same ``Middleware`` declarations, so their settings cannot differ): one
 frame and one ``send`` wrapper for all of them. Errors are handled as Starlette's stack
 handles them: a ``HubHTTPError`` or ``HTTPException`` through the app's handler, anything else
-a plain 500 (when nothing was sent yet) and re-raised for the server to log.
+a plain 500 (when nothing was sent yet) and re-raised for the server to log. With
+``--mercure``, the requests ``MercureDispatch`` claims (``/.well-known/mercure``) are
+dispatched the same way, with the policies of the middleware outside it (request id, metrics,
+trusted proxies) and Mercure's own CORS and tokens.
 
-Every other request goes through Starlette as usual, and so does ``/events`` whenever the app
+Every other request goes through Starlette as usual, and so does everything whenever the app
 is no longer as ``create_app()`` built it (a middleware or exception handler added, ``debug``
 on): the shortcut never skips anything a user added. Middleware that wraps the whole app from
 outside (Sentry, OpenTelemetry) wraps the dispatcher too.
@@ -43,14 +46,14 @@ from ._proxy import ForwardedMiddleware
 __all__ = ["EventsPolicies", "HubApp"]
 
 _METHODS: Final = frozenset({"GET", "HEAD"})
-# Middleware that hands /events on unchanged (Mercure's routes leave the stack there).
-_PASSING: Final = (MercureDispatch,)
 # The stack's order, outermost first (hub/_app.py:_middleware); a list in another order, or
-# with another class, gets no shortcut.
+# with another class, gets no shortcut. MercureDispatch hands /events on unchanged; the
+# requests it claims get the policies of the middleware outside it.
 _ORDER: Final = (
     RequestIdMiddleware,
     MetricsMiddleware,
     ForwardedMiddleware,
+    MercureDispatch,
     CORSMiddleware,
     AuthMiddleware,
 )
@@ -63,6 +66,7 @@ class EventsPolicies:
     request_ids: RequestIdMiddleware
     forwarded: ForwardedMiddleware
     metrics: MetricsMiddleware | None = None
+    mercure: MercureDispatch | None = None
     cors: CORSMiddleware | None = None
     auth: AuthMiddleware | None = None
 
@@ -76,8 +80,6 @@ class EventsPolicies:
         """
         found: dict[type, Any] = {}
         for factory, args, kwargs in middleware:
-            if factory in _PASSING:
-                continue
             if factory not in _ORDER or factory in found:
                 return None
             found[factory] = factory(endpoint, *args, **kwargs)  # never called as an app
@@ -90,6 +92,7 @@ class EventsPolicies:
             request_ids=found[RequestIdMiddleware],
             forwarded=found[ForwardedMiddleware],
             metrics=found.get(MetricsMiddleware),
+            mercure=found.get(MercureDispatch),
             cors=found.get(CORSMiddleware),
             auth=found.get(AuthMiddleware),
         )
@@ -118,12 +121,14 @@ class _Exchange:
         policies: EventsPolicies,
         raw_id: bytes,
         metrics: HubMetrics | None,
+        *,
+        cors: bool,
     ) -> None:
         self._send = send
         self._scope = scope
         self.policies = policies
         self._raw_id = raw_id
-        self._cors = None if policies.cors is None else policies.cors.allowed_for(scope)
+        self._cors = policies.cors.allowed_for(scope) if cors and policies.cors else None
         self._metrics = metrics
         self._started_at = time.perf_counter() if metrics is not None else 0.0
         self.started = False
@@ -181,25 +186,29 @@ class HubApp(Starlette):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["method"] in _METHODS
-            and _route_path(scope) == "/events"
-            and self.dispatches_events()
-        ):
+        policies = self._policies
+        mercure = None
+        if scope["type"] != "http" or policies is None or not self.dispatches_events():
+            await super().__call__(scope, receive, send)
+            return
+        if policies.mercure is not None and policies.mercure.claim(scope):
+            mercure = policies.mercure.mercure  # Mercure's own CORS and tokens, not the hub's
+        elif scope["method"] not in _METHODS or _route_path(scope) != "/events":
             await super().__call__(scope, receive, send)
             return
         # The dispatch is inline, not a method: one suspended frame less per idle stream.
-        policies = self._policies
-        assert policies is not None
         scope["app"] = self
         request_id = policies.request_ids.identify(scope)
         token = bind_request_id(request_id)
         try:
             policies.forwarded.resolve(scope)
             metrics = None if policies.metrics is None else policies.metrics.resolve(scope)
-            exchange = _Exchange(send, scope, policies, request_id.encode("latin-1"), metrics)
+            raw_id = request_id.encode("latin-1")
+            exchange = _Exchange(send, scope, policies, raw_id, metrics, cors=mercure is None)
             try:
+                if mercure is not None:
+                    await mercure(scope, receive, exchange.send)
+                    return
                 if policies.auth is not None:
                     try:
                         policies.auth.authenticate(scope)
@@ -211,7 +220,8 @@ class HubApp(Starlette):
                 answer = await self._events.answer(scope, receive, exchange.send)
                 await answer(scope, receive, exchange.send)
             except Exception as exc:  # noqa: BLE001 - handled as Starlette does, or re-raised
-                await _failed(exc, scope, receive, send, exchange)
+                # Mercure's app sits outside Starlette's exception middleware: only the 500.
+                await _failed(exc, scope, receive, send, exchange, handled=mercure is None)
             finally:
                 exchange.finish()
         finally:
@@ -233,10 +243,17 @@ def _route_path(scope: Scope) -> str:
 
 
 async def _failed(
-    exc: Exception, scope: Scope, receive: Receive, send: Send, exchange: _Exchange
+    exc: Exception,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    exchange: _Exchange,
+    *,
+    handled: bool,
 ) -> None:
-    """What Starlette's exception and error middleware do with an exception from the route."""
-    if isinstance(exc, HubHTTPError | HTTPException):
+    """What Starlette's exception and error middleware do with an exception from the route
+    (``handled``: the exception middleware's handlers apply, as to a route's exceptions)."""
+    if handled and isinstance(exc, HubHTTPError | HTTPException):
         if exchange.started:
             raise RuntimeError("Caught handled exception, but response already started.") from exc
         response = await http_exception_handler(Request(scope, receive), exc)

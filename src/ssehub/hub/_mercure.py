@@ -371,10 +371,20 @@ class MercureDispatch:
         self.mercure = mercure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.claim(scope):
+            await self.mercure(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def claim(self, scope: Scope) -> bool:
+        """Whether the request is Mercure's; if so, label its route for the metrics.
+
+        The hub's dispatcher (``hub/_dispatch.py``) asks this too and then calls
+        :attr:`mercure` itself, with the policies of the middleware outside this one.
+        """
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == HUB_PATH or path.startswith(HUB_PATH + "/"):
             # -- operations: the metrics label these requests by Mercure's two routes
             scope[ROUTE_SCOPE_KEY] = HUB_PATH if path == HUB_PATH else SUBSCRIPTIONS_PATH
-            await self.mercure(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return True
+        return False
