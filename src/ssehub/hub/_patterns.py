@@ -9,11 +9,10 @@ broker's (:mod:`ssehub.broker.patterns`), which subscriptions to patterns use to
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from ..broker.patterns import WILDCARD, glob_regex, normalize_glob, validate_pattern
+from ..broker.patterns import WILDCARD, compile_glob, normalize_glob, validate_pattern
 
 __all__ = ["EVERYTHING", "MAX_PATTERNS", "NOTHING", "TopicPatterns"]
 
@@ -22,7 +21,7 @@ MAX_PATTERNS: Final = 256
 
 
 class TopicPatterns:
-    """An immutable set of topic patterns, compiled once into one regular expression.
+    """An immutable set of topic patterns, compiled once (linear-time matching, no regex).
 
     Args:
         patterns: the patterns (valid topic characters, at most 256 characters each).
@@ -32,7 +31,7 @@ class TopicPatterns:
             there are more than :data:`MAX_PATTERNS`.
     """
 
-    __slots__ = ("_everything", "_regex", "patterns")
+    __slots__ = ("_everything", "_exact", "_globs", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         unique = tuple(dict.fromkeys(patterns))
@@ -41,15 +40,19 @@ class TopicPatterns:
         for pattern in unique:
             validate_pattern(pattern)
         self.patterns = unique
-        # One expression for the whole set: a grant of 256 patterns is one match, not 256.
         self._everything = any(not p.strip(WILDCARD) for p in unique)  # '*', '**'...
-        self._regex = re.compile("|".join(map(glob_regex, unique))) if unique else None
+        # Plain topics are one set lookup; the others the broker's glob matchers (no regular
+        # expression: one that backtracks would let a crafted grant stall every check).
+        self._exact = frozenset(p for p in unique if WILDCARD not in p)
+        self._globs: tuple[Callable[[str], bool], ...] = tuple(
+            compile_glob(normalize_glob(p)) for p in unique if WILDCARD in p
+        )
 
     def matches(self, topic: str) -> bool:
         """Return whether ``topic`` is granted by one of the patterns."""
-        if self._everything:
+        if self._everything or topic in self._exact:
             return True
-        return self._regex is not None and self._regex.fullmatch(topic) is not None
+        return any(match(topic) for match in self._globs)
 
     def matches_any(self, topics: Iterable[str]) -> bool:
         """Return whether at least one of ``topics`` is granted."""
