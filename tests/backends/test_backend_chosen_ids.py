@@ -11,7 +11,7 @@ import anyio
 import pytest
 from backend_runs import parametrize_backends
 
-from ssehub import IdempotencyKeyReused
+from ssehub import EventValidationError, IdempotencyKeyReused
 from ssehub.backends import Backend
 from ssehub.broker import Broker, Reset, ResetReason, StoredEvent, Subscription
 from ssehub.broker.chosen_ids import chosen_id_key, publish_with_id, resolve_chosen_id
@@ -45,6 +45,17 @@ async def test_a_chosen_id_is_sent_and_resumed_after(backend_factory: BackendFac
         resolved = await resolve_chosen_id(broker, "urn:uuid:1")
         assert resolved == one.id
         assert await resolve_chosen_id(broker, "urn:uuid:unknown") is None
+        # The event itself is looked at (its topics), to refuse what a reader may not know of.
+        topics_seen: list[tuple[str, ...]] = []
+
+        def readable(event: StoredEvent) -> bool:
+            topics_seen.append(event.topics)
+            return False
+
+        assert await resolve_chosen_id(broker, "https://e/3", readable=readable) is None
+        assert topics_seen == [("books/1", "books/2")]
+        with pytest.raises(EventValidationError):
+            await publish_with_id(broker, "books/1", "v", event_id=two.id)  # the hub's id form
         async with broker.subscribe(["books/1", "books/2"], resolved) as resumed:
             replayed = await collect(resumed, 2)
             assert all(isinstance(item, StoredEvent) for item in replayed)

@@ -57,6 +57,8 @@ async def test_a_publisher_chosen_id_is_kept_and_names_one_update() -> None:
         ({"topic": "t", "id": "a b"}, 400, "visible ASCII"),
         ({"topic": "t", "id": "a\nid: b"}, 400, "visible ASCII"),
         ({"topic": "t", "id": "x" * 257}, 400, "1-256"),
+        ({"topic": "t", "id": "7b6ce767-1"}, 400, "ids this hub assigns"),  # memory's form
+        ({"topic": "t", "id": "7b6ce767-1796616376337-0"}, 400, "ids this hub assigns"),  # Redis
         ({"topic": "t", "retry": "1s"}, 400, "retry"),
         ({"topic": "t", "type": "a\nb"}, 400, "CR or LF"),
         ({"topic": "t", "type": "ssehub.reset"}, 400, "reserved"),

@@ -322,3 +322,34 @@ async def test_a_stream_ends_at_its_token_expiry() -> None:
         assert stream.status_code == 200
         with anyio.fail_after(5):
             await stream.read_all()  # the hub ends the body at exp (within a second)
+
+
+async def test_head_answers_as_get_does_with_too_many_patterns() -> None:
+    async with mercure_hub(mercure_anonymous=True) as (_, client):
+        query = [("topic", f"/{{a}}/{n}") for n in range(9)]
+        response = await client.head(HUB, params=query)
+        assert response.status_code == 400  # as GET (test_subscribe_errors), RFC 9110 §9.3.2
+
+
+async def test_resuming_is_no_oracle_for_updates_the_subscriber_may_not_know() -> None:
+    # A guessed chosen id resumes (and is echoed) only when it names an update the subscriber
+    # could have received: a private one it may not read, or one on a topic it did not
+    # select, is answered as an unknown id.
+    async with mercure_hub(mercure_anonymous=True) as (app, client):
+        await publish(client, "https://e.com/users/1/secret", "x", private="on", id="inv-42")
+        await publish(client, "https://e.com/other", "y", id="other-7")
+        await publish(client, "https://e.com/public", "z", id="pub-1")
+        reader = subscriber(["https://e.com/users/{id}/secret"])
+        for guess, token, answered in (
+            ("inv-41", None, "earliest"),
+            ("inv-42", None, "earliest"),  # private, anonymous: as unknown as inv-41
+            ("other-7", None, "earliest"),  # public, but not a selected topic
+            ("pub-1", None, "pub-1"),
+            ("inv-42", reader, "inv-42"),  # its reader may resume after it
+        ):
+            topics = ["https://e.com/public", "https://e.com/users/1/secret"]
+            async with open_mercure(
+                app, topics, token=token, headers={"Last-Event-ID": guess}
+            ) as s:
+                await s.start()
+                assert s.headers["last-event-id"] == answered, guess

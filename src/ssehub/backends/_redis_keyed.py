@@ -12,18 +12,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._exceptions import BackendUnavailable, BrokerClosed
-from ._redis_codec import stream_position, text
+from ._redis_codec import decode_entry, stream_position, text
 
 if TYPE_CHECKING:
+    from ..broker.events import StoredEvent
     from .redis import RedisBackend
 
-__all__ = ["redis_keyed_event_id"]
+__all__ = ["redis_keyed_event"]
 
 
-async def redis_keyed_event_id(backend: RedisBackend, key: str) -> str | None:
-    """Return the id of the event ``key`` names, or ``None`` when it names none (any more).
+async def redis_keyed_event(backend: RedisBackend, key: str) -> StoredEvent | None:
+    """Return the event ``key`` names, or ``None`` when it names none (any more).
 
-    One round trip (a pipeline of two ``HGET``), read-only.
+    Two round trips, read-only: the key's record (and the epoch), then the event's entry in
+    the log (the caller needs its topics and private flag, not only its id).
 
     Args:
         backend: a started Redis backend.
@@ -41,16 +43,25 @@ async def redis_keyed_event_id(backend: RedisBackend, key: str) -> str | None:
             pipe.hget(backend._idempotency_keys[0], key)
             pipe.hget(backend._keys[1], "epoch")
             record, epoch = await pipe.execute()
+        if record is None or epoch is None:
+            return None
+        _, _, stream_id = text(record).partition(" ")
+        try:
+            position = stream_position(stream_id)
+        except ValueError:
+            return None
+        # The same age bound the publish script applies: an older record names nothing.
+        if position[0] < backend._now_ms() - backend._ttl_ms:
+            return None
+        entries = await client.xrange(backend._keys[0], stream_id, stream_id, count=1)
     except backend._redis.RedisError as exc:
         raise BackendUnavailable(f"Redis: cannot look up an event id: {exc}") from exc
-    if record is None or epoch is None:
+    if not entries:
+        return None  # trimmed from the log: out of history
+    entry_id, fields = entries[0]
+    if entry_id is None:
         return None
-    _, _, stream_id = text(record).partition(" ")
     try:
-        position = stream_position(stream_id)
-    except ValueError:
+        return decode_entry(entry_id, fields, None, backend._timestamp)
+    except (KeyError, TypeError, ValueError):
         return None
-    # The same age bound the publish script applies: an older record names nothing.
-    if position[0] < backend._now_ms() - backend._ttl_ms:
-        return None
-    return f"{text(epoch)}-{position[0]}-{position[1]}"

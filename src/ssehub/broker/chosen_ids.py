@@ -20,11 +20,13 @@ map to the stored event at least as long as the event is in history (Redis: for
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from .._exceptions import EventValidationError
 from ..backends.memory import MemoryBackend
 from .policy import OverflowPolicy
 from .publication import prepare_publication, store
@@ -34,7 +36,18 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .events import StoredEvent
 
-__all__ = ["CHOSEN_ID_KEY_PREFIX", "chosen_id_key", "publish_with_id", "resolve_chosen_id"]
+__all__ = [
+    "CHOSEN_ID_KEY_PREFIX",
+    "HUB_ID_SHAPE",
+    "chosen_id_key",
+    "publish_with_id",
+    "resolve_chosen_id",
+]
+
+HUB_ID_SHAPE: Final = re.compile(r"[0-9a-f]{8}(?:-[0-9]+){1,2}")
+"""The form of the ids the built-in backends assign (``<epoch>-<n>``, ``<epoch>-<ms>-<seq>``):
+refused as chosen ids, or one id could name two events and send a resuming client to the
+wrong place in history."""
 
 CHOSEN_ID_KEY_PREFIX: Final = "chosen-id:"
 """Prefix of the idempotency keys of chosen ids; keys the hub derives for its own publishers
@@ -77,8 +90,12 @@ async def publish_with_id(
         BrokerClosed, InvalidTopic, EventValidationError, BackendUnavailable,
         PublishOutcomeUnknown: as :meth:`Broker.publish`.
         IdempotencyKeyReused: ``event_id`` already names an event with other content.
+        EventValidationError: ``event_id`` has the form of the hub's own ids
+            (:data:`HUB_ID_SHAPE`).
     """
     broker._check_running()
+    if HUB_ID_SHAPE.fullmatch(event_id):
+        raise EventValidationError("id", "has the form of the ids the hub assigns")
     names, sse, is_private = prepare_publication(
         topics, data, event, retry, private, max_topics=broker.max_topics
     )
@@ -92,36 +109,45 @@ async def publish_with_id(
     return stored[0]
 
 
-async def resolve_chosen_id(broker: Broker, event_id: str) -> str | None:
+async def resolve_chosen_id(
+    broker: Broker, event_id: str, *, readable: Callable[[StoredEvent], bool] | None = None
+) -> str | None:
     """Return the backend id of the event published under ``event_id``, if still remembered.
 
     Args:
         broker: a running broker.
         event_id: a client's ``Last-Event-ID``.
+        readable: whether the client may know of the event (its grants and its topics); an
+            event it may not is answered as unknown, so that resuming is no oracle for the
+            existence of private updates.
 
     Returns:
         The id :meth:`Broker.subscribe` resumes after, or ``None`` when no event in history
-        was published under ``event_id`` (it may then be an id the backend assigned).
+        was published under ``event_id`` that the client may know of (it may then be an id
+        the backend assigned).
 
     Raises:
         BackendUnavailable: the backend cannot be reached.
     """
-    return await _keyed_event_id(broker.backend, chosen_id_key(event_id))
+    found = await _keyed_event(broker.backend, chosen_id_key(event_id))
+    if found is None or (readable is not None and not readable(found)):
+        return None
+    return found.id
 
 
-async def _keyed_event_id(backend: Backend, key: str) -> str | None:
-    """The id of the event an idempotency key names, for the two built-in backends (and any
-    backend with an ``async keyed_event_id(key)`` method)."""
-    custom = getattr(backend, "keyed_event_id", None)
+async def _keyed_event(backend: Backend, key: str) -> StoredEvent | None:
+    """The event an idempotency key names, for the two built-in backends (and any backend
+    with an ``async keyed_event(key)`` method)."""
+    custom = getattr(backend, "keyed_event", None)
     if custom is not None:
-        found: str | None = await custom(key)
+        found: StoredEvent | None = await custom(key)
         return found
     if isinstance(backend, MemoryBackend):
         remembered = backend._remembered(key, backend._clock.time())
-        return None if remembered is None else remembered.event.id
-    from ..backends._redis_keyed import redis_keyed_event_id
+        return None if remembered is None else remembered.event
+    from ..backends._redis_keyed import redis_keyed_event
     from ..backends.redis import RedisBackend
 
     if isinstance(backend, RedisBackend):
-        return await redis_keyed_event_id(backend, key)
+        return await redis_keyed_event(backend, key)
     return None  # a backend that cannot tell: a chosen id then resumes as an unknown one

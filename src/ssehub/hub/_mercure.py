@@ -46,7 +46,8 @@ from .._exceptions import (
     InvalidTopic,
     PublishOutcomeUnknown,
 )
-from ..broker.chosen_ids import publish_with_id, resolve_chosen_id
+from ..broker.chosen_ids import HUB_ID_SHAPE, publish_with_id, resolve_chosen_id
+from ..broker.patterns import TopicMatcher, split_topics
 from ..broker.topics import TOPIC_PATTERN
 from ..response import EventSourceResponse
 from ._cors import CORSMiddleware
@@ -91,6 +92,9 @@ def check_event_id(event_id: str, max_length: int) -> str:
         raise MercureError(400, f"the id must have 1-{max_length} characters")
     if event_id.startswith("#"):
         raise MercureError(400, "the id must not start with '#'")
+    if HUB_ID_SHAPE.fullmatch(event_id):
+        # One id must name one update: a resuming client is sent after the update it names.
+        raise MercureError(400, "the id has the form of the ids this hub assigns; choose another")
     if not set(event_id) <= _VISIBLE_ASCII:
         raise MercureError(400, "the id must be visible ASCII characters (percent-encode IRIs)")
     return event_id
@@ -207,6 +211,13 @@ class MercureApp:
                 400, f"Last-Event-ID is longer than {settings.max_last_event_id_length} characters"
             )
         targets: list[Any] = broker_targets(selectors)
+        try:
+            # Checked before HEAD answers, so HEAD and GET answer alike (RFC 9110 §9.3.2).
+            exact, matchers = split_topics(
+                targets, limit=hub.max_topics, max_patterns=hub.max_patterns
+            )
+        except InvalidTopic as exc:
+            raise MercureError(400, str(exc)) from None
         if request.method == "HEAD":
             return EventSourceResponse((), ping=0)
         broker = _require_broker(hub)
@@ -215,7 +226,8 @@ class MercureApp:
         except HubHTTPError as exc:
             raise MercureError(exc.status_code, exc.detail, exc.headers) from None
         try:
-            resume = await _resume_id(broker, requested)
+            readable = _readable(_reader(claims), frozenset(exact), matchers)
+            resume = await _resume_id(broker, requested, readable)
             try:
                 # -- security: private updates only for topics the token's subscribe selectors
                 # match (§4); decided here, so they are never queued nor replayed otherwise
@@ -238,8 +250,8 @@ class MercureApp:
         if requested is not None:
             # -- security: echoed only when it is an id this hub could have sent (visible
             # ASCII): a query value may hold CR/LF or non-Latin-1 text (header injection)
-            exact = subscription.reset is None and requested != EARLIEST
-            echo = exact and set(requested) <= _VISIBLE_ASCII
+            resumed = subscription.reset is None and requested != EARLIEST
+            echo = resumed and set(requested) <= _VISIBLE_ASCII
             headers["Last-Event-ID"] = requested if echo else EARLIEST
         response = EventSourceResponse(
             subscription,
@@ -336,17 +348,38 @@ def _require_broker(hub: HubState) -> Broker:
         raise MercureError(503, exc.detail) from None
 
 
-async def _resume_id(broker: Broker, requested: str | None) -> str | None:
+async def _resume_id(
+    broker: Broker, requested: str | None, readable: Callable[[StoredEvent], bool]
+) -> str | None:
     """What the broker resumes after: the hub id of the update published under a chosen id,
-    else the requested id itself (a hub id, or unknown: the stream then starts live)."""
+    else the requested id itself (a hub id, or unknown: the stream then starts live).
+
+    A chosen id resolves only to an update the subscriber could have received (``readable``):
+    resuming must not tell whether a private update, or one on topics it did not select,
+    exists under a guessed id."""
     if requested is None or requested == EARLIEST:
         # The spec lets a hub ignore "earliest" (§6); this one starts live, and says so in
         # the Last-Event-ID response header.
         return None
     try:
-        return await resolve_chosen_id(broker, requested) or requested
+        return await resolve_chosen_id(broker, requested, readable=readable) or requested
     except BackendUnavailable:
         raise MercureError(503, "the broker's backend cannot be reached") from None
+
+
+def _readable(
+    visible: Callable[[StoredEvent], bool],
+    exact: frozenset[str],
+    matchers: tuple[TopicMatcher, ...],
+) -> Callable[[StoredEvent], bool]:
+    """Whether a subscriber may know of an update: it may see it, and selected a topic of it."""
+
+    def readable(event: StoredEvent) -> bool:
+        return visible(event) and any(
+            topic in exact or any(m.matches(topic) for m in matchers) for topic in event.topics
+        )
+
+    return readable
 
 
 def _reader(claims: MercureClaims) -> Callable[[StoredEvent], bool]:
