@@ -170,7 +170,12 @@ async def test_publish_rate_applies_per_token() -> None:
 
 
 async def test_ssehub_auth_does_not_apply_to_mercure_routes() -> None:
-    settings = mercure_settings(auth="jwt", jwt_key="s" * 40, cors_origins=("https://a.example",))
+    settings = mercure_settings(
+        auth="jwt",
+        jwt_key="s" * 40,
+        cors_origins=("https://a.example",),
+        mercure_topics=("*",),  # both APIs share every topic, on purpose
+    )
     async with running_hub(settings) as app, client_for(app) as client:
         response = await post_update(client, {"topic": "t"}, token=publisher())
         assert response.status_code == 200

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from ssehub import ConfigurationError
 from ssehub.testing import http_scope, stream_asgi
 
 from .conftest import client_for, hub_of, running_hub
@@ -353,3 +354,35 @@ async def test_resuming_is_no_oracle_for_updates_the_subscriber_may_not_know() -
             ) as s:
                 await s.start()
                 assert s.headers["last-event-id"] == answered, guess
+
+
+async def test_with_ssehub_auth_mercure_governs_only_its_topics() -> None:
+    # A Mercure token is no ssehub grant: with --auth, Mercure's subscribers see and its
+    # publishers write only the --mercure-topics (a review found payroll/* readable).
+    with pytest.raises(ConfigurationError, match="--mercure-topics"):
+        mercure_settings(auth="jwt", jwt_key="s" * 40)
+    settings = mercure_settings(
+        auth="jwt", jwt_key="s" * 40, mercure_anonymous=True, mercure_topics=("https://e.com/*",)
+    )
+    async with running_hub(settings) as app, client_for(app) as client:
+        fields = {"topic": "payroll/alice", "data": "x"}
+        refused = await post_update(client, fields, token=publisher())
+        assert refused.status_code == 403
+        assert "not Mercure's" in refused.text
+        outside = await client.get(HUB, params={"topic": "payroll/alice"})
+        assert outside.status_code == 403
+        before = await publish(client, "https://e.com/first", "first")
+        async with open_mercure(app, ["*"]) as stream:
+            await stream.start()
+            await hub_of(app).broker.publish("payroll/alice", "salary")  # ssehub's own topic
+            await publish(client, "https://e.com/news", "hello")
+            with anyio.fail_after(5):
+                event = await stream.events().next_event()
+            assert event.data == "hello"
+        # A resume's replay is filtered alike.
+        async with open_mercure(app, ["*"], lastEventID=before) as stream:
+            await stream.start()
+            await publish(client, "https://e.com/last", "last")
+            with anyio.fail_after(5):
+                events = await stream.events().take(2)
+            assert [e.data for e in events] == ["hello", "last"]

@@ -47,7 +47,7 @@ from .._exceptions import (
     PublishOutcomeUnknown,
 )
 from ..broker.chosen_ids import HUB_ID_SHAPE, publish_with_id, resolve_chosen_id
-from ..broker.patterns import TopicMatcher, split_topics
+from ..broker.patterns import WILDCARD, TopicMatcher, TopicPattern, split_topics
 from ..broker.topics import TOPIC_PATTERN
 from ..response import EventSourceResponse
 from ._cors import CORSMiddleware
@@ -56,6 +56,7 @@ from ._mercure_auth import MercureAuth, MercureClaims, MercureError
 from ._mercure_selectors import InvalidSelector, broker_targets, parse_selectors
 from ._mercure_subscriptions import SUBSCRIPTIONS_PATH, MercureSubscriptions
 from ._metrics import ROUTE_SCOPE_KEY
+from ._patterns import TopicPatterns
 from ._proxy import client_address
 from ._stream import HubStream, read_body
 
@@ -152,6 +153,10 @@ class MercureApp:
     def __init__(self, hub: HubState) -> None:
         self.hub = hub
         self.auth = MercureAuth(hub.settings)
+        # -- security: the topics Mercure governs (--mercure-topics; all when not given), and
+        # its own subscription events' topics
+        governed = hub.settings.mercure_topics
+        self.governs = TopicPatterns([*governed, SUBSCRIPTIONS_PATH + "/*"]) if governed else None
         self.subscriptions = (
             MercureSubscriptions(hub, self.auth) if hub.settings.mercure_subscriptions else None
         )
@@ -211,6 +216,8 @@ class MercureApp:
                 400, f"Last-Event-ID is longer than {settings.max_last_event_id_length} characters"
             )
         targets: list[Any] = broker_targets(selectors)
+        if self.governs is not None:
+            targets = _governed(targets, self.governs)
         try:
             # Checked before HEAD answers, so HEAD and GET answer alike (RFC 9110 §9.3.2).
             exact, matchers = split_topics(
@@ -226,12 +233,13 @@ class MercureApp:
         except HubHTTPError as exc:
             raise MercureError(exc.status_code, exc.detail, exc.headers) from None
         try:
-            readable = _readable(_reader(claims), frozenset(exact), matchers)
+            visible = _reader(claims, self.governs)
+            readable = _readable(visible, frozenset(exact), matchers)
             resume = await _resume_id(broker, requested, readable)
             try:
                 # -- security: private updates only for topics the token's subscribe selectors
                 # match (§4); decided here, so they are never queued nor replayed otherwise
-                subscription = broker.subscribe(targets, resume, visible=_reader(claims))
+                subscription = broker.subscribe(targets, resume, visible=visible)
             except (InvalidTopic, BrokerClosed) as exc:
                 raise MercureError(
                     400 if isinstance(exc, InvalidTopic) else 503, str(exc)
@@ -302,6 +310,9 @@ class MercureApp:
         # canDispatch)
         if not claims.publish.matches_all(topics):
             raise MercureError(403, "the token may not publish to these topics")
+        if self.governs is not None and not all(map(self.governs.matches, topics)):
+            # -- security: ssehub's own grants govern the other topics (--mercure-topics)
+            raise MercureError(403, "these topics are not Mercure's on this hub")
         if form.id is not None:
             check_event_id(form.id, settings.max_last_event_id_length)
         if hub.guard.rates is not None:
@@ -382,10 +393,50 @@ def _readable(
     return readable
 
 
-def _reader(claims: MercureClaims) -> Callable[[StoredEvent], bool]:
+class _Governed:
+    """A Mercure selector limited to the topics Mercure governs (``--mercure-topics``): the
+    broker's visibility callback sees only private updates, so public ones on ssehub's own
+    topics are kept out by what the subscription selects."""
+
+    __slots__ = ("_governs", "_inner", "key")
+
+    def __init__(self, inner: TopicMatcher, governs: TopicPatterns) -> None:
+        self._inner = inner
+        self._governs = governs
+        self.key = "mercure-governed:" + inner.key  # one namespace per hub
+
+    def matches(self, topic: str) -> bool:
+        return self._governs.matches(topic) and self._inner.matches(topic)
+
+
+def _governed(targets: list[Any], governs: TopicPatterns) -> list[Any]:
+    """``targets`` limited to the governed topics.
+
+    Raises:
+        MercureError: 403, every selector names topics only outside them.
+    """
+    limited: list[Any] = []
+    for target in targets:
+        if isinstance(target, str) and WILDCARD not in target:
+            if governs.matches(target):
+                limited.append(target)
+        else:
+            matcher = TopicPattern(target) if isinstance(target, str) else target
+            limited.append(_Governed(matcher, governs))
+    if not limited:
+        raise MercureError(403, "these topics are not Mercure's on this hub")
+    return limited
+
+
+def _reader(claims: MercureClaims, governs: TopicPatterns | None) -> Callable[[StoredEvent], bool]:
+    """What a Mercure subscriber may see: an update on a topic Mercure governs (``None``:
+    every topic), and if it is private, only with a subscribe selector matching one of its
+    topics (§4)."""
     subscribe = claims.subscribe
 
     def visible(event: StoredEvent) -> bool:
+        if governs is not None and not governs.matches_any(event.topics):
+            return False
         return not event.private or subscribe.matches_any(event.topics)
 
     return visible

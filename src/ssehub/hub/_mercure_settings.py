@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .._exceptions import ConfigurationError
+from ..broker.patterns import validate_pattern
 from ._settings_parse import parse_bool, parse_list, parse_optional_text, parse_upper_choice
 
 __all__ = [
@@ -91,6 +92,17 @@ MERCURE_OPTIONS: Final[dict[str, tuple[Any, ...]]] = {
         parse_list,
         "ORIGINS",
     ),
+    "mercure_topics": (
+        (),
+        (
+            "comma-separated topic patterns ('*' wildcard) that the Mercure hub governs: its "
+            "subscribers see, and its publishers write, only these topics; ssehub's own grants "
+            "govern the rest. Required with --auth (else both would govern every topic); empty "
+            "without --auth: every topic"
+        ),
+        parse_list,
+        "PATTERNS",
+    ),
     "mercure_subscriptions": (
         False,
         (
@@ -132,7 +144,8 @@ def check_mercure(settings: Any) -> None:
 
     Raises:
         ConfigurationError: no key for publishers, or subscribers could neither present a
-            token nor subscribe anonymously.
+            token nor subscribe anonymously, or ``--auth`` without ``--mercure-topics``, or an
+            invalid pattern there.
     """
     if settings.mercure_jwt_alg not in MERCURE_ALGORITHMS:
         raise ConfigurationError(
@@ -145,6 +158,17 @@ def check_mercure(settings: Any) -> None:
         raise ConfigurationError(
             "--mercure needs a key for publishers' JWTs: --mercure-jwt-key or "
             "--mercure-publisher-jwt-key (or MERCURE_PUBLISHER_JWT_KEY)"
+        )
+    try:
+        for pattern in settings.mercure_topics:
+            validate_pattern(pattern)
+    except ValueError as exc:
+        raise ConfigurationError(f"--mercure-topics: {exc}") from None
+    if settings.auth != "none" and not settings.mercure_topics:
+        raise ConfigurationError(
+            "--mercure with --auth needs --mercure-topics: the topics Mercure's tokens govern "
+            "(e.g. 'https://example.com/*'); otherwise a Mercure token could read and write "
+            "topics that ssehub's grants protect. Give '*' to share every topic on purpose"
         )
     if not (
         settings.mercure_subscriber_jwt_key

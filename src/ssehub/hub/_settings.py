@@ -485,6 +485,7 @@ class HubSettings:
     mercure_jwt_alg: str = option(*_MERCURE["mercure_jwt_alg"])
     mercure_anonymous: bool = option(*_MERCURE["mercure_anonymous"])
     mercure_cors_origins: tuple[str, ...] = option(*_MERCURE["mercure_cors_origins"])
+    mercure_topics: tuple[str, ...] = option(*_MERCURE["mercure_topics"])
     mercure_subscriptions: bool = option(*_MERCURE["mercure_subscriptions"])
 
     def __post_init__(self) -> None:
