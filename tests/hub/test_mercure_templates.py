@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ssehub.broker import TopicMatcher
 from ssehub.hub._mercure_selectors import (
@@ -137,3 +139,134 @@ def test_selector_sets_follow_the_mercure_rules() -> None:
     assert not grants.matches_all(["https://e.com/books/1", "nope"])
     assert SelectorSet(["*"]).matches_all(["a", "b"])
     assert not SelectorSet([])
+
+
+@pytest.mark.parametrize(
+    ("template", "matching", "other"),
+    [
+        # named operators match their declared names only, in order, each optional
+        ("{?x,y}", ["", "?x=1", "?x=1&y=2", "?y=2", "?x=", "?x=a,b"], ["?z=1", "?", "?y=2&x=1"]),
+        ("{?x,y}", [], ["?x=1&", "?&y=2", "?x=1&y=2&y=3", "?x", "&y=2"]),
+        (
+            "https://example.com/users/42{?format}",
+            ["https://example.com/users/42?format=json"],
+            ["https://example.com/users/42?user=43", "https://example.com/users/42?formats=1"],
+        ),
+        (
+            "https://e.com/x{;id}",
+            ["https://e.com/x;id", "https://e.com/x;id=1"],
+            ["https://e.com/x;other=1", "https://e.com/x;id=1;id=2"],
+        ),
+        ("/s?a=1{&x,y}", ["/s?a=1&x=1&y=2", "/s?a=1&y=2"], ["/s?a=1&z=1", "/s?a=1&y=2&x=1"]),
+        ("{?x}{&y}", ["?x=1&y=2", "&y=2", "?x=1"], ["?y=2", "&x=1"]),
+        ("{?x,y}{&z}", ["?x=1&y=2&z=3", "?y=2&z=3", "&z=3"], ["?z=3", "?x=1&x=2"]),
+        # an exploded variable chooses its names (an associative array): any pairs
+        ("{?list*}", ["?a=1&b=2", "?list=1&list=2"], ["?a", "?=1", "?a=1&"]),
+        ("{;p*}.json", [";a;b=1.json", ".json"], [";a.b.json"]),
+        # side-by-side expressions with one operator are one expression
+        ("{/a}{/b}", ["", "/x", "/x/y"], ["/x/y/z"]),
+        ("{;a*}{;b*}{;c*}{;d*}", [";x;y=1;z"], [";x;;y"]),
+        ("{/a:2}{/b}", ["/abc", "/ab/cde"], ["/abc/d/e"]),
+        # an expression's values stop at what may follow it
+        ("{+x}{#y}", ["a/b#c/d", "#c", "a#b#c"], ["a%zz", "a b"]),
+    ],
+)
+def test_expressions_are_exact(template: str, matching: list[str], other: list[str]) -> None:
+    matcher = UriTemplateMatcher(template)
+    for topic in matching:
+        assert matcher.matches(topic), (template, topic)
+    for topic in other:
+        assert not matcher.matches(topic), (template, topic)
+
+
+def test_a_name_grant_does_not_cover_other_names() -> None:
+    grant = SelectorSet(["https://example.com/users/42{?v}"])
+    assert grant.matches("https://example.com/users/42?v=1")
+    assert not grant.matches("https://example.com/users/42?admin=1")
+
+
+@pytest.mark.parametrize(
+    ("template", "reason"),
+    [
+        ("{#a}{#b}", "start with '#'"),
+        ("{?a}{?b}", "start with '?'"),
+        ("{/a}{.b}{/c}", "start with '/'"),
+        ("/books{/id}/reviews", "operator character '/'"),
+        ("{/a*}/x", "operator character '/'"),
+        ("/{a},{b},{c}", "','"),
+        ("/l{/a,b}.x{.c*}.y", "'.'"),
+        ("{?a*}{&b*}", "'&'"),
+        ("{?a,b}&c=1", "'&'"),
+        ("{;x}=1", "'='"),
+        ("{?x,x}", "repeated"),
+        ("{?x}{&x}", "repeated"),
+        ("{;x,xy}", "begins another"),
+    ],
+)
+def test_ambiguous_templates_are_refused(template: str, reason: str) -> None:
+    with pytest.raises(InvalidTemplate, match=reason):
+        compile_template(template)
+    with pytest.raises(InvalidSelector, match="invalid URI template"):
+        parse_selectors([template], max_count=2, max_length=256)
+
+
+@pytest.mark.parametrize(
+    ("template", "topic"),
+    [
+        # the review's templates: accepted (one expression each once merged), matched fast
+        (
+            "https://example.com{/a*}{/b*}{/c*}{/d*}{/e*}{/f*}{/g*}{/h*}z",
+            "https://example.com" + "/1" * 120,
+        ),
+        ("{;a*}{;b*}{;c*}{;d*}", ";x" * 120 + "!"),
+        ("{;a*}{;b*}{;c*}{;d*}", ";x=1" * 60 + "!"),
+        ("{/a*}{/b*}{/c*}", "/" + "a/" * 120 + "!"),
+        ("{.a*}{.b*}{.c*}", ".a" * 120 + "!"),
+        ("{a}-{b}-{c}-{d}", "a" * 250 + "!"),
+        ("{+a}/{+b}/{+c}", "a/" * 120 + "!"),
+        ("{/a}{/b}{/c}{/d}{/e}{/f}{/g}{/h}{/i}{/j}{/k}{/l}{/m}{/n}{/o}{/p}", "/1" * 120 + "!"),
+    ],
+)
+def test_review_templates_match_fast(template: str, topic: str) -> None:
+    matcher = UriTemplateMatcher(template)
+    started = time.perf_counter()
+    matcher.matches(topic)
+    assert time.perf_counter() - started < 0.05
+
+
+_OPERATOR = st.sampled_from(["", "+", "#", ".", "/", ";", "?", "&"])
+_VARSPEC = st.sampled_from(["a", "b", "ab", "a*", "b*", "a:2", "b:3"])
+_EXPRESSION_ST = st.builds(
+    lambda op, specs: "{" + op + ",".join(specs) + "}",
+    _OPERATOR,
+    st.lists(_VARSPEC, min_size=1, max_size=3),
+)
+_LITERAL = st.sampled_from(["", "", "", "/", ",", ".", ";", "=", "&", "?", "#", "-", "a", "/a"])
+
+
+@st.composite
+def _templates(draw: st.DrawFn) -> str:
+    count = draw(st.integers(min_value=1, max_value=16))
+    return "".join(draw(_LITERAL) + draw(_EXPRESSION_ST) for _ in range(count)) + draw(_LITERAL)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    template=_templates(),
+    chunk=st.sampled_from(
+        ["/", "/1", ";x", ";x=1", "&a=1", "?a=1", "a,", ",", ".a", "#a", "a=", "=", "a"]
+    ),
+    tail=st.sampled_from(["!", "", "/!", "?", "&"]),
+)
+def test_every_accepted_template_matches_in_bounded_time(
+    template: str, chunk: str, tail: str
+) -> None:
+    # A complexity guard, not a race: a polynomial blow-up on 256 characters takes seconds.
+    try:
+        matcher = UriTemplateMatcher(template)
+    except InvalidTemplate:
+        return
+    topic = (chunk * 256)[: 256 - len(tail)] + tail
+    started = time.perf_counter()
+    matcher.matches(topic)
+    assert time.perf_counter() - started < 0.05, template
