@@ -44,6 +44,7 @@ from ..broker import Broker, Publication, StoredEvent
 from ..broker.history import HistoryBudget
 from ..response import EventSourceResponse
 from ._auth import principal_of
+from ._body import read_body
 from ._channels import channel_routes, with_channels
 from ._dashboard import dashboard_routes
 from ._dispatch import EventsPolicies, HubApp
@@ -63,7 +64,7 @@ from ._publish import (
 )
 from ._settings import HubSettings
 from ._state import HubState
-from ._stream import HubStream, read_body
+from ._stream import HubStream
 
 if TYPE_CHECKING:
     pass

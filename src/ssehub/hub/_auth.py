@@ -17,7 +17,7 @@ routes) call :func:`principal_of` and the ``may_*`` methods.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -45,7 +45,9 @@ __all__ = [
     "Principal",
     "authentication_required",
     "load_api_keys",
+    "origin_allowed",
     "principal_of",
+    "request_origin",
 ]
 
 AUTH_MODES: Final = ("none", "jwt", "api_key")
@@ -350,20 +352,36 @@ class AuthMiddleware:
         scope[PRINCIPAL_SCOPE_KEY] = principal
 
     def _check_origin(self, scope: Scope) -> None:
-        origin = host = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"host":
-                host = value.decode("latin-1")
+        origin = request_origin(scope)
         if origin is None:
             raise HubHTTPError(
                 "forbidden_origin",
                 "a cookie-authenticated request that changes state needs an Origin header",
             )
-        scheme = scope.get("ssehub.scheme") or scope.get("scheme", "http")
-        if origin in self.trusted_origins or (host is not None and origin == f"{scheme}://{host}"):
+        if origin_allowed(scope, origin, self.trusted_origins):
             return
         raise HubHTTPError(
             "forbidden_origin", "cookie-authenticated requests are not accepted from this origin"
         )
+
+
+def request_origin(scope: Scope) -> str | None:
+    """The request's ``Origin`` header, if any (cookie-authenticated writes need one: CSRF)."""
+    origin = None
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+    return origin
+
+
+def origin_allowed(scope: Scope, origin: str, trusted: Collection[str]) -> bool:
+    """Whether ``origin`` is one of ``trusted`` or the hub's own (its scheme, behind trusted
+    proxies too, and the request's ``Host``)."""
+    if origin in trusted:
+        return True
+    host = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1")
+    scheme = scope.get("ssehub.scheme") or scope.get("scheme", "http")
+    return host is not None and origin == f"{scheme}://{host}"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -47,6 +47,7 @@ from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Messag
 from ..response import EventSourceResponse
 from ._auth import principal_of
 from ._auth_channels import authorize_channel
+from ._body import read_body
 from ._errors import HubHTTPError
 from ._guard import check_last_event_id
 from ._publish import check_content_type, check_not_reserved
@@ -273,18 +274,9 @@ async def _json_body(request: Request, limit: int, *, optional: bool = False) ->
     if optional and declared in (None, "0") and "transfer-encoding" not in request.headers:
         return {}
     check_content_type(request.headers.get("content-type"))
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-            chunks.append(chunk)
+    body = await read_body(request, limit)
     try:
-        return json.loads(b"".join(chunks).decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise HubHTTPError("invalid_json", "the body is not valid JSON") from None
 

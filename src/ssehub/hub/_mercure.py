@@ -50,6 +50,7 @@ from ..broker.chosen_ids import HUB_ID_SHAPE, publish_with_id, resolve_chosen_id
 from ..broker.patterns import WILDCARD, TopicMatcher, TopicPattern, split_topics
 from ..broker.topics import TOPIC_PATTERN
 from ..response import EventSourceResponse
+from ._body import read_body
 from ._cors import CORSMiddleware
 from ._errors import HubHTTPError
 from ._mercure_auth import MercureAuth, MercureClaims, MercureError
@@ -58,7 +59,7 @@ from ._mercure_subscriptions import SUBSCRIPTIONS_PATH, MercureSubscriptions
 from ._metrics import ROUTE_SCOPE_KEY
 from ._patterns import TopicPatterns
 from ._proxy import client_address
-from ._stream import HubStream, read_body
+from ._stream import HubStream
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.responses import PlainTextResponse, Response
 
 from .._exceptions import ConfigurationError
+from ._auth import origin_allowed, request_origin
 from ._mercure_selectors import InvalidSelector, SelectorSet
 from ._tokens import MAX_TOKEN_LENGTH, _import_jwt, _load_key
 
@@ -243,15 +244,7 @@ class MercureAuth:
         return claims
 
     def _check_origin(self, scope: Scope) -> None:
-        origin = host = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"host":
-                host = value.decode("latin-1")
-        scheme = scope.get("ssehub.scheme") or scope.get("scheme", "http")
-        if origin is not None and (
-            origin in self.origins or (host is not None and origin == f"{scheme}://{host}")
-        ):
+        origin = request_origin(scope)
+        if origin is not None and origin_allowed(scope, origin, self.origins):
             return
         raise MercureError(403, "a cookie may publish only from an allowed origin")

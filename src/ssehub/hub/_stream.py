@@ -1,25 +1,21 @@
-"""A hub event stream as an ASGI app, and reading a bounded request body.
+"""A hub event stream as an ASGI app: :class:`HubStream`.
 
-:class:`HubStream` is what ``GET /events`` (and Mercure's subscribe) answers once the
-subscription is open; :func:`read_body` reads a ``POST`` body within the hub's
-``max_body_size``. Their own module so that every route module can use them without importing
-the app (the hub's modules import in one direction, ``_app`` at the top).
+What ``GET /events`` (and Mercure's subscribe) answers once the subscription is open. Its own
+module so that every route module can use it without importing the app (the hub's modules
+import in one direction, ``_app`` at the top).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import anyio
 
 from .._exceptions import SendTimeoutError
 from .._excgroups import collapse_excgroups
-from ._errors import HubHTTPError
 
 if TYPE_CHECKING:
-    from starlette.requests import Request
     from starlette.types import Receive, Scope, Send
 
     from .._clock import Clock
@@ -28,7 +24,7 @@ if TYPE_CHECKING:
     from ._limits import Lease
     from ._state import HubState
 
-__all__ = ["HubStream", "read_body"]
+__all__ = ["HubStream"]
 
 logger = logging.getLogger("ssehub.hub")
 
@@ -85,30 +81,3 @@ class HubStream:
             hub._stream_closed(response)
             self._subscription.close()
             self._lease.release()
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing it as soon as it is known to exceed ``limit`` bytes.
-
-    ``Content-Length`` is checked before reading anything; the byte count is checked while
-    streaming (chunked bodies have no length), so at most ``limit`` plus one chunk is held.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise HubHTTPError("invalid_body", "Content-Length is not a number") from None
-        if length > limit:
-            raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    # aclosing: leaving the loop early must close the generator here, not in the garbage
-    # collector (trio refuses to finalise async generators that way).
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise HubHTTPError("body_too_large", f"the body is larger than {limit} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
