@@ -93,6 +93,13 @@ class CleaningRedisBackend(RedisBackend):
             delete_prefix(self.prefix, self.url)
 
 
+def redis_backend(prefix: str, **options: object) -> RedisBackend:
+    """A backend on the shared Redis under ``prefix`` (history of 100 events, an hour)."""
+    options.setdefault("history_size", 100)
+    options.setdefault("history_ttl", 3600.0)
+    return RedisBackend(REDIS_URL, prefix=prefix, **options)  # type: ignore[arg-type]
+
+
 def redis_factory(history_size: int, history_ttl: float) -> RedisBackend:
     """A conformance-suite backend factory: a fresh prefix on the shared Redis."""
     require_redis()

@@ -9,13 +9,13 @@ the clear refusal under trio.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 import pytest
 import redis
-from redis_support import REDIS_URL, delete_prefix, require_redis, unique_prefix
+from redis_support import REDIS_URL, delete_prefix, require_redis
+from redis_support import redis_backend as backend
 
 from ssehub import (
     BackendUnavailable,
@@ -36,26 +36,6 @@ pytestmark = [pytest.mark.redis]
 def anyio_backend() -> str:
     # redis-py's client is asyncio-only; see the module docstring.
     return "asyncio"
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_redis()
-    name = unique_prefix()
-    yield name
-    delete_prefix(name)
-
-
-def backend(prefix: str, **options: object) -> RedisBackend:
-    options.setdefault("history_size", 100)
-    options.setdefault("history_ttl", 3600.0)
-    return RedisBackend(REDIS_URL, prefix=prefix, **options)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def broker(prefix: str) -> AsyncIterator[Broker]:
-    async with Broker(backend(prefix), clock=ManualClock()) as running:
-        yield running
 
 
 def sync_client() -> redis.Redis:

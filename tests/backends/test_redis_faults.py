@@ -10,9 +10,6 @@ asyncio only: redis-py's client does not run on trio.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import anyio
 import httpx
 import pytest
@@ -30,16 +27,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    running = RedisServer(tmp_path)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.kill()
 
 
 async def stop(server: RedisServer, *, save: bool) -> None:

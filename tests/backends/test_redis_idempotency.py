@@ -7,17 +7,16 @@ Real Redis on 127.0.0.1:6379, one key prefix per test; asyncio only (redis-py's 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 import pytest
 import redis
-from redis_support import REDIS_URL, delete_prefix, require_redis, unique_prefix
+from redis_support import REDIS_URL
+from redis_support import redis_backend as backend
 
 from ssehub import IdempotencyKeyReused, InvalidIdempotencyKey
 from ssehub._clock import ManualClock
-from ssehub.backends.redis import RedisBackend
 from ssehub.broker import Broker, Publication, StoredEvent, Subscription
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
@@ -26,26 +25,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_redis()
-    name = unique_prefix()
-    yield name
-    delete_prefix(name)
-
-
-def backend(prefix: str, **options: object) -> RedisBackend:
-    options.setdefault("history_size", 100)
-    options.setdefault("history_ttl", 3600.0)
-    return RedisBackend(REDIS_URL, prefix=prefix, **options)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def broker(prefix: str) -> AsyncIterator[Broker]:
-    async with Broker(backend(prefix), clock=ManualClock()) as running:
-        yield running
 
 
 def stored(prefix: str, topic: str) -> list[str]:

@@ -8,8 +8,6 @@ asyncio only: redis-py's client does not run on trio.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -25,18 +23,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    running = RedisServer(tmp_path)
-    running.start()
-    try:
-        yield running
-    finally:
-        if running.process is not None:
-            running.resume()  # a frozen server must not outlive the test, even when it fails
-        running.kill()
 
 
 def ping_calls(server: RedisServer) -> int:

@@ -14,8 +14,6 @@ asyncio only: redis-py's client does not run on trio.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,18 +35,6 @@ TIMEOUT = 1.0  # the backend's socket_timeout: how long a frozen Redis is waited
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    running = RedisServer(tmp_path)
-    running.start()
-    try:
-        yield running
-    finally:
-        if running.process is not None:
-            running.resume()  # never leave a frozen process behind, even when the test fails
-        running.kill()
 
 
 def make_broker(server: RedisServer) -> Broker:
