@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -33,6 +35,7 @@ __all__ = [
     "ServerProcess",
     "bin_path",
     "free_port",
+    "uvicorn_app",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -316,3 +319,15 @@ class RawStream:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@contextmanager
+def uvicorn_app(app: str, *options: str) -> Iterator[ServerProcess]:
+    """``uvicorn APP --port <free port> OPTIONS``, listening; closed (killed if need be) after."""
+    port = free_port()
+    process = ServerProcess([bin_path("uvicorn"), app, "--port", str(port), *options], port)
+    try:
+        process.wait_listening()
+        yield process
+    finally:
+        process.close()

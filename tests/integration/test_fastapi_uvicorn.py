@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .server_kit import RawStream, ServerProcess, bin_path, free_port
+from .server_kit import RawStream, ServerProcess, uvicorn_app
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +24,8 @@ APP = "tests.integration.fastapi_app:app"
 
 @pytest.fixture(params=["httptools", "h11"])
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    port = free_port()
-    process = ServerProcess(
-        [bin_path("uvicorn"), APP, "--port", str(port), "--http", request.param], port
-    )
-    try:
-        process.wait_listening()
+    with uvicorn_app(APP, "--http", request.param) as process:
         yield process
-    finally:
-        process.close()
 
 
 def url(server: ServerProcess, path: str) -> str:
