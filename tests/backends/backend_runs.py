@@ -13,11 +13,14 @@ Redis: a unique key prefix per test), with the event loops it supports.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import anyio
 import pytest
 from redis_support import redis_factory  # skips without Redis (fails with SSEHUB_REQUIRE_REDIS=1)
 
 from ssehub.backends import Backend, MemoryBackend
+from ssehub.broker import Subscription
 
 BackendFactory = Callable[[int, float], Backend]
 
@@ -39,3 +42,12 @@ BACKEND_RUNS = [
 parametrize_backends = pytest.mark.parametrize(("backend_factory", "anyio_backend"), BACKEND_RUNS)
 """A mark that runs a test once per pair of ``BACKEND_RUNS``; it overrides the suite-wide
 ``anyio_backend`` fixture (which would pair every backend with both loops)."""
+
+
+async def collect(sub: Subscription, count: int) -> list[Any]:
+    """Receive until ``count`` items came (the Redis reader delivers live events a little later)."""
+    items: list[Any] = []
+    with anyio.fail_after(10):
+        while len(items) < count:
+            items.extend(await sub.receive())
+    return items

@@ -4,29 +4,14 @@ exactly after it, an id names one publication, and it is forgotten with its even
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import anyio
 import pytest
-from backend_runs import parametrize_backends
+from backend_runs import BackendFactory, collect, parametrize_backends
 
 from ssehub import EventValidationError, IdempotencyKeyReused
-from ssehub.backends import Backend
-from ssehub.broker import Broker, Reset, ResetReason, StoredEvent, Subscription
+from ssehub.broker import Broker, Reset, ResetReason, StoredEvent
 from ssehub.broker.chosen_ids import chosen_id_key, publish_with_id, resolve_chosen_id
 
 pytestmark = pytest.mark.anyio
-
-BackendFactory = Callable[[int, float], Backend]
-
-
-async def collect(sub: Subscription, count: int) -> list[Any]:
-    items: list[Any] = []
-    with anyio.fail_after(10):
-        while len(items) < count:
-            items.extend(await sub.receive())
-    return items
 
 
 @parametrize_backends

@@ -7,20 +7,17 @@ meaningful with its sink wired) on a :class:`~ssehub._clock.ManualClock`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import anyio
 import pytest
-from backend_runs import parametrize_backends
+from backend_runs import BackendFactory, parametrize_backends
 
 from ssehub import EventValidationError, InvalidTopic
 from ssehub._clock import ManualClock
-from ssehub.backends import Backend
 from ssehub.broker import Broker, Publication, Reset, ResetReason, StoredEvent
 
 pytestmark = [pytest.mark.anyio, parametrize_backends]
 
-BackendFactory = Callable[[int, float], Backend]
 ID_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-import anyio
 import pytest
-from backend_runs import ASYNCIO, parametrize_backends
+from backend_runs import ASYNCIO, BackendFactory, parametrize_backends
+from backend_runs import collect as collect_items
 from redis_support import redis_factory
 
 from ssehub._clock import ManualClock
@@ -18,15 +18,10 @@ from ssehub.broker import Broker, Reset, ResetReason, StoredEvent, Subscription,
 
 pytestmark = pytest.mark.anyio
 
-BackendFactory = Callable[[int, float], Backend]
-
 
 async def collect(sub: Subscription, count: int) -> list[Any]:
-    """Receive until ``count`` items came (the Redis reader delivers live events later)."""
-    items: list[Any] = []
-    with anyio.fail_after(10):
-        while len(items) < count:
-            items.extend(await sub.receive())
+    """:func:`backend_runs.collect`, and nothing more (no duplicate) so far."""
+    items = await collect_items(sub, count)
     assert sub.receive_nowait() == []  # nothing more (no duplicate) so far
     return items
 
