@@ -84,9 +84,7 @@ class EventsPolicies:
                 return None
             found[factory] = factory(endpoint, *args, **kwargs)  # never called as an app
         order = [c for c in _ORDER if c in found]
-        if list(found) != order or RequestIdMiddleware not in found:
-            return None
-        if ForwardedMiddleware not in found:
+        if list(found) != order or not {RequestIdMiddleware, ForwardedMiddleware} <= set(found):
             return None
         return cls(
             request_ids=found[RequestIdMiddleware],
@@ -188,12 +186,15 @@ class HubApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         policies = self._policies
         mercure = None
-        if scope["type"] != "http" or policies is None or not self.dispatches_events():
+        if scope["type"] != "http" or policies is None:
             await super().__call__(scope, receive, send)
             return
         if policies.mercure is not None and policies.mercure.claim(scope):
             mercure = policies.mercure.mercure  # Mercure's own CORS and tokens, not the hub's
         elif scope["method"] not in _METHODS or _route_path(scope) != "/events":
+            await super().__call__(scope, receive, send)  # cheap tests first: POST /publish...
+            return
+        if not self.dispatches_events():
             await super().__call__(scope, receive, send)
             return
         # The dispatch is inline, not a method: one suspended frame less per idle stream.

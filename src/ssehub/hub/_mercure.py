@@ -234,7 +234,7 @@ class MercureApp:
         except HubHTTPError as exc:
             raise MercureError(exc.status_code, exc.detail, exc.headers) from None
         try:
-            visible = _reader(claims, self.governs)
+            visible = _reader(claims)
             readable = _readable(visible, frozenset(exact), matchers)
             resume = await _resume_id(broker, requested, readable)
             try:
@@ -429,15 +429,13 @@ def _governed(targets: list[Any], governs: TopicPatterns) -> list[Any]:
     return limited
 
 
-def _reader(claims: MercureClaims, governs: TopicPatterns | None) -> Callable[[StoredEvent], bool]:
-    """What a Mercure subscriber may see: an update on a topic Mercure governs (``None``:
-    every topic), and if it is private, only with a subscribe selector matching one of its
-    topics (§4)."""
+def _reader(claims: MercureClaims) -> Callable[[StoredEvent], bool]:
+    """What a Mercure subscriber may see of a private update: only with a subscribe selector
+    matching one of its topics (§4). Topics outside ``--mercure-topics`` are never selected
+    (:func:`_governed`), so they need no test here."""
     subscribe = claims.subscribe
 
     def visible(event: StoredEvent) -> bool:
-        if governs is not None and not governs.matches_any(event.topics):
-            return False
         return not event.private or subscribe.matches_any(event.topics)
 
     return visible
