@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ssehub._response._timers import Alarm, AlarmClock, alarm_clock, running_loop
+from ssehub._response._timers import Alarm, AlarmClock, current_clock, running_loop
 
 
 class Handle:
@@ -247,24 +247,17 @@ def test_an_alarm_at_infinity_schedules_no_timer() -> None:
 
 @pytest.mark.anyio
 async def test_one_clock_per_running_loop(anyio_backend: Any) -> None:
-    loop = running_loop()
-    if anyio_backend[0] == "trio":
-        assert loop is None  # the parked loop is asyncio only
-        return
-    assert loop is not None
-    assert alarm_clock(loop) is alarm_clock(loop)
-    assert alarm_clock(loop) is not alarm_clock(FakeLoop())  # type: ignore[arg-type]
+    assert current_clock() is current_clock()
+    assert (running_loop() is None) == (anyio_backend[0] == "trio")
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "anyio_backend",
-    [("asyncio", {"use_uvloop": False}), ("asyncio", {"use_uvloop": True})],
-    ids=["asyncio", "uvloop"],
+    [("asyncio", {"use_uvloop": False}), ("asyncio", {"use_uvloop": True}), ("trio", {})],
+    ids=["asyncio", "uvloop", "trio"],
 )
 async def test_a_real_loop_rings_an_alarm_at_its_time(anyio_backend: Any) -> None:
-    loop = running_loop()
-    assert loop is not None
     rang = anyio.Event()
 
     class Ringing(Alarm):
@@ -273,12 +266,38 @@ async def test_a_real_loop_rings_an_alarm_at_its_time(anyio_backend: Any) -> Non
             rang.set()
             return None
 
-    alarm = Ringing(alarm_clock(loop))
-    due = loop.time() + 0.01
+    alarm = Ringing(current_clock())
+    due = anyio.current_time() + 0.01
     alarm.start(due)
     with anyio.fail_after(5):
         await rang.wait()
     assert alarm.at >= due - 1e-3
+
+
+@pytest.mark.anyio
+async def test_an_earlier_alarm_re_arms_the_one_timer_of_a_real_loop(anyio_backend: Any) -> None:
+    # Under trio the timer is a system task sleeping until the clock's deadline: an alarm
+    # started earlier than the armed time must move that deadline, not wait for it.
+    rang: list[str] = []
+    first = anyio.Event()
+
+    class Named(Alarm):
+        def __init__(self, name: str) -> None:
+            super().__init__(current_clock())
+            self.name = name
+
+        def ring(self, now: float) -> float | None:
+            rang.append(self.name)
+            first.set()
+            return None
+
+    late, soon = Named("late"), Named("soon")
+    late.start(anyio.current_time() + 30)
+    soon.start(anyio.current_time() + 0.01)
+    with anyio.fail_after(5):
+        await first.wait()
+    late.stop()
+    assert rang == ["soon"]
 
 
 def test_a_loop_that_is_gone_takes_its_clock_with_it() -> None:
@@ -289,9 +308,8 @@ def test_a_loop_that_is_gone_takes_its_clock_with_it() -> None:
     loops: list[weakref.ref[Any]] = []
 
     async def use() -> None:
-        loop = asyncio.get_running_loop()
-        alarm_clock(loop)
-        loops.append(weakref.ref(loop))
+        current_clock()
+        loops.append(weakref.ref(asyncio.get_running_loop()))
 
     for _ in range(3):
         asyncio.run(use())

@@ -2,10 +2,9 @@
 
 Every kind of content goes through it: a broker subscription, or the response's
 :class:`~ssehub._response._outbox.Outbox` in front of a generator. Its deadlines are one
-:class:`~ssehub._response._timers.Alarm` under asyncio and cancel scope deadlines elsewhere
-(trio); it runs inside one cancel scope for its whole life, which a timer or a disconnect
-cancels to cut a send or stop. The loop and why it is shaped so: docs/ARCHITECTURE.md, "The
-pump".
+:class:`~ssehub._response._timers.Alarm` (the pump itself); it runs inside one cancel scope for
+its whole life, which the alarm or a disconnect cancels to cut a send or stop. The loop and why
+it is shaped so: docs/ARCHITECTURE.md, "The pump".
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import anyio.lowlevel
 
 from .._waiter import Waiter, waiter_factory
 from ._outbox import Outbox
-from ._timers import Alarm, alarm_clock, running_loop
+from ._timers import Alarm, current_clock, running_loop
 
 if TYPE_CHECKING:
     from starlette.types import Message, Send
@@ -91,7 +90,6 @@ class Pump(Alarm):
         "_ping_bytes",
         "_scope",
         "_send",
-        "_send_started",
         "_send_timeout",
         "_sending_since",
         "_source",
@@ -114,9 +112,8 @@ class Pump(Alarm):
         send_timeout: float | None,
         final_timeout: float,
     ) -> None:
+        super().__init__(current_clock())
         loop = running_loop()
-        # Under asyncio the alarm clock serves the deadlines; elsewhere (trio), scopes do.
-        super().__init__(alarm_clock(loop) if loop is not None else None)
         self._now: Callable[[], float] = loop.time if loop is not None else anyio.current_time
         self._new_waiter: Callable[[], Waiter] = waiter_factory(anyio.lowlevel.current_token())
         self._send = send
@@ -131,7 +128,6 @@ class Pump(Alarm):
         self._end_at = _INF  # when sending must end (a shutdown)
         self._sending_since = _INF  # start of the send in progress
         self._waiter: Waiter | None = None
-        self._send_started = _INF  # start of the latest send (kept after it)
         self._scope: Any = None  # the loop's cancel scope while it runs (see _cut_scope)
         self.last_activity = self._now()
         self.timed_out = False
@@ -158,18 +154,11 @@ class Pump(Alarm):
             return
         self._end_at = at
         waiter = self._waiter
-        scope = self._scope
-        if waiter is not None and (delay <= 0 or self._clock is None):
-            # A wait whose end is due now, or (trio) whose scope read the old deadline when it
-            # started: wake it, so the loop (or its next wait) sees the new end.
-            self._waiter = None
+        if waiter is not None and delay <= 0:
+            self._waiter = None  # due now: wake the wait at once, not at the timer's next turn
             waiter.set()
-        elif self._clock is not None:
+        else:
             self.start(at)
-        elif self._sending_since != _INF and scope is not None:
-            scope.scope.deadline = min(
-                scope.scope.deadline, self._send_deadline(self._sending_since)
-            )
 
     def abort(self) -> None:
         """End the stream now without a final body (the client left); from the event loop."""
@@ -190,7 +179,7 @@ class Pump(Alarm):
         take = source.take_frames
         pending: list[bytes] | None = opening
         del opening  # this frame lives as long as the stream: it keeps nothing it does not need
-        scope = _cut_scope(self._clock is not None)
+        scope = _cut_scope(running_loop() is not None)
         try:
             async with scope:
                 self._scope = scope
@@ -220,29 +209,21 @@ class Pump(Alarm):
                         # coroutine more would be a suspended frame more per idle stream).
                         waiter = self._waiter = self._new_waiter()
                         source.on_ready(waiter.set)
-                        if self._clock is not None:
-                            if deadline != _INF:
-                                self.start(deadline)
-                            await waiter.wait()
-                        else:
-                            with anyio.CancelScope(deadline=deadline):
-                                await waiter.wait()
+                        if deadline != _INF:
+                            self.start(deadline)
+                        await waiter.wait()
                         self._waiter = None
                 finally:
                     self._scope = None
                     # The alarm may stay in the clock's heap until its old time: stopped, it
                     # rings nothing, and without these references it keeps no connection alive.
-                    if self._clock is not None:
-                        self.stop()
+                    self.stop()
                     self._send = self._source = self._waiter = self._outbox = None  # type: ignore[assignment]
                     self._ping_bytes = bytes  # the response's bound method would keep it alive
                     self._now = _after_the_end  # loop.time would keep the loop and its clock
-        except TimeoutError:  # asyncio.timeout's way to say it was cut
-            if not scope.expired():
+        except TimeoutError:  # asyncio.timeout's way to say it was cut (ring() or abort()
+            if not scope.expired():  # recorded why)
                 raise
-        # Cut by ring() or abort(), which recorded why, or (trio) a send's scope deadline.
-        if scope.expired() and not (self.stopped or self.timed_out or self.cut):
-            self._expired(self._send_started)
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
         await self._transmit({"type": "http.response.body", "body": body, "more_body": more_body})
@@ -251,22 +232,16 @@ class Pump(Alarm):
         now = self._now()
         outbox = self._outbox
         # Recorded even without a deadline: a shutdown may give the send one later.
-        self._sending_since = self._send_started = now
+        self._sending_since = now
         deadline = self._send_deadline(now)
-        scope = self._scope
-        if self._clock is not None:
-            if deadline != _INF and (not self._active or not self._queued or self._due > deadline):
-                self.start(deadline)
-        elif deadline != _INF and scope is not None:
-            scope.scope.deadline = deadline
+        if deadline != _INF:
+            self.start(deadline)  # lazily: an alarm due earlier already is left where it is
         if outbox is not None:
             outbox.send_started()
         try:
             await self._send(message)
         finally:
             self._sending_since = _INF
-            if self._clock is None and deadline != _INF and scope is not None:
-                scope.scope.deadline = _INF
         # Not after a send that failed or was cut: the stream ends, and a producer let go now
         # would pull its generator past the yield it waits at (its cleanup then runs
         # cancelled instead of shielded).
@@ -293,7 +268,7 @@ class Pump(Alarm):
         else:
             self.cut = True  # sending had to end
 
-    # -- the alarm (asyncio) -----------------------------------------------------------------
+    # -- the alarm ---------------------------------------------------------------------------
 
     def ring(self, now: float) -> float | None:
         """Cut an overdue send, end an overdue wait, or answer when to look again."""

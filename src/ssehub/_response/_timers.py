@@ -1,11 +1,10 @@
-"""Timers: every stream's deadlines on one event-loop timer.
+"""Timers: every stream's deadlines on one timer per event loop.
 
 A stream wakes up for its ping, for a send that has taken too long (``send_timeout``) and for
-the end of a shutdown's grace period; an :class:`AlarmClock` keeps these :class:`Alarm` s of one
-asyncio loop in a heap behind a single ``loop.call_at`` handle, so an idle stream costs no
-timer handle, cancel scope or task. Alarms are re-armed lazily: a deadline that only moves later
-touches no timer (docs/ARCHITECTURE.md, "Timers"). asyncio only, on the loop's thread; under
-trio the pump uses cancel scope deadlines.
+the end of a shutdown's grace period. An :class:`AlarmClock` keeps the :class:`Alarm` s of one
+event loop in a heap behind a single timer: ``loop.call_at`` under asyncio, one system task per
+run under trio. An idle stream costs no timer handle, cancel scope or task, and alarms are
+re-armed lazily (docs/ARCHITECTURE.md, "Timers"). Everything runs on the loop's thread.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import heapq
 import logging
 import math
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
@@ -21,7 +21,7 @@ import anyio.lowlevel
 if TYPE_CHECKING:
     import asyncio  # noqa: TID251 - types only
 
-__all__ = ["Alarm", "AlarmClock", "alarm_clock", "running_loop"]
+__all__ = ["Alarm", "AlarmClock", "current_clock", "running_loop"]
 
 logger = logging.getLogger("ssehub.response")
 
@@ -41,8 +41,8 @@ class Alarm:
 
     __slots__ = ("_active", "_clock", "_due", "_queued")
 
-    def __init__(self, clock: AlarmClock | None) -> None:
-        self._clock = clock  # None: the subclass keeps its deadlines another way
+    def __init__(self, clock: AlarmClock) -> None:
+        self._clock = clock
         self._due = math.inf  # where the alarm sits in the heap (while _queued)
         self._queued = False
         self._active = False
@@ -54,7 +54,6 @@ class Alarm:
     def start(self, due: float) -> None:
         """Ring at ``due`` (loop time) at the latest; :meth:`ring` is called then."""
         clock = self._clock
-        assert clock is not None, "an alarm without a clock cannot start"
         if not self._active and self._queued:
             clock._dead -= 1  # stopped, still in the heap, and alive again
         self._active = True
@@ -66,7 +65,7 @@ class Alarm:
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
         clock = self._clock
-        if self._active and self._queued and clock is not None:
+        if self._active and self._queued:
             clock._dead += 1
             clock._sweep()
         self._active = False
@@ -84,12 +83,13 @@ class AlarmClock:
     """The alarms of one event loop, behind a single ``loop.call_at`` timer.
 
     Args:
-        loop: the event loop whose time and timer are used.
+        loop: the asyncio event loop whose ``time()`` and ``call_at()`` are used (under trio,
+            a :class:`_TrioTimer`).
     """
 
     __slots__ = ("__weakref__", "_at", "_dead", "_early", "_handle", "_heap", "_loop", "_seq")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: Any) -> None:
         # Weakly: the clocks are kept in a weak dictionary keyed by their loop, and a strong
         # reference from the value would keep every loop (and its clock) alive forever.
         self._loop: Any = weakref.ref(loop)  # a reference, not a proxy: see _waiter.py
@@ -202,15 +202,17 @@ class AlarmClock:
             again.append((alarm, max(later, limit)))
 
 
-# One clock per event loop; a loop that is garbage collected takes its clock with it.
+# One clock per event loop (keyed by the asyncio loop or trio's token), freed with it.
 _clocks: weakref.WeakKeyDictionary[Any, AlarmClock] = weakref.WeakKeyDictionary()
 
 
-def alarm_clock(loop: asyncio.AbstractEventLoop) -> AlarmClock:
-    """Return the :class:`AlarmClock` of ``loop`` (created on first use)."""
-    clock = _clocks.get(loop)
+def current_clock() -> AlarmClock:
+    """Return the :class:`AlarmClock` of the running event loop (created on first use)."""
+    native = anyio.lowlevel.current_token().native_token
+    clock = _clocks.get(native)
     if clock is None:
-        clock = _clocks[loop] = AlarmClock(loop)
+        loop = running_loop()
+        clock = _clocks[native] = AlarmClock(loop if loop is not None else _TrioTimer())
     return clock
 
 
@@ -220,3 +222,50 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 
     loop = anyio.lowlevel.current_token().native_token
     return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+class _TrioTimer:
+    """``time()`` and ``call_at()`` for an :class:`AlarmClock` under trio, which has no loop
+    timer: one system task per run sleeps in a cancel scope whose deadline is the clock's.
+
+    It is its own (single) handle: the clock cancels its timer before arming another.
+    """
+
+    __slots__ = ("__weakref__", "_at", "_callback", "_scope", "time")
+
+    def __init__(self) -> None:
+        import trio  # only reached under trio
+
+        self.time = trio.current_time
+        self._at = math.inf
+        self._callback: Callable[[], object] | None = None
+        self._scope: Any = None
+        # The task references the timer; the clock only weakly (as it does a loop).
+        trio.lowlevel.spawn_system_task(self._run, name="ssehub alarm clock")
+
+    def call_at(self, at: float, callback: Callable[[], object]) -> _TrioTimer:
+        self._at = at
+        self._callback = callback
+        if self._scope is not None:
+            self._scope.deadline = at
+        return self
+
+    def cancel(self) -> None:
+        self._callback = None
+        self._at = math.inf
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
+    async def _run(self) -> None:
+        import trio
+
+        while True:
+            with trio.CancelScope(deadline=self._at) as self._scope:
+                await trio.sleep_forever()
+            # The deadline passed (the run's end cancels the task instead). A timer moved
+            # later after the scope expired goes round again.
+            callback = self._callback
+            if callback is not None and trio.current_time() >= self._at:
+                self._at = math.inf
+                self._callback = None
+                callback()
