@@ -1,7 +1,8 @@
 """The hub and a plain ``EventSourceResponse`` app under real ASGI servers, as subprocesses.
 
-Servers: uvicorn (``--http httptools`` and ``--http h11``), hypercorn and granian, each started
-the way its documentation says, on a free port of 127.0.0.1, in its own process group.
+Servers: uvicorn (``--http httptools`` and ``--http h11``), hypercorn (asyncio, and trio with
+``--worker-class trio``, where the streams' timers run on trio's own clock task) and granian, each
+started the way its documentation says, on a free port of 127.0.0.1, in its own process group.
 
 A. The hub (``ssehub.hub:create_app``, default settings, in-memory broker) under each server:
    a stream receives a published event; ``Last-Event-ID`` resumes exactly after the given event;
@@ -55,6 +56,10 @@ HUB_SERVERS: dict[str, Command] = {
         *(PY, "-m", "hypercorn", "ssehub.hub:create_app()", "--bind", f"127.0.0.1:{port}"),
         *("--workers", "0"),
     ],
+    "hypercorn-trio": lambda port: [
+        *(PY, "-m", "hypercorn", "ssehub.hub:create_app()", "--bind", f"127.0.0.1:{port}"),
+        *("--worker-class", "trio"),
+    ],
     "granian": lambda port: [
         *(PY, "-m", "granian", "--interface", "asgi", "--factory", "ssehub.hub:create_app"),
         *("--host", "127.0.0.1", "--port", str(port)),
@@ -80,6 +85,10 @@ PLAIN_APP = "tests.integration.plain_app:app"
 PLAIN_SERVERS: dict[str, Command] = {
     "uvicorn": lambda port: [bin_path("uvicorn"), PLAIN_APP, "--port", str(port)],
     "hypercorn": lambda port: [bin_path("hypercorn"), PLAIN_APP, "--bind", f"127.0.0.1:{port}"],
+    "hypercorn-trio": lambda port: [
+        *(bin_path("hypercorn"), PLAIN_APP, "--bind", f"127.0.0.1:{port}"),
+        *("--worker-class", "trio"),
+    ],
     "granian": lambda port: [
         *(bin_path("granian"), "--interface", "asgi", PLAIN_APP, "--port", str(port)),
     ],
