@@ -1,29 +1,25 @@
 """What the broker holds of a subscription: its queue, overflow policy, resume handover, counters.
 
-A :class:`~ssehub.broker.Subscription` is a handle on one :class:`SubscriptionState`. The broker
-(its registry, the fan-out, the connection-age reaper) references only the state, and the state
-never references its handle back: it is a weak reference to it. So a subscription nobody can
-read any more (its handle dropped without ``close()``) is garbage collected, and the weak
-reference's callback (the broker's :class:`~ssehub.broker._release.Releaser`) has the broker end
-the state with :attr:`EndReason.ABANDONED`.
+A :class:`~ssehub.broker.Subscription` is the consumer's handle on one :class:`SubscriptionState`,
+which is itself a weak reference to the handle. The broker (registry, fan-out, age reaper) holds
+only states, so a handle dropped without ``close()`` is garbage collected, and the weak
+reference's callback (the broker's ``Releaser``) has the broker end the state with
+:attr:`EndReason.ABANDONED`. Everything here runs on the broker's event loop thread; only that
+callback may run elsewhere, and it only queues the state for the loop (see ``_release.py``).
 
 The publish path calls :meth:`SubscriptionState._push` once per subscriber: an append to a
-deque, a length check, and one readiness callback if the consumer waits. No encoding (the frame
-bytes are cached on the event) and no task switch per subscriber.
+deque, a length check, one readiness callback if the consumer waits; no encoding (frames are
+cached on the event) and no task switch. Private events a reader may not see are filtered once,
+as they are queued (and out of the replay).
 
-The consumer side is pull-only: :meth:`SubscriptionState.receive_nowait` takes what is pending
-and :meth:`SubscriptionState.on_ready` registers a one-shot callback for when more arrives. The
-handle's async iterator, ``receive()`` and its frame source are built on those two. Private
-events a reader may not see are filtered once, as they are queued.
+The consumer side is pull-only: :meth:`SubscriptionState.receive_nowait` takes what is pending,
+and ``_ready`` (set by :meth:`Subscription.on_ready`) is a one-shot callback for when more
+arrives; the handle's ``receive()``, async iterator and frame source are built on those two.
 
-Resume (``Last-Event-ID``) uses the handover Mercure calls the *live queue*: the subscription is
-registered for live events first (so they buffer in the queue), then the replay is fetched from
-the backend, then the consumer gets the replay followed by the buffered live events whose
-position is after the last replayed one. Nothing published while the replay is being fetched
-can be missed or delivered twice, even with an asynchronous backend.
-
-Every method runs on the broker's event loop thread; only the weak reference's callback may run
-elsewhere, and it only queues the state for the loop (see ``_release.py``).
+Resume (``Last-Event-ID``) is Mercure's *live queue* handover: the subscription is registered
+first, so live events buffer in its queue while :meth:`SubscriptionState.prepare` fetches the
+replay; the consumer gets the replay, then the live events after it, none missed or delivered
+twice even with an asynchronous backend (docs/ARCHITECTURE.md, "Resume and replay").
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ import anyio.lowlevel
 
 from .events import Dropped, Position, Reset, ResetReason, StoredEvent
 from .policy import OverflowPolicy
-from .stats import SubscriptionStatistics
 
 if TYPE_CHECKING:
     from .._frames import ReadyCallback
@@ -124,16 +119,16 @@ class SubscriptionState(weakref.ref["Subscription"]):
         reset: ResetReason | None,
         visible: Callable[[StoredEvent], bool] | None = None,
     ) -> None:
-        # The referent and the callback were set by __new__ (weakref's __init__ only checks
-        # its arguments).
+        # __new__ set the referent and the callback (weakref's __init__ only checks arguments).
         self._broker = broker
         self.topics = topics
         self.patterns = patterns
         self._maxsize = maxsize
         self._policy = policy
-        # Created on the first event: an idle subscriber never needs one, and an empty deque
-        # costs over 600 bytes.
+        # Made on first use (the queue by an event, the buffer by ``async for`` only): an idle
+        # stream needs neither deque, and an empty one costs over 600 bytes.
         self._queue: deque[StoredEvent] | None = None
+        self._buffer: deque[Item] | None = None
         self._ready: ReadyCallback | None = None
         self._space: anyio.Event | None = None
         self._end_reason: EndReason | None = None
@@ -143,25 +138,15 @@ class SubscriptionState(weakref.ref["Subscription"]):
         self._replay: Sequence[StoredEvent] = ()
         self._floor: Position | None = None  # live events at or below it were replayed
         self._dropped_pending = 0
-        # Private events for which it returns false are never queued, replayed or counted.
-        self._visible = visible
-        # Only ``async for`` consumers need it; the response's fast path never does, and an
-        # empty deque costs several hundred bytes per idle stream.
-        self._buffer: deque[Item] | None = None
+        self._visible = visible  # private events it refuses are never queued, replayed, counted
         self._peak = 0
         self._dropped = 0
         self._delivered = 0
         self.deadline: float | None = None
 
-    # -- state ---------------------------------------------------------------------------------
-
     @property
     def _queued(self) -> int:
         return len(self._queue) if self._queue else 0
-
-    def statistics(self) -> SubscriptionStatistics:
-        """Return ``(queued, peak, dropped, delivered)``."""
-        return SubscriptionStatistics(self._queued, self._peak, self._dropped, self._delivered)
 
     # -- publish side (called by the broker on the event loop thread) --------------------------
 
@@ -218,16 +203,10 @@ class SubscriptionState(weakref.ref["Subscription"]):
             # Shed: free the memory now; the client resumes from history. An unfinished
             # resume cannot be delivered without its replay, so it is discarded too.
             discarded = self._queued
-            self._queue = None
             self._dropped += discarded
             self._broker._dropped += discarded
-            self._resume_id = None
-            self._reset_pending = False
-            self._dropped_pending = 0
-        self._wake()
-        self._broker._unregister(self)
-
-    def _wake(self) -> None:
+            self._queue = self._resume_id = None
+            self._reset_pending, self._dropped_pending = False, 0
         ready = self._ready
         if ready is not None:
             self._ready = None
@@ -235,11 +214,12 @@ class SubscriptionState(weakref.ref["Subscription"]):
         if self._space is not None:
             self._space.set()
             self._space = None
+        self._broker._unregister(self)
 
-    # -- consumer side (the handle's methods call these) ---------------------------------------
+    # -- consumer side (the handle's methods of the same names call these) ---------------------
 
     async def prepare(self) -> None:
-        """Fetch the replay now (see :meth:`Subscription.prepare`)."""
+        """See :meth:`Subscription.prepare`."""
         resume_id = self._resume_id
         if resume_id is None:
             return
@@ -270,30 +250,27 @@ class SubscriptionState(weakref.ref["Subscription"]):
         if self._reset_pending:
             self._reset_pending = False
             items.append(Reset(self._reset))  # type: ignore[arg-type]
-        replayed = len(self._replay)
-        if replayed:
+        count = len(self._replay)
+        if count:
             items.extend(self._replay)
             self._replay = ()
         if self._dropped_pending:
             items.append(Dropped(self._dropped_pending))
             self._dropped_pending = 0
         queue = self._queue
-        live = 0
         if queue:
-            live = len(queue)
+            count += len(queue)
             items.extend(queue)
             queue.clear()
-        count = replayed + live
-        if count:
-            self._delivered += count
-            self._broker._delivered += count
+        self._delivered += count
+        self._broker._delivered += count
         if self._space is not None:
             self._space.set()
             self._space = None
         return items
 
     def receive_nowait(self) -> list[Item]:
-        """Return every item pending now (see :meth:`Subscription.receive_nowait`)."""
+        """See :meth:`Subscription.receive_nowait`."""
         if self._resume_id is not None:
             return []
         if self._queue or self._replay or self._reset_pending or self._dropped_pending:
@@ -301,13 +278,11 @@ class SubscriptionState(weakref.ref["Subscription"]):
         return []
 
     async def receive(self) -> list[Item]:
-        """Wait for items and return every item pending now (see
-        :meth:`Subscription.receive`)."""
+        """See :meth:`Subscription.receive`."""
         if self._resume_id is not None:
             await self.prepare()
         while True:
-            items = self.receive_nowait()
-            if items:
+            if items := self.receive_nowait():
                 return items
             if self._end_reason is not None:
                 await anyio.lowlevel.checkpoint()

@@ -1,19 +1,10 @@
 """A subscriber's handle: an async iterator, a FrameSource, a context manager.
 
-A :class:`Subscription` is what :meth:`ssehub.Broker.subscribe` returns and the consumer holds.
-Everything the broker needs (the bounded queue, the overflow policy, the resume handover, the
-counters) is in its :class:`~ssehub.broker._state.SubscriptionState`, which the broker
-references and which references the handle only weakly. So closing is not the only way out: a
-subscription that nobody can read any more, because its handle was garbage collected, is
-released by the broker too (``EndReason.ABANDONED``, see ``_release.py``). A user's generator
-that iterates a subscription and is closed by its response frees the handle at once (unless a
-reference cycle holds it: then the cyclic collector does).
-
-The consumer side is pull-only: :meth:`Subscription.receive_nowait` takes what is pending and
-:meth:`Subscription.on_ready` registers a one-shot callback for when more arrives; the async
-iterator, :meth:`Subscription.receive` and the response's frame source are built on those two.
-Methods that wait are coroutines of the handle, so a subscription someone is waiting on stays
-referenced.
+:class:`Subscription` is what :meth:`ssehub.Broker.subscribe` returns and the consumer holds.
+What the broker needs (queue, overflow policy, resume handover, counters) is in the handle's
+:class:`~ssehub.broker._state.SubscriptionState`, whose docstring tells how the two relate and how
+an unclosed handle is released. Methods that wait are coroutines of the handle, so a subscription
+someone is waiting on stays referenced.
 """
 
 from __future__ import annotations
@@ -52,11 +43,6 @@ class Subscription:
     as the last reference goes, or at the cyclic collector's next run if a reference cycle held
     it. A callback registered with :meth:`on_ready` keeps what it references alive until it
     runs or is replaced.
-
-    Attributes:
-        topics: the subscribed exact topics.
-        patterns: the subscribed patterns and other matchers.
-        deadline: the broker-clock time at which ``max_connection_age`` ends it, or ``None``.
     """
 
     __slots__ = ("__weakref__", "_state")
@@ -137,7 +123,8 @@ class Subscription:
 
     def statistics(self) -> SubscriptionStatistics:
         """Return ``(queued, peak, dropped, delivered)``."""
-        return self._state.statistics()
+        state = self._state
+        return SubscriptionStatistics(state._queued, state._peak, state._dropped, state._delivered)
 
     def __repr__(self) -> str:
         state = self._state
