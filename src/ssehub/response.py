@@ -1,20 +1,10 @@
 """``EventSourceResponse``: a Server-Sent Events response for Starlette and FastAPI.
 
 A drop-in for sse-starlette's class of the same name (same parameters, same meaning), built for
-throughput and clean teardown (design: docs/ARCHITECTURE.md; guide: docs/response.md):
-
-* one loop for every kind of content, writing everything ready with one ASGI ``send``;
-* generators start with the response (as in sse-starlette), encoding into a bounded buffer;
-* pings and send deadlines on one timer per event loop, not a task or timer per stream;
-* plain ASGI only: the same on uvicorn, hypercorn and granian, asyncio and trio, any middleware;
-* headers and a ``: ok`` comment at once, so clients and proxies (and Starlette's
-  ``GZipMiddleware``, which holds the headers until the first body chunk) see the stream open;
-* SIGINT and SIGTERM end every stream with a clean end of the body, on any server
-  (``shutdown_event`` does the same from your own code).
-
-The one deliberate difference from sse-starlette: the default line separator is ``"\\n"``
-(sse-starlette writes ``"\\r\\n"``), because hand-written LF-only parsers break on CRLF while every
-parser accepts LF. Pass ``sep="\\r\\n"`` for byte-identical output.
+throughput and clean teardown (design: docs/ARCHITECTURE.md; guide: docs/response.md). The one
+deliberate difference: the default line separator is ``"\\n"``, not ``"\\r\\n"``, since every
+parser accepts LF and hand-written LF-only ones break on CRLF; ``sep="\\r\\n"`` gives
+byte-identical output.
 """
 
 from __future__ import annotations
@@ -24,19 +14,12 @@ import logging
 import math
 import sys
 import threading
-from collections.abc import (
-    AsyncIterable,
-    Awaitable,
-    Callable,
-    Coroutine,
-    Iterable,
-    Iterator,
-)
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Final, TypeAlias
 
 import anyio
-import anyio.to_thread
+from anyio.to_thread import run_sync
 from starlette.background import BackgroundTask
 from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
@@ -69,7 +52,7 @@ logger = logging.getLogger("ssehub.response")
 
 Content: TypeAlias = Any
 """One item of a stream: a ServerSentEvent, a dict of event fields, str data text, raw bytes,
-or a number."""
+a number, or data sent as JSON (list, tuple, dataclass, pydantic model, msgspec Struct)."""
 
 ContentStream: TypeAlias = "AsyncIterable[Content] | Iterable[Content] | FrameSource"
 """What ``EventSourceResponse`` streams: async or sync iterables (including anyio memory object
@@ -90,8 +73,11 @@ def _websocket_denial(send: Send) -> Send:
     return wrapped
 
 
-_NO_STORE: Final = (b"cache-control", b"no-store")
-_NO_BUFFERING: Final = (b"x-accel-buffering", b"no")
+# Shared constants, not bytes made per response: an idle stream keeps its response (and so its
+# headers) for hours. "no-store": no cache of any kind may keep an event stream; a caller may
+# override it (fan-out proxies that cache streams on purpose). nginx buffers proxied responses
+# unless told otherwise, which would hold events back.
+_DEFAULT_HEADERS: Final = ((b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"))
 _EVENT_STREAM_TYPE: Final = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
@@ -99,42 +85,40 @@ class EventSourceResponse(Response):
     """A streaming ``text/event-stream`` response (WHATWG HTML §9.2).
 
     Args:
-        content: what to stream. An async iterable (async generator, anyio
+        content: what to stream: an async iterable (async generator, anyio
             ``MemoryObjectReceiveStream``, ...), a sync iterable (iterated in a worker thread, one
             item per hop), or a :class:`~ssehub._frames.FrameSource` whose pre-encoded frames are
-            sent as they are. Items may be :class:`~ssehub.ServerSentEvent` (sent with its own
-            encoding), ``dict`` (keys ``data``, ``event``, ``id``, ``retry``, ``comment``;
-            encoded with ``sep``; never mutated), ``str`` (data text), ``bytes`` (sent as is) or
-            ``int``/``float`` (data text).
+            sent as they are. Items may be :class:`~ssehub.ServerSentEvent` (its own encoding),
+            ``dict`` (keys ``data``, ``event``, ``id``, ``retry``, ``comment``; encoded with
+            ``sep``; never mutated), ``str``, ``int`` or ``float`` (data text), ``bytes`` (sent
+            as is), or data sent as JSON (list, tuple, dataclass, pydantic model, msgspec Struct).
         status_code: HTTP status. Default 200.
         headers: extra headers; ``Cache-Control`` given here replaces the default ``no-store``.
         media_type: default ``text/event-stream`` (sent with ``; charset=utf-8``).
         background: a Starlette background task run after the stream ends.
-        ping: seconds of idleness after which a comment is sent to keep proxies from closing the
-            connection. Default 15 (below common proxy idle timeouts of 30-60 s); ``0`` disables
-            pings.
+        ping: seconds of idleness before a comment is sent to keep proxies from closing the
+            connection; default 15 (below common proxy idle timeouts of 30-60 s), ``0`` for none.
         sep: line separator, ``"\\n"`` (default), ``"\\r\\n"`` or ``"\\r"``.
         ping_message_factory: returns the item sent as a ping (any content item kind); default a
             ``: ping - <UTC time>`` comment.
         data_sender_callable: a coroutine function started alongside the stream (for example one
             that feeds the memory stream given as ``content``); cancelled when the stream ends.
         send_timeout: seconds one ASGI ``send`` (data or ping) may take before the client is
-            considered frozen; the stream then ends with :class:`~ssehub.SendTimeoutError`.
-            ``None`` (default) waits forever. The content is then closed (its ``finally``
-            runs, bounded by ``cleanup_timeout``).
+            considered frozen: the content is then closed (its ``finally`` runs, bounded by
+            ``cleanup_timeout``) and the stream ends with :class:`~ssehub.SendTimeoutError`.
+            ``None`` (default) waits forever.
         client_close_handler_callable: awaited with the ``http.disconnect`` message when the
             client goes away, before the generator is stopped.
-        shutdown_event: an ``anyio.Event``; when it is set, the content gets
-            ``shutdown_grace_period`` seconds to end on its own (generators may watch the same
-            event to send a farewell event), then it is cancelled and the response ends cleanly
-            with an empty final body. The grace period bounds the sending too, whatever
-            ``send_timeout`` is: when it is over, a send still blocked on a client that does
-            not read is abandoned (frames not yet sent are dropped, so the client never sees
-            a gap hidden behind a later event), and the final empty body gets at most
-            :attr:`SHUTDOWN_SEND_TIMEOUT` seconds; the response then returns and the server
-            closes the connection. Share one event between all streams and set it when the
-            server begins to shut down. SIGINT and SIGTERM do the same for every stream
-            without it (see :func:`ssehub.shutdown_streams`), on any server.
+        shutdown_event: an ``anyio.Event`` to share between all streams and set when the server
+            begins to shut down (SIGINT and SIGTERM do the same without it, on any server: see
+            :func:`ssehub.shutdown_streams`). Once it is set, the content gets
+            ``shutdown_grace_period`` seconds to end on its own (a generator may watch the same
+            event to send a farewell event); then it is cancelled and the body ends cleanly with
+            an empty final body. The grace period bounds sending too, whatever ``send_timeout``
+            is: a send still blocked then on a client that does not read is abandoned (frames
+            not yet sent are dropped, so the client never sees a gap hidden behind a later
+            event), the final body gets at most :attr:`SHUTDOWN_SEND_TIMEOUT` seconds, and the
+            response returns for the server to close the connection.
         shutdown_grace_period: seconds to wait after a shutdown (``shutdown_event``, a signal,
             :meth:`shutdown`) before cancelling the content and abandoning a blocked send;
             ``>= 0``, default 0.
@@ -142,8 +126,7 @@ class EventSourceResponse(Response):
             when the stream is interrupted; ``None`` for no bound. Default 30.
 
     Raises:
-        ValueError: an invalid ``sep``, ``shutdown_grace_period``, ``cleanup_timeout`` or
-            ``ping``.
+        ValueError: an invalid ``sep``, ``shutdown_grace_period``, ``cleanup_timeout`` or ``ping``.
         TypeError: ``content`` is not iterable, or ``ping`` is not a number.
 
     The response raises :class:`~ssehub.SendTimeoutError` from the ASGI call when a send times
@@ -223,26 +206,16 @@ class EventSourceResponse(Response):
             merged.update(headers)
             raw = merged.raw
         names = {name for name, _ in raw}
-        # The default headers are shared constants, not bytes made per response: an idle
-        # stream keeps its response (and so its headers) for hours.
-        # "no-store": no cache of any kind may keep an event stream; a caller may override it
-        # (fan-out proxies that cache streams on purpose).
-        if b"cache-control" not in names:
-            raw.append(_NO_STORE)
-        # nginx buffers proxied responses unless told otherwise, which would hold events back.
-        if b"x-accel-buffering" not in names:
-            raw.append(_NO_BUFFERING)
+        raw += [header for header in _DEFAULT_HEADERS if header[0] not in names]
         # No "Connection: keep-alive": it is hop-by-hop, forbidden in HTTP/2, and the server
         # decides it. No Content-Length: the body is a stream. The Content-Type as Starlette's
-        # init_headers writes it (a charset for text/ types).
+        # init_headers writes it (a charset for text/ types); the default one shared, as above.
         if b"content-type" not in names and self.media_type is not None:
-            if self.media_type == "text/event-stream" and self.charset == "utf-8":
-                raw.append(_EVENT_STREAM_TYPE)
-            else:
-                content_type = self.media_type
-                if content_type.startswith("text/") and "charset=" not in content_type.lower():
-                    content_type += "; charset=" + self.charset
-                raw.append((b"content-type", content_type.encode("latin-1")))
+            content_type = self.media_type
+            if content_type.startswith("text/") and "charset=" not in content_type.lower():
+                content_type += "; charset=" + self.charset
+            header = (b"content-type", content_type.encode("latin-1"))
+            raw.append(_EVENT_STREAM_TYPE if header == _EVENT_STREAM_TYPE else header)
         self.raw_headers = raw
 
     @property
@@ -257,10 +230,6 @@ class EventSourceResponse(Response):
         if value < 0:
             raise ValueError("ping interval must be >= 0 (0 disables ping)")
         self._ping_interval = value
-
-    @property
-    def _encode(self) -> Callable[[Any], bytes]:
-        return _ENCODERS[self.sep]
 
     @property
     def body_iterator(self) -> Any:
@@ -313,7 +282,9 @@ class EventSourceResponse(Response):
                     self.shutdown()
                 try:
                     async with DisconnectWatch(receive, self._client_left):
-                        if outbox is None and not self._has_tasks():
+                        if outbox is None and (
+                            self.data_sender_callable is None and self._shutdown_event is None
+                        ):
                             # A frame source alone (a broker subscription): no task of its own.
                             await pump.run(self._start_message(), self._opening())
                         else:
@@ -343,10 +314,9 @@ class EventSourceResponse(Response):
                     if failure is None:
                         raise
                 except anyio.get_cancelled_exc_class():
-                    # Cancelled from outside: a server cutting its open requests at the end of
-                    # its own grace period (hypercorn, uvicorn's --timeout-graceful-shutdown).
-                    # A clean end of the body still tells the client to reconnect rather than
-                    # report an error.
+                    # Cancelled from outside (a server ending its own grace period: hypercorn,
+                    # uvicorn's --timeout-graceful-shutdown): a clean end of the body still tells
+                    # the client to reconnect rather than report an error.
                     if pump.opened and not pump.stopped and not pump.sent_final:
                         await self._send_final(send, shield=True)
                     raise
@@ -383,19 +353,12 @@ class EventSourceResponse(Response):
             await self.background()
 
     def _start_message(self) -> Message:
-        return {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
+        headers = self.raw_headers
+        return {"type": "http.response.start", "status": self.status_code, "headers": headers}
 
     def _opening(self) -> list[bytes]:
-        if self.OPEN_COMMENT is None:
-            return []
-        return [ServerSentEvent(comment=self.OPEN_COMMENT, sep=self.sep).encode()]
-
-    def _has_tasks(self) -> bool:
-        return self._shutdown_event is not None or self.data_sender_callable is not None
+        comment = self.OPEN_COMMENT
+        return [] if comment is None else [ServerSentEvent(comment=comment, sep=self.sep).encode()]
 
     async def _client_left(self, message: Message) -> None:
         self.active = False
@@ -405,8 +368,7 @@ class EventSourceResponse(Response):
                 await self.client_close_handler_callable(message)
         finally:
             # Even when the handler fails (its error is raised from the response).
-            pump = self._pump
-            if pump is not None:
+            if (pump := self._pump) is not None:
                 pump.abort()
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -418,11 +380,9 @@ class EventSourceResponse(Response):
         before the stream runs or after it ended (:func:`ssehub.shutdown_streams` also ends
         streams that start later).
         """
-        pump = self._pump
-        if pump is None:
-            return
-        logger.debug("shutdown requested; ending the stream")
-        pump.end_after(self._shutdown_grace_period if grace is None else grace)
+        if (pump := self._pump) is not None:
+            logger.debug("shutdown requested; ending the stream")
+            pump.end_after(self._shutdown_grace_period if grace is None else grace)
 
     async def _watch_shutdown_event(self) -> None:
         assert self._shutdown_event is not None
@@ -444,7 +404,7 @@ class EventSourceResponse(Response):
 
     def _ping_bytes(self) -> bytes:
         if self.ping_message_factory is not None:
-            return self._encode(self.ping_message_factory())
+            return _ENCODERS[self.sep](self.ping_message_factory())
         stamp = datetime.now(timezone.utc)
         return ServerSentEvent(comment=f"ping - {stamp}", sep=self.sep).encode()
 
@@ -452,7 +412,7 @@ class EventSourceResponse(Response):
 
     async def _produce_async(self, outbox: Outbox) -> None:
         assert self._async_content is not None
-        encode = self._encode
+        encode = _ENCODERS[self.sep]
         put = outbox.put_nowait
         iterator = self._async_content.__aiter__()
         try:
@@ -477,7 +437,7 @@ class EventSourceResponse(Response):
 
     async def _produce_sync(self, outbox: Outbox) -> None:
         assert self._sync_content is not None
-        encode = self._encode
+        encode = _ENCODERS[self.sep]
         iterator = iter(self._sync_content)
         done = object()
         running = threading.Lock()  # held while a worker thread runs the iterator
@@ -497,28 +457,23 @@ class EventSourceResponse(Response):
             # Runs in a worker thread: a blocking generator never stalls the event loop. The
             # item is encoded there too, off the loop.
             with running:
-                chunk = done
-                for item in iterator:
-                    chunk = encode(item)
-                    break
+                item = next(iterator, done)
+                chunk = done if item is done else encode(item)
             if closing:
                 close_if_idle()
             return chunk
 
         try:
-            while True:
-                # Abandoned when cancelled: a generator blocked between items (on a
-                # queue.get()) must not hold the response, or the server's shutdown.
-                chunk = await anyio.to_thread.run_sync(next_chunk, abandon_on_cancel=True)
-                if chunk is done:
-                    break
+            # Abandoned when cancelled: a generator blocked between items (on a queue.get())
+            # must not hold the response, or the server's shutdown.
+            while (chunk := await run_sync(next_chunk, abandon_on_cancel=True)) is not done:
                 outbox.put_nowait(chunk)
                 if outbox.paused:
                     await outbox.room()
         finally:
             closing = True
             with self._bounded_cleanup():
-                await anyio.to_thread.run_sync(close_if_idle, abandon_on_cancel=True)
+                await run_sync(close_if_idle, abandon_on_cancel=True)
         outbox.close()  # a clean end only when the content ended by itself (see above)
 
     # -- cleanup -------------------------------------------------------------------------------

@@ -24,29 +24,13 @@ DICT_KEYS: Final = frozenset({"data", "event", "id", "retry", "comment"})
 _TEXT_TYPES: Final = frozenset({str, int, float})  # data sent as its text: no JSON check needed
 
 
-def _is_structured(value: object) -> bool:
-    """Whether ``value`` is data sent as JSON: a container, dataclass, pydantic or msgspec value."""
-    if isinstance(value, (dict, list, tuple)):
-        return True
-    if isinstance(value, type):
-        # A class is never data (a dataclass or model class passes the checks below): yielding
-        # one instead of an instance is a bug to report.
-        return False
-    cls = type(value)
-    # Duck-typed, so neither pydantic nor msgspec is imported to find out.
-    return (
-        hasattr(cls, "__dataclass_fields__")
-        or callable(getattr(cls, "model_dump_json", None))
-        or callable(getattr(cls, "model_dump", None))
-        or hasattr(cls, "__struct_fields__")
-    )
-
-
 def _plain(value: Any) -> Any:
     """``value`` with dataclasses, models and Structs (at any depth) turned into JSON values.
 
-    Whatever is left that ``dumps`` does not take (a ``set``, a ``datetime`` in a plain
-    container) stays as it is, for ``dumps`` to refuse with its own message.
+    Anything else comes back as the very same object, which is how :func:`_json_text` tells it
+    is not data: a class (a dataclass or model class passes the checks below, but yielding one
+    instead of an instance is a bug to report), and what ``dumps`` does not take (a ``set``, a
+    ``datetime`` in a plain container), for ``dumps`` to refuse with its own message.
     """
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
@@ -55,6 +39,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, type):
         return value
     cls = type(value)
+    # Duck-typed, so neither pydantic nor msgspec is imported to find out.
     if callable(getattr(cls, "model_dump_json", None)):
         # A pydantic model: its own JSON mode (datetimes, serialisers, computed fields...).
         return value.model_dump(mode="json")
@@ -66,14 +51,14 @@ def _plain(value: Any) -> Any:
         return msgspec.to_builtins(value)
     if hasattr(cls, "__dataclass_fields__"):
         # Not dataclasses.asdict: it deep-copies every value, and stops at nested models.
-        return {
-            field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)
-        }
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value
 
 
-def _json_text(value: Any) -> str:
-    """``value`` as compact JSON text; :class:`EventValidationError` when it has no JSON form."""
+def _json_text(value: Any) -> str | None:
+    """``value`` as compact JSON text if it is data sent as JSON (a list, tuple, dict, dataclass,
+    pydantic model or msgspec Struct), else ``None``; :class:`EventValidationError` when it is
+    data with no JSON form."""
     try:
         if callable(getattr(type(value), "model_dump_json", None)):
             text = value.model_dump_json()
@@ -84,7 +69,8 @@ def _json_text(value: Any) -> str:
                 return dumps(value)  # plain JSON values: one pass, no copy
             except TypeError:
                 pass  # a dataclass, model or Struct inside: convert them, then decide again
-        return dumps(_plain(value))
+        plain = _plain(value)
+        return None if plain is value else dumps(plain)
     except (TypeError, ValueError, RecursionError) as exc:
         # ValueError includes pydantic's serialisation errors and NaN; RecursionError a
         # container that holds itself.
@@ -106,8 +92,9 @@ def _from_dict(item: dict[Any, Any], sep: str) -> bytes:
         )
     fields = {key: value for key, value in item.items() if key != "sep"}
     data = fields.pop("data", None)
-    if data is not None and type(data) not in _TEXT_TYPES and _is_structured(data):
-        data = _json_text(data)
+    if data is not None and type(data) not in _TEXT_TYPES:
+        json = _json_text(data)
+        data = data if json is None else json
     return ServerSentEvent(data, sep=sep, **fields).encode()
 
 
@@ -151,18 +138,17 @@ def make_encoder(sep: str) -> Callable[[Any], bytes]:
             return encode(str.__str__(item))
         if kind is not int and not isinstance(item, float):
             # Duck-typed events (for example sse-starlette's own ServerSentEvent objects mixed in
-            # during a migration) carry their own encoding.
-            # A class is skipped: its encode is an unbound function (yielding
-            # ServerSentEvent instead of an instance is a bug to report, not to call).
+            # during a migration) carry their own encoding. A class is skipped: its encode is an
+            # unbound function (yielding a class, not an instance, is a bug to report, not to call).
             method = None if isinstance(item, type) else getattr(item, "encode", None)
             if callable(method):
                 encoded = method()
                 if isinstance(encoded, bytes):
                     return encoded
-            if _is_structured(item):
-                # A model, dataclass, Struct, list or tuple yielded as it is: its JSON is the
-                # event's data, as in FastAPI's SSE.
-                return ServerSentEvent(_json_text(item), sep=sep).encode()
+            # A model, dataclass, Struct, list or tuple yielded as it is: its JSON is the
+            # event's data, as in FastAPI's SSE.
+            if (json := _json_text(item)) is not None:
+                return ServerSentEvent(json, sep=sep).encode()
             if not isinstance(item, int) or isinstance(item, bool):
                 # sse-starlette sends str(item), which for anything but text and numbers is a
                 # Python repr ("<object object at 0x...>", "Colour.RED", "{1, 2}"): refuse it.
