@@ -244,7 +244,7 @@ async def test_connect_disconnect_cycles_leave_nothing_behind() -> None:
     async with running_hub(settings) as app, client_for(app) as http:
         await http.post("/channels", json={"name": "jobs"})
         channel = channels_of(app).registry.get("jobs")
-        current_clock()  # the loop\'s one timer (a task under trio) is not per stream
+        current_clock()  # the loop's one timer (a task under trio) is not per stream
         tasks_before = len(anyio.get_running_tasks())
         gc.collect()
         listeners_before = sum(isinstance(o, Listener) for o in gc.get_objects())
@@ -290,7 +290,7 @@ async def test_http_listener_cycles_with_the_default_linger_leave_nothing_behind
         await http.post("/channels", json={"name": "jobs"})
         hub_channels = channels_of(app)
         channel = hub_channels.registry.get("jobs")
-        current_clock()  # the loop\'s one timer (a task under trio) is not per stream
+        current_clock()  # the loop's one timer (a task under trio) is not per stream
         tasks_before = len(anyio.get_running_tasks())
         gc.collect()
         listeners_before = sum(isinstance(o, Listener) for o in gc.get_objects())

@@ -46,7 +46,7 @@ async def cycle(app: Starlette, broker: Broker, n: int) -> None:
 async def test_connect_disconnect_cycles_leave_nothing_behind() -> None:
     async with running_hub(HubSettings(ping=3600)) as app:
         broker = hub_of(app).broker
-        current_clock()  # the loop\'s one timer (a task under trio) is not per stream
+        current_clock()  # the loop's one timer (a task under trio) is not per stream
         tasks_before = len(anyio.get_running_tasks())
         subscriptions_before = live_subscriptions()
         with anyio.fail_after(120):
