@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import anyio
 import pytest
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.anyio
 
 CYCLES = 10_000
 WARM_UP = 200  # first cycles fill caches (regexes, header tables) that are not leaks
+TRIO_STALE_DEADLINES = 1_000  # trio prunes its deadline heap past 1 000 + 2 x active entries
 
 
 def live_subscriptions() -> int:
@@ -43,7 +45,7 @@ async def cycle(app: Starlette, broker: Broker, n: int) -> None:
         await stream.wait_closed()
 
 
-async def test_connect_disconnect_cycles_leave_nothing_behind() -> None:
+async def test_connect_disconnect_cycles_leave_nothing_behind(anyio_backend: Any) -> None:
     async with running_hub(HubSettings(ping=3600)) as app:
         broker = hub_of(app).broker
         current_clock()  # the loop's one timer (a task under trio) is not per stream
@@ -61,6 +63,10 @@ async def test_connect_disconnect_cycles_leave_nothing_behind() -> None:
         assert len(anyio.get_running_tasks()) == tasks_before
         assert live_subscriptions() == subscriptions_before
         # Memory: a leak of even one object per cycle would add 10 000. The history of
-        # "shared" (100 events) and the log records are the only growth allowed.
+        # "shared" (100 events) and the log records are the only growth allowed, and under trio
+        # the run's deadline heap: trio drops the entries of exited cancel scopes (the test's
+        # own fail_after guards) lazily, once over 1 000 are stale, so up to 1 000 (a tuple and
+        # a scope each) may still be there when counted.
+        allowed = CYCLES // 10 + (2 * TRIO_STALE_DEADLINES if anyio_backend[0] == "trio" else 0)
         growth = live_objects() - objects_before
-        assert growth < CYCLES // 10, growth
+        assert growth < allowed, growth
