@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from ssehub._response._timers import Alarm, AlarmClock, current_clock, running_loop
+from ssehub._response._timers import SLACK, Alarm, AlarmClock, current_clock, running_loop
 
 
 class Handle:
@@ -96,6 +96,27 @@ def test_alarms_due_together_ring_in_one_timer_callback() -> None:
     loop.fire()
     assert sorted(name for name, _ in rings) == ["x", "y", "z"]
     assert len(loop.handles) == 1  # one timer scheduled for all three
+
+
+def test_alarms_due_within_the_slack_of_the_first_ring_in_one_wake_up() -> None:
+    # Streams sent to together have their deadlines milliseconds apart: with slack, the loop
+    # wakes once for them, late by at most the slack, not once per stream.
+    loop = FakeLoop()
+    clock = AlarmClock(loop, slack=0.02)
+    rings: list[tuple[str, float]] = []
+    for name, due in [("a", 101.0), ("b", 101.01), ("c", 101.02), ("d", 101.05)]:
+        Recorder(clock, name, rings).start(due)
+    assert [handle.when for handle in loop.live] == [pytest.approx(101.02)]
+    loop.fire()
+    assert [name for name, _ in rings] == ["a", "b", "c"]
+    assert [handle.when for handle in loop.live] == [pytest.approx(101.07)]
+    loop.fire()
+    assert [name for name, _ in rings] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.anyio
+async def test_the_clock_of_a_running_loop_has_the_slack() -> None:
+    assert current_clock()._slack == SLACK
 
 
 def test_a_ring_answering_a_later_time_is_rung_again_then() -> None:

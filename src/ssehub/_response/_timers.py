@@ -14,14 +14,14 @@ import logging
 import math
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio.lowlevel
 
 if TYPE_CHECKING:
     import asyncio  # noqa: TID251 - types only
 
-__all__ = ["Alarm", "AlarmClock", "current_clock", "running_loop"]
+__all__ = ["SLACK", "Alarm", "AlarmClock", "current_clock", "running_loop"]
 
 logger = logging.getLogger("ssehub.response")
 
@@ -29,6 +29,12 @@ _SWEEP_MIN = 64  # stopped alarms tolerated in a heap before it is rebuilt witho
 
 _TOLERANCE = 0.001
 """Seconds early an alarm may ring: the coarsest timer rounding of the supported loops."""
+
+SLACK: Final = 0.02
+"""Seconds late the clock of an event loop may ring an alarm, so that alarms due close together
+ring in one wake-up: streams sent to together (a broadcast) have their send deadlines and pings
+due within milliseconds of each other, and without slack each would wake the loop on its own.
+Far below what a ping (seconds) or a send timeout needs."""
 
 
 class Alarm:
@@ -52,7 +58,8 @@ class Alarm:
         return self._due < other._due
 
     def start(self, due: float) -> None:
-        """Ring at ``due`` (loop time) at the latest; :meth:`ring` is called then."""
+        """Ring at ``due`` (loop time), or up to the clock's slack later; :meth:`ring` is
+        called then."""
         clock = self._clock
         if not self._active and self._queued:
             clock._dead -= 1  # stopped, still in the heap, and alive again
@@ -85,11 +92,23 @@ class AlarmClock:
     Args:
         loop: the asyncio event loop whose ``time()`` and ``call_at()`` are used (under trio,
             a :class:`_TrioTimer`).
+        slack: seconds the timer fires after the earliest due alarm, ringing every alarm due
+            by then in the same callback (see :data:`SLACK`).
     """
 
-    __slots__ = ("__weakref__", "_at", "_dead", "_early", "_handle", "_heap", "_loop", "_seq")
+    __slots__ = (
+        "__weakref__",
+        "_at",
+        "_dead",
+        "_early",
+        "_handle",
+        "_heap",
+        "_loop",
+        "_seq",
+        "_slack",
+    )
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, loop: Any, slack: float = 0.0) -> None:
         # Weakly: the clocks are kept in a weak dictionary keyed by their loop, and a strong
         # reference from the value would keep every loop (and its clock) alive forever.
         self._loop: Any = weakref.ref(loop)  # a reference, not a proxy: see _waiter.py
@@ -104,7 +123,8 @@ class AlarmClock:
         # old time (a ping an hour away); past half the heap they are swept out at once.
         self._dead = 0
         self._handle: weakref.ref[asyncio.TimerHandle] | None = None
-        self._at = math.inf  # when the handle fires
+        self._at = math.inf  # the due time the handle serves (it fires _slack later)
+        self._slack = slack
 
     def __len__(self) -> int:
         """Entries waiting for their time (stopped alarms included, until it comes)."""
@@ -145,7 +165,7 @@ class AlarmClock:
         if at == math.inf or loop is None:
             self._handle = None
             return
-        self._handle = weakref.ref(loop.call_at(at, self._fire))
+        self._handle = weakref.ref(loop.call_at(at + self._slack, self._fire))
 
     def _fire(self) -> None:
         self._handle = None
@@ -212,7 +232,7 @@ def current_clock() -> AlarmClock:
     clock = _clocks.get(native)
     if clock is None:
         loop = running_loop()
-        clock = _clocks[native] = AlarmClock(loop if loop is not None else _TrioTimer())
+        clock = _clocks[native] = AlarmClock(loop if loop is not None else _TrioTimer(), SLACK)
     return clock
 
 
