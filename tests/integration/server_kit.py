@@ -287,6 +287,18 @@ class RawStream:
             self._take(data)
         return self.events
 
+    def read_until(self, marker: bytes, count: int = 1, timeout: float = 10.0) -> None:
+        """Read until ``marker`` is ``count`` times in the body (after transfer decoding)."""
+        deadline = time.monotonic() + timeout
+        while self.body.count(marker) < count:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {marker!r} after {timeout} s: {self.body!r}"
+            assert not self.ended, f"the body ended without {marker!r}: {self.body!r}"
+            self.sock.settimeout(left)
+            data = self.sock.recv(65536)
+            assert data, f"the connection closed without {marker!r}: {self.raw!r}"
+            self._take(data)
+
     def read_to_end(self, deadline: float) -> BodyEnd:
         """Read until the body ends or ``deadline`` (``time.monotonic()``) passes."""
         started = time.monotonic()

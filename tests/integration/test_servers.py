@@ -5,7 +5,8 @@ Servers: uvicorn (``--http httptools`` and ``--http h11``), hypercorn (asyncio, 
 started the way its documentation says, on a free port of 127.0.0.1, in its own process group.
 
 A. The hub (``ssehub.hub:create_app``, default settings, in-memory broker) under each server:
-   a stream receives a published event; ``Last-Event-ID`` resumes exactly after the given event;
+   a stream receives a published event; an idle stream is pinged (``SSEHUB_PING=1``);
+   ``Last-Event-ID`` resumes exactly after the given event;
    SIGINT with three streams open ends each with a clean end of body (the chunked terminator),
    and the process exits within 5 s, with its normal status, and without a traceback.
 B. ``tests/integration/plain_app.py`` (a Starlette route returning ``EventSourceResponse(gen())``,
@@ -97,7 +98,9 @@ PLAIN_SERVERS: dict[str, Command] = {
 
 def start(command: Command) -> ServerProcess:
     port = free_port()
-    server = ServerProcess(command(port), port)
+    # Pings every second (the hub reads SSEHUB_PING; the plain app ignores it), so idle streams
+    # ring their alarms while a test watches: under trio that is the clock's own timer task.
+    server = ServerProcess(command(port), port, env={"SSEHUB_PING": "1"})
     try:
         server.wait_listening()
         wait_serving(port)
@@ -185,6 +188,15 @@ def test_stream_receives_a_published_event(hub: ServerProcess) -> None:
         (event,) = stream.read_events(1)
         assert (event.id, event.event, event.data) == (event_id, "message", "x")
         assert f"id: {event_id}\ndata: x\n\n".encode() in stream.body
+    finally:
+        stream.close()
+
+
+def test_an_idle_stream_is_pinged(hub: ServerProcess) -> None:
+    stream = open_stream(hub.port, "/events?topic=idle")
+    try:
+        # Two: the alarm rings for the first ping, then again after the ping's own send.
+        stream.read_until(b": ping", count=2, timeout=10)
     finally:
         stream.close()
 

@@ -368,3 +368,67 @@ async def test_an_idle_stream_is_not_woken_before_its_ping(
             assert await s.receive_chunk() == b": ok\n\n"
             await anyio.sleep(0.2)  # twenty send timeouts of idleness
     assert len(rings) <= 1, rings
+
+
+def test_a_trio_run_that_ended_takes_its_clock_and_timer_task_with_it() -> None:
+    import gc
+    import weakref
+
+    import trio
+
+    tokens: list[weakref.ref[Any]] = []
+
+    async def use() -> None:
+        # An alarm an hour away keeps the clock's timer task sleeping when the run ends.
+        class Never(Alarm):
+            def ring(self, now: float) -> float | None:  # pragma: no cover - never due
+                return None
+
+        Never(current_clock()).start(trio.current_time() + 3600)
+        tokens.append(weakref.ref(trio.lowlevel.current_trio_token()))
+
+    for _ in range(3):
+        trio.run(use)
+    gc.collect()
+    assert [ref() for ref in tokens] == [None, None, None]
+
+
+class _EndedSource:
+    """A frame source that has ended: the pump sends the final body at once."""
+
+    def take_frames(self) -> list[bytes] | None:
+        return None
+
+    def on_ready(self, callback: Callable[[], object] | None) -> None:  # pragma: no cover
+        pass
+
+    async def aclose(self) -> None:  # pragma: no cover
+        pass
+
+
+@pytest.mark.anyio
+async def test_a_cut_that_never_lands_is_not_reported_as_a_timeout(anyio_backend: Any) -> None:
+    # The alarm rings for the final send's deadline just as that send completes: the send is
+    # not cancelled after all (trio delivers a cancellation at the next checkpoint, asyncio's
+    # timeout on the next loop turn, and the pump's scope is left before either), so the body
+    # went out whole and no SendTimeoutError may follow.
+    from ssehub._response._pump import Pump
+
+    pump: Pump
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message["more_body"]:
+            assert pump.ring(anyio.current_time() + 3600) is None  # overdue: it cuts
+
+    pump = Pump(
+        send,  # type: ignore[arg-type]
+        _EndedSource(),
+        ping=0,
+        ping_bytes=bytes,
+        send_timeout=1.0,
+        final_timeout=1.0,
+    )
+    await pump.run({"type": "http.response.start", "status": 200, "headers": []}, [])
+    assert pump.sent_final
+    assert not pump.timed_out
+    assert not pump.cut

@@ -224,6 +224,10 @@ class Pump(Alarm):
         except TimeoutError:  # asyncio.timeout's way to say it was cut (ring() or abort()
             if not scope.expired():  # recorded why)
                 raise
+        if not scope.expired():
+            # ring() recorded a cut that never landed: the send finished first. trio delivers a
+            # cancellation at the next checkpoint, and after the final body there is none.
+            self.timed_out = self.cut = False
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
         await self._transmit({"type": "http.response.body", "body": body, "more_body": more_body})

@@ -180,7 +180,7 @@ class AlarmClock:
         # call_at may run a little early: asyncio rounds to its clock resolution and uvloop to
         # whole milliseconds. An alarm within that tolerance counts as due; without it an early
         # firing would re-arm at zero delay until the time really came.
-        limit = now + _TOLERANCE
+        limit = now if self._slack >= _TOLERANCE else now + _TOLERANCE  # slack covers it
         while early and early[0][0] <= limit:
             self._ring(heapq.heappop(early)[2], now, limit, again)
         while heap and heap[0]._due <= limit:
