@@ -18,7 +18,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import uuid
@@ -30,6 +29,7 @@ import redis
 import redis.backoff
 import redis.retry
 
+from integration.test_hub_server import free_port
 from ssehub.backends.redis import RedisBackend
 
 __all__ = [
@@ -106,14 +106,6 @@ def redis_factory(history_size: int, history_ttl: float) -> RedisBackend:
     return CleaningRedisBackend(
         REDIS_URL, history_size=history_size, history_ttl=history_ttl, prefix=unique_prefix()
     )
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:

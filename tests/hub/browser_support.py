@@ -9,7 +9,6 @@ that a failure. Used by ``test_dashboard_browser.py`` and ``test_mercure_browser
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from integration.test_hub_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -39,13 +40,6 @@ def browser_or_skip() -> Any:
             pytest.fail(f"SSEHUB_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
     return sync_playwright
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -93,4 +87,4 @@ def serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
             process.stderr.close()
 
 
-__all__ = ["ARTIFACTS", "CHROMIUM", "TIMEOUT", "browser_or_skip", "free_port", "serve"]
+__all__ = ["ARTIFACTS", "CHROMIUM", "TIMEOUT", "browser_or_skip", "serve"]

@@ -8,7 +8,6 @@ import logging
 import logging.config
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from integration.test_hub_server import free_port
 from ssehub._logging import (
     JsonFormatter,
     RedactingFilter,
@@ -220,16 +220,9 @@ def test_cli_switches() -> None:
 # -- the real server ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _serve_lines(*args: str) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args],
         stdout=subprocess.DEVNULL,
