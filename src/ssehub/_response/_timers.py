@@ -178,9 +178,10 @@ class AlarmClock:
         now = loop.time()
         again: list[tuple[Alarm, float]] = []
         # call_at may run a little early: asyncio rounds to its clock resolution and uvloop to
-        # whole milliseconds. An alarm within that tolerance counts as due; without it an early
-        # firing would re-arm at zero delay until the time really came.
-        limit = now if self._slack >= _TOLERANCE else now + _TOLERANCE  # slack covers it
+        # whole milliseconds. Without slack, an alarm within that tolerance counts as due (an
+        # early firing would otherwise re-arm at zero delay until the time really came); with
+        # slack the timer fires well after the earliest due time anyway.
+        limit = now if self._slack >= _TOLERANCE else now + _TOLERANCE
         while early and early[0][0] <= limit:
             self._ring(heapq.heappop(early)[2], now, limit, again)
         while heap and heap[0]._due <= limit:
