@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from ssehub import ConfigurationError
 from ssehub.broker import Broker, EndReason, StoredEvent, Subscription, TopicInfo
 from ssehub.broker import history as history_module
 from ssehub.broker.history import History
@@ -198,6 +199,78 @@ async def test_an_earlier_deadline_wakes_the_reaper() -> None:
         assert second.end_reason is EndReason.MAX_AGE
         # The consumer sees a clean end: it reconnects and resumes with Last-Event-ID.
         assert await second.receive() == []
+
+
+async def test_expires_at_ends_a_subscription_then_after_delivering_what_is_queued() -> None:
+    clock = ManualClock(1000.0)
+    async with Broker(clock=clock) as broker:
+        sub = broker.subscribe("t", expires_at=1030.0)
+        other = broker.subscribe("t")
+        assert sub.deadline == 1030.0
+        assert other.deadline is None
+        await _settle()
+        clock.advance(29.9)
+        await _settle()
+        assert sub.end_reason is None
+        await broker.publish("t", "queued before the expiry")
+        clock.advance(0.1)
+        await _settle()
+        assert sub.end_reason is EndReason.EXPIRED
+        assert other.end_reason is None
+        assert broker.subscriber_count() == 1
+        items = await sub.receive()
+        assert [item.event.data for item in items if isinstance(item, StoredEvent)] == [
+            "queued before the expiry"
+        ]
+        assert await sub.receive() == []
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "reason"),
+    [(30.0, EndReason.EXPIRED), (70.0, EndReason.MAX_AGE)],
+    ids=["expiry-first", "age-first"],
+)
+async def test_the_earlier_of_max_age_and_expires_at_ends_it(
+    expires_in: float, reason: EndReason
+) -> None:
+    clock = ManualClock()
+    async with Broker(max_connection_age=50, max_connection_age_jitter=0, clock=clock) as broker:
+        sub = broker.subscribe("t", expires_at=expires_in)
+        assert sub.deadline == min(expires_in, 50.0)
+        await _settle()
+        clock.advance(min(expires_in, 50.0))
+        await _settle()
+        assert sub.end_reason is reason
+
+
+async def test_an_expiry_in_the_past_ends_the_subscription_at_once() -> None:
+    clock = ManualClock(100.0)
+    async with Broker(clock=clock) as broker:
+        sub = broker.subscribe("t", expires_at=99.0)
+        await _settle()
+        assert sub.end_reason is EndReason.EXPIRED
+
+
+async def test_a_nan_expiry_is_refused_and_nothing_is_registered() -> None:
+    async with Broker() as broker:
+        with pytest.raises(ConfigurationError, match="NaN"):
+            broker.subscribe("t", expires_at=float("nan"))
+        assert broker.subscriber_count() == 0
+
+
+async def test_subscriptions_closed_before_their_expiry_leave_the_reaper() -> None:
+    clock = ManualClock()
+    async with Broker(clock=clock) as broker:
+        reaper = broker._reaper
+        for _ in range(3000):
+            broker.subscribe("t", expires_at=3600.0).close()
+        kept = broker.subscribe("t", expires_at=3600.0)
+        # Dead entries are dropped once they are most of the heap, not kept until 3600.
+        assert len(reaper) < 2100
+        clock.advance(3600)
+        await _settle()
+        assert kept.end_reason is EndReason.EXPIRED
+        assert len(reaper) == 0
 
 
 async def test_without_max_age_nothing_expires() -> None:

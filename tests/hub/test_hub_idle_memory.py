@@ -1,8 +1,9 @@
 """What idle hub streams cost, guarded: memory per stream and tasks per stream (issue 17 item 8).
 
 The hub's promise is that an idle connection costs almost nothing. These tests open a thousand
-idle ``GET /events`` streams on the hub app (called directly, as a server would) and measure,
-with tracemalloc, the Python memory they hold, and count the tasks they keep. The budget is
+idle ``GET /events`` (and Mercure) streams, anonymous and with an expiring JWT, on the hub app
+(called directly, as a server would) and measure, with tracemalloc, the Python memory they hold,
+and count the tasks they keep. The budget is
 the figure measured when the streaming core was rewritten plus about 5 %: a change that makes
 every idle stream heavier (a task, a cancel scope or a frame per stream) fails here, not in a
 benchmark nobody runs. uvicorn's own connection state (about 8 KiB, outside this process's
@@ -16,10 +17,12 @@ that calls the app (a server's task) and its ``receive`` waiting forever (a canc
 from __future__ import annotations
 
 import gc
+import time
 import tracemalloc
 from typing import Any
 
 import anyio
+import jwt
 import pytest
 
 from ssehub.hub import HubSettings, create_app
@@ -40,22 +43,47 @@ def anyio_backend() -> str:
 
 
 MERCURE_BUDGET_BYTES = 11_900  # measured 11 363 (a Mercure subscriber, dispatched the same way)
+# With a credential that expires: its principal and its connection place, and the expiry as one
+# entry in the broker's deadline heap (17 699 bytes and a third task per stream when each such
+# stream had its own expiry timer task).
+JWT_BUDGET_BYTES = 12_250  # measured 11 643
+MERCURE_JWT_BUDGET_BYTES = 12_550  # measured 11 929
+
+KEY = "k" * 32
+
+
+def _bearer(claims: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    claims = {"sub": "reader", "exp": int(time.time()) + 3600, **claims}
+    return [(b"authorization", b"Bearer " + jwt.encode(claims, KEY, algorithm="HS256").encode())]
 
 
 @pytest.mark.parametrize(
-    ("path", "budget"),
-    [("/events", BUDGET_BYTES), ("/.well-known/mercure", MERCURE_BUDGET_BYTES)],
-    ids=["events", "mercure"],
+    ("path", "headers", "budget"),
+    [
+        ("/events", [], BUDGET_BYTES),
+        ("/.well-known/mercure", [], MERCURE_BUDGET_BYTES),
+        ("/events", _bearer({"ssehub": {"subscribe": ["*"]}}), JWT_BUDGET_BYTES),
+        (
+            "/.well-known/mercure",
+            _bearer({"mercure": {"subscribe": ["*"]}}),
+            MERCURE_JWT_BUDGET_BYTES,
+        ),
+    ],
+    ids=["events", "mercure", "events-jwt", "mercure-jwt"],
 )
 async def test_an_idle_hub_stream_stays_within_its_memory_and_task_budget(
-    path: str, budget: int
+    path: str, headers: list[tuple[bytes, bytes]], budget: int
 ) -> None:
     settings = HubSettings(
+        auth="jwt" if headers else "none",
+        jwt_key=KEY,
         max_connections=10 * STREAMS,
         max_connections_per_address=10 * STREAMS,
+        max_connections_per_token=10 * STREAMS,
         mercure=True,
-        mercure_jwt_key="k" * 32,
-        mercure_anonymous=True,
+        mercure_jwt_key=KEY,
+        mercure_anonymous=not headers,
+        mercure_topics=("*",) if headers else (),
     )
     app = create_app(settings)
     opened = 0
@@ -63,6 +91,8 @@ async def test_an_idle_hub_stream_stays_within_its_memory_and_task_budget(
 
     async def send(message: dict[str, Any]) -> None:
         nonlocal opened
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
         if message["type"] == "http.response.body" and message["body"].startswith(b": ok"):
             opened += 1
             if opened == target:
@@ -73,7 +103,9 @@ async def test_an_idle_hub_stream_stays_within_its_memory_and_task_budget(
         raise AssertionError
 
     def scope() -> dict[str, Any]:
-        return http_scope(path, query_string=b"topic=idle")
+        scope = http_scope(path, query_string=b"topic=idle")
+        scope["headers"] = [*scope["headers"], *headers]
+        return scope
 
     async with app.router.lifespan_context(app), anyio.create_task_group() as group:
         # Warm up: first-use caches (regexes, header tables, the loop's alarm clock).

@@ -59,6 +59,9 @@ class EndReason(str, enum.Enum):
     """The ``disconnect`` overflow policy ended it: the consumer fell behind."""
     MAX_AGE = "max_age"
     """It reached the broker's ``max_connection_age`` (clients reconnect and resume)."""
+    EXPIRED = "expired"
+    """It reached the ``expires_at`` given to :meth:`~ssehub.Broker.subscribe` (the hub passes
+    the expiry of the stream's credential)."""
     ABANDONED = "abandoned"
     """Nothing referenced the :class:`~ssehub.broker.Subscription` any more (for example the
     generator iterating it was closed with its response), so it was garbage collected without

@@ -1,8 +1,8 @@
 """The broker: topics, bounded subscribers, history through a backend, exact resume.
 
 ``async with Broker() as broker:`` starts the backend and the broker's single background task
-(the connection-age reaper, only when ``max_connection_age`` is set) in one task group; leaving
-the block ends every subscription cleanly and stops everything.
+(the reaper, which ends subscriptions at their deadlines: ``max_connection_age``, ``expires_at``)
+in one task group; leaving the block ends every subscription cleanly and stops everything.
 
 The broker's registry, fan-out and reaper hold each subscription's state, never the
 :class:`Subscription` handle the consumer holds, so a handle dropped without closing is garbage
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
@@ -167,11 +168,7 @@ class Broker:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._on_subscribe = on_subscribe
         self._on_unsubscribe = on_unsubscribe
-        self._reaper = (
-            AgeReaper(self.clock, max_connection_age, max_connection_age_jitter, rng)
-            if max_connection_age is not None
-            else None
-        )
+        self._reaper = AgeReaper(self.clock, max_connection_age, max_connection_age_jitter, rng)
         self._state = _State.NEW
         # Subscription states only: the handles must stay collectable (see _release.py).
         self._fanout = Fanout(match_cache_size)
@@ -206,8 +203,7 @@ class Broker:
             await self.backend.start(
                 sink=self._fanout.deliver, clock=self.clock, task_group=task_group
             )
-            if self._reaper is not None:
-                task_group.start_soon(self._reaper.run, name="ssehub broker: connection age")
+            task_group.start_soon(self._reaper.run, name="ssehub broker: deadlines")
         except BaseException as exc:
             self._state = _State.CLOSED
             task_group.cancel_scope.cancel()
@@ -395,6 +391,7 @@ class Broker:
         last_event_id: str | None = None,
         *,
         visible: Callable[[StoredEvent], bool] | None = None,
+        expires_at: float | None = None,
     ) -> Subscription:
         """Register a subscription now; events published after this call reach it.
 
@@ -414,6 +411,9 @@ class Broker:
             visible: who reads it may see a private event only if this returns true for it
                 (the hub passes the reader's grants). Hidden events are never queued,
                 replayed or counted in ``Dropped`` notices. ``None``: every event is visible.
+            expires_at: a time on the broker's :attr:`clock` at which the subscription ends
+                (``EndReason.EXPIRED``; the hub passes the expiry of the stream's credential),
+                or ``None``. What is queued then is still delivered.
 
         Returns:
             The subscription. Close it when done (``async with``, ``close()``, or the
@@ -425,8 +425,11 @@ class Broker:
             InvalidTopic: a topic or pattern is invalid, or there are more topics and
                 patterns than ``max_topics_per_subscription`` or more patterns than
                 ``max_patterns_per_subscription``.
+            ConfigurationError: ``expires_at`` is NaN.
         """
         self._check_running()
+        if expires_at is not None and math.isnan(expires_at):
+            raise ConfigurationError("expires_at must be a time on the broker's clock, not NaN")
         names, patterns = split_topics(
             topics, limit=self.max_topics, max_patterns=self.max_patterns
         )
@@ -451,8 +454,7 @@ class Broker:
         state = subscription._state
         self._fanout.add(state)
         self._subscriptions[state] = None
-        if self._reaper is not None:
-            self._reaper.add(state)
+        self._reaper.add(state, expires_at)
         self._call_hook(self._on_subscribe, state)
         return subscription
 
@@ -462,11 +464,9 @@ class Broker:
             return
         del self._subscriptions[state]
         self._fanout.remove(state)
-        reason = state._end_reason
-        if reason is EndReason.SHED:
+        if state._end_reason is EndReason.SHED:
             self._shed += 1
-        if self._reaper is not None and reason is not EndReason.MAX_AGE:
-            self._reaper.discard()
+        self._reaper.discard(state)
         self._call_hook(self._on_unsubscribe, state)
 
     def _call_hook(self, hook: Hook | None, state: SubscriptionState) -> None:

@@ -99,7 +99,8 @@ class Subscription:
 
     @property
     def deadline(self) -> float | None:
-        """The broker-clock time at which ``max_connection_age`` ends it, or ``None``."""
+        """The broker-clock time at which it ends (``max_connection_age`` or ``expires_at``,
+        whichever comes first), or ``None``."""
         return self._state.deadline
 
     @property

@@ -160,7 +160,10 @@ class _Endpoints:
                     # published once the client has seen the headers is already queued for it.
                     # -- security: private events the principal may not read are never queued
                     subscription = broker.subscribe(
-                        topics, last_event_id, visible=principal.may_read
+                        topics,
+                        last_event_id,
+                        visible=principal.may_read,
+                        expires_at=hub.guard.deadline(principal.expires_at),
                     )
                 except (InvalidTopic, BrokerClosed) as exc:
                     raise _broker_error(exc) from None
@@ -188,9 +191,7 @@ class _Endpoints:
             # On a signal, as when the hub drains: what is queued still gets a moment to go out.
             shutdown_grace_period=EventSourceResponse.SHUTDOWN_SEND_TIMEOUT,
         )
-        deadline = hub.guard.deadline(principal)
-        expiry = None if deadline is None else (deadline, hub.guard.clock)
-        return HubStream(response, subscription, hub, lease, expiry)
+        return HubStream(response, subscription, hub, lease)
 
     async def publish(self, request: Request) -> Response:
         hub = self.hub

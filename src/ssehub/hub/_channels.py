@@ -476,7 +476,7 @@ async def _events(hub: HubChannels, request: Request) -> Response:
     if guard is not None:
         principal = principal_of(request.scope)
         lease = guard.acquire(request.scope, principal)
-        deadline, clock = guard.deadline(principal), guard.clock
+        deadline, clock = guard.deadline(principal.expires_at), guard.clock
     try:
         return _ListenerStream(
             hub,

@@ -126,16 +126,17 @@ class Guard:
         """
         return self.connections.acquire(client_address(scope), principal.identity)
 
-    def deadline(self, principal: Principal) -> float | None:
-        """Return when (on the broker's clock) the principal's stream must end, or ``None``.
+    def deadline(self, expires_at: float | None) -> float | None:
+        """Return when (on the broker's clock) a stream opened with a credential that expires
+        at ``expires_at`` (a Unix time, a JWT's ``exp``) must end, or ``None`` if it does not.
 
         The JWT leeway applies here as it does when the token is checked: a token accepted
         within the leeway after its ``exp`` must not open a stream that ends at once (the
         client would reconnect in a loop until it gets a new token).
         """
-        if principal.expires_at is None:
+        if expires_at is None:
             return None
-        remaining = principal.expires_at + self.settings.jwt_leeway - time.time()
+        remaining = expires_at + self.settings.jwt_leeway - time.time()
         return self.clock.time() + remaining
 
     # -- POST /publish ---------------------------------------------------------------------

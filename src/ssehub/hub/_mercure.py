@@ -28,7 +28,6 @@ scale-out. Errors are ``text/plain``, as the Mercure hub answers them.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
@@ -240,7 +239,10 @@ class MercureApp:
             try:
                 # -- security: private updates only for topics the token's subscribe selectors
                 # match (§4); decided here, so they are never queued nor replayed otherwise
-                subscription = broker.subscribe(targets, resume, visible=visible)
+                expires_at = hub.guard.deadline(claims.expires_at)
+                subscription = broker.subscribe(
+                    targets, resume, visible=visible, expires_at=expires_at
+                )
             except (InvalidTopic, BrokerClosed) as exc:
                 raise MercureError(
                     400 if isinstance(exc, InvalidTopic) else 503, str(exc)
@@ -269,12 +271,7 @@ class MercureApp:
             send_timeout=settings.send_timeout,
             shutdown_grace_period=EventSourceResponse.SHUTDOWN_SEND_TIMEOUT,
         )
-        expiry = None
-        if claims.expires_at is not None:
-            clock = hub.guard.clock
-            remaining = claims.expires_at + settings.jwt_leeway - time.time()
-            expiry = (clock.time() + remaining, clock)
-        stream = HubStream(response, subscription, hub, lease, expiry)
+        stream = HubStream(response, subscription, hub, lease)
         if self.subscriptions is None:
             return stream
         return await self.subscriptions.track(stream, selectors, claims)

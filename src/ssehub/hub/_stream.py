@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import anyio
-
 from .._exceptions import SendTimeoutError
-from .._excgroups import collapse_excgroups
+from ..broker import EndReason
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from .._clock import Clock
     from ..broker import Subscription
     from ..response import EventSourceResponse
     from ._limits import Lease
@@ -35,11 +32,12 @@ class HubStream:
     connection place, the hub's record of it), however it ends.
 
     A frozen client ends the stream quietly: a send timeout is the expected fate of a dead
-    connection, not an app error. A credential with an expiry ends the stream then (one timer
-    task per such stream, on the broker's clock).
+    connection, not an app error. A credential with an expiry ends the stream then: the
+    subscription was opened with ``expires_at`` (no task per stream: the broker's reaper ends
+    it, and the response then ends the body cleanly).
     """
 
-    __slots__ = ("_expiry", "_hub", "_lease", "_response", "_subscription")
+    __slots__ = ("_hub", "_lease", "_response", "_subscription")
 
     def __init__(
         self,
@@ -47,32 +45,21 @@ class HubStream:
         subscription: Subscription,
         hub: HubState,
         lease: Lease,
-        expiry: tuple[float, Clock] | None,
     ) -> None:
         self._response = response
         self._subscription = subscription
         self._hub = hub
         self._lease = lease
-        self._expiry = expiry
-
-    async def _expire(self, deadline: float, clock: Clock) -> None:
-        await clock.sleep_until(deadline)
-        logger.info("ended a stream: its token expired")
-        self._subscription.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = self._response
+        subscription = self._subscription
         hub = self._hub
-        hub._stream_opened(response, self._subscription)
+        hub._stream_opened(response, subscription)
         try:
-            if self._expiry is None:
-                await response(scope, receive, send)
-            else:
-                with collapse_excgroups():
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(self._expire, *self._expiry)
-                        await response(scope, receive, send)
-                        group.cancel_scope.cancel()
+            await response(scope, receive, send)
+            if subscription.end_reason is EndReason.EXPIRED:
+                logger.info("ended a stream: its token expired")
         except SendTimeoutError:
             logger.info(
                 "ended a stream: the client accepted no data for %s s", response.send_timeout
