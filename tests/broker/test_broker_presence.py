@@ -261,16 +261,16 @@ async def test_a_nan_expiry_is_refused_and_nothing_is_registered() -> None:
 async def test_subscriptions_closed_before_their_expiry_leave_the_reaper() -> None:
     clock = ManualClock()
     async with Broker(clock=clock) as broker:
-        reaper = broker._reaper
+        deadlines = broker._deadlines
         for _ in range(3000):
             broker.subscribe("t", expires_at=3600.0).close()
         kept = broker.subscribe("t", expires_at=3600.0)
         # Dead entries are dropped once they are most of the heap, not kept until 3600.
-        assert len(reaper) < 2100
+        assert len(deadlines) < 2100
         clock.advance(3600)
         await _settle()
         assert kept.end_reason is EndReason.EXPIRED
-        assert len(reaper) == 0
+        assert len(deadlines) == 0
 
 
 async def test_without_max_age_nothing_expires() -> None:

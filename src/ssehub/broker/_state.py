@@ -37,6 +37,7 @@ from .events import Dropped, Position, Reset, ResetReason, StoredEvent
 from .policy import OverflowPolicy
 
 if TYPE_CHECKING:
+    from .._deadlines import Deadline
     from .._frames import ReadyCallback
     from .broker import Broker
     from .patterns import TopicMatcher
@@ -80,6 +81,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
     __slots__ = (
         "_broker",
         "_buffer",
+        "_deadline",
         "_delivered",
         "_dropped",
         "_dropped_pending",
@@ -96,7 +98,6 @@ class SubscriptionState(weakref.ref["Subscription"]):
         "_resume_id",
         "_space",
         "_visible",
-        "deadline",
         "patterns",
         "topics",
     )
@@ -145,7 +146,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         self._peak = 0
         self._dropped = 0
         self._delivered = 0
-        self.deadline: float | None = None
+        self._deadline: Deadline | None = None  # see lifetime.py
 
     @property
     def _queued(self) -> int:

@@ -1,10 +1,10 @@
 """The broker: topics, bounded subscribers, history through a backend, exact resume.
 
 ``async with Broker() as broker:`` starts the backend and the broker's single background task
-(the reaper, which ends subscriptions at their deadlines: ``max_connection_age``, ``expires_at``)
+(the deadline task, which ends subscriptions at ``max_connection_age`` or ``expires_at``)
 in one task group; leaving the block ends every subscription cleanly and stops everything.
 
-The broker's registry, fan-out and reaper hold each subscription's state, never the
+The broker's registry, fan-out and deadlines hold each subscription's state, never the
 :class:`Subscription` handle the consumer holds, so a handle dropped without closing is garbage
 collected and its state released (``_release.py``).
 """
@@ -25,6 +25,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from .._clock import Clock, SystemClock
+from .._deadlines import Deadlines
 from .._exceptions import BrokerClosed, ConfigurationError
 from .._excgroups import exit_task_group
 from .._waiter import Waiter, waiter_factory
@@ -36,7 +37,7 @@ from ._state import EndReason, SubscriptionState
 from .events import ResetReason, StoredEvent
 from .history import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL, HistoryBudget
 from .ids import is_valid_event_id
-from .lifetime import AgeReaper
+from .lifetime import Lifetimes
 from .patterns import DEFAULT_MAX_PATTERNS, TopicMatcher, split_topics
 from .policy import OverflowPolicy
 from .publication import Publication, key_list, prepare_batch, prepare_publication, store
@@ -168,7 +169,10 @@ class Broker:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._on_subscribe = on_subscribe
         self._on_unsubscribe = on_unsubscribe
-        self._reaper = AgeReaper(self.clock, max_connection_age, max_connection_age_jitter, rng)
+        self._deadlines = Deadlines(self.clock)
+        self._lifetimes = Lifetimes(
+            self.clock, self._deadlines, max_connection_age, max_connection_age_jitter, rng
+        )
         self._state = _State.NEW
         # Subscription states only: the handles must stay collectable (see _release.py).
         self._fanout = Fanout(match_cache_size)
@@ -203,7 +207,7 @@ class Broker:
             await self.backend.start(
                 sink=self._fanout.deliver, clock=self.clock, task_group=task_group
             )
-            task_group.start_soon(self._reaper.run, name="ssehub broker: deadlines")
+            task_group.start_soon(self._deadlines.run, name="ssehub broker: deadlines")
         except BaseException as exc:
             self._state = _State.CLOSED
             task_group.cancel_scope.cancel()
@@ -454,7 +458,7 @@ class Broker:
         state = subscription._state
         self._fanout.add(state)
         self._subscriptions[state] = None
-        self._reaper.add(state, expires_at)
+        self._lifetimes.start(state, expires_at)
         self._call_hook(self._on_subscribe, state)
         return subscription
 
@@ -466,7 +470,7 @@ class Broker:
         self._fanout.remove(state)
         if state._end_reason is EndReason.SHED:
             self._shed += 1
-        self._reaper.discard(state)
+        self._lifetimes.end(state)
         self._call_hook(self._on_unsubscribe, state)
 
     def _call_hook(self, hook: Hook | None, state: SubscriptionState) -> None:

@@ -101,7 +101,8 @@ class Subscription:
     def deadline(self) -> float | None:
         """The broker-clock time at which it ends (``max_connection_age`` or ``expires_at``,
         whichever comes first), or ``None``."""
-        return self._state.deadline
+        deadline = self._state._deadline
+        return None if deadline is None else float(deadline[0])
 
     @property
     def reset(self) -> ResetReason | None:
