@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections.abc import AsyncIterator
 
 import anyio
@@ -137,3 +139,24 @@ async def test_a_callback_may_cancel_another_deadline_due_at_the_same_time(
     assert calls == ["first", "third"]
     # The sweep left the 477 far ones; one of them was cancelled after it.
     assert len(deadlines) == 1500 - 1023
+
+
+async def test_a_call_made_leaves_no_reference_to_its_callback(
+    running: tuple[ManualClock, Deadlines],
+) -> None:
+    # The task waits for hours between calls: its frame must not keep the last callback (a
+    # listener's, a subscription's) alive.
+    clock, deadlines = running
+
+    class Callback:
+        def __call__(self) -> None:
+            pass
+
+    callback = Callback()
+    alive = weakref.ref(callback)
+    deadlines.call_at(1.0, callback)
+    del callback
+    clock.advance(1)
+    await anyio.wait_all_tasks_blocked()
+    gc.collect()
+    assert alive() is None

@@ -98,6 +98,9 @@ class Deadlines:
                 except Exception:
                     # One owner's failure must not stop everyone else's deadlines.
                     logger.exception("a deadline callback failed")
+                # While this task waits, its frame must not keep the last callback (and what
+                # it references: a listener, a subscription) alive.
+                callback = None
             if not heap:
                 self._until = math.inf
                 idle = self._idle = anyio.Event()

@@ -200,42 +200,35 @@ async def test_reconnect_resumes_with_last_event_id(
             assert [e.data for e in await stream.events().take(2)] == ["2", "3"]
 
 
-class ManualTimer:
-    """A ``sleep`` for HubChannels that returns when the test fires it."""
-
-    def __init__(self) -> None:
-        self.fire = anyio.Event()
-        self.waiting = 0
-
-    async def __call__(self, seconds: float) -> None:
-        assert seconds == 30.0
-        self.waiting += 1
-        await self.fire.wait()
-
-
-async def test_listeners_without_client_are_removed_after_linger(
-    http: httpx.AsyncClient, app: Starlette
-) -> None:
-    timer = ManualTimer()
-    channels_of(app)._sleep = timer
-    connected = await make_listener(http)
-    never = await make_listener(http)
-    channel = channels_of(app).registry.get("jobs")
-    with anyio.fail_after(10):
-        async with stream_asgi(app, f"/channels/jobs/listeners/{connected}/events") as stream:
-            await stream.start()
+async def test_listeners_without_client_are_removed_after_linger() -> None:
+    clock = ManualClock()
+    async with (
+        Broker(clock=clock) as broker,
+        running_hub(HubSettings(ping=3600), broker=broker) as app,
+        client_for(app) as http,
+    ):
+        connected = await make_listener(http)
+        never = await make_listener(http)
+        channel = channels_of(app).registry.get("jobs")
+        with anyio.fail_after(10):
+            async with stream_asgi(app, f"/channels/jobs/listeners/{connected}/events") as stream:
+                await stream.start()
+                await anyio.wait_all_tasks_blocked()
+                assert channels_of(app).lingering() == 1  # `connected` has a client
+                clock.advance(30)
+                await anyio.wait_all_tasks_blocked()
+                assert never not in channel
+                assert connected in channel
             await anyio.wait_all_tasks_blocked()
-            timer.fire.set()  # fires the timer of `never` only: `connected` has a client
+            assert channels_of(app).lingering() == 1  # its client left: its linger starts now
+            clock.advance(29.9)
             await anyio.wait_all_tasks_blocked()
-            assert never not in channel
             assert connected in channel
-            timer.fire = anyio.Event()
-        await anyio.wait_all_tasks_blocked()
-        assert channels_of(app).lingering() == 1
-        timer.fire.set()
-        await anyio.wait_all_tasks_blocked()
-    assert len(channel) == 0
-    assert channels_of(app).lingering() == 0
+            clock.advance(0.1)
+            await anyio.wait_all_tasks_blocked()
+        assert len(channel) == 0
+        assert channels_of(app).lingering() == 0
+        assert clock.sleepers == 0  # one timer task for all of them, idle now
 
 
 async def test_connect_disconnect_cycles_leave_nothing_behind() -> None:
@@ -398,3 +391,28 @@ async def test_a_listener_recreated_over_http_with_an_old_id_reads_nothing_of_it
                 assert stream.status_code == 200
                 await http.post(messages, json={"payload": "new"})
                 assert [e.data for e in await stream.events().take(1)] == ['"new"']
+
+
+async def test_the_hub_drain_ends_listener_streams_cleanly_and_keeps_the_listeners(
+    http: httpx.AsyncClient, app: Starlette
+) -> None:
+    listener = await make_listener(http)
+    late = await make_listener(http)
+    channel = channels_of(app).registry.get("jobs")
+    with anyio.fail_after(10):
+        async with stream_asgi(app, f"/channels/jobs/listeners/{listener}/events") as stream:
+            await stream.start()
+            await http.post(f"/channels/jobs/listeners/{listener}/messages", json={"payload": 1})
+            assert [e.data for e in await stream.events().take(1)] == ["1"]
+            hub_of(app).drain()
+            rest = await stream.events().rest()
+            assert stream.complete  # a clean end of the body: the client reconnects elsewhere
+            assert all(event.event != END_OF_STREAM for event in rest)
+        # A restart, not the end of the listener: it lingers for its client to come back.
+        assert listener in channel
+        # Opened while the hub drains: the headers, then a clean end at once.
+        async with stream_asgi(app, f"/channels/jobs/listeners/{late}/events") as stream:
+            await stream.start()
+            assert stream.status_code == 200
+            await stream.events().rest()
+            assert stream.complete

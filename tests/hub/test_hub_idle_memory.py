@@ -135,3 +135,70 @@ async def test_an_idle_hub_stream_stays_within_its_memory_and_task_budget(
         group.cancel_scope.cancel()
     assert tasks_per_stream == TASKS_PER_STREAM
     assert per_stream <= budget, f"{per_stream:.0f} bytes per idle stream"
+
+
+CHANNEL_STREAMS = 300
+CHANNEL_TASKS_PER_STREAM = 3  # the task calling the app, the disconnect watch, the producer
+CHANNEL_BUDGET_BYTES = 28_200  # measured 26 880 with an expiring JWT, the listener included (six
+# tasks and about 15 KiB more when each stream had a shutdown watcher, an expiry task and a relay)
+
+
+async def test_an_idle_channel_listener_stream_has_no_timer_or_watcher_task() -> None:
+    # A listener's stream under authentication: its token's expiry and the hub's drain reach it
+    # without a task of its own (the hub's one deadline task, the hub's list of open streams).
+    settings = HubSettings(
+        auth="jwt",
+        jwt_key=KEY,
+        max_connections=10 * CHANNEL_STREAMS,
+        max_connections_per_address=10 * CHANNEL_STREAMS,
+        max_connections_per_token=10 * CHANNEL_STREAMS,
+        max_listeners=10 * CHANNEL_STREAMS,
+    )
+    credential = _bearer({"ssehub": {"subscribe": ["*"], "publish": ["*"]}})
+    app = create_app(settings)
+    opened = 0
+    target = 0
+    all_open = anyio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal opened
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
+        if message["type"] == "http.response.body" and message["body"].startswith(b": ok"):
+            opened += 1
+            if opened == target:
+                all_open.set()
+
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def open_streams(count: int) -> None:
+        nonlocal target, all_open
+        target += count
+        all_open = anyio.Event()
+        for _ in range(count):
+            listener = app.state.hub.channels.registry.get("c").add_listener()
+            scope = http_scope(f"/channels/c/listeners/{listener.id}/events")
+            scope["headers"] = [*scope["headers"], *credential]
+            group.start_soon(app, scope, receive, send)
+        with anyio.fail_after(60):
+            await all_open.wait()
+        await anyio.wait_all_tasks_blocked()
+        gc.collect()
+
+    async with app.router.lifespan_context(app), anyio.create_task_group() as group:
+        await app.state.hub.channels.registry.create("c")
+        await open_streams(20)  # warm up
+        tasks_before = len(anyio.get_running_tasks())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await open_streams(CHANNEL_STREAMS)
+            per_stream = (tracemalloc.get_traced_memory()[0] - before) / CHANNEL_STREAMS
+        finally:
+            tracemalloc.stop()
+        tasks_per_stream = (len(anyio.get_running_tasks()) - tasks_before) / CHANNEL_STREAMS
+        group.cancel_scope.cancel()
+    assert tasks_per_stream == CHANNEL_TASKS_PER_STREAM
+    assert per_stream <= CHANNEL_BUDGET_BYTES, f"{per_stream:.0f} bytes per idle stream"

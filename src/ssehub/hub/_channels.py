@@ -9,7 +9,9 @@ error is the hub's JSON error (404 ``unknown_channel`` / ``unknown_listener`` fo
 A listener created over HTTP belongs to its HTTP clients: when its stream's client goes away the
 listener is kept for ``listener_linger`` seconds, so an ``EventSource`` that reconnects resumes
 with ``Last-Event-ID``, and is then removed. A listener no client ever connects to is removed
-the same way. Each waiting listener costs one sleeping timer task, never a polling loop.
+the same way. Those timers, and the expiry of a stream's token, are calls on one
+:class:`~ssehub._deadlines.Deadlines` task on the broker's clock: no task per listener or
+stream, no polling. The hub's drain ends every open listener stream (no watcher per stream).
 
 Each handler is one uniform shape, ``_handle(request, operation)``, so middleware or per-route
 checks (authentication) apply to all of them alike.
@@ -21,6 +23,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio
@@ -28,6 +31,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from .._clock import Clock, SystemClock
+from .._deadlines import Deadline, Deadlines
 from .._exceptions import (
     AlreadyExists,
     BrokerClosed,
@@ -41,7 +46,6 @@ from .._exceptions import (
     UnknownChannel,
     UnknownListener,
 )
-from .._excgroups import collapse_excgroups
 from ..broker.history import HistoryBudget
 from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
@@ -59,7 +63,6 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.types import Receive, Scope, Send
 
-    from .._clock import Clock
     from ..broker import Broker
     from ._guard import Guard
     from ._limits import Lease
@@ -72,14 +75,14 @@ logger = logging.getLogger("ssehub.hub")
 _SENDABLE_RESERVED: Final = frozenset({END_OF_STREAM})
 """Reserved message types a sender may use: the end-of-stream type ends a listener's stream."""
 
-Sleep = Callable[[float], Awaitable[None]]
 Operation = Callable[["HubChannels", Request], Awaitable[Response]]
 
 _MESSAGE_FIELDS: Final = frozenset({"type", "payload"})
 
 
 class HubChannels:
-    """The hub's channels: a :class:`~ssehub.ChannelRegistry` plus the HTTP listeners' timers.
+    """The hub's channels: a :class:`~ssehub.ChannelRegistry`, the HTTP listeners' timers and
+    their open streams.
 
     Available as ``app.state.hub.channels`` (``None`` when the ``channels`` setting is off).
     The hub's lifespan enters it; a hub mounted without its lifespan must enter it itself
@@ -87,25 +90,15 @@ class HubChannels:
 
     Args:
         settings: the hub's settings (limits, queue and history options, ``listener_linger``).
-        shutdown_event: returns the event that ends every stream when the hub shuts down.
-        sleep: how a linger timer waits; by default on ``clock``, else ``anyio.sleep``.
-        clock: the clock linger timers wait on (the hub passes its broker's, so a test that
-            drives the broker with a ``ManualClock`` drives the timers too).
+        clock: the clock of linger timers and token expiry (the hub passes its broker's, so a
+            test that drives the broker with a ``ManualClock`` drives the timers too).
 
     Attributes:
         registry: the channels.
     """
 
-    def __init__(
-        self,
-        settings: HubSettings,
-        *,
-        shutdown_event: Callable[[], anyio.Event] | None = None,
-        sleep: Sleep | None = None,
-        clock: Clock | None = None,
-    ) -> None:
+    def __init__(self, settings: HubSettings, *, clock: Clock | None = None) -> None:
         self.settings = settings
-        self.shutdown_event = shutdown_event
         self.registry = ChannelRegistry(
             max_channels=settings.max_channels,
             queue_size=settings.queue_size,
@@ -115,16 +108,18 @@ class HubChannels:
             max_listeners=settings.max_listeners,
             budget=HistoryBudget.of(settings),  # -- byte budgets: as for topics
         )
-        if sleep is None:
-            sleep = anyio.sleep if clock is None else _sleep_on(clock)
-        self._sleep = sleep
-        self._timers: dict[Listener, anyio.CancelScope] = {}
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._deadlines = Deadlines(self.clock)
+        self._timers: dict[Listener, Deadline] = {}
+        self._streams: set[_ListenerStream] = set()
+        self._draining = False
         self._task_group: TaskGroup | None = None
 
     async def __aenter__(self) -> HubChannels:
         await self.registry.__aenter__()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
+        task_group.start_soon(self._deadlines.run, name="ssehub hub: channel timers")
         self._task_group = task_group
         return self
 
@@ -136,7 +131,7 @@ class HubChannels:
     ) -> bool | None:
         task_group, self._task_group = self._task_group, None
         assert task_group is not None
-        task_group.cancel_scope.cancel()  # the linger timers: the channels all close now
+        task_group.cancel_scope.cancel()  # the timers: the channels all close now
         try:
             await task_group.__aexit__(exc_type, exc, tb)
         finally:
@@ -148,6 +143,18 @@ class HubChannels:
     def running(self) -> bool:
         """Whether the channels are inside their ``async with`` block."""
         return self._task_group is not None and self.registry.running
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called: listener streams then end as soon as they open."""
+        return self._draining
+
+    def drain(self) -> None:
+        """End every open listener stream cleanly, as for a server shutdown (without the
+        end-of-stream frame: clients reconnect to the next server); idempotent."""
+        self._draining = True
+        for stream in list(self._streams):
+            stream.shutdown()
 
     def lingering(self) -> int:
         """Return how many HTTP listeners are waiting for a client now (each has one timer)."""
@@ -170,8 +177,10 @@ class HubChannels:
                 channel.remove_listener(listener.id)
             return
         self.connected(listener)  # at most one timer per listener
-        scope = self._timers[listener] = anyio.CancelScope()
-        task_group.start_soon(self._expire, channel, listener, scope)
+        when = self.clock.time() + self.settings.listener_linger
+        self._timers[listener] = self._deadlines.call_at(
+            when, partial(self._linger_ended, channel, listener)
+        )
 
     def connected(self, listener: Listener) -> None:
         """A client streams ``listener`` now: stop its removal timer.
@@ -179,17 +188,14 @@ class HubChannels:
         Args:
             listener: the listener whose stream has just opened.
         """
-        scope = self._timers.pop(listener, None)
-        if scope is not None:
-            scope.cancel()
+        timer = self._timers.pop(listener, None)
+        if timer is not None:
+            self._deadlines.cancel(timer)
 
-    async def _expire(self, channel: Channel, listener: Listener, scope: anyio.CancelScope) -> None:
-        with scope:
-            await self._sleep(self.settings.listener_linger)
-            if self._timers.get(listener) is scope:
-                del self._timers[listener]
-                if listener.id in channel and channel.get_listener(listener.id) is listener:
-                    channel.remove_listener(listener.id)
+    def _linger_ended(self, channel: Channel, listener: Listener) -> None:
+        del self._timers[listener]
+        if listener.id in channel and channel.get_listener(listener.id) is listener:
+            channel.remove_listener(listener.id)
 
     def require(self) -> ChannelRegistry:
         """Return the registry if it runs.
@@ -200,15 +206,6 @@ class HubChannels:
         if not self.running:
             raise HubHTTPError("unavailable", "the channels are not running")
         return self.registry
-
-
-def _sleep_on(clock: Clock) -> Sleep:
-    """Return a ``sleep(seconds)`` that waits on ``clock``."""
-
-    async def sleep(seconds: float) -> None:
-        await clock.sleep_until(clock.time() + seconds)
-
-    return sleep
 
 
 class _Hub(Protocol):
@@ -397,7 +394,8 @@ class _ListenerStream(EventSourceResponse):
     """A listener's event stream; when it ends the listener lingers, then is removed.
 
     Under authentication it follows the rules of topic streams: it holds a connection place
-    (``lease``) while open and ends cleanly when its token expires (``deadline`` on ``clock``).
+    (``lease``) while open and ends cleanly when its token expires (``deadline``, on the hub's
+    clock). The hub's drain ends it (:meth:`HubChannels.drain`).
     """
 
     def __init__(
@@ -408,7 +406,6 @@ class _ListenerStream(EventSourceResponse):
         *,
         lease: Lease | None = None,
         deadline: float | None = None,
-        clock: Clock | None = None,
         **kwargs: Any,
     ) -> None:
         last_event_id = kwargs.pop("last_event_id")
@@ -418,46 +415,33 @@ class _ListenerStream(EventSourceResponse):
         self._listener = listener
         self._lease = lease
         self._deadline = deadline
-        self._clock = clock
         hub.connected(listener)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hub = self._hub
+        expiry = None
         try:
-            if self._deadline is None or self._clock is None:
-                await self._respond(scope, receive, send)
-            else:
-                # The stream's end signal becomes "hub shutdown or token expiry": the response
-                # ends cleanly on it, as on shutdown (no cancellation in the middle of a send).
-                end = anyio.Event()
-                shutdown, self._shutdown_event = self._shutdown_event, end
-                with collapse_excgroups():
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(self._expire, self._clock, self._deadline, end)
-                        if shutdown is not None:
-                            group.start_soon(_relay, shutdown, end)
-                        await self._respond(scope, receive, send)
-                        group.cancel_scope.cancel()
+            hub._streams.add(self)
+            if self._deadline is not None:
+                expiry = hub._deadlines.call_at(self._deadline, self._expired)
+            try:
+                await super().__call__(scope, receive, send)
+            except SendTimeoutError:
+                pass  # a frozen client: the stream ends, as if it had disconnected
         finally:
+            hub._streams.discard(self)
+            if expiry is not None:
+                hub._deadlines.cancel(expiry)
             if self._lease is not None:
                 self._lease.release()
-            self._hub.linger(self._channel, self._listener)
+            hub.linger(self._channel, self._listener)
 
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            pass  # a frozen client: the stream ends, as if it had disconnected
-
-    @staticmethod
-    async def _expire(clock: Clock, deadline: float, end: anyio.Event) -> None:
-        await clock.sleep_until(deadline)
+    def _expired(self) -> None:
+        # Ends it as a shutdown does (no cancellation in the middle of a send). The call runs
+        # on the deadline task, never before the stream runs: super().__call__ sets the stream
+        # up before its first checkpoint.
         logger.info("ended a listener stream: its token expired")
-        end.set()
-
-
-async def _relay(source: anyio.Event, target: anyio.Event) -> None:
-    await source.wait()
-    target.set()
+        self.shutdown()
 
 
 async def _events(hub: HubChannels, request: Request) -> Response:
@@ -472,11 +456,11 @@ async def _events(hub: HubChannels, request: Request) -> Response:
         return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
     # -- security: a connection place and the token's expiry, as for topic streams
     guard = _guard_of(request)
-    lease = deadline = clock = None
+    lease = deadline = None
     if guard is not None:
         principal = principal_of(request.scope)
         lease = guard.acquire(request.scope, principal)
-        deadline, clock = guard.deadline(principal.expires_at), guard.clock
+        deadline = guard.deadline(principal.expires_at)
     try:
         return _ListenerStream(
             hub,
@@ -484,16 +468,23 @@ async def _events(hub: HubChannels, request: Request) -> Response:
             listener,
             lease=lease,
             deadline=deadline,
-            clock=clock,
             last_event_id=last_event_id,
             ping=hub.settings.ping,
             send_timeout=hub.settings.send_timeout,
-            shutdown_event=None if hub.shutdown_event is None else hub.shutdown_event(),
+            # Opened while the hub drains: it sends its headers and ends at once (a stream
+            # that is already open is ended by the drain itself).
+            shutdown_event=_set_event() if hub.draining else None,
         )
     except BaseException:
         if lease is not None:
             lease.release()
         raise
+
+
+def _set_event() -> anyio.Event:
+    event = anyio.Event()
+    event.set()
+    return event
 
 
 def _guard_of(request: Request) -> Guard | None:

@@ -42,7 +42,6 @@ class HubState:
         self.owns_broker = owns_broker
         self._started = time.monotonic()
         self._draining = False
-        self._shutdown: anyio.Event | None = None
         # The open event streams: drain() ends each one cleanly (no shutdown watcher task per
         # stream), and closes its subscription.
         self._streams: dict[EventSourceResponse, Subscription] = {}
@@ -51,9 +50,7 @@ class HubState:
         self.guard = Guard(settings, broker.clock)
         # -- channels: the channel registry and its HTTP listeners (None when switched off)
         self.channels: HubChannels | None = (
-            HubChannels(settings, shutdown_event=self.shutdown_event, clock=broker.clock)
-            if settings.channels
-            else None
+            HubChannels(settings, clock=broker.clock) if settings.channels else None
         )
 
     @property
@@ -66,17 +63,6 @@ class HubState:
         """Seconds since the hub started."""
         return time.monotonic() - self._started
 
-    def shutdown_event(self) -> anyio.Event:
-        """Return the event every stream watches; it is set by :meth:`drain`.
-
-        Must be called from the event loop (the event is created on first use).
-        """
-        if self._shutdown is None:
-            self._shutdown = anyio.Event()
-            if self._draining:
-                self._shutdown.set()
-        return self._shutdown
-
     def drain(self) -> None:
         """Begin shutdown: ``/health`` answers 503 and every open stream ends cleanly.
 
@@ -84,8 +70,8 @@ class HubState:
         hook), before waiting for connections to close.
         """
         self._draining = True
-        if self._shutdown is not None:
-            self._shutdown.set()
+        if self.channels is not None:
+            self.channels.drain()
         for stream, subscription in list(self._streams.items()):
             _drain(stream, subscription)
 
