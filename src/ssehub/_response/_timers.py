@@ -25,7 +25,7 @@ __all__ = ["SLACK", "Alarm", "AlarmClock", "current_clock", "running_loop"]
 
 logger = logging.getLogger("ssehub.response")
 
-_SWEEP_MIN = 64  # stopped alarms tolerated in a heap before it is rebuilt without them
+_SWEEP_MIN = 64  # dead entries tolerated in a heap before it is rebuilt without them
 
 _TOLERANCE = 0.001
 """Seconds early an alarm may ring: the coarsest timer rounding of the supported loops."""
@@ -40,42 +40,43 @@ Far below what a ping (seconds) or a send timeout needs."""
 class Alarm:
     """One deadline of one stream, rung by its :class:`AlarmClock`.
 
-    Subclasses implement :meth:`ring`. An alarm sits in its clock's heap at most once, at
-    ``due``; :meth:`start` with a later time leaves it there (the next ring re-arms it),
-    and :meth:`stop` only marks it, so neither costs a heap operation in the common case.
+    Subclasses implement :meth:`ring`. An alarm has at most one live entry in its clock's heap,
+    at ``_at``; :meth:`start` with a later time leaves it there (the next ring answers the real
+    time), and :meth:`stop` only marks it, so neither costs a heap operation in the common case.
     """
 
-    __slots__ = ("_active", "_clock", "_due", "_queued")
+    __slots__ = ("_active", "_at", "_clock")
 
     def __init__(self, clock: AlarmClock) -> None:
         self._clock = clock
-        self._due = math.inf  # where the alarm sits in the heap (while _queued)
-        self._queued = False
+        self._at = math.inf  # the time of its live heap entry; inf: none
         self._active = False
 
     def __lt__(self, other: Alarm) -> bool:
-        # heapq orders by "<": the heap holds the alarms themselves, no (time, seq) tuples.
-        return self._due < other._due
+        # Heap entries are (time, alarm) tuples, compared in C on the time; only two alarms due
+        # at the very same time get here, and either order will do.
+        return False
 
     def start(self, due: float) -> None:
         """Ring at ``due`` (loop time), or up to the clock's slack later; :meth:`ring` is
         called then."""
         clock = self._clock
-        if not self._active and self._queued:
-            clock._dead -= 1  # stopped, still in the heap, and alive again
-        self._active = True
-        if not self._queued:
+        if not self._active:
+            self._active = True
+            if self._at != math.inf:
+                clock._dead -= 1  # stopped while queued: its entry is live again
+        if due < self._at:
+            if self._at != math.inf:
+                clock._dead += 1  # earlier than planned (a shutdown): the old entry is dead
             clock._push(self, due)
-        elif due < self._due:
-            clock._push_early(self, due)  # earlier than planned: rare (a shutdown)
 
     def stop(self) -> None:
         """Do not ring until the next :meth:`start`."""
-        clock = self._clock
-        if self._active and self._queued:
-            clock._dead += 1
-            clock._sweep()
-        self._active = False
+        if self._active:
+            self._active = False
+            if self._at != math.inf:
+                self._clock._dead += 1
+                self._clock._sweep()
 
     def ring(self, now: float) -> float | None:
         """Called at the alarm's time (``now``, loop time) while it is started.
@@ -96,69 +97,53 @@ class AlarmClock:
             by then in the same callback (see :data:`SLACK`).
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_at",
-        "_dead",
-        "_early",
-        "_handle",
-        "_heap",
-        "_loop",
-        "_seq",
-        "_slack",
-    )
+    __slots__ = ("__weakref__", "_armed", "_dead", "_handle", "_heap", "_loop", "_slack")
 
     def __init__(self, loop: Any, slack: float = 0.0) -> None:
         # Weakly: the clocks are kept in a weak dictionary keyed by their loop, and a strong
         # reference from the value would keep every loop (and its clock) alive forever.
         self._loop: Any = weakref.ref(loop)  # a reference, not a proxy: see _waiter.py
-        self._heap: list[Alarm] = []
-        # Alarms started earlier than where they sit in _heap, as (time, seq, alarm): taking
-        # one out of the middle of the heap would cost O(n) each, and a hub that drains ends
-        # every stream at once. The alarm stays in _heap too; whichever entry comes first
-        # rings it, and a ring that finds it stopped or not yet due does nothing wrong.
-        self._early: list[tuple[float, int, Alarm]] = []
-        self._seq = 0
-        # Stopped alarms still in _heap: a stream that ends leaves its alarm there until its
-        # old time (a ping an hour away); past half the heap they are swept out at once.
+        # (time, alarm) entries: an alarm started earlier than its entry gets a second one, and
+        # whichever comes first rings it; taking one out of the middle would cost O(n) each,
+        # and a hub that drains ends every stream at once.
+        self._heap: list[tuple[float, Alarm]] = []
+        # Dead entries (of stopped alarms, or superseded): a stream that ends leaves its entry
+        # until its old time (a ping an hour away); past half the heap they are swept out.
         self._dead = 0
         self._handle: weakref.ref[asyncio.TimerHandle] | None = None
-        self._at = math.inf  # the due time the handle serves (it fires _slack later)
+        self._armed = math.inf  # the due time the handle serves (it fires _slack later)
         self._slack = slack
 
     def __len__(self) -> int:
-        """Entries waiting for their time (stopped alarms included, until it comes)."""
-        return len(self._heap) + len(self._early)
+        """Entries waiting for their time (dead ones included, until it comes)."""
+        return len(self._heap)
 
     def _sweep(self) -> None:
         if self._dead >= _SWEEP_MIN and self._dead * 2 >= len(self._heap):
-            for alarm in self._heap:
-                alarm._queued = alarm._active
-            live = [alarm for alarm in self._heap if alarm._active]
+            live: list[tuple[float, Alarm]] = []
+            for entry in self._heap:
+                due, alarm = entry
+                if due == alarm._at:
+                    alarm._at = math.inf  # kept below if live; once only if it is twice
+                    if alarm._active:
+                        live.append(entry)
+            for due, alarm in live:
+                alarm._at = due
             heapq.heapify(live)
             self._heap = live
-            self._early = [entry for entry in self._early if entry[2]._active]
-            heapq.heapify(self._early)
             self._dead = 0
 
     def _push(self, alarm: Alarm, due: float) -> None:
-        alarm._due = due
-        alarm._queued = True
-        heapq.heappush(self._heap, alarm)
-        if due < self._at:
-            self._arm(due)
-
-    def _push_early(self, alarm: Alarm, due: float) -> None:
-        self._seq += 1
-        heapq.heappush(self._early, (due, self._seq, alarm))
-        if due < self._at:
+        alarm._at = due
+        heapq.heappush(self._heap, (due, alarm))
+        if due < self._armed:
             self._arm(due)
 
     def _arm(self, at: float) -> None:
         handle = self._handle() if self._handle is not None else None
         if handle is not None:
             handle.cancel()
-        self._at = at
+        self._armed = at
         # Weakly held: a handle references its loop, and a timer still pending when the loop
         # closes would otherwise keep the loop (the weak dictionary's key) alive for ever.
         loop = self._loop()
@@ -169,9 +154,7 @@ class AlarmClock:
 
     def _fire(self) -> None:
         self._handle = None
-        self._at = math.inf
-        heap = self._heap
-        early = self._early
+        self._armed = math.inf
         loop = self._loop()
         if loop is None:
             return
@@ -182,45 +165,34 @@ class AlarmClock:
         # early firing would otherwise re-arm at zero delay until the time really came); with
         # slack the timer fires well after the earliest due time anyway.
         limit = now if self._slack >= _TOLERANCE else now + _TOLERANCE
-        while early and early[0][0] <= limit:
-            self._ring(heapq.heappop(early)[2], now, limit, again)
-        while heap and heap[0]._due <= limit:
-            alarm = heapq.heappop(heap)
-            alarm._queued = False
-            if not alarm._active:
-                self._dead -= 1
-            self._ring(alarm, now, limit, again)
+        # self._heap each time: a ring that stops an alarm may sweep it into a new list.
+        while (heap := self._heap) and heap[0][0] <= limit:
+            due, alarm = heapq.heappop(heap)
+            if due != alarm._at or not alarm._active:
+                self._dead -= 1  # superseded by an earlier entry, or stopped
+                if due == alarm._at:
+                    alarm._at = math.inf
+                continue
+            alarm._at = math.inf
+            try:
+                later = alarm.ring(now)
+            except Exception:
+                # One stream's failure must not stop every other stream's alarms.
+                logger.exception("an alarm failed")
+                later = None
+            if later is None:
+                alarm._active = False
+            else:
+                # Re-armed after the loop: a ring answering a time already past would
+                # otherwise be popped again at once, forever.
+                again.append((alarm, max(later, limit)))
         for alarm, due in again:
-            if not alarm._queued:
-                self._push(alarm, due)
-            elif due < alarm._due:
-                self._push_early(alarm, due)
+            if alarm._active and due < alarm._at:
+                alarm.start(due)
         self._sweep()
-        heap = self._heap
-        early = self._early
-        first = min(heap[0]._due if heap else math.inf, early[0][0] if early else math.inf)
-        if first < self._at:
+        first = self._heap[0][0] if self._heap else math.inf
+        if first < self._armed:
             self._arm(first)
-
-    def _ring(
-        self, alarm: Alarm, now: float, limit: float, again: list[tuple[Alarm, float]]
-    ) -> None:
-        if not alarm._active:
-            return
-        try:
-            later = alarm.ring(now)
-        except Exception:
-            # One stream's failure must not stop every other stream's alarms.
-            logger.exception("an alarm failed")
-            later = None
-        if later is None:
-            alarm._active = False
-            if alarm._queued:
-                self._dead += 1  # rung from the early heap; its main entry is now dead
-        else:
-            # Re-armed after the loops: a ring answering a time already past would
-            # otherwise be popped again at once, forever.
-            again.append((alarm, max(later, limit)))
 
 
 # One clock per event loop (keyed by the asyncio loop or trio's token), freed with it.
