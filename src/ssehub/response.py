@@ -280,11 +280,12 @@ class EventSourceResponse(Response):
                 self._pump = pump
                 if _shutdown.register(self.shutdown):
                     self.shutdown()
+                event = self._shutdown_event
+                if event is not None and _shutdown.watch(event, self.shutdown):
+                    self.shutdown()
                 try:
                     async with DisconnectWatch(receive, self._client_left):
-                        if outbox is None and (
-                            self.data_sender_callable is None and self._shutdown_event is None
-                        ):
+                        if outbox is None and self.data_sender_callable is None:
                             # A frame source alone (a broker subscription): no task of its own.
                             await pump.run(self._start_message(), self._opening())
                         else:
@@ -301,8 +302,6 @@ class EventSourceResponse(Response):
                                     )
                                 if self.data_sender_callable is not None:
                                     group.start_soon(self.data_sender_callable)
-                                if self._shutdown_event is not None:
-                                    group.start_soon(self._watch_shutdown_event)
                                 await pump.run(self._start_message(), self._opening())
                                 group.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
@@ -322,6 +321,8 @@ class EventSourceResponse(Response):
                     raise
                 finally:
                     _shutdown.unregister(self.shutdown)
+                    if event is not None:
+                        _shutdown.unwatch(event, self.shutdown)
                     self._pump = None
                     self.active = False
             # Raised here, inside the note-adding handler below: a method of their own would be
@@ -383,11 +384,6 @@ class EventSourceResponse(Response):
         if (pump := self._pump) is not None:
             logger.debug("shutdown requested; ending the stream")
             pump.end_after(self._shutdown_grace_period if grace is None else grace)
-
-    async def _watch_shutdown_event(self) -> None:
-        assert self._shutdown_event is not None
-        await self._shutdown_event.wait()
-        self.shutdown()
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -57,6 +58,55 @@ def _bearer(claims: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", b"Bearer " + jwt.encode(claims, KEY, algorithm="HS256").encode())]
 
 
+async def measure_idle_streams(
+    app: Any, scope: Callable[[], dict[str, Any]], count: int, warm_up: int = 50
+) -> tuple[float, float]:
+    """Open ``warm_up`` idle streams (first-use caches: regexes, header tables, the loop's
+    alarm clock), then ``count`` more, each on ``scope()``; return the Python memory
+    (tracemalloc) and the tasks that each of the ``count`` holds."""
+    opened = 0
+    target = 0
+    all_open = anyio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal opened
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
+        if message["type"] == "http.response.body" and message["body"].startswith(b": ok"):
+            opened += 1
+            if opened == target:
+                all_open.set()
+
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        raise AssertionError
+
+    async def open_streams(number: int) -> None:
+        nonlocal target, all_open
+        target += number
+        all_open = anyio.Event()
+        for _ in range(number):
+            group.start_soon(app, scope(), receive, send)
+        with anyio.fail_after(60):
+            await all_open.wait()
+        await anyio.wait_all_tasks_blocked()
+        gc.collect()
+
+    async with anyio.create_task_group() as group:
+        await open_streams(warm_up)
+        tasks_before = len(anyio.get_running_tasks())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await open_streams(count)
+            per_stream = (tracemalloc.get_traced_memory()[0] - before) / count
+        finally:
+            tracemalloc.stop()
+        tasks_per_stream = (len(anyio.get_running_tasks()) - tasks_before) / count
+        group.cancel_scope.cancel()
+    return per_stream, tasks_per_stream
+
+
 @pytest.mark.parametrize(
     ("path", "headers", "budget"),
     [
@@ -86,53 +136,14 @@ async def test_an_idle_hub_stream_stays_within_its_memory_and_task_budget(
         mercure_topics=("*",) if headers else (),
     )
     app = create_app(settings)
-    opened = 0
-    all_open = anyio.Event()
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal opened
-        if message["type"] == "http.response.start":
-            assert message["status"] == 200
-        if message["type"] == "http.response.body" and message["body"].startswith(b": ok"):
-            opened += 1
-            if opened == target:
-                all_open.set()
-
-    async def receive() -> dict[str, Any]:
-        await anyio.sleep_forever()
-        raise AssertionError
 
     def scope() -> dict[str, Any]:
         scope = http_scope(path, query_string=b"topic=idle")
         scope["headers"] = [*scope["headers"], *headers]
         return scope
 
-    async with app.router.lifespan_context(app), anyio.create_task_group() as group:
-        # Warm up: first-use caches (regexes, header tables, the loop's alarm clock).
-        target = 50
-        for _ in range(target):
-            group.start_soon(app, scope(), receive, send)
-        with anyio.fail_after(30):
-            await all_open.wait()
-        await anyio.wait_all_tasks_blocked()
-        gc.collect()
-        tasks_before = len(anyio.get_running_tasks())
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            all_open = anyio.Event()
-            target = 50 + STREAMS
-            for _ in range(STREAMS):
-                group.start_soon(app, scope(), receive, send)
-            with anyio.fail_after(60):
-                await all_open.wait()
-            await anyio.wait_all_tasks_blocked()
-            gc.collect()
-            per_stream = (tracemalloc.get_traced_memory()[0] - before) / STREAMS
-        finally:
-            tracemalloc.stop()
-        tasks_per_stream = (len(anyio.get_running_tasks()) - tasks_before) / STREAMS
-        group.cancel_scope.cancel()
+    async with app.router.lifespan_context(app):
+        per_stream, tasks_per_stream = await measure_idle_streams(app, scope, STREAMS)
     assert tasks_per_stream == TASKS_PER_STREAM
     assert per_stream <= budget, f"{per_stream:.0f} bytes per idle stream"
 
@@ -156,49 +167,17 @@ async def test_an_idle_channel_listener_stream_has_no_timer_or_watcher_task() ->
     )
     credential = _bearer({"ssehub": {"subscribe": ["*"], "publish": ["*"]}})
     app = create_app(settings)
-    opened = 0
-    target = 0
-    all_open = anyio.Event()
 
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal opened
-        if message["type"] == "http.response.start":
-            assert message["status"] == 200
-        if message["type"] == "http.response.body" and message["body"].startswith(b": ok"):
-            opened += 1
-            if opened == target:
-                all_open.set()
+    def scope() -> dict[str, Any]:
+        listener = app.state.hub.channels.registry.get("c").add_listener()
+        scope = http_scope(f"/channels/c/listeners/{listener.id}/events")
+        scope["headers"] = [*scope["headers"], *credential]
+        return scope
 
-    async def receive() -> dict[str, Any]:
-        await anyio.sleep_forever()
-        raise AssertionError
-
-    async def open_streams(count: int) -> None:
-        nonlocal target, all_open
-        target += count
-        all_open = anyio.Event()
-        for _ in range(count):
-            listener = app.state.hub.channels.registry.get("c").add_listener()
-            scope = http_scope(f"/channels/c/listeners/{listener.id}/events")
-            scope["headers"] = [*scope["headers"], *credential]
-            group.start_soon(app, scope, receive, send)
-        with anyio.fail_after(60):
-            await all_open.wait()
-        await anyio.wait_all_tasks_blocked()
-        gc.collect()
-
-    async with app.router.lifespan_context(app), anyio.create_task_group() as group:
+    async with app.router.lifespan_context(app):
         await app.state.hub.channels.registry.create("c")
-        await open_streams(20)  # warm up
-        tasks_before = len(anyio.get_running_tasks())
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            await open_streams(CHANNEL_STREAMS)
-            per_stream = (tracemalloc.get_traced_memory()[0] - before) / CHANNEL_STREAMS
-        finally:
-            tracemalloc.stop()
-        tasks_per_stream = (len(anyio.get_running_tasks()) - tasks_before) / CHANNEL_STREAMS
-        group.cancel_scope.cancel()
+        per_stream, tasks_per_stream = await measure_idle_streams(
+            app, scope, CHANNEL_STREAMS, warm_up=20
+        )
     assert tasks_per_stream == CHANNEL_TASKS_PER_STREAM
     assert per_stream <= CHANNEL_BUDGET_BYTES, f"{per_stream:.0f} bytes per idle stream"

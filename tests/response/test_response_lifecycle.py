@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ssehub import SendTimeoutError, ServerSentEvent
+from ssehub._response import _shutdown
+from ssehub._response._timers import current_clock
 from ssehub.response import EventSourceResponse
 from ssehub.testing import http_scope, stream_asgi
 
@@ -451,3 +453,77 @@ async def test_shutdown_with_a_frozen_client_respects_a_shorter_send_timeout() -
     with anyio.fail_after(5):
         await run_until_blocked_then_shut_down(response, client, shutdown)
     assert client.bodies[-1] == (b"", False)
+
+
+async def test_streams_sharing_a_shutdown_event_share_one_watch_task() -> None:
+    # sse-starlette's idiom: one app-wide event for every stream. It is watched by one task per
+    # event loop, not one per stream, and setting it ends every stream cleanly.
+    shutdown = anyio.Event()
+    count = 50
+    opened = 0
+    all_open = anyio.Event()
+    ends: list[bytes] = []
+
+    async def gen() -> AsyncIterator[str]:
+        yield "hello"
+        await anyio.sleep_forever()
+        yield "never"
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal opened
+        if message["type"] != "http.response.body":
+            return
+        if message["body"] == b"data: hello\n\n":
+            opened += 1
+            if opened == count:
+                all_open.set()
+        if not message.get("more_body", False):
+            ends.append(message["body"])
+
+    current_clock()  # the loop's one timer (a task under trio) is not per stream
+    baseline = len(anyio.get_running_tasks())
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for _ in range(count):
+                response = EventSourceResponse(gen(), shutdown_event=shutdown, ping=0)
+                group.start_soon(response, http_scope("/"), never_receive, send)
+            await all_open.wait()
+            await anyio.wait_all_tasks_blocked()
+            # Per stream: the task calling it, its disconnect watch, its producer; one watch.
+            assert len(anyio.get_running_tasks()) - baseline == 3 * count + 1
+            shutdown.set()
+        assert ends == [b""] * count  # every stream ended with a clean, empty final body
+        await anyio.wait_all_tasks_blocked()
+        assert len(anyio.get_running_tasks()) == baseline
+
+
+async def test_the_watch_of_a_shutdown_event_ends_with_the_last_stream() -> None:
+    # Streams that end otherwise (here their content ends) take the event's task with them.
+    shutdown = anyio.Event()
+    current_clock()
+    baseline = len(anyio.get_running_tasks())
+    with anyio.fail_after(5):
+        for content in (["a"], ["b", "c"]):
+            response = EventSourceResponse(content, shutdown_event=shutdown, ping=0)
+            async with stream_asgi(response) as stream:
+                await stream.read_all()
+                assert stream.complete
+        await anyio.wait_all_tasks_blocked()
+    assert len(anyio.get_running_tasks()) == baseline
+    assert not _shutdown._registry().events
+
+
+async def test_a_stream_starting_after_its_shutdown_event_was_set_ends_at_once() -> None:
+    shutdown = anyio.Event()
+    shutdown.set()
+
+    async def gen() -> AsyncIterator[str]:
+        await anyio.sleep_forever()
+        yield "never"
+
+    response = EventSourceResponse(gen(), shutdown_event=shutdown, ping=0)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert await stream.read_all() == b": ok\n\n"  # the opening comment, then the end
+            assert stream.complete
+    assert not _shutdown._registry().events

@@ -7,6 +7,9 @@ registry (no task per stream), and a handler chained in front of the process's P
 and SIGTERM handlers ends them all, then calls the previous handler unchanged
 (docs/ARCHITECTURE.md, "Signals"; docs/response.md for what it gives under each server).
 :func:`drain_streams` also waits for the streams to end (for a lifespan's shutdown).
+
+A ``shutdown_event`` given to several responses is watched by one task per event loop, not
+one per stream (:func:`watch`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import anyio
 import anyio.lowlevel
 
 from .._waiter import wait_shielded
+from ._timers import running_loop
 
-__all__ = ["drain_streams", "register", "shutdown_streams", "unregister"]
+__all__ = ["drain_streams", "register", "shutdown_streams", "unregister", "unwatch", "watch"]
 
 logger = logging.getLogger("ssehub.response")
 
@@ -34,14 +38,16 @@ Callback = Callable[[], object]
 
 
 class _Registry:
-    """The streams of one event loop, and whether its shutdown was requested."""
+    """The streams of one event loop, whether its shutdown was requested, and the shutdown
+    events its streams watch."""
 
-    __slots__ = ("ended", "requested", "streams")
+    __slots__ = ("ended", "events", "requested", "streams")
 
     def __init__(self) -> None:
         self.streams: dict[Callback, None] = {}
         self.requested = False
         self.ended: anyio.Event | None = None  # while drain_streams() waits for the last one
+        self.events: dict[anyio.Event, _EventWatch] = {}
 
     def trigger(self) -> None:
         self.requested = True
@@ -50,6 +56,44 @@ class _Registry:
                 callback()
             except Exception:  # noqa: PERF203 - one stream must not stop the others
                 logger.exception("ending a stream for the shutdown failed")
+
+
+class _EventWatch:
+    """The one task that waits for a shared ``shutdown_event`` on an event loop and then ends
+    every stream watching it; cancelled when the last stream stops watching first.
+
+    A bare task under asyncio (``loop.create_task``), a system task under trio, as the alarm
+    clock's timer: it serves streams of many requests, so no request's task group can own it.
+    """
+
+    __slots__ = ("callbacks", "event", "scope", "task")
+
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
+        self.callbacks: dict[Callback, None] = {}
+        self.scope: anyio.CancelScope | None = None
+        self.task: object = None  # the asyncio task (the loop keeps only a weak reference)
+
+    def start(self) -> None:
+        loop = running_loop()
+        if loop is not None:
+            self.task = loop.create_task(self._run())
+        else:
+            import trio  # only reached under trio
+
+            trio.lowlevel.spawn_system_task(self._run, name="ssehub shutdown_event watch")
+
+    async def _run(self) -> None:
+        if not self.callbacks:
+            return  # every stream stopped watching before this task ran: nothing to cancel
+        with anyio.CancelScope() as self.scope:
+            await self.event.wait()
+            for callback in list(self.callbacks):
+                try:
+                    callback()
+                except Exception:  # noqa: PERF203 - one stream must not stop the others
+                    logger.exception("ending a stream for its shutdown_event failed")
+        self.scope = self.task = None
 
 
 # One registry per event loop (the asyncio loop, or trio's token), freed with it.
@@ -92,6 +136,37 @@ def unregister(callback: Callback) -> None:
         registry.streams for registry in list(_registries.values())
     ):
         _unchain_signals()
+
+
+def watch(event: anyio.Event, callback: Callback) -> bool:
+    """Call ``callback`` once ``event`` is set; one task per event loop waits for each event.
+
+    Returns:
+        ``True`` if ``event`` is set already: the caller must end at once (nothing is
+        registered then, and :func:`unwatch` is harmless).
+    """
+    if event.is_set():
+        return True
+    events = _registry().events
+    watch = events.get(event)
+    if watch is None:
+        watch = events[event] = _EventWatch(event)
+        watch.start()
+    watch.callbacks[callback] = None
+    return False
+
+
+def unwatch(event: anyio.Event, callback: Callback) -> None:
+    """Forget ``callback`` (its stream has ended); the last one stops the event's task."""
+    registry = _registries.get(anyio.lowlevel.current_token().native_token)
+    watch = None if registry is None else registry.events.get(event)
+    if registry is None or watch is None:
+        return
+    watch.callbacks.pop(callback, None)
+    if not watch.callbacks:
+        del registry.events[event]
+        if watch.scope is not None:
+            watch.scope.cancel()
 
 
 def shutdown_streams() -> None:
