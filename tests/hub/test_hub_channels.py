@@ -416,3 +416,16 @@ async def test_the_hub_drain_ends_listener_streams_cleanly_and_keeps_the_listene
             assert stream.status_code == 200
             await stream.events().rest()
             assert stream.complete
+
+
+async def test_lingering_listeners_are_freed_when_the_channels_close() -> None:
+    gc.collect()
+    listeners_before = sum(isinstance(o, Listener) for o in gc.get_objects())
+    async with running_hub(HubSettings(ping=3600)) as app, client_for(app) as http:
+        for _ in range(3):
+            await make_listener(http)  # each waits for a client, with its linger timer
+        assert channels_of(app).lingering() == 3
+    # The app (and its channels) outlive their lifespan; what they timed must not.
+    gc.collect()
+    assert channels_of(app).lingering() == 0
+    assert sum(isinstance(o, Listener) for o in gc.get_objects()) == listeners_before

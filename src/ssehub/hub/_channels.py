@@ -135,6 +135,9 @@ class HubChannels:
         try:
             await task_group.__aexit__(exc_type, exc, tb)
         finally:
+            # The heap's callbacks reference channels and listeners: free them with the timers.
+            for timer in self._timers.values():
+                self._deadlines.cancel(timer)
             self._timers.clear()
             await self.registry.__aexit__(exc_type, exc, tb)
         return None
