@@ -278,12 +278,12 @@ class EventSourceResponse(Response):
                 await pump.run(self._start_message(), [])
             else:
                 self._pump = pump
-                if _shutdown.register(self.shutdown):
-                    self.shutdown()
                 event = self._shutdown_event
-                if event is not None and _shutdown.watch(event, self.shutdown):
-                    self.shutdown()
                 try:
+                    if _shutdown.register(self.shutdown):
+                        self.shutdown()
+                    if event is not None and _shutdown.watch(event, self.shutdown):
+                        self.shutdown()
                     async with DisconnectWatch(receive, self._client_left):
                         if outbox is None and self.data_sender_callable is None:
                             # A frame source alone (a broker subscription): no task of its own.

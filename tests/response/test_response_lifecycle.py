@@ -527,3 +527,23 @@ async def test_a_stream_starting_after_its_shutdown_event_was_set_ends_at_once()
             assert await stream.read_all() == b": ok\n\n"  # the opening comment, then the end
             assert stream.complete
     assert not _shutdown._registry().events
+
+
+async def test_the_first_watcher_of_a_shutdown_event_is_registered_before_its_task_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: with an eager task factory (Python 3.12+) the watch task runs inside
+    # create_task; it must find its first stream there, or it ends and the event is lost.
+    seen: list[int] = []
+    start = _shutdown._EventWatch.start
+
+    def checked_start(watch: Any) -> None:
+        seen.append(len(watch.callbacks))
+        start(watch)
+
+    monkeypatch.setattr(_shutdown._EventWatch, "start", checked_start)
+    shutdown = anyio.Event()
+    assert not _shutdown.watch(shutdown, print)
+    assert seen == [1]
+    _shutdown.unwatch(shutdown, print)
+    assert not _shutdown._registry().events

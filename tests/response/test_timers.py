@@ -432,3 +432,27 @@ async def test_a_cut_that_never_lands_is_not_reported_as_a_timeout(anyio_backend
     assert pump.sent_final
     assert not pump.timed_out
     assert not pump.cut
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["stops", "raises"])
+def test_a_ring_that_restarts_its_alarm_and_then_stops_leaves_the_count_exact(
+    fails: bool,
+) -> None:
+    # Found by review: the entry such a ring adds is dead once the ring stops the alarm; left
+    # uncounted, the dead count went negative and the sweep never ran again.
+    loop, clock, _rings = _clock()
+
+    class Restarting(Alarm):
+        def ring(self, now: float) -> float | None:
+            self.start(now + 10)
+            if fails:
+                raise RuntimeError("boom")
+            return None
+
+    alarm = Restarting(clock)
+    alarm.start(101.0)
+    for _ in range(200):
+        loop.fire()
+        alarm.start(loop.now + 1)
+    live = 1 if alarm._active and alarm._at != math.inf else 0  # its entry at alarm._at
+    assert clock._dead == len(clock) - live

@@ -14,6 +14,7 @@ one per stream (:func:`watch`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import signal
 import threading
@@ -77,7 +78,9 @@ class _EventWatch:
     def start(self) -> None:
         loop = running_loop()
         if loop is not None:
-            self.task = loop.create_task(self._run())
+            # In an empty context, not a copy of the request's that happened to start it: the
+            # task may outlive that request by hours.
+            self.task = contextvars.Context().run(loop.create_task, self._run())
         else:
             import trio  # only reached under trio
 
@@ -151,8 +154,10 @@ def watch(event: anyio.Event, callback: Callback) -> bool:
     watch = events.get(event)
     if watch is None:
         watch = events[event] = _EventWatch(event)
+        watch.callbacks[callback] = None  # first: an eager task factory runs the task at once
         watch.start()
-    watch.callbacks[callback] = None
+    else:
+        watch.callbacks[callback] = None
     return False
 
 

@@ -79,7 +79,8 @@ class Alarm:
                 self._clock._sweep()
 
     def ring(self, now: float) -> float | None:
-        """Called at the alarm's time (``now``, loop time) while it is started.
+        """Called at the alarm's time (``now``, loop time) while it is started. To move its own
+        deadline, a ring returns the new time rather than calling :meth:`start`.
 
         Returns:
             A later time to be rung again at (the deadline has moved), or ``None`` to stop.
@@ -124,7 +125,8 @@ class AlarmClock:
             for entry in self._heap:
                 due, alarm = entry
                 if due == alarm._at:
-                    alarm._at = math.inf  # kept below if live; once only if it is twice
+                    alarm._at = math.inf  # restored below if live (an alarm with two entries
+                    # at the same time keeps one)
                     if alarm._active:
                         live.append(entry)
             for due, alarm in live:
@@ -181,7 +183,7 @@ class AlarmClock:
                 logger.exception("an alarm failed")
                 later = None
             if later is None:
-                alarm._active = False
+                alarm.stop()  # counts the entry its own ring may have added as dead
             else:
                 # Re-armed after the loop: a ring answering a time already past would
                 # otherwise be popped again at once, forever.

@@ -1,7 +1,7 @@
 """What the broker holds of a subscription: its queue, overflow policy, resume handover, counters.
 
 A :class:`~ssehub.broker.Subscription` is the consumer's handle on one :class:`SubscriptionState`,
-which is itself a weak reference to the handle. The broker (registry, fan-out, age reaper) holds
+which is itself a weak reference to the handle. The broker (registry, fan-out, deadlines) holds
 only states, so a handle dropped without ``close()`` is garbage collected, and the weak
 reference's callback (the broker's ``Releaser``) has the broker end the state with
 :attr:`EndReason.ABANDONED`. Everything here runs on the broker's event loop thread; only that

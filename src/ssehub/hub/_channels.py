@@ -9,8 +9,8 @@ error is the hub's JSON error (404 ``unknown_channel`` / ``unknown_listener`` fo
 A listener created over HTTP belongs to its HTTP clients: when its stream's client goes away the
 listener is kept for ``listener_linger`` seconds, so an ``EventSource`` that reconnects resumes
 with ``Last-Event-ID``, and is then removed. A listener no client ever connects to is removed
-the same way. Those timers, and the expiry of a stream's token, are calls on one
-:class:`~ssehub._deadlines.Deadlines` task on the broker's clock: no task per listener or
+the same way. Those timers, and the expiry of a stream's token, are calls on the channels' one
+:class:`~ssehub._deadlines.Deadlines` task, on the broker's clock: no task per listener or
 stream, no polling. The hub's drain ends every open listener stream (no watcher per stream).
 
 Each handler is one uniform shape, ``_handle(request, operation)``, so middleware or per-route
@@ -441,8 +441,9 @@ class _ListenerStream(EventSourceResponse):
 
     def _expired(self) -> None:
         # Ends it as a shutdown does (no cancellation in the middle of a send). The call runs
-        # on the deadline task, never before the stream runs: super().__call__ sets the stream
-        # up before its first checkpoint.
+        # on the deadline task, never before the stream runs: for generator content (a
+        # listener's message stream, never a frame source with a prepare() to await),
+        # super().__call__ sets the stream up before its first checkpoint.
         logger.info("ended a listener stream: its token expired")
         self.shutdown()
 

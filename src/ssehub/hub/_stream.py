@@ -33,8 +33,8 @@ class HubStream:
 
     A frozen client ends the stream quietly: a send timeout is the expected fate of a dead
     connection, not an app error. A credential with an expiry ends the stream then: the
-    subscription was opened with ``expires_at`` (no task per stream: the broker's reaper ends
-    it, and the response then ends the body cleanly).
+    subscription was opened with ``expires_at`` (no task per stream: the broker's deadline task
+    ends it, and the response then ends the body cleanly).
     """
 
     __slots__ = ("_hub", "_lease", "_response", "_subscription")
