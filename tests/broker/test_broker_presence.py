@@ -258,14 +258,14 @@ async def test_a_nan_expiry_is_refused_and_nothing_is_registered() -> None:
         assert broker.subscriber_count() == 0
 
 
-async def test_subscriptions_closed_before_their_expiry_leave_the_reaper() -> None:
+async def test_subscriptions_closed_before_their_expiry_leave_the_deadline_heap() -> None:
     clock = ManualClock()
     async with Broker(clock=clock) as broker:
         deadlines = broker._deadlines
         for _ in range(3000):
             broker.subscribe("t", expires_at=3600.0).close()
         kept = broker.subscribe("t", expires_at=3600.0)
-        # Dead entries are dropped once they are most of the heap, not kept until 3600.
+        # Cancelled entries are swept once they are half the heap, not kept until 3600.
         assert len(deadlines) < 2100
         clock.advance(3600)
         await _settle()
