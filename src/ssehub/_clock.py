@@ -64,8 +64,14 @@ class ManualClock:
             await anyio.lowlevel.checkpoint()
             return
         event = anyio.Event()
-        heapq.heappush(self._sleepers, (deadline, next(self._counter), event))
-        await event.wait()
+        entry = (deadline, next(self._counter), event)
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():  # cancelled: no longer a sleeper
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every sleeper whose deadline has passed."""

@@ -483,3 +483,40 @@ async def test_a_resume_joins_a_shared_read_only_if_it_misses_nothing(prefix: st
         assert got == [second.id]
         got = [item.id for item in a.receive_nowait() if isinstance(item, StoredEvent)]
         assert got == [second.id]
+
+
+@pytest.mark.anyio
+async def test_a_publish_waiting_for_the_reader_returns_when_the_broker_closes(
+    prefix: str,
+) -> None:
+    # The reader stops with the broker: a publisher waiting for it to deliver its event
+    # (stored already) returns at once, not after socket_timeout (here 30 s).
+    redis_backend = backend(prefix, socket_timeout=30)
+    reader = redis_backend._reader
+    real_delivered = reader.delivered
+    waiting = anyio.Event()
+    returned = anyio.Event()
+    outcome: list[StoredEvent] = []
+
+    async def stalled_read() -> None:
+        await anyio.sleep_forever()  # a reader that never gets to this publish's event
+
+    async def delivered(position: Any) -> None:
+        waiting.set()
+        await real_delivered(position)
+
+    reader._read_batch = stalled_read  # type: ignore[method-assign]
+    reader.delivered = delivered  # type: ignore[method-assign]
+
+    async def publish(broker: Broker) -> None:
+        outcome.append(await broker.publish("t", "x"))
+        returned.set()
+
+    async with anyio.create_task_group() as group:
+        async with Broker(redis_backend) as broker:
+            group.start_soon(publish, broker)
+            with anyio.fail_after(5):
+                await waiting.wait()
+        with anyio.fail_after(5):
+            await returned.wait()
+    assert outcome[0].event.data == "x"

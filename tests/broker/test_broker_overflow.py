@@ -150,3 +150,39 @@ async def test_statistics_peak_and_delivered() -> None:
         await sub.aclose()
         await other.aclose()
         assert broker.statistics()[:8] == BrokerStatistics(0, 0, 5, 4, 0, 0)[:8]
+
+
+async def test_drop_oldest_before_the_replay_reports_no_gap_the_replay_filled() -> None:
+    # Events dropped from the live queue while the Last-Event-ID replay was still to be fetched
+    # are in the replay: the consumer gets them all and no Dropped notice.
+    async with Broker(queue_size=2, overflow="drop_oldest") as broker:
+        first = await broker.publish("t", "e0")
+        sub = broker.subscribe("t", last_event_id=first.id)
+        stored = [await broker.publish("t", f"e{i}") for i in range(1, 6)]
+        await sub.prepare()
+        with anyio.fail_after(5):
+            assert await sub.receive() == stored
+        assert sub.statistics() == SubscriptionStatistics(0, 2, 0, 5)
+        assert broker.statistics().dropped == 0
+
+
+async def test_drop_oldest_after_the_replay_still_reports_the_gap() -> None:
+    async with Broker(queue_size=2, overflow="drop_oldest") as broker:
+        first = await broker.publish("t", "e0")
+        sub = broker.subscribe("t", last_event_id=first.id)
+        await sub.prepare()
+        stored = [await broker.publish("t", f"e{i}") for i in range(1, 6)]
+        with anyio.fail_after(5):
+            assert await sub.receive() == [Dropped(3), *stored[3:]]
+        assert broker.statistics().dropped == 3
+
+
+async def test_closing_an_unprepared_resume_counts_nothing_dropped() -> None:
+    # Its client resumes from the same id again: nothing was lost, only not yet delivered.
+    async with Broker() as broker:
+        first = await broker.publish("t", "e0")
+        sub = broker.subscribe("t", last_event_id=first.id)
+        await broker.publish("t", "e1")
+        sub.close()
+        assert sub.statistics().dropped == 0
+        assert broker.statistics().dropped == 0

@@ -224,3 +224,87 @@ def test_overflow_policy_accepts_names() -> None:
     assert OverflowPolicy.parse("drop-oldest") is OverflowPolicy.DROP_OLDEST
     assert OverflowPolicy.parse("BLOCK") is OverflowPolicy.BLOCK
     assert Broker(overflow="drop_oldest").overflow is OverflowPolicy.DROP_OLDEST
+
+
+@pytest.mark.parametrize("many", [False, True])
+async def test_cancelled_publish_stores_nothing(many: bool) -> None:
+    # trio's rule: a call that raised Cancelled did nothing, so a retry cannot duplicate it.
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            if many:
+                await broker.publish_many([Publication("t", "x")])
+            else:
+                await broker.publish("t", "x")
+        assert scope.cancelled_caught
+        assert sub.receive_nowait() == []
+        assert await broker.backend.history_sizes(["t"]) == {"t": 0}
+        assert broker.statistics().published == 0
+
+
+async def test_publish_that_stored_returns_even_if_cancelled_meanwhile() -> None:
+    # The scope is cancelled by a subscriber's callback during the fan-out: the event is stored
+    # and delivered, so publish returns it rather than raise Cancelled.
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.CancelScope() as scope:
+            sub.on_ready(scope.cancel)
+            stored = await broker.publish("t", "x")
+        assert not scope.cancelled_caught
+        assert sub.receive_nowait() == [stored]
+
+
+async def test_on_ready_callback_that_closes_subscriptions_spares_the_fanout() -> None:
+    async with Broker() as broker:
+        first = broker.subscribe("t")
+        first.on_ready(first.close)  # "one event is enough"
+        second = broker.subscribe("t")
+        third = broker.subscribe("t")
+        second.on_ready(third.close)  # closes one the fan-out has not reached yet
+        stored = await broker.publish("t", "x")
+        assert first.closed
+        assert third.closed
+        assert first.receive_nowait() == [stored]
+        assert second.receive_nowait() == [stored]
+        assert broker.statistics().subscribers == 1
+
+
+async def test_on_ready_callback_that_raises_is_logged_and_spares_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fail() -> None:
+        raise RuntimeError("consumer bug")
+
+    async with Broker() as broker:
+        first = broker.subscribe("t")
+        first.on_ready(fail)
+        second = broker.subscribe("t")
+        stored = await broker.publish("t", "x")
+        assert second.receive_nowait() == [stored]
+        assert first.receive_nowait() == [stored]
+    assert "on_ready callback failed" in caplog.text
+
+
+async def test_visible_that_raises_withholds_the_event_and_spares_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fail(event: StoredEvent) -> bool:
+        raise KeyError("grant lookup failed")
+
+    async with Broker() as broker:
+        start = await broker.publish("t", "start")
+        before = await broker.publish("t", "before", private=True)
+        after = await broker.publish("t", "after")
+        hidden = broker.subscribe("t", visible=fail)
+        other = broker.subscribe("t")
+        resuming = broker.subscribe("t", last_event_id=start.id, visible=fail)
+        stored = await broker.publish("t", "secret", private=True)
+        assert other.receive_nowait() == [stored]
+        assert hidden.receive_nowait() == []
+        await resuming.prepare()  # the replay is filtered with the same guard
+        assert resuming.receive_nowait() == [after]
+        assert before.private
+        public = await broker.publish("t", "public")
+        assert hidden.receive_nowait() == [public]
+    assert "visible() failed" in caplog.text

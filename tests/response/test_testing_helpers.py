@@ -118,3 +118,25 @@ def test_http_scope_splits_a_query_off_the_path() -> None:
     )
     with pytest.raises(ValueError, match="not both"):
         http_scope("/events?topic=a", query_string="topic=b")
+
+
+async def test_manual_clock_forgets_a_cancelled_sleeper() -> None:
+    clock = ManualClock()
+    woken: list[float] = []
+
+    async def sleep(until: float) -> None:
+        await clock.sleep_until(until)
+        woken.append(until)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(sleep, 5.0)
+        await anyio.wait_all_tasks_blocked()
+        assert clock.sleepers == 1
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(sleep, 3.0)
+            await anyio.wait_all_tasks_blocked()
+            assert clock.sleepers == 2
+            inner.cancel_scope.cancel()
+        assert clock.sleepers == 1  # the cancelled one no longer counts
+        clock.advance(5)
+    assert woken == [5.0]

@@ -141,7 +141,7 @@ class LogReader:
                 if self.connected:
                     logger.warning("lost Redis; reconnecting (last id %s): %s", self.last_id, exc)
                 self.connected = False
-                self._release_waiters()
+                self.release_waiters()
                 recovering = True
                 # Not the broker's clock: a manual clock that only ages history would stall the
                 # reader here forever (the cause of a hang when a test drove history by hand).
@@ -178,7 +178,7 @@ class LogReader:
             while waiters and waiters[0][0] <= last:
                 heapq.heappop(waiters)[2].set()
 
-    def _release_waiters(self) -> None:
+    def release_waiters(self) -> None:
         """Let every publisher waiting for the reader go (see :meth:`delivered`)."""
         while self._waiters:
             heapq.heappop(self._waiters)[2].set()
@@ -204,6 +204,6 @@ class LogReader:
             # (field ``p``), so an empty data set (``epoch`` None) is not mistaken again later.
             logger.warning("Redis lost its data (restart without persistence, or a flush)")
             self.last_id = "0-0"
-            self._release_waiters()  # their positions belong to the lost data set
+            self.release_waiters()  # their positions belong to the lost data set
             self.epoch = epoch
         del last

@@ -362,6 +362,7 @@ class RedisBackend:
         reader = self._reader
         reader.sink = None
         reader.connected = False
+        reader.release_waiters()  # publishers waiting for the reader: it reads no more
         for client in (reader.client, self._client):
             if client is not None:
                 await client.aclose()

@@ -189,8 +189,9 @@ class Fanout:
 def _push(stored: StoredEvent, sources: list[dict[SubscriptionState, None]]) -> None:
     """Queue ``stored`` on each subscriber of ``sources`` once; shed those that are full."""
     shed: list[SubscriptionState] | None = None
+    # Over copies: a consumer's on_ready callback may close a subscription or open one.
     if len(sources) == 1:  # one set of subscribers (the common case): nobody is reached twice
-        for subscription in sources[0]:
+        for subscription in tuple(sources[0]):
             if not subscription._push(stored):
                 if shed is None:
                     shed = []
@@ -198,7 +199,7 @@ def _push(stored: StoredEvent, sources: list[dict[SubscriptionState, None]]) -> 
     else:
         seen: set[SubscriptionState] = set()
         for targets in sources:
-            for subscription in targets:
+            for subscription in tuple(targets):
                 if subscription in seen:
                     continue
                 seen.add(subscription)

@@ -25,6 +25,7 @@ twice even with an asynchronous backend (docs/ARCHITECTURE.md, "Resume and repla
 from __future__ import annotations
 
 import enum
+import logging
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from .subscription import Subscription
 
 __all__ = ["EndReason", "Item", "SubscriptionState"]
+
+logger = logging.getLogger("ssehub.broker")
 
 Item = StoredEvent | Reset | Dropped
 """What a subscription yields: events, and the broker's notices."""
@@ -85,6 +88,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         "_delivered",
         "_dropped",
         "_dropped_pending",
+        "_dropped_upto",
         "_end_reason",
         "_floor",
         "_maxsize",
@@ -142,6 +146,7 @@ class SubscriptionState(weakref.ref["Subscription"]):
         self._replay: Sequence[StoredEvent] = ()
         self._floor: Position | None = None  # live events at or below it were replayed
         self._dropped_pending = 0
+        self._dropped_upto: Position | None = None  # newest event dropped before the replay
         self._visible = visible  # private events it refuses are never queued, replayed, counted
         self._peak = 0
         self._dropped = 0
@@ -163,10 +168,8 @@ class SubscriptionState(weakref.ref["Subscription"]):
             if event.position <= self._floor:
                 return True
             self._floor = None
-        if event.private:
-            visible = self._visible
-            if visible is not None and not visible(event):
-                return True  # never this reader's: not queued, not counted
+        if event.private and not self._may_see(event):
+            return True  # never this reader's: not queued, not counted
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
@@ -175,7 +178,9 @@ class SubscriptionState(weakref.ref["Subscription"]):
             if policy is OverflowPolicy.DISCONNECT:
                 return False
             if policy is OverflowPolicy.DROP_OLDEST:
-                queue.popleft()
+                dropped = queue.popleft()
+                if self._resume_id is not None:
+                    self._dropped_upto = dropped.position  # maybe in the replay: see prepare
                 self._dropped += 1
                 self._dropped_pending += 1
                 self._broker._dropped += 1
@@ -186,8 +191,24 @@ class SubscriptionState(weakref.ref["Subscription"]):
         ready = self._ready
         if ready is not None:
             self._ready = None
-            ready()
+            try:
+                ready()
+            except Exception:
+                # A consumer's bug must not stop the fan-out to every later subscriber.
+                logger.exception("a subscription's on_ready callback failed")
         return True
+
+    def _may_see(self, event: StoredEvent) -> bool:
+        """Whether the reader may see the private ``event``; ``False`` if ``visible`` fails."""
+        visible = self._visible
+        if visible is None:
+            return True
+        try:
+            return bool(visible(event))
+        except Exception:
+            # Withheld rather than raised into the publisher's fan-out (or a replay).
+            logger.exception("a subscription's visible() failed; the private event is withheld")
+            return False
 
     def _has_room(self) -> bool:
         return self._queued < self._maxsize or self._end_reason is not None
@@ -204,11 +225,13 @@ class SubscriptionState(weakref.ref["Subscription"]):
             return
         self._end_reason = reason
         if reason is EndReason.SHED or self._resume_id is not None:
-            # Shed: free the memory now; the client resumes from history. An unfinished
-            # resume cannot be delivered without its replay, so it is discarded too.
-            discarded = self._queued
-            self._dropped += discarded
-            self._broker._dropped += discarded
+            # Shed: free the memory now; the client resumes from history (and those events
+            # count as dropped). An unfinished resume cannot be delivered without its replay,
+            # so it is discarded too, uncounted: its client resumes from the same id again.
+            if reason is EndReason.SHED:
+                discarded = self._queued
+                self._dropped += discarded
+                self._broker._dropped += discarded
             self._queue = self._resume_id = None
             self._reset_pending, self._dropped_pending = False, 0
         ready = self._ready
@@ -238,9 +261,15 @@ class SubscriptionState(weakref.ref["Subscription"]):
         events = replay.events
         # From the whole replay: events hidden from this reader still mark how far it went.
         threshold = events[-1].position if events else replay.position
-        visible = self._visible
-        if visible is not None:
-            events = [e for e in events if not e.private or visible(e)]
+        events = [e for e in events if not e.private or self._may_see(e)]
+        dropped_upto, self._dropped_upto = self._dropped_upto, None
+        if dropped_upto is not None and threshold is not None and dropped_upto <= threshold:
+            # Every event dropped while the replay was fetched is in the replay: no gap. (When
+            # only some are, the notice still counts them all: an overstatement, never a gap
+            # left unreported.)
+            self._dropped -= self._dropped_pending
+            self._broker._dropped -= self._dropped_pending
+            self._dropped_pending = 0
         if threshold is not None:
             queue = self._queue
             while queue and queue[0].position <= threshold:

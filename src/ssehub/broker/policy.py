@@ -24,7 +24,9 @@ class OverflowPolicy(str, enum.Enum):
     """Drop the oldest queued events and put one ``ssehub.dropped`` notice where the gap is."""
     BLOCK = "block"
     """``publish`` waits until every target subscriber has room: back-pressure for in-process
-    pipelines. One stuck subscriber stalls publishing, so never use it for browsers."""
+    pipelines. One stuck subscriber stalls publishing, so never use it for browsers. A private
+    event waits for every subscriber of its topics, readers it is hidden from included (which
+    subscribers may see it is known only once it is stored)."""
 
     @classmethod
     def parse(cls, value: OverflowPolicy | str) -> OverflowPolicy:

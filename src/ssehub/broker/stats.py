@@ -30,7 +30,8 @@ class BrokerStatistics(NamedTuple):
         topics: topics that have at least one exact subscriber in this process now (a
             pattern is not a topic: see :meth:`~ssehub.Broker.patterns`).
         subscribers: open subscriptions now (pattern subscriptions included).
-        published: events published through this broker.
+        published: events published through this broker (a publish answered from its
+            idempotency key, which stores nothing, counts too).
         delivered: events handed to subscribers' consumers (replayed and live).
         dropped: events dropped by ``drop_oldest`` or discarded by shedding.
         shed: subscriptions ended by the ``disconnect`` policy.
