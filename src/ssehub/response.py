@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable, Iterator
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, ClassVar, Final, TypeAlias
 
 import anyio
@@ -109,9 +110,10 @@ class EventSourceResponse(Response):
             ``None`` (default) waits forever.
         client_close_handler_callable: awaited with the ``http.disconnect`` message when the
             client goes away, before the generator is stopped.
-        shutdown_event: an ``anyio.Event`` to share between all streams and set when the server
-            begins to shut down (SIGINT and SIGTERM do the same without it, on any server: see
-            :func:`ssehub.shutdown_streams`). Once it is set, the content gets
+        shutdown_event: an ``anyio.Event`` to share between streams: set it to shut them down,
+            or let a shutdown set it (SIGINT, SIGTERM or :func:`ssehub.shutdown_streams`, on
+            any server, as sse-starlette does), so a generator watching it can say goodbye.
+            Once it is set, the content gets
             ``shutdown_grace_period`` seconds to end on its own (a generator may watch the same
             event to send a farewell event); then it is cancelled and the body ends cleanly with
             an empty final body. The grace period bounds sending too, whatever ``send_timeout``
@@ -280,8 +282,11 @@ class EventSourceResponse(Response):
                 self._pump = pump
                 event = self._shutdown_event
                 try:
-                    if _shutdown.register(self.shutdown):
-                        self.shutdown()
+                    # A stream that starts after a shutdown of its loop ends at once (its
+                    # start, the opening comment, the end of the body); one whose event is
+                    # set already gets its grace period, as when the event is set later.
+                    if _shutdown.register(self._end_for_loop_shutdown):
+                        self._end_for_loop_shutdown(0)
                     if event is not None and _shutdown.watch(event, self.shutdown):
                         self.shutdown()
                     async with DisconnectWatch(receive, self._client_left):
@@ -317,10 +322,13 @@ class EventSourceResponse(Response):
                     # uvicorn's --timeout-graceful-shutdown): a clean end of the body still tells
                     # the client to reconnect rather than report an error.
                     if pump.opened and not pump.stopped and not pump.sent_final:
-                        await self._send_final(send, shield=True)
+                        # A client already gone (OSError, as ASGI allows) must not replace
+                        # the cancellation the server asked for.
+                        with contextlib.suppress(Exception):
+                            await self._send_final(send, shield=True)
                     raise
                 finally:
-                    _shutdown.unregister(self.shutdown)
+                    _shutdown.unregister(self._end_for_loop_shutdown)
                     if event is not None:
                         _shutdown.unwatch(event, self.shutdown)
                     self._pump = None
@@ -350,6 +358,8 @@ class EventSourceResponse(Response):
             if self._frame_source is not None:
                 # Whatever ended the response (even a failed first send), release the source.
                 await self._close(self._frame_source.aclose, "frame source")
+            elif head:
+                await self._close_unstarted()
         if self.background is not None:
             await self.background()
 
@@ -385,6 +395,14 @@ class EventSourceResponse(Response):
             logger.debug("shutdown requested; ending the stream")
             pump.end_after(self._shutdown_grace_period if grace is None else grace)
 
+    def _end_for_loop_shutdown(self, grace: float | None = None) -> None:
+        # A shutdown of the whole event loop (a signal, shutdown_streams()) also sets the
+        # shutdown_event, as sse-starlette does: a generator watching it may say goodbye.
+        self.shutdown(grace)
+        event = self._shutdown_event
+        if event is not None and not event.is_set():
+            event.set()
+
     # -- sending ----------------------------------------------------------------------------
 
     def _shutdown_send_timeout(self) -> float:
@@ -411,6 +429,7 @@ class EventSourceResponse(Response):
         encode = _ENCODERS[self.sep]
         put = outbox.put_nowait
         iterator = self._async_content.__aiter__()
+        failure: Exception | None = None
         try:
             async for item in iterator:
                 put(encode(item))
@@ -422,14 +441,23 @@ class EventSourceResponse(Response):
             # as a broker subscription) would wait for the cyclic garbage collector.
             exc.__traceback__ = None
             raise
+        except Exception as exc:  # noqa: BLE001 - the pump raises it, after what came before
+            failure = exc
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await self._close(aclose, "content iterator")
-        # Only a content that ended by itself ends the body cleanly: after an error the
-        # exception ends the response instead, so the client sees a broken stream, not a
-        # finished one it would reconnect to forever.
-        outbox.close()
+        self._end_outbox(outbox, failure)
+
+    @staticmethod
+    def _end_outbox(outbox: Outbox, failure: Exception | None) -> None:
+        # What the content yielded before an error still goes out; then the error ends the
+        # response without a clean end of the body, so the client sees a broken stream, not
+        # a finished one it would reconnect to forever.
+        if failure is None:
+            outbox.close()
+        else:
+            outbox.fail(failure)
 
     async def _produce_sync(self, outbox: Outbox) -> None:
         assert self._sync_content is not None
@@ -459,6 +487,7 @@ class EventSourceResponse(Response):
                 close_if_idle()
             return chunk
 
+        failure: Exception | None = None
         try:
             # Abandoned when cancelled: a generator blocked between items (on a queue.get())
             # must not hold the response, or the server's shutdown.
@@ -466,11 +495,13 @@ class EventSourceResponse(Response):
                 outbox.put_nowait(chunk)
                 if outbox.paused:
                     await outbox.room()
+        except Exception as exc:  # noqa: BLE001 - as in _produce_async
+            failure = exc
         finally:
             closing = True
             with self._bounded_cleanup():
                 await run_sync(close_if_idle, abandon_on_cancel=True)
-        outbox.close()  # a clean end only when the content ended by itself (see above)
+        self._end_outbox(outbox, failure)
 
     # -- cleanup -------------------------------------------------------------------------------
 
@@ -484,6 +515,16 @@ class EventSourceResponse(Response):
             yield
         if scope.cancel_called:
             logger.warning("content cleanup cancelled after %s seconds", timeout)
+
+    async def _close_unstarted(self) -> None:
+        # HEAD never starts the content, but it is released all the same: the sender of a
+        # memory stream would otherwise wait forever for a reader.
+        aclose = getattr(self._async_content, "aclose", None)
+        if aclose is not None:
+            await self._close(aclose, "content iterator")
+        close = getattr(self._sync_content, "close", None)
+        if close is not None:
+            await self._close(partial(run_sync, close, abandon_on_cancel=True), "content")
 
     async def _close(self, aclose: Callable[[], Awaitable[object]], what: str) -> None:
         with self._bounded_cleanup():

@@ -165,3 +165,81 @@ async def test_drain_streams_ends_every_stream_and_waits_for_them() -> None:
             with anyio.fail_after(5):
                 await stream.read_all()
             assert stream.complete  # the final empty body came before drain_streams returned
+
+
+async def _a_late_stream_ends_at_once_whatever_its_grace() -> None:
+    shutdown_streams()
+    with anyio.fail_after(5):
+        async with stream_asgi(EventSourceResponse(endless(), shutdown_grace_period=30)) as late:
+            await late.start()
+            assert await late.read_all() == OPEN
+            assert late.complete
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stream_that_starts_after_the_shutdown_skips_its_grace_period(backend: str) -> None:
+    in_own_loop(backend, _a_late_stream_ends_at_once_whatever_its_grace)
+
+
+async def _concurrent_drains_both_see_the_end() -> None:
+    results: list[bool] = []
+
+    async def drain() -> None:
+        results.append(await drain_streams(timeout=30))
+
+    with anyio.fail_after(5):  # neither waits its 30 s
+        async with stream_asgi(EventSourceResponse(endless(), ping=0)) as stream:
+            assert await stream.receive_chunk() == OPEN
+            async with anyio.create_task_group() as group:
+                group.start_soon(drain)
+                group.start_soon(drain)
+    assert results == [True, True]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concurrent_drains_both_return_when_the_streams_end(backend: str) -> None:
+    in_own_loop(backend, _concurrent_drains_both_see_the_end)
+
+
+async def _the_shutdown_sets_the_event_for_a_farewell() -> None:
+    # sse-starlette's idiom: the library sets the event on shutdown, and a generator watching
+    # it says goodbye within the grace period.
+    event = anyio.Event()
+
+    async def polite() -> AsyncIterator[str]:
+        yield "hello"
+        await event.wait()
+        yield "goodbye"
+
+    response = EventSourceResponse(polite(), ping=0, shutdown_event=event, shutdown_grace_period=30)
+    with anyio.fail_after(5):
+        async with stream_asgi(response) as stream:
+            assert await stream.receive_chunk() == OPEN
+            assert (await stream.events().next_event()).data == "hello"
+            shutdown_streams()
+            assert event.is_set()
+            assert await stream.read_all() == b"data: goodbye\n\n"
+            assert stream.complete
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shutdown_sets_the_shutdown_event_for_a_farewell(backend: str) -> None:
+    in_own_loop(backend, _the_shutdown_sets_the_event_for_a_farewell)
+
+
+async def test_shutting_down_one_stream_leaves_its_shared_event_alone(anyio_backend: str) -> None:
+    event = anyio.Event()
+    first = EventSourceResponse(endless(), ping=0, shutdown_event=event)
+    with anyio.fail_after(5):
+        async with (
+            stream_asgi(first) as one,
+            stream_asgi(EventSourceResponse(endless(), ping=0, shutdown_event=event)) as other,
+        ):
+            assert await one.receive_chunk() == OPEN
+            assert await other.receive_chunk() == OPEN
+            first.shutdown()
+            assert await one.read_all() == b""
+            assert not event.is_set()
+            with anyio.move_on_after(0.05):
+                await other.read_all()
+            assert not other.complete  # the other stream goes on

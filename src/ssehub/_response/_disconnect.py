@@ -53,8 +53,8 @@ class DisconnectWatch:
         try:
             while True:
                 message = await receive()
-                if message["type"] == "http.disconnect":
-                    break
+                if message["type"] in ("http.disconnect", "websocket.disconnect"):
+                    break  # the second: a client leaving a websocket denial response
         except Exception:
             logger.exception("receive() failed while streaming; ending the stream")
             message = {"type": "http.disconnect"}

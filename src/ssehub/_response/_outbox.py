@@ -27,12 +27,13 @@ class Outbox:
     The producer waits in :meth:`room` once :data:`DEFAULT_LIMIT` bytes are pending.
     """
 
-    __slots__ = ("_chunks", "_closed", "_ready", "_sending", "_size", "_writable")
+    __slots__ = ("_chunks", "_closed", "_error", "_ready", "_sending", "_size", "_writable")
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._size = 0
         self._closed = False
+        self._error: Exception | None = None
         self._sending = False  # the pump is inside a send (see send_started())
         self._ready: ReadyCallback | None = None
         self._writable: anyio.Event | None = None
@@ -61,6 +62,12 @@ class Outbox:
         self._closed = True
         self._notify()
 
+    def fail(self, error: Exception) -> None:
+        """End the content with ``error``: :meth:`take_frames` raises it once the frames
+        before it were taken (they still go out, as under sse-starlette)."""
+        self._error = error
+        self.close()
+
     def _notify(self) -> None:
         ready = self._ready
         if ready is not None:
@@ -70,13 +77,20 @@ class Outbox:
     # -- consumer side (implements FrameSource) --------------------------------------------
 
     def take_frames(self) -> list[bytes] | None:
-        """Return every pending frame (``[]`` if none), or ``None`` once closed and empty."""
+        """Return every pending frame (``[]`` if none), or ``None`` once closed and empty.
+
+        Raises:
+            Exception: the content's error (see :meth:`fail`), once the frames are taken.
+        """
         chunks = self._chunks
         if chunks:
             self._chunks = []
             self._size = 0
             self._wake_producer()
             return chunks
+        if self._error is not None:
+            error, self._error = self._error, None  # its traceback references this outbox
+            raise error
         return None if self._closed else []
 
     def send_started(self) -> None:

@@ -163,8 +163,7 @@ class Pump(Alarm):
     def abort(self) -> None:
         """End the stream now without a final body (the client left); from the event loop."""
         self.stopped = True
-        if self._scope is not None:
-            self._scope.reschedule(-_INF)  # expires at the next loop iteration
+        self._cut()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -174,6 +173,10 @@ class Pump(Alarm):
 
         Returns early, without the final body, when a send was cut (:attr:`timed_out`,
         :attr:`cut`) or the pump was aborted (:attr:`stopped`).
+
+        Raises:
+            Exception: what the source's ``take_frames`` raised (the content's error, after
+                the frames before it were sent); no final body is sent then.
         """
         source = self._source
         take = source.take_frames
@@ -183,6 +186,8 @@ class Pump(Alarm):
         try:
             async with scope:
                 self._scope = scope
+                if self.stopped:
+                    self._cut()  # aborted before it ran (an eager task factory's watch)
                 try:
                     await self._transmit(start)
                     del start
@@ -272,6 +277,13 @@ class Pump(Alarm):
         else:
             self.cut = True  # sending had to end
 
+    def _cut(self) -> None:
+        # Expires at the next loop iteration. Not twice: asyncio refuses to reschedule a
+        # timeout already expiring (a disconnect in the same loop turn as a send deadline).
+        scope = self._scope
+        if scope is not None and not scope.expired():
+            scope.reschedule(-_INF)
+
     # -- the alarm ---------------------------------------------------------------------------
 
     def ring(self, now: float) -> float | None:
@@ -282,8 +294,7 @@ class Pump(Alarm):
             if now < deadline:
                 return deadline
             self._expired(since)
-            if self._scope is not None:
-                self._scope.reschedule(-_INF)
+            self._cut()
             return None
         waiter = self._waiter
         if waiter is None:

@@ -135,6 +135,7 @@ def unregister(callback: Callback) -> None:
         registry.streams.pop(callback, None)
         if not registry.streams and registry.ended is not None:
             registry.ended.set()
+            registry.ended = None
     if threading.current_thread() is threading.main_thread() and not any(
         registry.streams for registry in list(_registries.values())
     ):
@@ -203,9 +204,10 @@ async def drain_streams(timeout: float = 5.0) -> bool:  # noqa: ASYNC109 - shiel
     registry = _registry()
     registry.trigger()
     if registry.streams:
-        registry.ended = anyio.Event()
+        # One event for every concurrent drain; the last stream to end sets and forgets it.
+        if registry.ended is None:
+            registry.ended = anyio.Event()
         await wait_shielded(registry.ended, timeout)
-        registry.ended = None
     return not registry.streams
 
 
@@ -221,16 +223,22 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     previous = _previous.get(signum)
     if previous is not None:
         previous(signum, frame)
+    elif signum == signal.SIGINT:
+        # Never swallow Ctrl-C, whatever another library did to the handlers meanwhile.
+        signal.default_int_handler(signum, frame)
 
 
 def _unchain_signals() -> None:
     for signum, previous in list(_previous.items()):
+        # Only where ours is still installed. Where another handler replaced it, the entry
+        # stays: that handler may have saved ours and put it back later (uvicorn does), and
+        # ours must then still call the handler it replaced.
         if signal.getsignal(signum) is _on_signal:
             try:
                 signal.signal(signum, previous)
             except (ValueError, OSError):  # pragma: no cover - not the main thread after all
                 return
-        del _previous[signum]
+            del _previous[signum]
 
 
 def _chain_signals() -> None:
