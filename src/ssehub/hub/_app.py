@@ -148,12 +148,14 @@ class _Endpoints:
             )
             # -- security: refused before anything is opened
             principal = hub.guard.authorize_subscribe(request.scope, topics, last_event_id)
-            if request.method == "HEAD":
-                # The same headers as GET (RFC 9110 §9.3.2), without subscribing: nothing would
-                # consume it. EventSourceResponse answers HEAD without reading its content.
-                return EventSourceResponse((), ping=0)
             broker = hub.require_broker()
             lease = hub.guard.acquire(request.scope, principal)
+            if request.method == "HEAD":
+                # The same status and headers as GET (RFC 9110 §9.3.2), so the broker and the
+                # connection limit are checked, but nothing is subscribed or held: nothing
+                # would consume it. EventSourceResponse answers HEAD without its content.
+                lease.release()
+                return EventSourceResponse((), ping=0)
             try:
                 try:
                     # Registered here, before the response (and its headers) exists: an event

@@ -201,15 +201,17 @@ class MercureApp:
         """
         hub, settings = self.hub, self.hub.settings
         query = request.query_params
+        # The token first: a client refused anyway must not make the hub compile templates.
+        claims = self.auth.subscriber_claims(request.scope, query)
         try:
             selectors = parse_selectors(
                 query.getlist("topic"),
                 max_count=hub.max_topics,
                 max_length=settings.max_topic_length,
+                max_patterns=hub.max_patterns,
             )
         except InvalidSelector as exc:
             raise MercureError(400, str(exc)) from None
-        claims = self.auth.subscriber_claims(request.scope, query)
         requested = request.headers.get("last-event-id") or query.get("lastEventID") or None
         if requested is not None and len(requested) > settings.max_last_event_id_length:
             raise MercureError(
@@ -219,19 +221,21 @@ class MercureApp:
         if self.governs is not None:
             targets = _governed(targets, self.governs)
         try:
-            # Checked before HEAD answers, so HEAD and GET answer alike (RFC 9110 §9.3.2).
+            # Checked before HEAD answers (as the broker and the connection limit below), so
+            # HEAD and GET answer alike (RFC 9110 §9.3.2).
             exact, matchers = split_topics(
                 targets, limit=hub.max_topics, max_patterns=hub.max_patterns
             )
         except InvalidTopic as exc:
             raise MercureError(400, str(exc)) from None
-        if request.method == "HEAD":
-            return EventSourceResponse((), ping=0)
         broker = _require_broker(hub)
         try:
             lease = hub.guard.connections.acquire(client_address(request.scope), claims.identity)
         except HubHTTPError as exc:
             raise MercureError(exc.status_code, exc.detail, exc.headers) from None
+        if request.method == "HEAD":
+            lease.release()  # the limit checked as for GET, no place held: nothing streams
+            return EventSourceResponse((), ping=0)
         try:
             visible = _reader(claims)
             readable = _readable(visible, frozenset(exact), matchers)

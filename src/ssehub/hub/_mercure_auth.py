@@ -144,7 +144,7 @@ class _Verifier:
                 leeway=self.leeway,
                 options={"verify_aud": False},
             )
-        except (jwt.PyJWTError, ValueError, TypeError):
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
             # One answer for every failure: why a token failed is not the client's business.
             raise unauthorized("invalid token") from None
         grants = payload.get("mercure")
@@ -154,13 +154,17 @@ class _Verifier:
             raise unauthorized("the mercure claim must be an object")
         subject = payload.get("sub")
         exp = payload.get("exp")
+        try:
+            expires_at = float(exp) if isinstance(exp, (int, float)) else None
+        except OverflowError:  # an integer beyond any time (10**400)
+            raise unauthorized("invalid token") from None
         digest = hashlib.blake2b(token.encode(), digest_size=12).hexdigest()
         return MercureClaims(
             publish=_selectors(grants, "publish"),
             subscribe=_selectors(grants, "subscribe"),
             payload=grants.get("payload"),
             subject=subject if isinstance(subject, str) else None,
-            expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+            expires_at=expires_at,
             identity="mercure:" + digest,
             has_publish=isinstance(grants.get("publish"), list),
         )

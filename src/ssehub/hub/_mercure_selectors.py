@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Final
 
 from ..broker.topics import TOPIC_PATTERN
-from ._uri_template import InvalidTemplate, UriTemplateMatcher, is_template
+from ._uri_template import CACHE_SIZE, InvalidTemplate, UriTemplateMatcher, is_template
 
 __all__ = [
     "MATCH_ALL",
@@ -68,7 +68,7 @@ Target = str | ExactMatcher | UriTemplateMatcher
 """One item of what :meth:`ssehub.Broker.subscribe` is given for a Mercure subscription."""
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=CACHE_SIZE)
 def _matcher(selector: str) -> UriTemplateMatcher | None:
     """The template matcher of ``selector``, or ``None`` when it is not a template."""
     if not is_template(selector):
@@ -92,20 +92,27 @@ def _check(selector: str, max_length: int) -> None:
         )
 
 
-def parse_selectors(values: Sequence[str], *, max_count: int, max_length: int) -> list[str]:
+def parse_selectors(
+    values: Sequence[str], *, max_count: int, max_length: int, max_patterns: int | None = None
+) -> list[str]:
     """Check the ``topic`` selectors of a subscription; return them without duplicates.
+
+    Everything cheap is checked before any template is compiled, so a request that is refused
+    costs little.
 
     Args:
         values: the query's ``topic`` values, in order.
         max_count: the most selectors allowed (``max_topics``).
         max_length: the longest selector allowed (``max_topic_length``).
+        max_patterns: the most selectors that are not exact topics (``*``, templates, topics
+            with ``*``; ``max_patterns``), or ``None`` for no bound here.
 
     Returns:
         The distinct selectors, in order.
 
     Raises:
-        InvalidSelector: none given, too many, one too long, an exact topic with a character
-            a topic cannot have, or an invalid URI template.
+        InvalidSelector: none given, too many, too many patterns, one too long, an exact
+            topic with a character a topic cannot have, or an invalid URI template.
     """
     if not values:
         raise InvalidSelector('missing "topic" parameter')
@@ -114,6 +121,11 @@ def parse_selectors(values: Sequence[str], *, max_count: int, max_length: int) -
         raise InvalidSelector(f"more than {max_count} topic selectors")
     for selector in unique:
         _check(selector, max_length)
+    if max_patterns is not None:
+        patterns = sum(1 for s in unique if "*" in s or is_template(s))
+        if patterns > max_patterns:
+            raise InvalidSelector(f"too many patterns (at most {max_patterns} per subscription)")
+    for selector in unique:
         _matcher(selector)
     return unique
 

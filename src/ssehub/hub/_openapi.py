@@ -158,7 +158,8 @@ def _publish_operation(settings: HubSettings) -> dict[str, Any]:
                 "required": False,
                 "description": "Names this publication: a retry with the same key within the "
                 "history window stores nothing and answers the first result (its id). In a "
-                "batch, event `i` without its own `idempotency_key` is keyed `<key>:<i>`. After "
+                "batch, event `i` without its own `idempotency_key` gets a key derived from this "
+                "one and `i` (never equal to a key a client can name). After "
                 'a 504 (`"outcome": "unknown"`) or a lost connection, retry with the same key.',
                 "schema": schema_components([IdempotencyKey])[0][0],
             }

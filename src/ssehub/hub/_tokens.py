@@ -283,8 +283,9 @@ class TokenVerifier:
             raise AuthenticationError(f"the token must be signed with {self.algorithm}") from None
         except jwt.InvalidSignatureError:
             raise AuthenticationError("the token's signature is invalid") from None
-        except (jwt.PyJWTError, ValueError, TypeError):
-            # DecodeError and friends; ValueError/TypeError from exotic headers, never a 5xx.
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+            # DecodeError and friends; ValueError/TypeError from exotic headers, OverflowError
+            # from a time claim of Infinity: never a 5xx.
             raise AuthenticationError("the token is malformed") from None
         return _claims(payload)
 
@@ -307,9 +308,13 @@ def _claims(payload: Mapping[str, Any]) -> TokenClaims:
     exp = payload["exp"]
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise AuthenticationError("the 'exp' claim must be a number")
+    try:
+        expires_at = float(exp)
+    except OverflowError:  # an integer beyond any time (10**400)
+        raise AuthenticationError("the 'exp' claim is out of range") from None
     return TokenClaims(
         subject=subject if isinstance(subject, str) else None,
         publish=_patterns(grants, "publish"),
         subscribe=_patterns(grants, "subscribe"),
-        expires_at=float(exp),
+        expires_at=expires_at,
     )

@@ -45,7 +45,9 @@ from functools import lru_cache
 from typing import Final, NamedTuple
 
 __all__ = [
+    "CACHE_SIZE",
     "MAX_TEMPLATE_EXPRESSIONS",
+    "MAX_TEMPLATE_VARIABLES",
     "InvalidTemplate",
     "UriTemplateMatcher",
     "compile_template",
@@ -55,8 +57,14 @@ __all__ = [
 MAX_TEMPLATE_EXPRESSIONS: Final = 16
 """Expressions per template: real templates have a few; the bound keeps one regex small."""
 
-_CACHE_SIZE: Final = 4096
-"""Compiled templates kept (LRU): many subscribers share a few selectors."""
+MAX_TEMPLATE_VARIABLES: Final = 16
+"""Variables per template, all expressions together: the regex grows with their square
+(``{?a,b,c}`` allows each name after the others), and a client's template must cost little."""
+
+CACHE_SIZE: Final = 1024
+"""Compiled templates kept (LRU): many subscribers share a few selectors. Bounded in bytes
+too: a template compiles to at most about 12 KB (see :data:`MAX_TEMPLATE_VARIABLES`), so
+clients sending new templates pin at most about 12 MB."""
 
 _UNRESERVED: Final = "A-Za-z0-9\\-._~"
 _RESERVED: Final = ":/?#\\[\\]@!$&'()*+,;="
@@ -230,7 +238,7 @@ def _check_run(run: list[_Expr], after: str) -> None:
             )
 
 
-@lru_cache(maxsize=_CACHE_SIZE)
+@lru_cache(maxsize=CACHE_SIZE)
 def compile_template(template: str) -> re.Pattern[str]:
     """Compile ``template`` into a regex whose full matches are its expansions.
 
@@ -246,7 +254,8 @@ def compile_template(template: str) -> re.Pattern[str]:
     Raises:
         InvalidTemplate: unbalanced braces, an empty or invalid expression, a literal with a
             character a URI cannot have, more than :data:`MAX_TEMPLATE_EXPRESSIONS`
-            expressions, or an ambiguous template (see the module's rules).
+            expressions or :data:`MAX_TEMPLATE_VARIABLES` variables, or an ambiguous template
+            (see the module's rules).
     """
     literals: list[str] = []
     bodies: list[str] = []
@@ -258,6 +267,8 @@ def compile_template(template: str) -> re.Pattern[str]:
     literals.append(template[position:])
     if len(bodies) > MAX_TEMPLATE_EXPRESSIONS:
         raise InvalidTemplate(f"more than {MAX_TEMPLATE_EXPRESSIONS} expressions")
+    if sum(body.count(",") + 1 for body in bodies) > MAX_TEMPLATE_VARIABLES:
+        raise InvalidTemplate(f"more than {MAX_TEMPLATE_VARIABLES} variables")
     for literal in literals:
         if "{" in literal or "}" in literal:
             raise InvalidTemplate("unbalanced '{' or '}'")
