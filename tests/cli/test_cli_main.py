@@ -51,3 +51,38 @@ def test_runs_as_a_module() -> None:
     assert done.returncode == 0
     assert "--last-event-id" in done.stdout
     assert "--json" in done.stdout
+
+
+WITHOUT_HUB_EXTRA = """
+import sys
+sys.modules["msgspec"] = None  # as if only ssehub[client] were installed
+from ssehub.cli import main
+for argv in (["--help"], ["listen", "--help"], ["serve", "--port", "1"], ["serve"]):
+    try:
+        code = main(argv)
+    except SystemExit as exit:
+        code = exit.code
+    print("exit", argv[0], code, flush=True)
+"""
+
+
+def test_without_the_hub_extra_the_client_commands_work_and_serve_says_what_to_install() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_HUB_EXTRA],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    exits = [line for line in result.stdout.splitlines() if line.startswith("exit ")]
+    assert exits == ["exit --help 0", "exit listen 0", "exit serve 1", "exit serve 1"]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("install it with: pip install 'ssehub[hub]'") == 2
+
+
+def test_an_unknown_option_is_still_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--no-such-option"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err

@@ -46,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ssehub`` command line and return its exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    # A command that cannot run here (serve without the hub extra) takes any arguments, so
+    # that it can say what to install rather than that an option is unknown.
+    if unknown and not getattr(args, "_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     run = getattr(args, "_run", None)
     if run is None:
         parser.print_help(sys.stderr)

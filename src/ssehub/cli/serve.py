@@ -52,8 +52,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     Args:
         parser: the ``serve`` subcommand's parser.
     """
-    from ..hub._settings import options
-
+    try:
+        from ..hub._settings import options
+    except MissingDependency as exc:
+        # Without the hub extra, the other commands still work and this one says what to
+        # install (when it runs, whatever its arguments).
+        parser.description = f"run the hub server; {exc}"
+        parser.set_defaults(_any_arguments=True)
+        return
     parser.epilog = "Every option can also be set with the environment variable shown."
     for spec in options():
         default = "none" if spec.default is None else spec.default
@@ -88,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
         0 after a clean shutdown, 1 if the server could not start or the ``hub`` extra is
         missing, 2 for invalid settings.
     """
-    from ..hub._settings import HubSettings, options
-
+    try:
+        from ..hub._settings import HubSettings, options
+    except MissingDependency as exc:
+        print(f"ssehub serve: {exc}", file=sys.stderr)
+        return 1
     cli = {spec.name: getattr(args, spec.name, None) for spec in options()}
     try:
         settings = HubSettings.from_sources(cli, os.environ)
