@@ -174,3 +174,14 @@ def test_key_file_and_sources(tmp_path: Path) -> None:
     bad.write_text("{")
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         TokenVerifier.from_files("RS256", jwks_file=str(bad))
+
+
+def test_auth_jwt_without_a_key_names_the_flags_and_the_variables() -> None:
+    from ssehub import ConfigurationError
+    from ssehub.hub import HubSettings, create_app
+
+    with pytest.raises(ConfigurationError) as info:
+        create_app(HubSettings(auth="jwt"))
+    message = str(info.value)
+    for name in ("--jwt-key-file", "SSEHUB_AUTH=jwt", "SSEHUB_JWT_KEY", "SSEHUB_JWKS_FILE"):
+        assert name in message

@@ -205,7 +205,8 @@ class TokenVerifier:
                  ("JWKS file", jwks_file)) if value]  # fmt: skip
         if len(given) != 1:
             raise ConfigurationError(
-                "--auth jwt needs exactly one of --jwt-key, --jwt-key-file, --jwks-file"
+                "--auth jwt (SSEHUB_AUTH=jwt) needs exactly one of --jwt-key, --jwt-key-file, "
+                "--jwks-file (SSEHUB_JWT_KEY, SSEHUB_JWT_KEY_FILE, SSEHUB_JWKS_FILE)"
             )
         try:
             if key_file:
