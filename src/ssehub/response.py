@@ -333,6 +333,10 @@ class EventSourceResponse(Response):
                         _shutdown.unwatch(event, self.shutdown)
                     self._pump = None
                     self.active = False
+            if outbox is not None and failure is None:
+                # The content failed after the stream had ended (a disconnect, a send timeout):
+                # its error still surfaces, as it did when it cancelled the stream.
+                failure = outbox.leftover_error()
             # Raised here, inside the note-adding handler below: a method of their own would be
             # one more frame per idle stream.
             if failure is not None:
@@ -517,13 +521,17 @@ class EventSourceResponse(Response):
             logger.warning("content cleanup cancelled after %s seconds", timeout)
 
     async def _close_unstarted(self) -> None:
-        # HEAD never starts the content, but it is released all the same: the sender of a
-        # memory stream would otherwise wait forever for a reader.
-        aclose = getattr(self._async_content, "aclose", None)
-        if aclose is not None:
+        # HEAD never starts the content, but an iterator (a generator, a memory stream) is
+        # released all the same: the sender of a memory stream would otherwise wait for ever
+        # for a reader. An iterable that is not its own iterator (a shared feed) is left
+        # alone, as GET leaves it (GET closes only the iterator it made).
+        content = self._async_content
+        aclose = getattr(content, "aclose", None)
+        if aclose is not None and hasattr(type(content), "__anext__"):
             await self._close(aclose, "content iterator")
-        close = getattr(self._sync_content, "close", None)
-        if close is not None:
+        items = self._sync_content
+        close = getattr(items, "close", None)
+        if close is not None and hasattr(type(items), "__next__"):
             await self._close(partial(run_sync, close, abandon_on_cancel=True), "content")
 
     async def _close(self, aclose: Callable[[], Awaitable[object]], what: str) -> None:

@@ -15,7 +15,7 @@ from ssehub import (
     ServerSentEvent,
 )
 from ssehub._frames import FrameSource
-from ssehub.broker import Broker, OverflowPolicy, Publication, StoredEvent
+from ssehub.broker import Broker, EndReason, OverflowPolicy, Publication, StoredEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -267,6 +267,7 @@ async def test_on_ready_callback_that_closes_subscriptions_spares_the_fanout() -
         assert third.closed
         assert first.receive_nowait() == [stored]
         assert second.receive_nowait() == [stored]
+        assert third.receive_nowait() == []  # closed before the fan-out reached it
         assert broker.statistics().subscribers == 1
 
 
@@ -308,3 +309,39 @@ async def test_visible_that_raises_withholds_the_event_and_spares_others(
         public = await broker.publish("t", "public")
         assert hidden.receive_nowait() == [public]
     assert "visible() failed" in caplog.text
+
+
+async def test_an_on_ready_callback_that_raises_while_shed_spares_the_rest_of_the_shed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def fail() -> None:
+        raise RuntimeError("consumer bug")
+
+    async with Broker(queue_size=1) as broker:
+        subscriptions = [broker.subscribe("t") for _ in range(3)]
+        await broker.publish("t", "fills every queue")
+        subscriptions[0].on_ready(fail)
+        await broker.publish("t", "sheds them all")
+        assert [sub.end_reason for sub in subscriptions] == [EndReason.SHED] * 3
+        assert broker.statistics().subscribers == 0
+    assert "on_ready callback failed" in caplog.text
+
+
+def test_a_publish_whose_asyncio_task_was_cancelled_stores_nothing() -> None:
+    # Native asyncio cancellation (task.cancel(), asyncio.timeout), not only anyio's scopes.
+    import asyncio
+
+    async def main() -> None:
+        async with Broker() as broker:
+            sub = broker.subscribe("t")
+
+            async def publish() -> None:
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await broker.publish("t", "x")
+
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.create_task(publish())
+            assert sub.receive_nowait() == []
+            assert await broker.backend.history_sizes(["t"]) == {"t": 0}
+
+    asyncio.run(main())

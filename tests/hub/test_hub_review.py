@@ -142,3 +142,39 @@ async def test_the_openapi_document_does_not_promise_a_key_clients_could_name() 
         text = json.dumps((await http.get("/openapi.json")).json())
         assert "<key>:<i>" not in text
         assert "never equal to a key a client can name" in text
+
+
+async def test_head_of_a_listener_stream_answers_the_connection_limit_as_get_does() -> None:
+    async with running_hub(HubSettings(max_connections_per_address=1)) as app:
+        async with client_for(app) as http:
+            assert (await http.post("/channels", json={"name": "jobs"})).is_success
+            ids = [(await http.post("/channels/jobs/listeners")).json()["id"] for _ in range(2)]
+        paths = [f"/channels/jobs/listeners/{listener}/events" for listener in ids]
+        assert await _status_of(app, paths[1], "", "HEAD") == 200
+        with anyio.fail_after(5):
+            async with stream_asgi(app, paths[0]) as held:
+                await held.start()
+                assert held.status_code == 200
+                assert await _status_of(app, paths[1], "", "GET") == 429
+                assert await _status_of(app, paths[1], "", "HEAD") == 429
+        assert hub_of(app).guard.connections.open == 0
+
+
+async def test_mercure_compiles_no_template_for_a_request_refused_later() -> None:
+    settings = mercure_settings(mercure_anonymous=True, max_connections=1)
+    templates = "&".join("topic=" + quote(_wide_template(i, 8), safe="") for i in range(4))
+    async with running_hub(settings) as app:
+        before = _compiled()
+        scope = http_scope(HUB, query_string=templates, headers={"last-event-id": "x" * 5000})
+        assert await _status_of_scope(app, scope) == 400  # Last-Event-ID too long
+        async with stream_asgi(app, scope=http_scope(HUB, query_string="topic=t")) as held:
+            await held.start()
+            assert await _status_of(app, HUB, templates, "GET") == 429
+        assert _compiled() == before
+
+
+async def _status_of_scope(app: Starlette, scope: dict[str, Any]) -> int:
+    with anyio.fail_after(5):
+        async with stream_asgi(app, scope=scope) as stream:
+            await stream.start()
+            return stream.status_code

@@ -281,11 +281,25 @@ async def test_head_releases_the_content_it_never_starts() -> None:
     closed: list[str] = []
 
     class Items:
+        """A sync iterator with a close(), as a generator is."""
+
         def __iter__(self) -> Iterator[str]:
-            return iter(["x"])
+            return self
+
+        def __next__(self) -> str:
+            return "x"
 
         def close(self) -> None:
-            closed.append("sync")
+            closed.append("iterator")
+
+    class SharedFeed:
+        """An iterable that makes an iterator per stream: not the response's to close."""
+
+        def __aiter__(self) -> Any:
+            raise AssertionError("HEAD never iterates")  # pragma: no cover
+
+        async def aclose(self) -> None:
+            closed.append("shared feed")  # pragma: no cover
 
     head = http_scope(method="HEAD")
     with anyio.fail_after(5):
@@ -294,7 +308,8 @@ async def test_head_releases_the_content_it_never_starts() -> None:
             with pytest.raises(anyio.BrokenResourceError):
                 await send_stream.send("nobody reads this")  # the receiving end was closed
         await EventSourceResponse(Items())(head, _never_receive, _recording_send([]))
-    assert closed == ["sync"]
+        await EventSourceResponse(SharedFeed())(head, _never_receive, _recording_send([]))
+    assert closed == ["iterator"]
 
 
 async def test_a_client_leaving_a_websocket_denial_ends_the_stream() -> None:
@@ -391,3 +406,69 @@ def _prints_ok(script: str, backend: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("ending", ["disconnect", "send_timeout"])
+async def test_a_content_error_after_the_stream_ended_still_surfaces(ending: str) -> None:
+    # The content fails while a send is blocked; the stream then ends without taking another
+    # frame (the client leaves, or the send times out): the error is raised all the same.
+    blocked = anyio.Event()
+    raised = anyio.Event()
+    leave = anyio.Event()
+
+    async def gen() -> Any:
+        yield "a"
+        try:
+            raise Boom
+        finally:
+            raised.set()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body", b"").startswith(b"data"):
+            blocked.set()
+            await anyio.sleep_forever()  # the client stopped reading
+
+    async def receive() -> dict[str, Any]:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    timeout = 0.2 if ending == "send_timeout" else None
+    response = EventSourceResponse(gen(), ping=0, send_timeout=timeout)
+    errors: list[Exception] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(_run_capturing, errors, response, receive, send)
+            await blocked.wait()
+            await raised.wait()
+            leave.set()
+    assert [type(error) for error in errors] == [Boom]
+
+
+async def _run_capturing(errors: list[Exception], app: Any, receive: Any, send: Any) -> None:
+    try:
+        await app(http_scope(), receive, send)
+    except Exception as exc:
+        errors.append(exc)
+
+
+async def test_a_content_error_during_a_shutdown_is_not_a_clean_end() -> None:
+    event = anyio.Event()
+    started = anyio.Event()
+    bodies: list[tuple[bytes, bool]] = []
+
+    async def gen() -> Any:
+        started.set()
+        await event.wait()
+        yield "bye"
+        raise Boom
+
+    response = EventSourceResponse(gen(), ping=0, shutdown_event=event)
+    errors: list[Exception] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            send = _recording_send(bodies)
+            group.start_soon(_run_capturing, errors, response, _never_receive, send)
+            await started.wait()
+            event.set()
+    assert [type(error) for error in errors] == [Boom]
+    assert bodies == [(OPEN, True), (b"data: bye\n\n", True)]  # the farewell, no clean end

@@ -68,6 +68,17 @@ class Outbox:
         self._error = error
         self.close()
 
+    @property
+    def failed(self) -> bool:
+        """Whether the content ended with an error not yet raised."""
+        return self._error is not None
+
+    def leftover_error(self) -> Exception | None:
+        """Return (and forget) the content's error if :meth:`take_frames` never raised it
+        (the stream ended first: a disconnect, a send timeout)."""
+        error, self._error = self._error, None
+        return error
+
     def _notify(self) -> None:
         ready = self._ready
         if ready is not None:

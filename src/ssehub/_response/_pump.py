@@ -200,7 +200,12 @@ class Pump(Alarm):
                         pending = take()
                         if pending is None or ending:
                             # The source ended, or sending must: what is pending goes out
-                            # with the end of the body.
+                            # with the end of the body, unless the content failed: then its
+                            # error ends the stream, never a clean end.
+                            if ending and self._outbox is not None and self._outbox.failed:
+                                if pending:
+                                    await self._send_body(b"".join(pending), more_body=True)
+                                take()  # raises the content's error
                             await self._send_body(b"".join(pending or ()), more_body=False)
                             break
                         if pending:

@@ -161,6 +161,8 @@ class SubscriptionState(weakref.ref["Subscription"]):
 
     def _push(self, event: StoredEvent) -> bool:
         """Queue ``event``; return ``False`` when the ``disconnect`` policy must shed us."""
+        if self._end_reason is not None:
+            return True  # ended during this fan-out (by another consumer's callback)
         if self._floor is not None:
             # A backend whose sink lags (a Redis reader) may deliver, after the handover,
             # events that were already replayed. The sink is in order, so the first newer
@@ -179,11 +181,13 @@ class SubscriptionState(weakref.ref["Subscription"]):
                 return False
             if policy is OverflowPolicy.DROP_OLDEST:
                 dropped = queue.popleft()
-                if self._resume_id is not None:
-                    self._dropped_upto = dropped.position  # maybe in the replay: see prepare
-                self._dropped += 1
                 self._dropped_pending += 1
-                self._broker._dropped += 1
+                if self._resume_id is not None:
+                    # Maybe in the replay still to be fetched: counted by prepare() if not.
+                    self._dropped_upto = dropped.position
+                else:
+                    self._dropped += 1
+                    self._broker._dropped += 1
             # BLOCK: publish waited for room, but concurrent publishers (or a remote backend)
             # may still overshoot; the bound is soft rather than lose an event.
         queue.append(event)
@@ -232,12 +236,16 @@ class SubscriptionState(weakref.ref["Subscription"]):
                 discarded = self._queued
                 self._dropped += discarded
                 self._broker._dropped += discarded
-            self._queue = self._resume_id = None
+            self._queue = self._resume_id = self._dropped_upto = None
             self._reset_pending, self._dropped_pending = False, 0
         ready = self._ready
         if ready is not None:
             self._ready = None
-            ready()
+            try:
+                ready()
+            except Exception:
+                # Raised into the fan-out that sheds us, it would spare the rest of the shed.
+                logger.exception("a subscription's on_ready callback failed")
         if self._space is not None:
             self._space.set()
             self._space = None
@@ -257,19 +265,16 @@ class SubscriptionState(weakref.ref["Subscription"]):
         if replay.reset is not None:
             self._reset = replay.reset
             self._reset_pending = True
+            self._count_early_drops(gap=True)
             return
         events = replay.events
         # From the whole replay: events hidden from this reader still mark how far it went.
         threshold = events[-1].position if events else replay.position
         events = [e for e in events if not e.private or self._may_see(e)]
-        dropped_upto, self._dropped_upto = self._dropped_upto, None
-        if dropped_upto is not None and threshold is not None and dropped_upto <= threshold:
-            # Every event dropped while the replay was fetched is in the replay: no gap. (When
-            # only some are, the notice still counts them all: an overstatement, never a gap
-            # left unreported.)
-            self._dropped -= self._dropped_pending
-            self._broker._dropped -= self._dropped_pending
-            self._dropped_pending = 0
+        upto = self._dropped_upto
+        # Every event dropped while the replay was fetched may be in it: then there is no gap.
+        # (When only some are, all count: an overstatement, never a gap left unreported.)
+        self._count_early_drops(gap=upto is not None and (threshold is None or upto > threshold))
         if threshold is not None:
             queue = self._queue
             while queue and queue[0].position <= threshold:
@@ -277,6 +282,18 @@ class SubscriptionState(weakref.ref["Subscription"]):
             if not queue:
                 self._floor = threshold
         self._replay = events
+
+    def _count_early_drops(self, *, gap: bool) -> None:
+        # Drops while the replay was fetched count only once it is known that they were lost
+        # (the counters are Prometheus counters: they must never go down).
+        if self._dropped_upto is None:
+            return
+        self._dropped_upto = None
+        if gap:
+            self._dropped += self._dropped_pending
+            self._broker._dropped += self._dropped_pending
+        else:
+            self._dropped_pending = 0
 
     def _take(self) -> list[Item]:
         items: list[Item] = []

@@ -302,14 +302,13 @@ class Broker:
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(pending[0])
             self._check_running()
-        # A cancellation point before the work, none after it (trio's rule: a call that raised
-        # Cancelled did nothing), so a caller never retries a publish that was stored.
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        # The one checkpoint of a publish (not one per subscriber) comes before the work, none
+        # after it (trio's rule: a call that raised Cancelled did nothing), so a caller never
+        # retries a publish that was stored. It also lets consumers run between the publishes
+        # of a tight loop.
+        await anyio.lowlevel.checkpoint()
         stored = await store(self.backend, (pending,), keys)
         self._published += 1
-        # One yield per publish (not per subscriber) lets consumers run between the publishes
-        # of a tight loop.
-        await anyio.lowlevel.cancel_shielded_checkpoint()
         return stored[0]
 
     async def publish_many(self, items: Iterable[Publication]) -> list[StoredEvent]:
@@ -331,10 +330,9 @@ class Broker:
         if self.overflow is OverflowPolicy.BLOCK:
             await self._wait_for_room(tuple({t: None for names, _, _ in batch for t in names}))
             self._check_running()
-        await anyio.lowlevel.checkpoint_if_cancelled()  # as in publish()
+        await anyio.lowlevel.checkpoint()  # as in publish()
         stored = await store(self.backend, batch, keys)
         self._published += len(stored)
-        await anyio.lowlevel.cancel_shielded_checkpoint()
         return stored
 
     def publish_threadsafe(

@@ -456,8 +456,6 @@ async def _events(hub: HubChannels, request: Request) -> Response:
     last_event_id = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     # -- security: before anything is opened
     check_last_event_id(last_event_id, hub.settings.max_last_event_id_length)
-    if request.method == "HEAD":
-        return Response(media_type="text/event-stream", headers={"Cache-Control": "no-store"})
     # -- security: a connection place and the token's expiry, as for topic streams
     guard = _guard_of(request)
     lease = deadline = None
@@ -465,6 +463,11 @@ async def _events(hub: HubChannels, request: Request) -> Response:
         principal = principal_of(request.scope)
         lease = guard.acquire(request.scope, principal)
         deadline = guard.deadline(principal.expires_at)
+    if request.method == "HEAD":
+        # GET's status and headers (the connection limit checked), no place held.
+        if lease is not None:
+            lease.release()
+        return EventSourceResponse((), ping=0)
     try:
         return _ListenerStream(
             hub,

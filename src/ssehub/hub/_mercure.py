@@ -53,7 +53,7 @@ from ._body import read_body
 from ._cors import CORSMiddleware
 from ._errors import HubHTTPError
 from ._mercure_auth import MercureAuth, MercureClaims, MercureError
-from ._mercure_selectors import InvalidSelector, broker_targets, parse_selectors
+from ._mercure_selectors import InvalidSelector, broker_targets, check_selectors
 from ._mercure_subscriptions import SUBSCRIPTIONS_PATH, MercureSubscriptions
 from ._metrics import ROUTE_SCOPE_KEY
 from ._patterns import TopicPatterns
@@ -201,10 +201,11 @@ class MercureApp:
         """
         hub, settings = self.hub, self.hub.settings
         query = request.query_params
-        # The token first: a client refused anyway must not make the hub compile templates.
+        # Everything that may refuse the request comes before templates are compiled (the
+        # token first), so a refused client costs the hub little.
         claims = self.auth.subscriber_claims(request.scope, query)
         try:
-            selectors = parse_selectors(
+            selectors = check_selectors(
                 query.getlist("topic"),
                 max_count=hub.max_topics,
                 max_length=settings.max_topic_length,
@@ -217,26 +218,25 @@ class MercureApp:
             raise MercureError(
                 400, f"Last-Event-ID is longer than {settings.max_last_event_id_length} characters"
             )
-        targets: list[Any] = broker_targets(selectors)
-        if self.governs is not None:
-            targets = _governed(targets, self.governs)
-        try:
-            # Checked before HEAD answers (as the broker and the connection limit below), so
-            # HEAD and GET answer alike (RFC 9110 §9.3.2).
-            exact, matchers = split_topics(
-                targets, limit=hub.max_topics, max_patterns=hub.max_patterns
-            )
-        except InvalidTopic as exc:
-            raise MercureError(400, str(exc)) from None
         broker = _require_broker(hub)
         try:
             lease = hub.guard.connections.acquire(client_address(request.scope), claims.identity)
         except HubHTTPError as exc:
             raise MercureError(exc.status_code, exc.detail, exc.headers) from None
-        if request.method == "HEAD":
-            lease.release()  # the limit checked as for GET, no place held: nothing streams
-            return EventSourceResponse((), ping=0)
         try:
+            try:
+                # Checked before HEAD answers, so HEAD and GET answer alike (RFC 9110 §9.3.2).
+                targets: list[Any] = broker_targets(selectors)
+                if self.governs is not None:
+                    targets = _governed(targets, self.governs)
+                exact, matchers = split_topics(
+                    targets, limit=hub.max_topics, max_patterns=hub.max_patterns
+                )
+            except (InvalidSelector, InvalidTopic) as exc:
+                raise MercureError(400, str(exc)) from None
+            if request.method == "HEAD":
+                lease.release()  # the limit checked as for GET, no place held: nothing streams
+                return EventSourceResponse((), ping=0)
             visible = _reader(claims)
             readable = _readable(visible, frozenset(exact), matchers)
             resume = await _resume_id(broker, requested, readable)

@@ -27,6 +27,7 @@ __all__ = [
     "SelectorSet",
     "Target",
     "broker_targets",
+    "check_selectors",
     "parse_selectors",
 ]
 
@@ -97,8 +98,7 @@ def parse_selectors(
 ) -> list[str]:
     """Check the ``topic`` selectors of a subscription; return them without duplicates.
 
-    Everything cheap is checked before any template is compiled, so a request that is refused
-    costs little.
+    :func:`check_selectors`, then every template is compiled (and so checked).
 
     Args:
         values: the query's ``topic`` values, in order.
@@ -114,6 +114,23 @@ def parse_selectors(
         InvalidSelector: none given, too many, too many patterns, one too long, an exact
             topic with a character a topic cannot have, or an invalid URI template.
     """
+    unique = check_selectors(
+        values, max_count=max_count, max_length=max_length, max_patterns=max_patterns
+    )
+    for selector in unique:
+        _matcher(selector)
+    return unique
+
+
+def check_selectors(
+    values: Sequence[str], *, max_count: int, max_length: int, max_patterns: int | None = None
+) -> list[str]:
+    """:func:`parse_selectors` without compiling templates: the checks that cost little, for
+    a request that may still be refused (:func:`broker_targets` compiles them).
+
+    Raises:
+        InvalidSelector: as :func:`parse_selectors`, except for an invalid URI template.
+    """
     if not values:
         raise InvalidSelector('missing "topic" parameter')
     unique = list(dict.fromkeys(values))
@@ -125,13 +142,15 @@ def parse_selectors(
         patterns = sum(1 for s in unique if "*" in s or is_template(s))
         if patterns > max_patterns:
             raise InvalidSelector(f"too many patterns (at most {max_patterns} per subscription)")
-    for selector in unique:
-        _matcher(selector)
     return unique
 
 
 def broker_targets(selectors: Iterable[str]) -> list[Target]:
-    """What :meth:`ssehub.Broker.subscribe` is given for already checked ``selectors``."""
+    """What :meth:`ssehub.Broker.subscribe` is given for checked ``selectors``.
+
+    Raises:
+        InvalidSelector: an invalid URI template (when only :func:`check_selectors` ran).
+    """
     targets: list[Target] = []
     for selector in selectors:
         if selector == MATCH_ALL:
