@@ -30,13 +30,22 @@ async def test_a_deeply_nested_body_with_a_lone_surrogate_is_a_400_not_a_500() -
     # json.loads accepts the nesting; a recursive walk looking for the surrogate did not.
     data = "[" * 400 + '"\\ud800"' + "]" * 400
     body = ('{"topic":"a","data":' + data + "}").encode()
-    for settings in (HubSettings(), jwt_settings()):
-        async with running_hub(settings) as app, client_for(app) as http:
+    async with running_hub() as app, client_for(app) as http:
+        response = await http.post(
+            "/publish", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_data"
+
+
+async def test_a_publish_without_a_token_is_refused_before_its_body_is_read() -> None:
+    async with running_hub(jwt_settings()) as app, client_for(app) as http:
+        for body in (b"not json", b'{"topic": "t", "data": 1}'):
             response = await http.post(
                 "/publish", content=body, headers={"content-type": "application/json"}
             )
-            assert response.status_code == 400, response.text
-            assert response.json()["error"] == "invalid_data"
+            assert response.status_code == 401, response.text
+            assert response.json()["error"] == "unauthorized"
 
 
 def _token_with_exp(exp: Any, claim: str) -> str:

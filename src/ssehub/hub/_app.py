@@ -199,6 +199,8 @@ class _Endpoints:
         hub = self.hub
         settings = hub.settings
         try:
+            # -- security: a client without a token costs no body read or parse
+            hub.guard.require_publisher(request.scope)
             check_content_type(request.headers.get("content-type"))
             try:
                 body = await read_body(request, settings.max_body_size)

@@ -141,6 +141,16 @@ class Guard:
 
     # -- POST /publish ---------------------------------------------------------------------
 
+    def require_publisher(self, scope: Scope) -> None:
+        """Refuse a request that may publish nothing at all, before its body is read.
+
+        Raises:
+            HubHTTPError: ``unauthorized`` (401).
+        """
+        principal = principal_of(scope)
+        if not principal.authenticated and not principal.publish.patterns:
+            raise authentication_required("publishing needs a token on this hub")
+
     def authorize_publish(
         self, scope: Scope, requests: Sequence[PublishRequest], private: Sequence[bool]
     ) -> None:
