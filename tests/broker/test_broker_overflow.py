@@ -189,3 +189,20 @@ async def test_closing_an_unprepared_resume_counts_nothing_dropped() -> None:
         sub.close()
         assert sub.statistics().dropped == 0
         assert broker.statistics().dropped == 0
+
+
+async def test_block_holds_its_bound_under_many_concurrent_publishers() -> None:
+    # The last room check and the store have no checkpoint between them: otherwise every
+    # publisher that passed the check would store at once.
+    async with Broker(queue_size=1, overflow="block") as broker:
+        sub = broker.subscribe("t")
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                for index in range(100):
+                    group.start_soon(broker.publish, "t", str(index))
+                await anyio.wait_all_tasks_blocked()
+                assert sub.statistics().peak == 1
+                received = 0
+                while received < 100:
+                    received += len(await sub.receive())
+                    assert sub.statistics().peak == 1

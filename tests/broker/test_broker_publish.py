@@ -345,3 +345,45 @@ def test_a_publish_whose_asyncio_task_was_cancelled_stores_nothing() -> None:
             assert await broker.backend.history_sizes(["t"]) == {"t": 0}
 
     asyncio.run(main())
+
+
+def test_a_publish_racing_the_broker_close_is_refused_not_lost() -> None:
+    # asyncio only: its scheduling makes the race deterministic (the publisher runs up to its
+    # checkpoint, then the broker closes). The publish must then fail, not store into the
+    # closed broker's backend and answer success while nobody gets the event.
+    import asyncio
+
+    async def main() -> None:
+        broker = Broker()
+        outcome: list[object] = []
+
+        async def publisher() -> None:
+            try:
+                outcome.append(await broker.publish("t", "late"))
+            except BrokerClosed as exc:
+                outcome.append(exc)
+
+        await broker.__aenter__()
+        sub = broker.subscribe("t")
+        task = asyncio.get_running_loop().create_task(publisher())
+        await anyio.lowlevel.checkpoint()  # the publisher runs up to its checkpoint
+        await broker.__aexit__(None, None, None)
+        await task
+        assert [type(item) for item in outcome] == [BrokerClosed]
+        assert await broker.backend.history_sizes(["t"]) == {"t": 0}
+        assert sub.receive_nowait() == []
+
+    asyncio.run(main())
+
+
+async def test_a_cancelled_publish_with_a_chosen_id_stores_nothing() -> None:
+    from ssehub.broker.chosen_ids import publish_with_id
+
+    async with Broker() as broker:
+        sub = broker.subscribe("t")
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await publish_with_id(broker, "t", "x", event_id="mine-1")
+        assert scope.cancelled_caught
+        assert sub.receive_nowait() == []
+        assert await broker.backend.history_sizes(["t"]) == {"t": 0}

@@ -299,14 +299,7 @@ class Broker:
             topics, data, event, retry, private, max_topics=self.max_topics
         )
         keys = key_list(idempotency_key)
-        if self.overflow is OverflowPolicy.BLOCK:
-            await self._wait_for_room(pending[0])
-            self._check_running()
-        # The one checkpoint of a publish (not one per subscriber) comes before the work, none
-        # after it (trio's rule: a call that raised Cancelled did nothing), so a caller never
-        # retries a publish that was stored. It also lets consumers run between the publishes
-        # of a tight loop.
-        await anyio.lowlevel.checkpoint()
+        await self._ready_to_store(pending[0])
         stored = await store(self.backend, (pending,), keys)
         self._published += 1
         return stored[0]
@@ -327,10 +320,7 @@ class Broker:
         batch, keys = prepare_batch(items, max_topics=self.max_topics)
         if not batch:
             return []
-        if self.overflow is OverflowPolicy.BLOCK:
-            await self._wait_for_room(tuple({t: None for names, _, _ in batch for t in names}))
-            self._check_running()
-        await anyio.lowlevel.checkpoint()  # as in publish()
+        await self._ready_to_store(tuple({t: None for names, _, _ in batch for t in names}))
         stored = await store(self.backend, batch, keys)
         self._published += len(stored)
         return stored
@@ -378,6 +368,24 @@ class Broker:
             return anyio.from_thread.run(func, token=token)
         except anyio.RunFinishedError as exc:
             raise BrokerClosed("the broker's event loop has finished") from exc
+
+    async def _ready_to_store(self, topics: Sequence[str]) -> None:
+        """Wait until a publication to ``topics`` may be stored; then store it at once.
+
+        The one checkpoint of a publish (not one per subscriber) comes first, and nothing after
+        the store (trio's rule: a call that raised Cancelled did nothing), so a caller never
+        retries a publish that was stored; it also lets consumers run between the publishes of
+        a tight loop. Then, with the ``block`` policy, room: no checkpoint between the last
+        check and the store, or every publisher waiting for room would store at once. Then the
+        broker must still be running.
+
+        Raises:
+            BrokerClosed: the broker stopped meanwhile.
+        """
+        await anyio.lowlevel.checkpoint()
+        if self.overflow is OverflowPolicy.BLOCK:
+            await self._wait_for_room(topics)
+        self._check_running()
 
     async def _wait_for_room(self, topics: Sequence[str]) -> None:
         """``block`` policy: wait until every subscriber of ``topics`` has room in its queue."""

@@ -24,11 +24,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
-
 from .._exceptions import EventValidationError
 from ..backends.memory import MemoryBackend
-from .policy import OverflowPolicy
 from .publication import prepare_publication, store
 
 if TYPE_CHECKING:
@@ -100,12 +97,9 @@ async def publish_with_id(
         topics, data, event, retry, private, max_topics=broker.max_topics
     )
     pending = (names, sse.replace(id=event_id), is_private)
-    if broker.overflow is OverflowPolicy.BLOCK:
-        await broker._wait_for_room(names)
-        broker._check_running()
+    await broker._ready_to_store(names)  # as Broker.publish: nothing after the store
     stored = await store(broker.backend, (pending,), [chosen_id_key(event_id)])
     broker._published += 1
-    await anyio.lowlevel.checkpoint()
     return stored[0]
 
 
