@@ -186,3 +186,26 @@ async def test_redis_trims_the_topic_stream_and_the_log_by_bytes() -> None:
             assert broker.statistics().history_bytes == int(counted[b"other"])
     finally:
         await client.aclose()
+
+
+@parametrize
+async def test_transient_events_reach_subscribers_and_keep_no_history(factory: Factory) -> None:
+    # Mercure's subscription events: on a new topic each, kept in history they would push
+    # real topics' history out of the topic budget.
+    from ssehub.broker.transient import publish_transient
+
+    async with Broker(factory(HistoryBudget(history_topics=2)), clock=ManualClock()) as broker:
+        first = await broker.publish("real", "kept")
+        await broker.publish("also-real", "kept too")
+        listener = broker.subscribe("notice/0")
+        sent = [await publish_transient(broker, f"notice/{i}", str(i)) for i in range(20)]
+        with anyio.fail_after(5):
+            assert await listener.receive() == [sent[0]]
+        assert sent[0].event.data == "0"
+        # Numbered as stored events are: ids and positions keep increasing.
+        assert sent[0].position > first.position
+        assert [e.position for e in sent] == sorted(e.position for e in sent)
+        sizes = await broker.backend.history_sizes(["real", "also-real", "notice/0"])
+        assert sizes == {"real": 1, "also-real": 1, "notice/0": 0}
+        replay = await broker.backend.replay(["real"], first.id)
+        assert replay.reset is None  # the real topic's history is whole

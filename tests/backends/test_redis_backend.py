@@ -520,3 +520,18 @@ async def test_a_publish_waiting_for_the_reader_returns_when_the_broker_closes(
         with anyio.fail_after(5):
             await returned.wait()
     assert outcome[0].event.data == "x"
+
+
+@pytest.mark.anyio
+async def test_a_transient_event_reaches_every_hub_and_no_history(prefix: str) -> None:
+    from ssehub.broker.transient import publish_transient
+
+    async with (
+        Broker(backend(prefix)) as hub_a,
+        Broker(backend(prefix)) as hub_b,
+        hub_b.subscribe("notice") as on_b,
+    ):
+        sent = await publish_transient(hub_a, "notice", "x", private=True)
+        with anyio.fail_after(5):
+            assert [item.id for item in await on_b.receive()] == [sent.id]  # type: ignore[union-attr]
+        assert await hub_a.backend.history_sizes(["notice"]) == {"notice": 0}

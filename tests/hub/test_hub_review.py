@@ -187,3 +187,24 @@ async def _status_of_scope(app: Starlette, scope: dict[str, Any]) -> int:
         async with stream_asgi(app, scope=scope) as stream:
             await stream.start()
             return stream.status_code
+
+
+async def test_mercure_subscription_events_do_not_push_other_topics_out_of_history() -> None:
+    # Each subscription announces itself on a topic of its own: kept in history, a client
+    # opening and closing subscriptions emptied the history of every real topic.
+    settings = mercure_settings(
+        mercure_anonymous=True, mercure_subscriptions=True, history_topics=4
+    )
+    async with running_hub(settings) as app:
+        broker = hub_of(app).broker
+        first = await broker.publish("https://example.com/news", "important")
+        await broker.publish("https://example.com/news", "also important")
+        query = "&".join(f"topic=https://x.example/{i}" for i in range(8))
+        for _ in range(5):  # 80 subscription events, on 40 topics
+            async with stream_asgi(app, scope=http_scope(HUB, query_string=query)) as stream:
+                await stream.start()
+                assert stream.status_code == 200
+                await stream.disconnect()
+        replay = await broker.backend.replay(["https://example.com/news"], first.id)
+        assert replay.reset is None
+        assert [event.event.data for event in replay.events] == ["also important"]

@@ -124,7 +124,10 @@ def publish_arguments(
 ) -> list[str | int]:
     """Return PUBLISH_LUA's ARGV: ``head`` (the bounds, ``now``, the topic names), the
     idempotency section (0, or one ``key, fingerprint`` pair per event, ``""`` for no key),
-    then each event (its topic indices and fields)."""
+    then each event (its topic indices and fields).
+
+    With an empty ``topic_index`` every event gets no topic stream: it is appended to the log
+    only (read by every process's reader), so no history keeps it (a transient event)."""
     args = list(head)
     if idempotency_keys is None:
         args.append(0)
@@ -134,5 +137,6 @@ def publish_arguments(
             args += ["", ""] if key is None else [key, publication_fingerprint(pending)]
     for topics, event, private in batch:
         fields = encode_fields(topics, event, private)
-        args += [len(topics), *(topic_index[t] for t in topics), len(fields), *fields]
+        targets = [topic_index[t] for t in topics] if topic_index else []
+        args += [len(targets), *targets, len(fields), *fields]
     return args

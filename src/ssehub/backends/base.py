@@ -37,6 +37,7 @@ __all__ = [
     "Replay",
     "history_bytes",
     "history_usage",
+    "publish_transient",
     "replay_matching",
 ]
 
@@ -74,13 +75,15 @@ class Backend(Protocol):
     of the backend's constructor; :func:`ssehub.backends.create_backend` passes the broker's
     ``history_size``/``history_ttl``/``budget`` through.
 
-    Three members are optional, read with :func:`history_bytes`, :func:`history_usage` (0
-    bytes without them) and :func:`replay_matching`: ``history_bytes``, an int attribute (the
-    bytes history holds now, or as last seen for a shared store), ``async
-    history_usage(topics=None)``, like :meth:`history_sizes` with ``(events, bytes)`` per topic,
-    and ``async replay_matching(topics, matchers, last_event_id) -> Replay`` (pattern resume,
-    described at :func:`replay_matching`). They are not members of this protocol, so a backend
-    written before them is still a :class:`Backend`.
+    Four members are optional, read with :func:`history_bytes`, :func:`history_usage` (0
+    bytes without them), :func:`replay_matching` and :func:`publish_transient`:
+    ``history_bytes``, an int attribute (the bytes history holds now, or as last seen for a
+    shared store), ``async history_usage(topics=None)``, like :meth:`history_sizes` with
+    ``(events, bytes)`` per topic, ``async replay_matching(topics, matchers, last_event_id) ->
+    Replay`` (pattern resume, described at :func:`replay_matching`) and ``async
+    publish_transient(batch) -> list[StoredEvent]`` (described at :func:`publish_transient`).
+    They are not members of this protocol, so a backend written before them is still a
+    :class:`Backend`.
     """
 
     async def start(self, *, sink: EventSink, clock: Clock, task_group: TaskGroup) -> None:
@@ -194,6 +197,25 @@ async def history_usage(
         result: dict[str, tuple[int, int]] = await usage(topics)
         return result
     return {name: (size, 0) for name, size in (await backend.history_sizes(topics)).items()}
+
+
+async def publish_transient(backend: Backend, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+    """Deliver ``batch`` to every subscriber without keeping it in history.
+
+    Calls the backend's optional ``publish_transient(batch)``: the events get ids in the same
+    order as stored ones and reach the sink of every process sharing the store, but no topic
+    history holds them, so they are never replayed and take no place in the history's bounds
+    (a resume on their topics is answered like one on a topic without history). A backend
+    without the method stores them, as :meth:`Backend.publish` does.
+
+    Raises:
+        BackendUnavailable, PublishOutcomeUnknown, EventTooLarge: as :meth:`Backend.publish`.
+    """
+    method = getattr(backend, "publish_transient", None)
+    if method is None:
+        return await backend.publish(batch)
+    stored: list[StoredEvent] = await method(batch)
+    return stored
 
 
 async def replay_matching(

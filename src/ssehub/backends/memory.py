@@ -169,6 +169,28 @@ class MemoryBackend:
             return self._publish_keyed(batch, idempotency_keys, now)
         return [self._store(pending, now) for pending in batch]
 
+    async def publish_transient(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+        """Number and fan out ``batch`` without keeping it in history (see
+        :func:`ssehub.backends.base.publish_transient`).
+
+        Raises:
+            EventTooLarge: an event is larger than ``budget.max_event_size``; nothing is sent.
+        """
+        check = self._history.budget.check_event
+        for _, event, _ in batch:
+            check(event)
+        now = self._clock.time()
+        delivered: list[StoredEvent] = []
+        for topics, event, private in batch:
+            self._sequence += 1
+            event_id = self._prefix + str(self._sequence)
+            wire = event if event.id is not None else event.replace(id=event_id)
+            item = StoredEvent(event_id, topics, wire, now, (self._sequence,), private)
+            if self._sink is not None:
+                self._sink(item)
+            delivered.append(item)
+        return delivered
+
     def _store(
         self, pending: PendingEvent, now: float, key: str | None = None, fingerprint: str = ""
     ) -> StoredEvent:

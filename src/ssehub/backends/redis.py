@@ -403,6 +403,24 @@ class RedisBackend:
             EventTooLarge: an event is over ``budget.max_event_size``; nothing was sent.
             BrokerClosed: the backend is not started.
         """
+        return await self._append(batch, idempotency_keys, transient=False)
+
+    async def publish_transient(self, batch: Sequence[PendingEvent]) -> list[StoredEvent]:
+        """Append ``batch`` to the log only, so every process's reader delivers it but no
+        topic stream keeps it (see :func:`ssehub.backends.base.publish_transient`).
+
+        Raises:
+            As :meth:`publish`.
+        """
+        return await self._append(batch, None, transient=True)
+
+    async def _append(
+        self,
+        batch: Sequence[PendingEvent],
+        idempotency_keys: Sequence[str | None] | None,
+        *,
+        transient: bool,
+    ) -> list[StoredEvent]:
         script = self._publish_script
         if script is None:
             raise BrokerClosed("the Redis backend is not started")
@@ -410,7 +428,7 @@ class RedisBackend:
             return []
         _redis_budget.check_batch(self.budget, batch)
         topic_index: dict[str, int] = {}
-        for topics, _, _ in batch:
+        for topics, _, _ in () if transient else batch:
             for topic in topics:
                 topic_index.setdefault(topic, len(topic_index) + 1)
         head: list[str | int] = [

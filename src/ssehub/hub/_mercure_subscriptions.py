@@ -36,6 +36,7 @@ from urllib.parse import quote, unquote
 import anyio
 from starlette.responses import Response
 
+from ..broker.transient import publish_transient
 from ._mercure_auth import MercureAuth, MercureClaims, MercureError
 
 if TYPE_CHECKING:
@@ -140,7 +141,10 @@ class MercureSubscriptions:
                 continue
             data = json.dumps({"@context": CONTEXT, **document}, separators=(",", ":"))
             try:
-                await broker.publish(topic, data, private=True)
+                # Live only: on a topic per subscriber and selector, kept in history they
+                # would push real topics' history out (a client opening and closing
+                # subscriptions could empty it).
+                await publish_transient(broker, topic, data, private=True)
             except Exception as exc:  # noqa: BLE001 - an event lost must not break a stream
                 logger.warning("could not publish a Mercure subscription event: %s", exc)
 
