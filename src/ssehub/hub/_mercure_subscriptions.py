@@ -196,6 +196,7 @@ class MercureSubscriptions:
 
     def _last_event_id(self) -> str:
         """The newest id of the hub when its backend tells it cheaply (memory), else
-        ``earliest``: subscribing to subscription events from there misses none."""
+        ``earliest``. Subscription events are live only (never replayed): a client that
+        subscribes to them before asking for the list misses none."""
         last = getattr(self.hub.broker.backend, "last_id", None)
         return last if isinstance(last, str) else "earliest"
