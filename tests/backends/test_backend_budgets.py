@@ -209,3 +209,8 @@ async def test_transient_events_reach_subscribers_and_keep_no_history(factory: F
         assert sizes == {"real": 1, "also-real": 1, "notice/0": 0}
         replay = await broker.backend.replay(["real"], first.id)
         assert replay.reset is None  # the real topic's history is whole
+        # A client whose last event was a transient one resumes a real topic exactly.
+        later = await broker.publish("real", "after the notices")
+        replay = await broker.backend.replay(["real"], sent[-1].id)
+        assert replay.reset is None
+        assert [event.id for event in replay.events] == [later.id]
