@@ -208,3 +208,16 @@ async def test_mercure_subscription_events_do_not_push_other_topics_out_of_histo
         replay = await broker.backend.replay(["https://example.com/news"], first.id)
         assert replay.reset is None
         assert [event.event.data for event in replay.events] == ["also important"]
+
+
+async def test_status_and_dashboard_do_not_list_mercure_subscription_event_topics() -> None:
+    # Their names hold a subscriber's selector and id, which the subscriptions API guards.
+    private = "/.well-known/mercure/subscriptions/https%3A%2F%2Fexample.com%2Finbox/urn:uuid:1"
+    async with running_hub(mercure_settings(mercure_subscriptions=True)) as app:
+        broker = hub_of(app).broker
+        async with broker.subscribe(private), broker.subscribe("news"), client_for(app) as http:
+            status = (await http.get("/status")).json()
+            stats = (await http.get("/dashboard/stats")).json()
+        for document in (status, stats):
+            assert list(document["topics"]) == ["news"]
+            assert "hidden_topics" not in document

@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from .._exceptions import BackendUnavailable
 from ._errors import HubHTTPError
-from ._status import backend_check, topic_filter_for
+from ._status import backend_check, listed_topics, topic_filter_for
 
 if TYPE_CHECKING:
     from ._state import HubState
@@ -137,7 +137,7 @@ async def dashboard_stats(
         every_topic = await broker.topics()
     except BackendUnavailable:
         raise HubHTTPError("unavailable", "the broker's backend cannot be reached") from None
-    topics = every_topic if visible is None else [t for t in every_topic if visible(t.topic)]
+    topics, hidden = listed_topics(every_topic, visible)
     stats = broker.statistics()
     connections = _open_streams(hub, stats.subscribers)
     busiest = sorted(topics, key=lambda info: (-info.subscribers, -info.events, info.topic))
@@ -168,7 +168,7 @@ async def dashboard_stats(
         },
     }
     if visible is not None:
-        document["hidden_topics"] = len(every_topic) - len(topics)
+        document["hidden_topics"] = hidden
     return document
 
 

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 
 from ._auth import principal_of
+from ._mercure_subscriptions import SUBSCRIPTIONS_PATH
 
 if TYPE_CHECKING:
     from starlette.types import Scope
 
-    from ..broker import Broker
+    from ..broker import Broker, TopicInfo
     from ._auth import Principal
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "BackendCheck",
     "backend_check",
     "health_document",
+    "listed_topics",
     "liveness_document",
     "readiness_document",
     "sees_every_topic",
@@ -92,6 +94,33 @@ def topic_filter(principal: Principal, *, auth: bool) -> Callable[[str], bool] |
     return principal.subscribe.matches
 
 
+def listed_topics(
+    every: list[TopicInfo], visible: Callable[[str], bool] | None
+) -> tuple[list[TopicInfo], int]:
+    """Return the topics of ``every`` listed to a caller who sees what ``visible`` accepts
+    (``None``: every topic), and how many others are hidden from it.
+
+    Mercure's subscription-event topics name a subscriber and its selector, which the Mercure
+    subscriptions API guards with its own tokens: they are listed only to a caller whose grants
+    accept them, never as part of "every topic" (an admin, or no authentication), and are not
+    counted as hidden.
+    """
+    shown: list[TopicInfo] = []
+    hidden = 0
+    for info in every:
+        if info.topic.startswith(_SUBSCRIPTION_EVENTS):
+            if visible is not None and visible(info.topic):
+                shown.append(info)
+        elif visible is None or visible(info.topic):
+            shown.append(info)
+        else:
+            hidden += 1
+    return shown, hidden
+
+
+_SUBSCRIPTION_EVENTS: Final = SUBSCRIPTIONS_PATH + "/"
+
+
 def topic_filter_for(scope: Scope, *, auth: bool) -> Callable[[str], bool] | None:
     """:func:`topic_filter` for the principal of a request (``request.scope``)."""
     return topic_filter(principal_of(scope), auth=auth)
@@ -121,8 +150,7 @@ async def status_document(
     Raises:
         BackendUnavailable: the broker's backend cannot report its history sizes.
     """
-    topics = await broker.topics()
-    shown = topics if visible is None else [info for info in topics if visible(info.topic)]
+    shown, hidden = listed_topics(await broker.topics(), visible)
     stats = broker.statistics()
     document: dict[str, Any] = {
         "uptime": round(uptime, 3),
@@ -139,7 +167,7 @@ async def status_document(
         },
     }
     if visible is not None:
-        document["hidden_topics"] = len(topics) - len(shown)
+        document["hidden_topics"] = hidden
     else:  # -- byte budgets: their use, for admins (sizes of others' topics would leak)
         for info in shown:
             document["topics"][info.topic]["history_bytes"] = info.history_bytes
