@@ -40,3 +40,16 @@ def test_ruff_lint() -> None:
 def test_mypy_strict() -> None:
     result = _run(_tool("mypy"), "--strict", "src/ssehub")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_over_600_lines() -> None:
+    # One small module per concept: past this, split it (docs/ARCHITECTURE.md, issue 17).
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in sorted((ROOT / "src" / "ssehub").rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

@@ -25,16 +25,18 @@ fails after that happened while the command was written or awaited. A publish ru
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 from .._exceptions import BackendUnavailable, IdempotencyKeyReused, PublishOutcomeUnknown
+from ..broker.events import StoredEvent
 from ..broker.publication import publication_fingerprint
-from ._redis_codec import encode_fields
+from ._redis_codec import encode_fields, stream_position
 
 if TYPE_CHECKING:
+    from ..broker.events import Position
     from .base import PendingEvent
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "attempt",
     "publish_arguments",
     "publish_error",
+    "stored_events",
     "tracking_pool_class",
 ]
 
@@ -114,6 +117,23 @@ def publish_error(exc: Exception, sent: bool) -> BackendUnavailable:
             "retrying with the same idempotency key is safe"
         )
     return BackendUnavailable(f"Redis is unavailable (publish): {exc}")
+
+
+def stored_events(
+    epoch: str,
+    raw_ids: Sequence[Any],
+    batch: Sequence[PendingEvent],
+    timestamp: Callable[[Position], float],
+) -> list[StoredEvent]:
+    """Return the events of ``batch`` as PUBLISH_LUA stored them: ``raw_ids`` are its stream
+    ids, in batch order, ``epoch`` the data set's; ``timestamp`` gives an event's time."""
+    stored: list[StoredEvent] = []
+    for raw_id, (topics, event, private) in zip(raw_ids, batch, strict=True):
+        position = stream_position(raw_id)
+        event_id = f"{epoch}-{position[0]}-{position[1]}"
+        wire = event if event.id is not None else event.replace(id=event_id)
+        stored.append(StoredEvent(event_id, topics, wire, timestamp(position), position, private))
+    return stored
 
 
 def publish_arguments(

@@ -49,9 +49,15 @@ from . import _redis_budget, _redis_patterns
 from ._redis_client import import_redis as _import_redis
 from ._redis_client import require_asyncio as _require_asyncio
 from ._redis_client import unavailable as _unavailable
-from ._redis_codec import parse_event_id, stream_position, text
+from ._redis_codec import parse_event_id, text
 from ._redis_health import Pinger
-from ._redis_publish import attempt, publish_arguments, publish_error, tracking_pool_class
+from ._redis_publish import (
+    attempt,
+    publish_arguments,
+    publish_error,
+    stored_events,
+    tracking_pool_class,
+)
 from ._redis_reader import BLOCK_MS, LogReader
 from ._redis_replay import SharedReads, replay_from_snapshot
 from ._redis_scripts import (
@@ -382,9 +388,8 @@ class RedisBackend:
         The events reach the sink through the reader, like events published by other processes;
         this returns once the reader has handed them to the sink (at once if the reader is
         reconnecting, and after ``socket_timeout`` seconds at most: the events are stored and
-        will follow). So, as
-        with the memory backend, a subscriber that exists when ``publish`` returns has the event,
-        and one created after it does not get it as a live event.
+        will follow). So, as with the memory backend, a subscriber that exists when ``publish``
+        returns has the event, and one created after it does not get it as a live event.
 
         A publish also removes a few topics whose every event aged out (their keys, see
         :mod:`ssehub.backends._redis_scripts`): one more round trip, only when there are some.
@@ -458,21 +463,7 @@ class RedisBackend:
             except self._redis.RedisError as exc:
                 # The events are stored: the publish succeeded. Removal is retried lazily.
                 logger.warning("could not remove aged-out topics (will retry): %s", exc)
-        epoch = text(raw_epoch)
-        stored: list[StoredEvent] = []
-        for raw_id, (topics, event, private) in zip(raw_ids, batch, strict=True):
-            position = stream_position(raw_id)
-            event_id = f"{epoch}-{position[0]}-{position[1]}"
-            stored.append(
-                StoredEvent(
-                    event_id,
-                    topics,
-                    event if event.id is not None else event.replace(id=event_id),
-                    self._timestamp(position),
-                    position,
-                    private,
-                )
-            )
+        stored = stored_events(text(raw_epoch), raw_ids, batch, self._timestamp)
         await self._reader.delivered(stored[-1].position)
         return stored
 
