@@ -80,11 +80,7 @@ async def test_a_mercure_token_with_an_exp_beyond_any_time_is_a_401(exp: Any) ->
 
 
 async def _status_of(app: Starlette, path: str, query: str, method: str) -> int:
-    scope = http_scope(path, method=method, query_string=query)
-    with anyio.fail_after(5):
-        async with stream_asgi(app, scope=scope) as stream:
-            await stream.start()
-            return stream.status_code
+    return await _status_of_scope(app, http_scope(path, method=method, query_string=query))
 
 
 @pytest.mark.parametrize(("path", "query"), [("/events", "topic=t"), (HUB, "topic=t")])

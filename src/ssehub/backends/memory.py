@@ -157,9 +157,7 @@ class MemoryBackend:
             EventTooLarge: an event is larger than ``budget.max_event_size``; nothing is stored.
         """
         history = self._history
-        check = history.budget.check_event
-        for _, event, _ in batch:
-            check(event)
+        self._check_sizes(batch)
         now = self._clock.time()
         if now - self._last_sweep >= _SWEEP_INTERVAL:
             self._last_sweep = now
@@ -176,33 +174,38 @@ class MemoryBackend:
         Raises:
             EventTooLarge: an event is larger than ``budget.max_event_size``; nothing is sent.
         """
-        check = self._history.budget.check_event
-        for _, event, _ in batch:
-            check(event)
+        self._check_sizes(batch)
         now = self._clock.time()
         delivered: list[StoredEvent] = []
-        for topics, event, private in batch:
-            self._sequence += 1
-            event_id = self._prefix + str(self._sequence)
-            wire = event if event.id is not None else event.replace(id=event_id)
-            item = StoredEvent(event_id, topics, wire, now, (self._sequence,), private)
+        for pending in batch:
+            item = self._number(pending, now)
             if self._sink is not None:
                 self._sink(item)
             delivered.append(item)
         return delivered
 
-    def _store(
-        self, pending: PendingEvent, now: float, key: str | None = None, fingerprint: str = ""
-    ) -> StoredEvent:
+    def _check_sizes(self, batch: Sequence[PendingEvent]) -> None:
+        check = self._history.budget.check_event
+        for _, event, _ in batch:
+            check(event)
+
+    def _number(self, pending: PendingEvent, now: float) -> StoredEvent:
+        """``pending`` with the next id (and position) of this backend."""
         topics, event, private = pending
-        history = self._history
-        history.expire(now, topics)
         self._sequence += 1
         event_id = self._prefix + str(self._sequence)
         # An id already set was chosen by the publisher (ssehub.broker.chosen_ids): kept on
         # the wire, while event_id keeps the event's place in history.
         wire = event if event.id is not None else event.replace(id=event_id)
-        item = StoredEvent(event_id, topics, wire, now, (self._sequence,), private)
+        return StoredEvent(event_id, topics, wire, now, (self._sequence,), private)
+
+    def _store(
+        self, pending: PendingEvent, now: float, key: str | None = None, fingerprint: str = ""
+    ) -> StoredEvent:
+        topics = pending[0]
+        history = self._history
+        history.expire(now, topics)
+        item = self._number(pending, now)
         history.append(item)
         keys = self._keys
         keys.appended(item, key, fingerprint)
