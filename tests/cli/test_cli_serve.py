@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 from typing import Any
 
@@ -16,9 +17,11 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(autouse=True)
 def _no_hub_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    # serve reads SSEHUB_* from the environment; one set where the tests run must not count.
-    for name in ("SSEHUB_WORKERS", "SSEHUB_BROKER", "SSEHUB_CHANNELS"):
-        monkeypatch.delenv(name, raising=False)
+    # serve reads SSEHUB_* from the environment (and warns about unknown ones, such as the
+    # test suite's own SSEHUB_REQUIRE_REDIS): one set where the tests run must not count.
+    for name in list(os.environ):
+        if name.startswith("SSEHUB_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +98,20 @@ def test_serve_hands_uvicorn_its_plain_http_implementation_name(
     _, http, _ = serve_module.choose_implementations()
     assert options["http"] == http
     assert options["http"] in ("httptools", "h11")
+
+
+def test_unknown_variables_are_named_before_a_refusal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SSEHUB_AUHT=jwt would otherwise leave the hub open without a word.
+    monkeypatch.setenv("SSEHUB_AUHT", "jwt")
+    monkeypatch.setenv("SSEHUB_URL", "http://127.0.0.1:9")  # the client's: no warning
+    monkeypatch.setenv("SSEHUB_MAX_BATCH", "many")
+    assert main(["serve"]) == 2  # refused before anything starts
+    assert capsys.readouterr().err.splitlines() == [
+        (
+            "ssehub serve: warning: SSEHUB_AUHT is not an ssehub setting and is ignored "
+            "(did you mean SSEHUB_AUTH?)"
+        ),
+        "ssehub serve: SSEHUB_MAX_BATCH: expected an integer (got 'many')",
+    ]

@@ -45,6 +45,7 @@ def test_status_table_shows_topics_subscribers_and_history(
     assert lines[header + 1].split() == ["chat", "1", "2"]
     assert lines[header + 2].split() == ["news", "0", "1"]
     assert lines[-1].startswith("totals: published 3, ")
+    assert ", subscribed topics 1," in lines[-1]  # not the table's two topics
 
 
 def test_status_json(hub: HubServer, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 import jwt
@@ -57,3 +59,47 @@ async def test_explicit_settings_win_over_the_environment(
         assert app.state.hub.settings is settings
         response = await http.post("/publish", json=EVENT)  # auth stays off
         assert response.status_code == 200
+
+
+def test_unknown_variables_are_logged_with_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SSEHUB_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SSEHUB_JWT_KEYS", SECRET)
+    monkeypatch.setenv("SSEHUB_SOMETHING_ELSE", "1")
+    monkeypatch.setenv("SSEHUB_TOKEN", "for the client")
+    caplog.set_level(logging.WARNING, logger="ssehub.hub")
+    create_app()
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            "ssehub.hub",
+            logging.WARNING,
+            (
+                "SSEHUB_JWT_KEYS is not an ssehub setting and is ignored "
+                "(did you mean SSEHUB_JWT_KEY?)"
+            ),
+        ),
+        (
+            "ssehub.hub",
+            logging.WARNING,
+            "SSEHUB_SOMETHING_ELSE is not an ssehub setting and is ignored",
+        ),
+    ]
+
+
+def test_settings_given_in_python_read_no_variables(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SSEHUB_AUHT", "jwt")
+    caplog.set_level(logging.WARNING, logger="ssehub.hub")
+    create_app(HubSettings())
+    assert caplog.records == []
+
+
+def test_the_client_variables_are_the_ones_the_check_knows() -> None:
+    from ssehub.client._hub import HUB_URL_ENV, TOKEN_ENV
+    from ssehub.hub._settings_checks import _NOT_SETTINGS
+
+    assert {HUB_URL_ENV, TOKEN_ENV} == _NOT_SETTINGS

@@ -221,13 +221,15 @@ def test_cli_switches() -> None:
 
 
 @contextmanager
-def _serve_lines(*args: str) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
+def _serve_lines(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         text=True,
     )
     lines: list[str] = []
@@ -259,7 +261,8 @@ def _serve_lines(*args: str) -> Iterator[tuple[str, subprocess.Popen[str], list[
 @pytest.mark.integration
 def test_json_access_log_with_request_ids_and_no_secrets() -> None:
     args = ("--log-format", "json", "--access-log", "on", "--grace-period", "1")
-    with _serve_lines(*args) as (url, process, lines):
+    # An unknown variable's warning is a JSON line too.
+    with _serve_lines(*args, env={"SSEHUB_AUHT": "jwt"}) as (url, process, lines):
         with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
             response = client.get(
                 "/status",
@@ -277,3 +280,7 @@ def test_json_access_log_with_request_ids_and_no_secrets() -> None:
     assert "s3cr3t" not in "".join(lines)
     assert any("listening on" in d["message"] for d in documents)
     assert not any("color_message" in d for d in documents)  # uvicorn's ANSI duplicate
+    assert any(
+        d["level"] == "WARNING" and d["message"].startswith("SSEHUB_AUHT is not an ssehub setting")
+        for d in documents
+    )

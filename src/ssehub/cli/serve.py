@@ -19,6 +19,7 @@ import argparse
 import gc
 import importlib
 import logging
+import logging.config
 import os
 import signal
 import socket
@@ -96,16 +97,26 @@ def run(args: argparse.Namespace) -> int:
     """
     try:
         from ..hub._settings import HubSettings, options
+        from ..hub._settings_checks import unknown_variables
     except MissingDependency as exc:
         print(f"ssehub serve: {exc}", file=sys.stderr)
         return 1
     cli = {spec.name: getattr(args, spec.name, None) for spec in options()}
+    unknown = unknown_variables(os.environ, [spec.env for spec in options()])
     try:
         settings = HubSettings.from_sources(cli, os.environ)
         check_channels_workers(settings)
     except ConfigurationError as exc:
+        # A misspelt variable may be why the settings are refused: named first.
+        for warning in unknown:
+            print(f"ssehub serve: warning: {warning}", file=sys.stderr)
         print(f"ssehub serve: {exc}", file=sys.stderr)
         return 2
+    if unknown:
+        # In the log's own format (--log-format json makes every line a JSON object).
+        logging.config.dictConfig(_log_config(settings.log_level, settings.log_format))
+        for warning in unknown:
+            logger.warning("%s", warning)
     try:
         if settings.workers != 1:  # -- scaling: N processes under a small supervisor
             from ._supervisor import supervise

@@ -10,7 +10,7 @@
     chat              2       10
     news              1        0
 
-    totals: published 10, delivered 20, dropped 0, shed 0, topics 2
+    totals: published 10, delivered 20, dropped 0, shed 0, subscribed topics 2
 
 Exit codes: 0 shown, 1 the hub answered an error or cannot be reached, 2 bad URL.
 """
@@ -27,6 +27,10 @@ from .._exceptions import ConfigurationError, HubResponseError, SSEHubError
 from .publish import describe_refusal
 
 __all__ = ["add_parser", "format_status", "run"]
+
+# The totals' "topics" counts topics with subscribers, not the topics of the table above it
+# (which lists topics with history too).
+_TOTAL_LABELS = {"topics": "subscribed topics"}
 
 _PROG = "ssehub status"
 
@@ -114,7 +118,10 @@ def format_status(url: str, document: Mapping[str, Any]) -> str:
     totals = document.get("totals")
     if isinstance(totals, Mapping) and totals:
         lines.append("")
-        lines.append("totals: " + ", ".join(f"{k} {_cell(v)}" for k, v in totals.items()))
+        lines.append(
+            "totals: "
+            + ", ".join(f"{_TOTAL_LABELS.get(k, k)} {_cell(v)}" for k, v in totals.items())
+        )
     return "\n".join(lines)
 
 

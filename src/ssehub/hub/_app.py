@@ -14,6 +14,7 @@ not forward them), so pass ``broker=`` and enter that broker in the outer app's 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -62,7 +63,8 @@ from ._publish import (
     parse_publish_body,
     scoped_keys,
 )
-from ._settings import HubSettings
+from ._settings import HubSettings, options
+from ._settings_checks import unknown_variables
 from ._state import HubState
 from ._stream import HubStream
 
@@ -414,7 +416,11 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
             settings, an ``SSEHUB_*`` variable is invalid (the message names it).
         MissingDependency: the broker backend needs an extra that is not installed.
     """
-    settings = settings if settings is not None else HubSettings.from_environment()
+    if settings is None:
+        settings = HubSettings.from_environment()
+        known = [spec.env for spec in options()]
+        for warning in unknown_variables(os.environ, known):
+            logger.warning("%s", warning)
     owns_broker = broker is None
     hub = HubState(settings, broker or _build_broker(settings), owns_broker=owns_broker)
     endpoints = _Endpoints(hub)

@@ -19,10 +19,14 @@ is no longer as ``create_app()`` built it (a middleware or exception handler add
 on): the shortcut never skips anything a user added. Middleware that wraps the whole app from
 outside (Sentry, OpenTelemetry) wraps the dispatcher too.
 ``tests/hub/test_hub_dispatch.py`` checks that both paths answer alike.
+
+The lifespan also passes through :class:`HubApp`, which says in one line why the hub could not
+start when the reason is ours or the operating system's (see :func:`_lifespan`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +37,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._exceptions import SSEHubError
 from .._logging import RequestIdMiddleware, bind_request_id, unbind_request_id
 from ._auth import AuthMiddleware
 from ._cors import CORSMiddleware, stamp
@@ -44,6 +49,8 @@ from ._metrics import HubMetrics, MetricsMiddleware
 from ._proxy import ForwardedMiddleware
 
 __all__ = ["EventsPolicies", "HubApp"]
+
+logger = logging.getLogger("ssehub.hub")
 
 _METHODS: Final = frozenset({"GET", "HEAD"})
 # The stack's order, outermost first (hub/_app.py:_middleware); a list in another order, or
@@ -186,6 +193,9 @@ class HubApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         policies = self._policies
         mercure = None
+        if scope["type"] == "lifespan":
+            await _lifespan(super().__call__, scope, receive, send)
+            return
         if scope["type"] != "http" or policies is None:
             await super().__call__(scope, receive, send)
             return
@@ -227,6 +237,39 @@ class HubApp(Starlette):
                 exchange.finish()
         finally:
             unbind_request_id(token)
+
+
+async def _lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the lifespan, saying in one line why the hub could not start when the reason is
+    one of ours or the operating system's (Redis is down, a port is taken).
+
+    Starlette reports any startup failure with the formatted traceback, which servers log
+    whole: 65 lines of redis-py internals before the one that matters. The failure message
+    is held back until the exception is known (Starlette sends it, then raises at once); any
+    other exception keeps its traceback, and so does every failure at debug level.
+    """
+    held: Message | None = None
+
+    async def holding_send(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "lifespan.startup.failed":
+            held = message
+            return
+        await send(message)
+
+    try:
+        await app(scope, receive, holding_send)
+    except BaseException as exc:
+        if held is None:
+            raise
+        if isinstance(exc, SSEHubError | OSError) and not logger.isEnabledFor(logging.DEBUG):
+            held = {
+                **held,
+                "message": f"the hub could not start: {type(exc).__name__}: {exc} (the "
+                "traceback: ssehub serve --log-level debug, or DEBUG for the ssehub.hub logger)",
+            }
+        await send(held)
+        raise
 
 
 def _route_path(scope: Scope) -> str:

@@ -7,7 +7,9 @@ settings read from the command line or the environment.
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 from .._exceptions import ConfigurationError
 from ..broker.topics import MAX_TOPIC_LENGTH
@@ -19,7 +21,10 @@ from ._settings_parse import LOG_LEVELS, SLOW_POLICIES
 # import back would make the two modules import each other (tests/hub/test_hub_imports.py).
 HubSettings = Any
 
-__all__ = ["check_http_limits", "check_settings"]
+__all__ = ["check_http_limits", "check_settings", "unknown_variables"]
+
+# SSEHUB_* variables that are not hub settings: the client's and the CLI's (client/_hub.py).
+_NOT_SETTINGS: Final = frozenset({"SSEHUB_URL", "SSEHUB_TOKEN"})
 
 
 def _at_least_one(settings: HubSettings, *names: str) -> None:
@@ -128,3 +133,27 @@ def check_http_limits(settings: HubSettings) -> None:
     for name in ("header_timeout", "body_timeout"):
         if getattr(settings, name) is not None and not getattr(settings, name) > 0:
             raise ConfigurationError(f"{name} must be positive or None")
+
+
+def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """Return a warning for each ``SSEHUB_*`` variable of ``env`` that is no setting.
+
+    Unknown names are not errors (another tool may share the prefix), but silence would hide
+    a typo that leaves a setting at its default: ``SSEHUB_AUHT=jwt`` leaves the hub open.
+
+    Args:
+        env: the environment.
+        known: the variables of the settings (``SSEHUB_PORT``...).
+
+    Returns:
+        One line per unknown variable, sorted, naming the closest setting when there is one.
+    """
+    names = frozenset(known) | _NOT_SETTINGS
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("SSEHUB_") or name in names:
+            continue
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not an ssehub setting and is ignored{hint}")
+    return warnings
