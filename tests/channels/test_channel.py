@@ -101,6 +101,22 @@ def test_listener_ids_are_validated() -> None:
     assert len(Listener().id) == 16
 
 
+@pytest.mark.parametrize("name", [".", ".."])
+def test_dot_segments_are_no_names(name: str) -> None:
+    # Clients resolve /channels/jobs/listeners/.. away: such a listener or channel could never
+    # be reached (or deleted) over HTTP.
+    with pytest.raises(ConfigurationError, match=r"not \. or \.\."):
+        Listener(name)
+    with pytest.raises(ConfigurationError):
+        Channel(name)
+
+
+@pytest.mark.parametrize("name", ["...", ".a", "a..", "v1.2", "-", "_"])
+def test_other_names_with_dots_are_fine(name: str) -> None:
+    assert Listener(name).id == name
+    assert Channel(name).name == name
+
+
 async def test_channel_must_be_running() -> None:
     channel = Channel("c")
     with pytest.raises(BrokerClosed):

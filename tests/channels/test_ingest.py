@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +18,7 @@ import anyio.abc
 import pytest
 
 from ssehub._exceptions import EventTooLarge, IngestError
+from ssehub._excgroups import collapse_excgroups
 from ssehub.broker import Broker
 from ssehub.channels import ChannelRegistry, IngestClient, Message
 from ssehub.channels._ingest import IngestHandler, LineReader, serve_ingest
@@ -256,3 +259,50 @@ async def test_a_bug_costs_one_connection_not_the_server(
                 )
                 assert reply["ok"] is True
     assert "an ingest connection failed" in caplog.text
+
+
+async def second_ingest(path: str) -> None:
+    async with ingest(HubSettings(socket=path)):
+        pytest.fail("a second ingest bound a live socket path")
+
+
+async def test_a_live_socket_path_is_refused_and_left_to_its_owner(short_dir: str) -> None:
+    # Binding replaces a socket file: a second hub on the same path (a rolling restart)
+    # used to take it silently, and the first then removed the second's file as it stopped.
+    path = os.path.join(short_dir, "hub.sock")
+    async with ingest(HubSettings(socket=path)):
+        inode = os.stat(path).st_ino
+        with (
+            pytest.raises(OSError, match="another process is listening") as refused,
+            collapse_excgroups(),  # the ingest's task group wraps it
+        ):
+            await second_ingest(path)
+        assert refused.value.errno == errno.EADDRINUSE
+        assert os.stat(path).st_ino == inode  # the live hub's file, untouched
+        async with await anyio.connect_unix(path) as stream:  # and still served
+            reply = await Connection(stream).ask({"command": "publish", "topic": "t", "data": 1})
+            assert reply["ok"] is True
+        # As in test_unix_socket_commands_and_mode: let the server see the EOF first.
+        await anyio.wait_all_tasks_blocked()
+    assert not os.path.exists(path)  # removed by its owner on the way out
+
+
+async def test_a_stale_socket_file_is_replaced(short_dir: str) -> None:
+    path = os.path.join(short_dir, "hub.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)  # bound, never listening: what a killed process leaves
+    stale.close()
+    async with ingest(HubSettings(socket=path)) as (_, _, addresses):
+        assert addresses == [f"unix:{path}"]
+
+
+async def test_a_socket_that_replaced_ours_is_not_removed(short_dir: str) -> None:
+    path = os.path.join(short_dir, "hub.sock")
+    async with ingest(HubSettings(socket=path)):
+        os.unlink(path)
+        other = socket.socket(socket.AF_UNIX)
+        other.bind(path)  # another process's socket now lives at the path
+    try:
+        assert os.path.exists(path)
+    finally:
+        other.close()

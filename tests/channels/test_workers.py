@@ -25,6 +25,11 @@ def refuse_parent_process(message: Message) -> None:
         raise RuntimeError("ran in the parent process")
 
 
+def exit_on_odd(message: Message) -> None:
+    if message.payload % 2:
+        sys.exit(3)
+
+
 def fail_on_odd(message: Message) -> None:
     if message.payload % 2:
         raise ValueError(f"odd: {message.payload}")
@@ -279,3 +284,53 @@ async def test_process_callback_output_is_bounded(
     assert "5 records dropped" in caplog.text
     out = capsys.readouterr().out
     assert out.startswith("x" * MAX_OUTPUT_CHARS + "\n[ssehub: 11 more characters")
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+async def test_a_callback_calling_sys_exit_is_a_failure_like_any_other(
+    processes: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SystemExit is no Exception: it used to end the pool, every other listener and the
+    # caller's block (and, uncaught, the process).
+    caplog.set_level(logging.ERROR, logger="ssehub.channels")
+    with anyio.fail_after(60):
+        async with Channel("c") as channel, WorkerPool(max_workers=2, processes=processes) as pool:
+            exiting = pool.attach(channel, exit_on_odd, ordered=True)
+            other = pool.attach(channel, fail_on_odd, ordered=True)
+            for n in range(4):
+                await channel.broadcast(Message("n", n))
+            await channel.broadcast(Message.end())
+            await exiting.wait()
+            await other.wait()
+    assert exiting.statistics()[:2] == (2, 2)
+    assert other.statistics()[:2] == (2, 2)
+
+
+async def test_a_listener_removed_before_its_consumer_ran_ends_alone() -> None:
+    with anyio.fail_after(10):
+        async with Channel("c") as channel, WorkerPool() as pool:
+            received: list[Any] = []
+            kept = pool.attach(channel, received.append, ordered=True)
+            gone = pool.attach(channel, received.append, ordered=True)
+            channel.remove_listener(gone.listener.id)  # before its consumer task ran
+            await gone.wait()
+            await channel.broadcast(Message("n", 1))
+            await channel.broadcast(Message.end())
+            await kept.wait()  # the pool and the other consumer carry on
+    assert received == [Message("n", 1)]
+    assert gone.statistics() == (0, 0, 0, 0)
+
+
+async def test_ended_listeners_are_not_kept_but_still_counted() -> None:
+    with anyio.fail_after(10):
+        async with Channel("c") as channel, WorkerPool() as pool:
+            handles = []
+            for n in range(50):
+                handle = pool.attach(channel, fail_on_odd, ordered=True)
+                await channel.dispatch(handle.listener.id, Message("n", n))
+                await channel.dispatch(handle.listener.id, Message.end())
+                handles.append(handle)
+            for handle in handles:
+                await handle.wait()
+            assert pool._listeners == {}  # the handles of ended listeners are let go
+            assert pool.statistics() == (25, 25, 0, 0)

@@ -429,3 +429,20 @@ async def test_lingering_listeners_are_freed_when_the_channels_close() -> None:
     gc.collect()
     assert channels_of(app).lingering() == 0
     assert sum(isinstance(o, Listener) for o in gc.get_objects()) == listeners_before
+
+
+async def test_payloads_nested_to_the_parsers_limit_are_a_400_never_a_500(
+    http: httpx.AsyncClient,
+) -> None:
+    # Around json.loads' depth limit a payload parses, then cannot be serialised again (a few
+    # frames deeper): the channel routes answered 500 there.
+    await make_listener(http, id="w1")
+    statuses: set[tuple[int, str]] = set()
+    for path in ("/channels/jobs/broadcast", "/channels/jobs/listeners/w1/messages"):
+        for depth in range(900, 1000, 3):
+            body = b'{"payload":' + b"[" * depth + b"]" * depth + b"}"
+            response = await http.post(
+                path, content=body, headers={"Content-Type": "application/json"}
+            )
+            statuses.add((response.status_code, response.json().get("error", "")))
+    assert {status for status, _ in statuses} <= {200, 400}, statuses

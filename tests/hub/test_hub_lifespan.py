@@ -7,6 +7,7 @@ it: ``lifespan.startup`` in, ``lifespan.startup.complete`` or ``lifespan.startup
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -106,3 +107,24 @@ async def test_a_clean_start_and_shutdown_pass_through() -> None:
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
+
+
+async def test_an_ingest_socket_in_use_is_one_line(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # Unix socket paths are limited to ~107 bytes: a short directory of our own.
+    path = f"/tmp/ssehub-lifespan-{os.getpid()}.sock"
+    owner = socket.socket(socket.AF_UNIX)
+    try:
+        owner.bind(path)
+        owner.listen()  # a live process serves this path
+        sent, raised = await start(create_app(HubSettings(socket=path)))
+    finally:
+        owner.close()
+        os.unlink(path)
+    assert isinstance(raised, OSError)  # the bare error, not a task group's ExceptionGroup
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert sent[0]["message"].startswith(
+        f"the hub could not start: OSError: [Errno 98] another process is listening on the "
+        f"ingest socket {path}"
+    )

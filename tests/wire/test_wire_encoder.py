@@ -500,3 +500,19 @@ def test_both_json_paths_raise_the_same_error_types() -> None:
                 dumps(value)
             errors.append(type(info.value))
         assert errors[0] is errors[1], value
+
+
+@pytest.mark.parametrize("encoder", ["active", "stdlib"])
+def test_json_too_deep_to_serialise_is_the_typed_error(
+    encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Data parsed just below json.loads' depth limit can be too deep for dumps (a few frames
+    # deeper): it must be the typed error (a 400 on the hub), not a RecursionError (a 500).
+    if encoder == "stdlib":
+        monkeypatch.setattr(event_module, "dumps", _json._stdlib_dumps)
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ssehub.EventValidationError, match="not JSON-serialisable") as info:
+        ServerSentEvent.json(deep)
+    assert info.value.field == "data"

@@ -84,7 +84,7 @@ class Channel:
     in a :class:`~ssehub.ChannelRegistry`.
 
     Args:
-        name: 1-64 characters of ``A-Z a-z 0-9 _ . -``.
+        name: 1-64 characters of ``A-Z a-z 0-9 _ . -``, not ``.`` or ``..``.
         queue_size: messages queued per listener before the overflow policy applies.
         overflow: ``"disconnect"`` (default: a listener that falls behind drops its queue and
             catches up from history), ``"drop_oldest"`` (an ``ssehub.dropped`` message marks

@@ -26,6 +26,7 @@ TCP port on loopback.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -68,6 +69,7 @@ logger = logging.getLogger("ssehub.ingest")
 
 _CHUNK: Final = 65536
 """Bytes per read: one socket buffer's worth, so a long line costs few reads."""
+_PROBE_TIMEOUT: Final = 1.0  # seconds to tell a live socket (it accepts) from a stale one
 
 _CHANNEL_CODES: Final = (
     (UnknownChannel, "unknown_channel"),
@@ -290,10 +292,13 @@ async def serve_ingest(
     limit = settings.max_body_size
     listeners: list[anyio.abc.Listener[Any]] = []
     addresses: list[str] = []
+    ours: tuple[int, int] | None = None  # the socket file's device and inode, once bound
     try:
         if settings.socket is not None:
+            await _refuse_live_socket(settings.socket)
             unix = await anyio.create_unix_listener(settings.socket, mode=settings.socket_mode)
             listeners.append(unix)
+            ours = _identity(settings.socket)
             addresses.append(f"unix:{settings.socket}")
         if settings.ingest_port is not None:
             tcp = await anyio.create_tcp_listener(
@@ -320,14 +325,46 @@ async def serve_ingest(
         for listener in listeners:
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
-        if settings.socket is not None and addresses:
-            _unlink_socket(settings.socket)
+        if settings.socket is not None and ours is not None:
+            _unlink_socket(settings.socket, ours)
 
 
-def _unlink_socket(path: str) -> None:
-    # Only a socket is removed: never a file that replaced it meanwhile.
+async def _refuse_live_socket(path: str) -> None:
+    """Raise ``OSError`` (``EADDRINUSE``) if a process accepts connections on ``path``.
+
+    Binding removes a socket file that is there (anyio does, as a stale one is left by a
+    process that was killed), live or not: a second hub started on the same path (a rolling
+    restart) would take it silently, and the first would then remove the second's file when
+    it stops. A stale file refuses the connection and is replaced as before.
+    """
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # nothing there, or not a socket: binding says what is wrong
+        with anyio.fail_after(_PROBE_TIMEOUT):
+            stream = await anyio.connect_unix(path)
+    except (OSError, TimeoutError):
+        return  # refused (stale), gone meanwhile, or not answering: not a live listener
+    await stream.aclose()
+    raise OSError(
+        errno.EADDRINUSE,
+        f"another process is listening on the ingest socket {path}; stop it first, "
+        "or give this hub another --socket",
+    )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _unlink_socket(path: str, ours: tuple[int, int]) -> None:
+    # Only the socket this hub bound: never a file that replaced it meanwhile, such as the
+    # socket of a hub started on the same path after this one (a rolling restart).
+    try:
+        if _identity(path) == ours:
             os.unlink(path)
     except OSError:
         logger.warning("could not remove the ingest socket %s", path)

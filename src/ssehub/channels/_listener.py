@@ -40,8 +40,9 @@ __all__ = ["NAME_PATTERN", "Listener", "ListenerState", "MessageHook", "MessageS
 MessageHook = Callable[[Message], "Awaitable[None] | None"]
 """``on_message(message)``: return to accept, raise :class:`~ssehub.MessageRejected` to refuse."""
 
-NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-"""Channel names and listener ids: 1-64 of ``A-Z a-z 0-9 _ . -``, safe in URLs and topics."""
+NAME_PATTERN: Final = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.\-]{1,64}")
+"""Channel names and listener ids: 1-64 of ``A-Z a-z 0-9 _ . -``, safe in URLs and topics;
+not ``.`` or ``..``, which clients resolve away as path segments (RFC 3986, section 5.2.4)."""
 
 
 def check_name(kind: str, value: object) -> str:
@@ -52,7 +53,7 @@ def check_name(kind: str, value: object) -> str:
     """
     if isinstance(value, str) and NAME_PATTERN.fullmatch(value):
         return value
-    raise ConfigurationError(f"{kind} must be 1-64 characters from [A-Za-z0-9_.-]")
+    raise ConfigurationError(f"{kind} must be 1-64 characters from [A-Za-z0-9_.-], not . or ..")
 
 
 class ListenerState(str, enum.Enum):

@@ -40,7 +40,8 @@ __all__ = [
 Name = Annotated[
     str,
     Meta(
-        pattern=whole(NAME_PATTERN.pattern), description="1-64 characters of `A-Z a-z 0-9 _ . -`."
+        pattern=whole(NAME_PATTERN.pattern),
+        description="1-64 characters of `A-Z a-z 0-9 _ . -`, not `.` or `..`.",
     ),
 ]
 """A channel name or listener id."""

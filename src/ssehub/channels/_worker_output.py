@@ -46,7 +46,7 @@ class Outcome:
     dropped_records: int = 0
     stdout: str = ""
     stderr: str = ""
-    error: Exception | None = None
+    error: Exception | SystemExit | None = None
 
     def replay(self, listener_id: str) -> None:
         """Log the records through the parent's loggers and write the printed output."""
@@ -155,7 +155,7 @@ def run_captured(callback: Callable[[Any], Any], message: Any, threshold: int) -
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             callback(message)
-    except Exception as exc:  # noqa: BLE001 - returned to the parent, which logs it
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - returned to the parent, which logs it
         add_note = getattr(exc, "add_note", None)
         if add_note is not None:
             add_note("in the worker process:\n" + traceback.format_exc().rstrip())

@@ -12,7 +12,8 @@ once across the pool.
 Nothing grows without limit: a consumer takes new messages only when a worker slot is free, so
 when the pool is saturated messages wait in the listener's bounded queue, whose overflow policy
 applies (choose the channel's ``overflow="block"`` for back-pressure on senders). An exception
-in a callback is logged and counted; the listener and the channel carry on.
+in a callback (``sys.exit()`` included) is logged and counted; the listener and the channel
+carry on.
 
 In a process pool, what a callback logs goes to the parent's loggers and what it prints to the
 parent's standard output and error, once the call returns (see ``_worker_output.py``).
@@ -28,7 +29,7 @@ import anyio
 import anyio.to_process
 import anyio.to_thread
 
-from .._exceptions import BrokerClosed, ConfigurationError
+from .._exceptions import BrokerClosed, ConfigurationError, UnknownListener
 from ..broker.broker import Broker
 from ._message import Message
 from ._worker_output import log_threshold, run_captured
@@ -128,7 +129,10 @@ class WorkerPool:
         self.processes = processes
         self._limiter = anyio.CapacityLimiter(max_workers)
         self._task_group: TaskGroup | None = None
-        self._listeners: list[CallbackListener] = []
+        # The running handles only: an ended one is folded into the totals and forgotten,
+        # so a long-lived pool attaching short-lived listeners does not grow.
+        self._listeners: dict[CallbackListener, None] = {}
+        self._ended = (0, 0, 0)  # processed, failed, dropped of the handles that ended
 
     async def __aenter__(self) -> WorkerPool:
         if self._task_group is not None:
@@ -152,8 +156,8 @@ class WorkerPool:
         return await Broker._exit_task_group(task_group, exc_type, exc, tb)
 
     def statistics(self) -> WorkerStatistics:
-        """Return the sums over every callback listener attached so far."""
-        totals = [0, 0, 0, 0]
+        """Return the sums over every callback listener attached so far (ended ones too)."""
+        totals = [*self._ended, 0]
         for handle in self._listeners:
             for index, value in enumerate(handle.statistics()):
                 totals[index] += value
@@ -191,13 +195,19 @@ class WorkerPool:
             raise BrokerClosed("the worker pool is not running (use `async with`)")
         listener = channel.add_listener(id, on_message=on_message)
         handle = CallbackListener(listener, callback, ordered=ordered)
-        self._listeners.append(handle)
+        self._listeners[handle] = None
         task_group.start_soon(self._consume, channel, handle, name=f"ssehub worker {listener.id}")
         return handle
 
     async def _consume(self, channel: Channel, handle: CallbackListener) -> None:
         try:
-            stream = channel.message_stream(handle.listener, remove_on_close=True)
+            try:
+                stream = channel.message_stream(handle.listener, remove_on_close=True)
+            except (UnknownListener, BrokerClosed):
+                # Removed (or its channel closed) before this task ran: it ended, and must
+                # not take the pool and every other listener's consumer down with it.
+                logger.debug("callback listener %r ended before it started", handle.listener.id)
+                return
             async with stream:
                 if handle.ordered:
                     async for message in stream:
@@ -224,6 +234,10 @@ class WorkerPool:
                             else:
                                 slots.release()
         finally:
+            del self._listeners[handle]
+            processed, failed, dropped, _ = handle.statistics()
+            done, errors, lost = self._ended
+            self._ended = (done + processed, errors + failed, lost + dropped)
             handle._done.set()
 
     @staticmethod
@@ -255,8 +269,9 @@ class WorkerPool:
                 await self._call_in_process(handle, message)
             else:
                 await anyio.to_thread.run_sync(handle.callback, message, limiter=self._limiter)
-        except Exception:
-            # User code: log it, count it, keep the listener and the channel running.
+        except (Exception, SystemExit):
+            # User code: log it, count it, keep the listener and the channel running (a
+            # sys.exit() in a callback too: it would otherwise end the pool and the process).
             handle._failed += 1
             logger.exception(
                 "callback of listener %r failed on message %r", handle.listener.id, message.id

@@ -46,6 +46,7 @@ from .._exceptions import (
     UnknownChannel,
     UnknownListener,
 )
+from .._excgroups import collapse_excgroups
 from ..broker.history import HistoryBudget
 from ..channels import END_OF_STREAM, Channel, ChannelRegistry, Listener, Message
 from ..response import EventSourceResponse
@@ -242,21 +243,24 @@ def with_channels(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with inner(app), AsyncExitStack() as stack:
-            channels: HubChannels | None = getattr(hub, "channels", None)
-            if channels is not None:
-                await stack.enter_async_context(channels)
-            if _ingest_enabled(hub.settings):
-                from ..channels._ingest import serve_ingest
+        # The ingest's task group wraps a failure to listen (a socket path in use) in a
+        # group; the server reports the bare error (and the hub says it in one line).
+        with collapse_excgroups():
+            async with inner(app), AsyncExitStack() as stack:
+                channels: HubChannels | None = getattr(hub, "channels", None)
+                if channels is not None:
+                    await stack.enter_async_context(channels)
+                if _ingest_enabled(hub.settings):
+                    from ..channels._ingest import serve_ingest
 
-                task_group = await stack.enter_async_context(anyio.create_task_group())
-                stack.callback(task_group.cancel_scope.cancel)  # exits first: stop the ingest
-                registry = channels.registry if channels is not None else None
-                await task_group.start(serve_ingest, hub.broker, registry, hub.settings)
-            try:
-                yield
-            finally:
-                hub.drain()  # streams end as a restart, not as the end of their listener
+                    task_group = await stack.enter_async_context(anyio.create_task_group())
+                    stack.callback(task_group.cancel_scope.cancel)  # exits first: the ingest
+                    registry = channels.registry if channels is not None else None
+                    await task_group.start(serve_ingest, hub.broker, registry, hub.settings)
+                try:
+                    yield
+                finally:
+                    hub.drain()  # streams end as a restart, not as the end of their listener
 
     return lifespan
 

@@ -247,12 +247,18 @@ class ServerSentEvent:
         """Build an event whose data is ``value`` as compact UTF-8 JSON.
 
         Raises:
-            EventValidationError: ``value`` is not JSON-serialisable.
+            EventValidationError: ``value`` is not JSON-serialisable (nested too deeply to
+                serialise included).
         """
         try:
             text = dumps(value)
         except (TypeError, ValueError) as exc:
             raise EventValidationError("data", f"not JSON-serialisable: {exc}") from exc
+        except RecursionError as exc:
+            # A container that holds itself, or a payload parsed just below json.loads' own
+            # depth limit that dumps, a few frames deeper, cannot write back: bad data, not
+            # a server error.
+            raise EventValidationError("data", "not JSON-serialisable: nested too deeply") from exc
         # ServerSentEvent, not cls: JSONServerSentEvent.json() must not encode the text twice.
         return ServerSentEvent(text, event=event, id=id, retry=retry, comment=comment, sep=sep)
 
