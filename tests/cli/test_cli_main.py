@@ -86,3 +86,17 @@ def test_an_unknown_option_is_still_refused(capsys: pytest.CaptureFixture[str]) 
         main(["serve", "--no-such-option"])
     assert info.value.code == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_any_command_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `ssehub status` against a slow hub printed a KeyboardInterrupt traceback.
+    from ssehub.cli import status
+
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(status, "run", interrupted)
+    assert main(["status", "--url", "http://127.0.0.1:9"]) == 130
+    assert capsys.readouterr().err == ""

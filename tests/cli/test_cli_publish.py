@@ -276,3 +276,30 @@ def test_the_socket_path_retries_a_command_unchanged(capsys: pytest.CaptureFixtu
     with pytest.raises(IngestError):
         _send_with_retry(refused, command, policy)
     assert len(refused.sent) == 1
+
+
+PUBLISH = (sys.executable, "-m", "ssehub.cli", "publish")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX pipes")
+def test_a_closed_stdout_does_not_stop_or_fail_the_publishing(hub: HubServer) -> None:
+    # `ssehub publish ... | head -0`: the answers have no reader; every line is still
+    # published and the exit code says so (it used to be 1, with a traceback, after the first).
+    start = marker(hub.url, "piped")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left before the first answer
+    try:
+        child = subprocess.run(
+            [*PUBLISH, "--url", hub.url, "--lines", "piped", "one\ntwo\nthree"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert child.returncode == 0, child.stderr
+    assert b"Traceback" not in child.stderr
+    assert b"Exception ignored" not in child.stderr
+    events = published_after(hub.url, "piped", start, 3)
+    assert [event.data for event in events] == ["one", "two", "three"]

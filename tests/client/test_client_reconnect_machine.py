@@ -17,6 +17,7 @@ from ssehub.client import (
     ReconnectPolicy,
     is_event_stream,
 )
+from ssehub.client._reconnect import MIN_FAILED_RETRY
 
 
 def zero() -> float:
@@ -73,6 +74,11 @@ def test_default_policy_values_are_documented_ones() -> None:
         {"max_delay": -0.1},
         {"multiplier": 0.5},
         {"jitter": -0.1},
+        {"jitter": 1.5},
+        {"max_delay": 86401},
+        {"initial_retry": 10**10},
+        {"max_server_retry": -1},
+        {"max_server_retry": 10**9},
         {"retry_statuses": frozenset({200})},
         {"retry_statuses": frozenset({204})},
     ],
@@ -100,10 +106,51 @@ def test_jitter_adds_up_to_its_fraction() -> None:
     assert policy.delay(2.0, 1, 0.999) == pytest.approx(4 * 1.4995)
 
 
-def test_server_retry_above_the_cap_wins() -> None:
+def test_server_retry_above_the_cap_wins_and_keeps_its_jitter() -> None:
     # The spec's wait is "the reconnection time"; the cap only limits the backoff on top.
+    # The jitter is added above it: a cohort told to wait 60 s came back in lockstep.
     policy = ReconnectPolicy(max_delay=5.0)
-    assert policy.delay(60.0, 3, 0.9) == 60.0
+    assert policy.delay(60.0, 3, 0.0) == 60.0
+    assert policy.delay(60.0, 3, 0.9) == pytest.approx(60.0 * 1.45)
+    delays = {policy.delay(60.0, 3, rand) for rand in (0.1, 0.4, 0.7)}
+    assert len(delays) == 3
+
+
+def test_retry_zero_still_backs_off_once_attempts_fail() -> None:
+    # retry: 0 (or initial_retry=0, --reconnect-delay 0) made every delay 0: a dead server
+    # got hundreds of requests a second from each client.
+    policy = ReconnectPolicy(jitter=0.0)
+    assert policy.delay(0.0, 0, 0.5) == 0.0  # a stream that ended: reconnect at once
+    failed = [policy.delay(0.0, k, 0.5) for k in range(1, 5)]
+    assert failed == pytest.approx([2 * MIN_FAILED_RETRY, 0.4, 0.8, 1.6])
+
+
+def test_a_huge_server_retry_is_bounded() -> None:
+    # A publisher may set retry: on every subscriber's stream; 10**13 ms parked the async
+    # client for 317 years and crashed the blocking one (OverflowError).
+    machine = ReconnectMachine(random=zero)
+    machine.on_progress("", 10**13)
+    assert machine.reconnection_time == 3600.0
+    machine = ReconnectMachine(ReconnectPolicy(max_server_retry=60.0), random=zero)
+    machine.on_progress("", 120_000)
+    assert machine.reconnection_time == 60.0
+    machine.on_progress("", 1_500)
+    assert machine.reconnection_time == 1.5
+
+
+def test_retry_after_keeps_the_jitter_above_it() -> None:
+    # Every client refused by one 429 gets the same Retry-After: exact floors made them all
+    # come back at the same moment.
+    delays = set()
+    for rand in (0.0, 0.3, 0.6, 0.9):
+        machine = ReconnectMachine(
+            ReconnectPolicy(retry_statuses=RETRYABLE_STATUSES, initial_retry=1.0),
+            random=lambda rand=rand: rand,
+        )
+        decision = machine.on_response(429, None, retry_after="5")
+        assert 5.0 <= decision.delay <= 7.5
+        delays.add(decision.delay)
+    assert len(delays) == 4
 
 
 def test_delay_for_a_long_outage_does_not_overflow() -> None:
@@ -130,17 +177,18 @@ def test_capped_delays_keep_their_jitter_below_the_cap() -> None:
     failures=st.integers(min_value=0, max_value=200),
     rand=st.floats(min_value=0, max_value=1, exclude_max=True),
     cap=st.floats(min_value=0, max_value=300),
-    jitter=st.floats(min_value=0, max_value=2),
+    jitter=st.floats(min_value=0, max_value=1),
 )
 def test_delay_is_always_between_the_retry_and_the_cap(
     base: float, failures: int, rand: float, cap: float, jitter: float
 ) -> None:
     policy = ReconnectPolicy(max_delay=cap, jitter=jitter)
     delay = policy.delay(base, failures, rand)
-    assert base <= delay <= max(base, cap)
+    base_floor = max(base, MIN_FAILED_RETRY) if failures else base
+    assert base <= delay <= max(base * (1 + jitter), cap)
     assert policy.delay(base, failures + 1, rand) >= delay  # never shrinks while failing
     # Not below the plain backoff, except inside the window the jitter keeps under the cap.
-    grown = base * policy.multiplier ** min(failures, 64)
+    grown = base_floor * policy.multiplier ** min(failures, 64)
     assert delay >= min(grown, cap / (1 + jitter)) * (1 - 1e-9)
 
 

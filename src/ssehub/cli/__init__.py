@@ -55,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help(sys.stderr)
         return 2
-    code: int = run(args)
+    try:
+        code: int = run(args)
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: the shell's code for SIGINT, without a traceback
     return code
 
 

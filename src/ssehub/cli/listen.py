@@ -28,6 +28,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .._exceptions import ConfigurationError, SSEHubError
+from ._output import drop_stdout
 
 if TYPE_CHECKING:
     from ..client import EventSource
@@ -39,6 +40,15 @@ _PROG = "ssehub listen"
 # C0 controls except TAB, DEL and C1 controls: shown escaped, never sent to the terminal raw.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _DIM, _BOLD_CYAN, _RESET = "\x1b[2m", "\x1b[1;36m", "\x1b[0m"
+# ssehub.client's MAX_WAIT, not imported: the parser must work without the client extra.
+_MAX_DELAY = 86400.0
+
+
+def _delay(text: str) -> float:
+    value = _non_negative(text)
+    if value > _MAX_DELAY:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_DELAY:g} seconds (one day)")
+    return value
 
 
 def _non_negative(text: str) -> float:
@@ -91,7 +101,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reconnect-delay",
-        type=_non_negative,
+        type=_delay,
         default=1.0,
         metavar="S",
         help="first reconnection delay until the hub sends retry: (default 1; backoff to 10)",
@@ -226,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, without a second error at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        drop_stdout()
         return 0
     if listener.unreachable is not None:
         cause = listener.unreachable

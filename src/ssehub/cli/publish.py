@@ -27,6 +27,7 @@ from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigurationError, HubResponseError, SSEHubError
+from ._output import drop_stdout
 
 if TYPE_CHECKING:
     from ..client import PublishResult
@@ -171,7 +172,12 @@ def _announce(attempt: int, delay: float, cause: BaseException) -> None:
 
 def _show(result: PublishResult) -> None:
     topics = ",".join(result.topics)
-    print(f"id={result.id} topics={topics} subscribers={result.subscribers}", flush=True)
+    try:
+        print(f"id={result.id} topics={topics} subscribers={result.subscribers}", flush=True)
+    except BrokenPipeError:
+        # The reader of the answers left (`| head -1`): the event is published, and so are
+        # the rest of the input's; only the answers are no longer shown.
+        drop_stdout()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ Only public httpcore API is used for the backend and its streams. Installing the
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import socket
 import ssl
@@ -186,7 +187,7 @@ class AbortableBackend(httpcore.SyncBackend):
                 raise httpcore.ConnectTimeout("timed out connecting")
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code:
-            raise OSError(code, errno.errorcode.get(code, "connect failed"))
+            raise OSError(code, os.strerror(code))  # "Connection refused", as connect() says
         sock.settimeout(None)
 
 

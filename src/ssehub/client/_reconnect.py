@@ -30,6 +30,8 @@ from typing import Final
 from .._exceptions import ConfigurationError, ConnectionFailed
 
 __all__ = [
+    "MAX_WAIT",
+    "MIN_FAILED_RETRY",
     "RETRYABLE_STATUSES",
     "Action",
     "Decision",
@@ -38,6 +40,15 @@ __all__ = [
     "ReconnectPolicy",
     "is_event_stream",
 ]
+
+MIN_FAILED_RETRY: Final = 0.1
+"""Seconds the backoff starts from after a failed attempt when the reconnection time is
+shorter (``retry: 0``): the backoff then doubles from there (0.2, 0.4, 0.8 s...), where
+from zero it stayed at zero, a tight loop of requests against a dead server."""
+
+MAX_WAIT: Final = 86400.0
+"""The longest wait any policy setting may ask for (one day); below every platform's limit on
+timed waits (``threading.TIMEOUT_MAX``)."""
 
 RETRYABLE_STATUSES: Final = frozenset({429, 502, 503, 504})
 """Statuses that usually mean "try again later" (overload, a proxy in front of a restarting
@@ -100,15 +111,22 @@ class ReconnectPolicy:
     The delay before reconnect attempt ``k`` (``k`` = consecutive failures since the last
     successful open, so 0 right after an open stream ended) is::
 
-        base  = reconnection time (the server's last valid ``retry:``, else initial_retry)
-        top   = min(max_delay, base * multiplier**k * (1 + jitter))
+        base  = reconnection time (the server's last valid ``retry:``, at most
+                max_server_retry, else initial_retry)
+        start = base if k == 0 else max(base, MIN_FAILED_RETRY)
+        top   = min(max_delay, start * multiplier**k * (1 + jitter))
         delay = top * (1 + jitter * random()) / (1 + jitter)
-        delay = max(delay, base)        # never sooner than the server asked (spec)
+        if delay < base:                # never sooner than the server asked (spec),
+            delay = base * (1 + jitter * random())    # and still spread
 
     Below the cap this is ``base * multiplier**k * (1 + jitter * random())``: up to ``jitter``
     of the backed-off delay is added. Once that window reaches the cap it slides under it, to
     ``[max_delay / (1 + jitter), max_delay]``, so capped delays keep their spread (clipping
-    them would bring every client of a long outage back at the same moment).
+    them would bring every client of a long outage back at the same moment); a server's
+    ``retry:`` above the cap is spread the same way above it. After a failed attempt the
+    backoff starts from at least :data:`MIN_FAILED_RETRY`, so ``retry: 0`` (reconnect at once
+    when a stream ends) cannot turn a dead server into a loop of requests (unless
+    ``max_delay`` is set below it).
 
     Args:
         initial_retry: the reconnection time in seconds until the server sends ``retry:``.
@@ -116,6 +134,9 @@ class ReconnectPolicy:
         max_delay: cap of the backed-off delay in seconds. 30 s: a restarted hub is found
             within half a minute while a dead one costs one request per client per 30 s. A
             server's ``retry:`` above the cap still wins (the spec's minimum wait).
+        max_server_retry: the longest ``retry:`` honoured, in seconds (1 hour): a larger
+            value counts as this one, so a bogus or hostile value (a publisher on a hub may
+            set it on every subscriber's stream) cannot park a client for years.
         multiplier: growth factor per consecutive failure (``1`` disables backoff).
         jitter: up to this fraction of the delay is added at random (at the cap: the spread
             is kept below it), so clients dropped at the same moment do not come back at the
@@ -127,7 +148,8 @@ class ReconnectPolicy:
             as a minimum, up to ``max_delay``.
 
     Raises:
-        ConfigurationError: a value is negative, or ``multiplier`` is below 1.
+        ConfigurationError: a value is negative, a time is above :data:`MAX_WAIT`, ``jitter``
+            is above 1, or ``multiplier`` is below 1.
     """
 
     initial_retry: float = 3.0
@@ -135,16 +157,19 @@ class ReconnectPolicy:
     multiplier: float = 2.0
     jitter: float = 0.5
     retry_statuses: frozenset[int] = field(default_factory=frozenset)
+    max_server_retry: float = 3600.0
 
     def __post_init__(self) -> None:
-        if self.initial_retry < 0:
-            raise ConfigurationError("initial_retry must not be negative")
-        if self.max_delay < 0:
-            raise ConfigurationError("max_delay must not be negative")
+        for name in ("initial_retry", "max_delay", "max_server_retry"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigurationError(f"{name} must not be negative")
+            if value > MAX_WAIT:
+                raise ConfigurationError(f"{name} must be at most {MAX_WAIT:g} s (one day)")
         if self.multiplier < 1:
             raise ConfigurationError("multiplier must be at least 1")
-        if self.jitter < 0:
-            raise ConfigurationError("jitter must not be negative")
+        if not 0 <= self.jitter <= 1:
+            raise ConfigurationError("jitter must be between 0 and 1")
         if 200 in self.retry_statuses or 204 in self.retry_statuses:
             raise ConfigurationError("200 and 204 cannot be retry statuses")
         # Accept any collection of ints; store a frozenset so the policy stays hashable.
@@ -162,7 +187,8 @@ class ReconnectPolicy:
             The delay in seconds, following the formula in the class docstring.
         """
         # The exponent is bounded so a long outage cannot overflow the float.
-        grown = base * self.multiplier ** min(failures, 64)
+        start = max(base, MIN_FAILED_RETRY) if failures else base
+        grown = start * self.multiplier ** min(failures, 64)
         spread = 1.0 + self.jitter
         # Cap the top of the jitter window rather than the jittered delay: capping after the
         # jitter would pin every delay at max_delay, exactly when a whole cohort of clients is
@@ -171,7 +197,20 @@ class ReconnectPolicy:
         # ``failures`` grows.
         top = min(self.max_delay, grown * spread)
         delay = top * ((1.0 + self.jitter * rand) / spread)
-        return max(delay, base)
+        if delay < base:
+            # Never sooner than the server asked (spec), and still spread: a cohort told to
+            # wait longer than the cap would otherwise come back at the very same moment.
+            delay = self.spread_above(base, rand)
+        return delay
+
+    def spread_above(self, floor: float, rand: float) -> float:
+        """Return a delay of at least ``floor`` with the jitter added above it.
+
+        Args:
+            floor: the least delay (a ``retry:`` above the cap, a ``Retry-After``).
+            rand: a number in ``[0, 1)``.
+        """
+        return floor * (1.0 + self.jitter * rand)
 
 
 class ReconnectMachine:
@@ -250,7 +289,10 @@ class ReconnectMachine:
             floor = _retry_after_seconds(retry_after)
             if floor is not None:
                 floor = min(floor, max(self.policy.max_delay, self.reconnection_time))
-                decision = Decision(Action.RECONNECT, max(decision.delay, floor))
+                if decision.delay < floor:
+                    # Spread, as every client refused at once gets the same Retry-After.
+                    delay = self.policy.spread_above(floor, self._random())
+                    decision = Decision(Action.RECONNECT, delay)
             return decision
         self.ready_state = ReadyState.CLOSED
         if status != 200:
@@ -269,7 +311,7 @@ class ReconnectMachine:
         """
         self.last_event_id = last_event_id
         if retry is not None:
-            self.reconnection_time = retry / 1000
+            self.reconnection_time = min(retry / 1000, self.policy.max_server_retry)
 
     def on_disconnect(self) -> Decision:
         """Observe a network error, an idle timeout or the normal end of the stream.

@@ -252,6 +252,8 @@ class EventSource(Generic[T]):
             if self._response is None:
                 if self._reconnect_at is not None:
                     remaining = self._reconnect_at - time.monotonic()
+                    # Bounded: Event.wait() overflows past threading.TIMEOUT_MAX.
+                    remaining = min(remaining, threading.TIMEOUT_MAX)
                     if remaining > 0 and self._wake.wait(remaining):
                         raise StopIteration  # close() woke us
                     self._reconnect_at = None
