@@ -4,6 +4,7 @@ https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -363,6 +364,23 @@ def test_event_data_over_the_cap_raises_even_with_short_lines() -> None:
         parser.feed(line)
     with pytest.raises(ssehub.EventTooLarge):
         parser.feed(line)
+
+
+def test_memory_held_for_an_event_of_short_lines_stays_near_the_cap() -> None:
+    # Each data line was kept as its own bytes object (about 35 bytes of overhead for
+    # b"xy"): an event of short lines took about 16 times max_event_size.
+    cap = 1 << 20
+    parser = EventParser(max_event_size=cap)
+    chunk = b"data: xy\n" * 8192
+    tracemalloc.start()
+    try:
+        with pytest.raises(ssehub.EventTooLarge):  # noqa: PT012 - fed until it refuses
+            while True:
+                parser.feed(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * cap + 2 * len(chunk), peak
 
 
 def test_endless_line_raises_once_the_cap_is_passed() -> None:
