@@ -10,12 +10,13 @@ benchmark nobody runs. uvicorn's own connection state (about 8 KiB, outside this
 Python heap accounting here) is not included; ``benchmarks/bench_hub_idle.py`` measures the
 whole server's RSS.
 
-Each stream here also carries what the test itself adds per request: the ASGI scope, the task
-that calls the app (a server's task) and its ``receive`` waiting forever (a cancel scope).
+Each stream here also carries what the test itself adds per request: the ASGI scope, the bare
+asyncio task that calls the app (as a server's) and its ``receive`` waiting on a future.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import time
@@ -40,8 +41,9 @@ pytestmark = [
 ]
 
 STREAMS = 1000
-BUDGET_BYTES = 11_100  # measured 10 592 on CPython 3.11, asyncio, default settings (17 490 before
-# the /events dispatcher and the flatter stream, issue 17)
+BUDGET_BYTES = 7_400  # measured 7 003 on CPython 3.11, asyncio, default settings (17 490 before
+# the /events dispatcher and the flatter stream, issue 17; 10 592 when the test's own task group
+# and cancel scope were counted in)
 TASKS_PER_STREAM = 2  # the task calling the app, and the stream's disconnect watch
 
 
@@ -51,12 +53,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-MERCURE_BUDGET_BYTES = 11_900  # measured 11 363 (a Mercure subscriber, dispatched the same way)
+MERCURE_BUDGET_BYTES = 8_150  # measured 7 726 (a Mercure subscriber, dispatched the same way)
 # With a credential that expires: its principal and its connection place, and the expiry as one
 # entry in the broker's deadline heap (17 699 bytes and a third task per stream when each such
 # stream had its own expiry timer task).
-JWT_BUDGET_BYTES = 12_600  # measured 11 989 alone, up to 12 268 after other tests
-MERCURE_JWT_BUDGET_BYTES = 12_900  # measured 12 274 alone, up to 12 553 after other tests
+JWT_BUDGET_BYTES = 8_800  # measured 8 323 alone (about 300 more after some other tests)
+MERCURE_JWT_BUDGET_BYTES = 9_100  # measured 8 602 alone
 
 KEY = "k" * 32
 
@@ -85,24 +87,29 @@ async def measure_idle_streams(
             if opened == target:
                 all_open.set()
 
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+
     async def receive() -> dict[str, Any]:
-        await anyio.sleep_forever()
+        await loop.create_future()  # what a server's receive does while the client is quiet
         raise AssertionError
 
     async def open_streams(number: int) -> None:
         nonlocal target, all_open
         target += number
         all_open = anyio.Event()
-        for _ in range(number):
-            group.start_soon(app, scope(), receive, send)
+        # A bare task per request, as uvicorn runs the app: one started by an anyio task
+        # group already holds anyio's per-task state, which hid an anyio cancel scope's cost
+        # (about 700 bytes per stream) from this guard.
+        tasks.extend(loop.create_task(app(scope(), receive, send)) for _ in range(number))
         with anyio.fail_after(60):
             await all_open.wait()
         await anyio.wait_all_tasks_blocked()
         gc.collect()
 
-    async with anyio.create_task_group() as group:
+    try:
         await open_streams(warm_up)
-        tasks_before = len(anyio.get_running_tasks())
+        tasks_before = len(asyncio.all_tasks())
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
@@ -110,8 +117,11 @@ async def measure_idle_streams(
             per_stream = (tracemalloc.get_traced_memory()[0] - before) / count
         finally:
             tracemalloc.stop()
-        tasks_per_stream = (len(anyio.get_running_tasks()) - tasks_before) / count
-        group.cancel_scope.cancel()
+        tasks_per_stream = (len(asyncio.all_tasks()) - tasks_before) / count
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return per_stream, tasks_per_stream
 
 
@@ -158,7 +168,7 @@ async def test_an_idle_hub_stream_stays_within_its_memory_and_task_budget(
 
 CHANNEL_STREAMS = 300
 CHANNEL_TASKS_PER_STREAM = 3  # the task calling the app, the disconnect watch, the producer
-CHANNEL_BUDGET_BYTES = 28_200  # measured 26 880 with an expiring JWT, the listener included (six
+CHANNEL_BUDGET_BYTES = 24_400  # measured 23 180 with an expiring JWT, the listener included (six
 # tasks and about 15 KiB more when each stream had a shutdown watcher, an expiry task and a relay)
 
 
