@@ -123,3 +123,70 @@ async def test_channels_of_a_registry_share_one_history_budget() -> None:
         assert not second.running
         # A removed channel's history leaves the shared count.
         assert registry.pool.bytes == first._backend.history_bytes > 0
+
+
+async def test_the_queues_of_a_registry_share_one_budget_in_bytes() -> None:
+    # Each queue was bounded, not their sum: listeners nobody reads (created over HTTP,
+    # lingering) held listeners x history_bytes of messages history had already let go.
+    one = await cost_of(PAYLOAD)
+    shared = HistoryBudget(history_bytes=int(4.5 * one), history_total_bytes=int(6.5 * one))
+    async with ChannelRegistry(budget=shared) as registry:
+        first = await registry.create("first")
+        second = await registry.create("second")
+        unread = [first.add_listener(f"f{i}") for i in range(3)]
+        unread += [second.add_listener(f"s{i}") for i in range(3)]
+        for _ in range(4):
+            for listener in unread:
+                channel = first if listener.id.startswith("f") else second
+                await channel.dispatch(listener.id, Message("job", PAYLOAD))
+                assert registry.queues.bytes <= 6.5 * one
+        # Every listener catches up from history when it reads: nothing errs, and what is read
+        # is in order (a reset first where history let messages go).
+        for listener in unread:
+            channel = first if listener.id.startswith("f") else second
+            messages = await drain_listener(channel, listener.id)
+            ids = [m.id for m in messages if not m.type.startswith("ssehub.")]
+            assert ids == sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))
+        assert registry.queues.bytes == 0
+        assert registry.queues._holders == {}
+
+
+async def test_a_broadcast_counts_once_in_the_shared_budget() -> None:
+    # One message held by every listener's queue is held once in memory.
+    one = await cost_of(PAYLOAD)
+    async with ChannelRegistry(budget=budget(history_bytes=int(4.5 * one))) as registry:
+        channel = await registry.create("c")
+        for i in range(50):
+            channel.add_listener(f"l{i}")
+        await channel.broadcast(Message("job", PAYLOAD))
+        assert 0.9 * one <= registry.queues.bytes < 1.1 * one  # not 50 times
+        for i in range(50):
+            assert len(await drain_listener(channel, f"l{i}")) == 1
+        assert registry.queues.bytes == 0
+
+
+async def test_the_largest_queue_catches_up_first() -> None:
+    one = await cost_of(PAYLOAD)
+    shared = HistoryBudget(history_bytes=int(4.5 * one), history_total_bytes=int(4.5 * one))
+    async with ChannelRegistry(budget=shared) as registry:
+        channel = await registry.create("c")
+        big, small = channel.add_listener("big"), channel.add_listener("small")
+        for _ in range(3):
+            await channel.dispatch("big", Message("job", PAYLOAD))
+        await channel.dispatch("small", Message("job", PAYLOAD))
+        await channel.dispatch("small", Message("job", PAYLOAD))  # over: big's queue goes
+        assert big.statistics().queued == 0
+        assert small.statistics().queued == 2
+        assert registry.queues.bytes <= 4.5 * one
+
+
+async def test_a_removed_listener_releases_its_queue() -> None:
+    one = await cost_of(PAYLOAD)
+    async with ChannelRegistry(budget=budget(history_bytes=int(4.5 * one))) as registry:
+        channel = await registry.create("c")
+        channel.add_listener("gone")
+        await channel.dispatch("gone", Message("job", PAYLOAD))
+        assert registry.queues.bytes >= one
+        channel.remove_listener("gone")  # nobody can read it now
+        assert registry.queues.bytes == 0
+        assert registry.queues._holders == {}
