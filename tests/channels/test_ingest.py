@@ -306,3 +306,47 @@ async def test_a_socket_that_replaced_ours_is_not_removed(short_dir: str) -> Non
         assert os.path.exists(path)
     finally:
         other.close()
+
+
+async def test_a_line_begun_and_left_unfinished_times_out(short_dir: str) -> None:
+    # A client could hold a partial line of max_body_size (and a task) for ever: 64 such
+    # connections held 70 MiB. A quiet connection between lines is not cut.
+    path = os.path.join(short_dir, "hub.sock")
+    async with ingest(HubSettings(socket=path, body_timeout=0.2)):
+        with anyio.fail_after(10):
+            async with await anyio.connect_unix(path) as stream:
+                connection = Connection(stream)
+                await anyio.sleep(0.4)  # idle between lines, past the timeout: still served
+                reply = await connection.ask({"command": "publish", "topic": "t", "data": 1})
+                assert reply["ok"] is True
+                await stream.send(b'{"command": "publish", "topic": "t", "da')
+                timed_out = await connection.reader.readline()
+                assert timed_out is not None
+                assert json.loads(timed_out) == {
+                    "ok": False,
+                    "error": "line_timeout",
+                    "detail": "no byte of the line for 0.2 s",
+                }
+                assert await connection.reader.readline() is None  # then closed
+            await anyio.wait_all_tasks_blocked()
+
+
+async def test_connections_beyond_the_limit_are_answered_and_closed(short_dir: str) -> None:
+    path = os.path.join(short_dir, "hub.sock")
+    command = {"command": "publish", "topic": "t", "data": 1}
+    async with ingest(HubSettings(socket=path, max_pending_connections=2)):
+        with anyio.fail_after(10):
+            first = await anyio.connect_unix(path)
+            second = await anyio.connect_unix(path)
+            for stream in (first, second):
+                assert (await Connection(stream).ask(command))["ok"] is True
+            async with await anyio.connect_unix(path) as third:
+                refused = await LineReader(third, 1 << 20).readline()
+                assert refused is not None
+                assert json.loads(refused)["error"] == "too_many_connections"
+            await first.aclose()
+            await anyio.wait_all_tasks_blocked()  # the server sees the EOF: a place is free
+            async with await anyio.connect_unix(path) as fourth:
+                assert (await Connection(fourth).ask(command))["ok"] is True
+            await second.aclose()
+            await anyio.wait_all_tasks_blocked()

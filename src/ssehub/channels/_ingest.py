@@ -87,11 +87,15 @@ class LineReader:
     Args:
         stream: the connection.
         limit: the longest line accepted, without its ``\\n``.
+        timeout: seconds a line begun may go without a byte more (``None``: no bound);
+            then :meth:`readline` raises ``TimeoutError``. Waiting between lines is not
+            bounded: a producer may keep a quiet connection open.
     """
 
-    def __init__(self, stream: ByteStream, limit: int) -> None:
+    def __init__(self, stream: ByteStream, limit: int, timeout: float | None = None) -> None:
         self._stream = stream
         self._limit = limit
+        self._timeout = timeout
         self._buffer = bytearray()
         self._eof = False
 
@@ -101,6 +105,7 @@ class LineReader:
         Raises:
             EventTooLarge: the line exceeds the limit; it has been read and discarded, so the
                 next call returns the line after it.
+            TimeoutError: a line begun got no byte more for ``timeout`` seconds.
         """
         buffer = self._buffer
         searched = 0
@@ -125,9 +130,14 @@ class LineReader:
                 return None
             await self._fill()
 
-    async def _fill(self) -> None:
+    async def _fill(self, *, partial: bool | None = None) -> None:
+        # A line begun holds its bytes (up to the limit) and a task while it waits: bounded
+        # in time, or a client could pin them for ever, a trickle of a byte at a time.
+        partial = bool(self._buffer) if partial is None else partial
+        timeout = self._timeout if partial else None
         try:
-            self._buffer += await self._stream.receive(_CHUNK)
+            with anyio.fail_after(timeout):
+                self._buffer += await self._stream.receive(_CHUNK)
         except (anyio.EndOfStream, anyio.BrokenResourceError):
             self._eof = True
 
@@ -135,7 +145,7 @@ class LineReader:
         # Drop what is buffered and read on, keeping nothing, until the line ends.
         self._buffer.clear()
         while not self._eof:
-            await self._fill()
+            await self._fill(partial=True)
             end = self._buffer.find(b"\n")
             if end >= 0:
                 del self._buffer[: end + 1]
@@ -245,12 +255,20 @@ class IngestHandler:
         return await channel.dispatch(listener, message)
 
 
-async def _serve_connection(handler: IngestHandler, stream: ByteStream, limit: int) -> None:
+async def _serve_connection(
+    handler: IngestHandler, stream: ByteStream, limit: int, line_timeout: float | None
+) -> None:
     async with stream:
-        reader = LineReader(stream, limit)
+        reader = LineReader(stream, limit, line_timeout)
         while True:
             try:
                 line = await reader.readline()
+            except TimeoutError:
+                # The half-sent line is dropped with the connection: a client that resumes
+                # sends it again, whole, on a new one.
+                detail = f"no byte of the line for {line_timeout} s"
+                await _send_last(stream, "line_timeout", detail)
+                return
             except EventTooLarge:
                 reply: dict[str, Any] = {
                     "ok": False,
@@ -264,9 +282,22 @@ async def _serve_connection(handler: IngestHandler, stream: ByteStream, limit: i
                     continue  # blank lines (keep-alives, a trailing \r\n) need no answer
                 reply = await handler.execute(line)
             try:
-                await stream.send(json.dumps(reply, separators=(",", ":")).encode() + b"\n")
+                await stream.send(_encode(reply))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the client left without reading its answer
+
+
+def _encode(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+
+
+async def _send_last(stream: ByteStream, error: str, detail: str) -> None:
+    """Send one error reply before the connection is closed, if the client takes it soon."""
+    with anyio.move_on_after(_PROBE_TIMEOUT):
+        try:
+            await stream.send(_encode({"ok": False, "error": error, "detail": detail}))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
 
 
 async def serve_ingest(
@@ -282,7 +313,9 @@ async def serve_ingest(
         broker: the hub's running broker.
         registry: the hub's running channels, or ``None``.
         settings: ``socket``, ``socket_mode``, ``ingest_port``, ``ingest_host``,
-            ``max_body_size`` (the line limit) and ``max_topics``.
+            ``max_body_size`` (the line limit), ``max_topics``, ``body_timeout`` (how long a
+            line begun may wait for its next byte) and ``max_pending_connections`` (the
+            most connections at once; more are answered ``too_many_connections`` and closed).
         task_status: reports the addresses listened on (``unix:PATH``, ``tcp:HOST:PORT``).
 
     Raises:
@@ -310,15 +343,26 @@ async def serve_ingest(
                 addresses.append(f"tcp:{settings.ingest_host}:{port}")
         multi = anyio.streams.stapled.MultiListener(listeners)
         logger.info("socket ingest listening on %s", ", ".join(addresses))
+        open_connections = 0
+        most = settings.max_pending_connections
         async with multi, anyio.create_task_group() as task_group:
             task_status.started(addresses)
 
             async def serve(stream: Any) -> None:
+                nonlocal open_connections
+                if open_connections >= most:
+                    async with stream:
+                        detail = f"the ingest serves {most} connections at most; retry later"
+                        await _send_last(stream, "too_many_connections", detail)
+                    return
+                open_connections += 1
                 try:
-                    await _serve_connection(handler, stream, limit)
+                    await _serve_connection(handler, stream, limit, settings.body_timeout)
                 except Exception:
                     # A bug must cost one connection, never the ingest (or the hub).
                     logger.exception("an ingest connection failed; it was closed")
+                finally:
+                    open_connections -= 1
 
             await multi.serve(serve, task_group=task_group)
     finally:

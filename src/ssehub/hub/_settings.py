@@ -426,8 +426,8 @@ class HubSettings:
     )
     body_timeout: float | None = option(
         20.0,
-        "seconds a request body may send nothing before the connection is closed; Apache "
-        "mod_reqtimeout's body=20, counted between reads like nginx's client_body_timeout",
+        "seconds a request body (or a socket-ingest line begun) may send nothing before the "
+        "connection is closed; Apache mod_reqtimeout's body=20, counted between reads",
         parse_optional_seconds,
         "SECONDS",
     )
@@ -440,8 +440,8 @@ class HubSettings:
     )
     max_pending_connections: int = option(
         512,
-        "most connections waiting for a complete request; beyond it the longest-waiting (1 s or "
-        "more) is closed, so idle sockets cannot keep others out; half of 'ulimit -n' 1024",
+        "most connections waiting for a complete request (beyond it the longest-waiting is "
+        "closed), and most socket-ingest connections; half of 'ulimit -n' 1024",
         parse_int,
         "N",
     )
