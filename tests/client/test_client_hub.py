@@ -232,3 +232,37 @@ async def test_async_hub_client_unreachable() -> None:
                 await hub.publish("t", "x")
             with pytest.raises(ConnectionFailed):
                 await hub.status()
+
+
+def _redirect(status: int, location: str) -> Reply:
+    return Reply(status=status, headers=[(b"location", location.encode())], steps=[b""])
+
+
+def test_status_follows_a_redirect(server: ScriptServer) -> None:
+    # A hub URL that redirects (http to https, a moved hub) answered "the hub refused:
+    # no detail (http_308)".
+    base, prefix = hub_base(server)
+    moved = server.url(f"{prefix}/moved/status")
+    server.script(f"{prefix}/status", _redirect(308, moved))
+    server.script(f"{prefix}/moved/status", json_reply(200, b'{"uptime": 1.5}'))
+    with HubClient(base) as hub:
+        assert hub.status() == {"uptime": 1.5}
+
+
+@pytest.mark.anyio
+async def test_async_status_follows_a_redirect(server: ScriptServer) -> None:
+    base, prefix = hub_base(server)
+    moved = server.url(f"{prefix}/moved/status")
+    server.script(f"{prefix}/status", _redirect(301, moved))
+    server.script(f"{prefix}/moved/status", json_reply(200, b'{"uptime": 2.5}'))
+    async with AsyncHubClient(base) as hub:
+        assert await hub.status() == {"uptime": 2.5}
+
+
+def test_a_redirected_publish_names_where_the_hub_is(server: ScriptServer) -> None:
+    base, prefix = hub_base(server)
+    server.script(f"{prefix}/publish", _redirect(308, "https://hub.example/publish"))
+    with HubClient(base, publish_retry=ONCE) as hub, pytest.raises(HubResponseError) as raised:
+        hub.publish("chat", "x")
+    assert raised.value.status_code == 308
+    assert "the hub redirected to https://hub.example/publish" in str(raised.value)

@@ -257,7 +257,11 @@ class HubClient:
         import httpx
 
         try:
-            response = self._client.get(f"{self.url}/status", headers=self._headers)
+            # Redirects followed (http to https, a moved hub); httpx drops the credential
+            # when one leaves the origin.
+            response = self._client.get(
+                f"{self.url}/status", headers=self._headers, follow_redirects=True
+            )
         except httpx.HTTPError as exc:
             raise unreachable(self.url, exc) from exc
         body = decode(response)
@@ -466,7 +470,9 @@ class AsyncHubClient:
         import httpx
 
         try:
-            response = await self._client.get(f"{self.url}/status", headers=self._headers)
+            response = await self._client.get(
+                f"{self.url}/status", headers=self._headers, follow_redirects=True
+            )
         except httpx.HTTPError as exc:
             raise unreachable(self.url, exc) from exc
         body = decode(response)

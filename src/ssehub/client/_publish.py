@@ -259,6 +259,17 @@ def decode(response: httpx.Response) -> Any:
     if not response.is_success:
         if isinstance(body, dict) and "error" in body:
             raise HubResponseError(response.status_code, body)
+        location = response.headers.get("location") if response.is_redirect else None
+        if location is not None:
+            # Not followed for a publish (a 301/302 turns a POST into a GET; resending a body
+            # elsewhere is the caller's decision): say where the hub is.
+            raise HubResponseError(
+                response.status_code,
+                {
+                    "error": f"http_{response.status_code}",
+                    "detail": f"the hub redirected to {location}; use that URL",
+                },
+            )
         text = response.text.strip()[:200]
         raise HubResponseError(
             response.status_code, {"error": f"http_{response.status_code}", "detail": text}
