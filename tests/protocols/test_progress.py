@@ -150,7 +150,7 @@ async def test_invalid_transitions_and_values() -> None:
     task = board.create("job")
     with pytest.raises(ProtocolError):
         board.create("job")
-    for bad in (-1, 101, float("nan"), True, "50"):
+    for bad in (-1, 101, float("nan"), float("inf"), 10**400, True, "50"):
         with pytest.raises(SchemaValidationError):
             task.update(bad)  # type: ignore[arg-type]
     task.complete()

@@ -249,3 +249,50 @@ def test_retry_and_id_are_passed_through() -> None:
     tick = p.kind("tick", int)
     event = tick.encode(5, id="a-1", retry=3000)
     assert event.encode() == b"id: a-1\nevent: tick\ndata: 5\nretry: 3000\n\n"
+
+
+class AliasedModel(pydantic.BaseModel):
+    user_id: int = pydantic.Field(alias="userId")
+
+
+class StrictComputed(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    w: int
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def double(self) -> int:
+        return 2 * self.w
+
+
+def test_pydantic_models_with_aliases_or_computed_fields_round_trip() -> None:
+    # Both were refused as invalid on encode: the dump was by field name (validated back by
+    # alias) and carried the computed field (refused by extra="forbid").
+    p = EventProtocol("p", ["1"])
+    p.kind("aliased", AliasedModel)
+    p.kind("strict", StrictComputed)
+    aliased = roundtrip(p, "aliased", AliasedModel(userId=7))
+    assert aliased.payload == AliasedModel(userId=7)
+    assert p.encode("aliased", AliasedModel(userId=7)).data == '{"userId":7}'
+    strict = roundtrip(p, "strict", StrictComputed(w=2))
+    assert strict.payload == StrictComputed(w=2)
+    assert strict.payload.double == 4
+
+
+@dataclasses.dataclass
+class FloatBox:
+    x: float
+
+
+def test_numbers_and_nesting_beyond_json_are_the_typed_error() -> None:
+    # They raised OverflowError and RecursionError, which an app skipping bad events with
+    # `except SchemaValidationError` did not catch.
+    p = EventProtocol("p", ["1"])
+    p.kind("f", FloatBox)
+    p.kind("a", Any)
+    with pytest.raises(SchemaValidationError, match="finite float, got a larger int"):
+        p.encode("f", FloatBox(10**400))
+    with pytest.raises(SchemaValidationError, match="finite float, got a larger int"):
+        p.decode(MessageEvent(data='{"x":1' + "0" * 400 + "}", event="f"))
+    with pytest.raises(SchemaValidationError, match="nested too deeply"):
+        p.decode(MessageEvent(data="[" * 100_000 + "]" * 100_000, event="a"))

@@ -66,6 +66,8 @@ def parse_json(kind: str, data: str) -> Any:
         return json.loads(data)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         raise SchemaValidationError(kind, f"data is not JSON: {exc.args[0]}") from None
+    except RecursionError:
+        raise SchemaValidationError(kind, "data is nested too deeply") from None
 
 
 def decode_payload(kind: str, adapter: TypeAdapter, message: MessageEvent) -> Any:

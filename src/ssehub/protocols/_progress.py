@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import math
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -129,7 +128,7 @@ class ProgressReporter:
         """
         if isinstance(percent, bool) or not isinstance(percent, (int, float)):
             raise SchemaValidationError(TASK_PROGRESS.name, "percent must be a number")
-        if not (math.isfinite(percent) and 0 <= percent <= 100):
+        if not 0 <= percent <= 100:  # False for NaN too; no float() of a huge int
             raise SchemaValidationError(TASK_PROGRESS.name, "percent must be within 0..100")
         return self._board._set(self.task_id, TaskState.RUNNING, float(percent), message, None)
 

@@ -118,10 +118,17 @@ def _scalar(kinds: tuple[type, ...], name: str) -> tuple[_Convert, _Convert]:
             raise _Invalid(path, f"expected {name}, got {_describe(value)}")
         if name == "float":
             # JSON has no NaN or Infinity: orjson would write null, the stdlib would write an
-            # invalid token that browsers' JSON.parse rejects. Refuse them on both sides.
-            if not math.isfinite(original):
-                raise _Invalid(path, f"expected a finite float, got {original!r}")
-            return float(original)
+            # invalid token that browsers' JSON.parse rejects. Refuse them on both sides, and
+            # an int too large for a float (math.isfinite() would raise OverflowError).
+            try:
+                converted = float(original)
+            except OverflowError:
+                converted = math.inf
+            if not math.isfinite(converted):
+                # The repr of a huge int is as long as its digits (and past 4300 refused).
+                shown = repr(original) if isinstance(original, float) else "a larger int"
+                raise _Invalid(path, f"expected a finite float, got {shown}")
+            return converted
         return original
 
     return check, check
@@ -391,10 +398,14 @@ def _pydantic(tp: Any) -> tuple[_Convert, _Convert]:
         if not isinstance(value, tp):
             raise _Invalid(path, f"expected {tp.__name__}, got {_describe(value)}")
         try:
-            # Re-validate: model_construct() and attribute assignment can bypass validation.
-            return tp.model_validate(value.model_dump()).model_dump(mode="json")
+            # By alias, as model_validate() reads it back (and the computed fields left out,
+            # which a model with extra="forbid" would refuse); re-validated, since
+            # model_construct() and attribute assignment can bypass validation.
+            data = value.model_dump(mode="json", by_alias=True, round_trip=True)
+            tp.model_validate(data)
         except (pydantic.ValidationError, PydanticSerializationError) as exc:
             raise _Invalid(path, _one_line(exc)) from None
+        return data
 
     def load(value: Any, path: str) -> Any:
         try:
