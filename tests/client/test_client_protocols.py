@@ -15,7 +15,7 @@ import anyio
 import pytest
 from sse_testkit import RecordingClock, ScriptServer, sse
 
-from ssehub import ConfigurationError, NegotiationError, SchemaValidationError
+from ssehub import ConfigurationError, NegotiationError, SchemaValidationError, ServerSentEvent
 from ssehub.client import AsyncEventSource, EventSource, HubClient, ReadyState, ReconnectPolicy
 from ssehub.protocols import (
     ClientWants,
@@ -157,6 +157,44 @@ async def test_invalid_payload_raises_and_the_stream_goes_on(server: ScriptServe
             with pytest.raises(SchemaValidationError):
                 await source.__anext__()
             assert typed([e async for e in source]) == [("task.progress", Progress("a", 3.0), "3")]
+
+
+MIXED_BATCH = batch_event(
+    [
+        SESSION.encode(PROGRESS, Progress("b", 1.0), id=21),
+        ServerSentEvent('{"task_id": "b", "percent": true}', event="task.progress", id=22),
+        SESSION.encode(PROGRESS, Progress("b", 3.0), id=23),
+    ]
+).encode()
+
+
+@pytest.mark.anyio
+async def test_an_invalid_batch_item_raises_alone(server: ScriptServer) -> None:
+    # The stream's Last-Event-ID is past the batch once it is parsed: one invalid item used
+    # to raise for the whole batch, and its valid items were lost for good.
+    path = server.new_path()
+    url = server.script(path, sse(HANDSHAKE, MIXED_BATCH))
+    with anyio.fail_after(10):
+        async with AsyncEventSource(url, protocol=TASKS, policy=FAST) as source:
+            first = await source.__anext__()
+            with pytest.raises(SchemaValidationError):
+                await source.__anext__()
+            last = await source.__anext__()
+    assert typed([first, last]) == [
+        ("task.progress", Progress("b", 1.0), "21"),
+        ("task.progress", Progress("b", 3.0), "23"),
+    ]
+
+
+def test_an_invalid_batch_item_raises_alone_in_the_blocking_source(server: ScriptServer) -> None:
+    path = server.new_path()
+    url = server.script(path, sse(HANDSHAKE, MIXED_BATCH))
+    with EventSource(url, protocol=TASKS, policy=FAST) as source:
+        first = next(source)
+        with pytest.raises(SchemaValidationError):
+            next(source)
+        last = next(source)
+    assert [first.id, last.id] == ["21", "23"]
 
 
 def test_protocol_excludes_decoder_and_its_headers() -> None:

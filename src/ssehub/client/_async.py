@@ -22,6 +22,7 @@ from ._common import (
     ReconnectCallback,
     SourceCore,
     classify_error,
+    deliver,
     error_body_wanted,
     explain_failure,
     make_decoder,
@@ -273,7 +274,7 @@ class AsyncEventSource(Generic[T]):
             if self._closed:
                 raise StopAsyncIteration
             if core.ready:
-                return core.ready.popleft()
+                return deliver(core.ready.popleft())
             if core.pending:
                 core.decode_next()
                 continue

@@ -20,6 +20,7 @@ from .._exceptions import (
     ConnectionFailed,
     MissingDependency,
     NegotiationError,
+    SchemaValidationError,
 )
 from ..wire import EventParser, MessageEvent
 from ._reconnect import Action, Decision, ReconnectMachine
@@ -33,9 +34,11 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "MAX_ERROR_BODY",
+    "Failed",
     "ReconnectCallback",
     "SourceCore",
     "classify_error",
+    "deliver",
     "error_body_wanted",
     "explain_failure",
     "identity",
@@ -356,6 +359,44 @@ def make_decoder(
     if decoder is not None:
         raise ConfigurationError("pass either decoder or protocol, not both")
     from ..protocols import ProtocolClient
+    from ..protocols._batching import unbatch
+    from ..protocols._schema import BATCH_EVENT
 
     client = ProtocolClient(protocol, last_event_id=last_event_id)
-    return client.feed, client
+
+    def feed(message: MessageEvent) -> list[Any]:
+        if message.event != BATCH_EVENT:
+            return client.feed(message)
+        # Item by item: the stream's Last-Event-ID is past the whole batch already, so an
+        # invalid item raised for the batch would take the valid ones with it for good. Each
+        # valid item is delivered; an invalid one raises in its turn (see Failed).
+        values: list[Any] = []
+        for item in unbatch(message, client.last_event_id):
+            try:
+                values.extend(client.feed(item))
+            except SchemaValidationError as exc:  # noqa: PERF203 - one error per bad item
+                client.last_event_id = item.id
+                values.append(Failed(exc))
+        return values
+
+    return feed, client
+
+
+class Failed:
+    """An item of a batch that could not be decoded: raised when its turn comes.
+
+    Attributes:
+        error: the exception to raise.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def deliver(value: T) -> T:
+    """Return a ready value, or raise the error of a :class:`Failed` one."""
+    if isinstance(value, Failed):
+        raise value.error
+    return value

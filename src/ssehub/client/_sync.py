@@ -25,6 +25,7 @@ from ._common import (
     ReconnectCallback,
     SourceCore,
     classify_error,
+    deliver,
     error_body_wanted,
     explain_failure,
     make_decoder,
@@ -242,7 +243,7 @@ class EventSource(Generic[T]):
             if self._closed:
                 raise StopIteration
             if core.ready:
-                return core.ready.popleft()
+                return deliver(core.ready.popleft())
             if core.pending:
                 core.decode_next()
                 continue
