@@ -327,3 +327,21 @@ async def test_batched_refuses_non_events() -> None:
     source.items.append("oops")  # type: ignore[arg-type]
     with anyio.fail_after(5), pytest.raises(TypeError):
         await batched(source, None).__anext__()
+
+
+def test_a_batched_event_arrives_as_it_would_alone() -> None:
+    # CR and CRLF inside data, and an empty event type: a lone event's parser turns them into
+    # LF and "message"; the batch kept the raw CR and the empty type.
+    events = [
+        ServerSentEvent("line1\r\nline2", id=1),
+        ServerSentEvent("a\rb", id=2),
+        ServerSentEvent("x", event="", id=3),
+    ]
+    alone = [(m.event, m.data, m.id) for m in parse(b"".join(e.encode() for e in events))]
+    (batch,) = parse(batch_event(events).encode())
+    assert [(m.event, m.data, m.id) for m in unbatch(batch)] == alone
+    assert alone == [
+        ("message", "line1\nline2", "1"),
+        ("message", "a\nb", "2"),
+        ("message", "x", "3"),
+    ]

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ssehub import NegotiationError, SchemaValidationError
+from ssehub import ConfigurationError, NegotiationError, SchemaValidationError
 from ssehub.protocols import (
     BatchPolicy,
     ClientWants,
@@ -135,3 +135,9 @@ def test_invalid_item_in_a_batch_hands_out_nothing_and_keeps_the_resume_point() 
     with pytest.raises(SchemaValidationError):
         client.feed(MessageEvent(data, "protocol.batch", "2"))
     assert client.last_event_id == "0"
+
+
+def test_versions_the_protocol_does_not_have_are_refused_at_once() -> None:
+    # Accepted before, then the first feed() failed with an IndexError.
+    with pytest.raises(ConfigurationError, match="none of the versions"):
+        ProtocolClient(make_protocol(), versions=("3",))

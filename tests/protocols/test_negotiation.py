@@ -203,3 +203,11 @@ def test_error_response_event_mode_for_browsers() -> None:
     assert b"retry: 5000\n" in bytes(forced.body)
     assert negotiation_error_response(exc, mode="status").status_code == 406
     assert protocol_error_event(exc, retry=None).retry is None
+
+
+def test_a_header_sent_twice_is_one_list_and_refused_as_such() -> None:
+    # The last X-Protocol line decided which protocol was served; as one "tasks, health"
+    # value it is refused (406).
+    request = Request(http_scope("/", headers=[("x-protocol", "tasks"), ("x-protocol", "health")]))
+    with pytest.raises(NegotiationError, match="exactly one protocol"):
+        make_negotiator().negotiate_request(request.headers)

@@ -10,13 +10,16 @@ import pytest
 from ssehub import ConfigurationError, ProtocolError, SchemaValidationError
 from ssehub.protocols import (
     TASK_PROGRESS,
+    BatchPolicy,
     ProgressBoard,
     ProgressOverrun,
     ProgressReporter,
     ProgressSubscription,
     TaskProgress,
     TaskState,
+    batched,
 )
+from ssehub.testing import ManualClock
 from ssehub.wire import parse
 
 pytestmark = pytest.mark.anyio
@@ -304,3 +307,32 @@ async def test_encode_uses_the_sequence_as_event_id() -> None:
     assert (event.event, event.id) == ("task.progress", str(state.seq))
     [message] = parse(event.encode())
     assert TASK_PROGRESS.decode(message) == state
+
+
+async def test_an_overrun_inside_a_timed_batch_comes_out_bare() -> None:
+    # With a non-system clock, batched() waits in a task group: the subscription's
+    # ProgressOverrun came out wrapped in an ExceptionGroup, which `except` missed.
+    board = ProgressBoard(keep_finished=0, max_unread=1)
+    subscription = board.subscribe()
+    board.create("a")
+    events = batched(
+        subscription,
+        BatchPolicy(max_delay=10, clock=ManualClock()),
+        encode=ProgressSubscription.encode,
+    )
+    raised: list[BaseException] = []
+
+    async def consume() -> None:
+        try:
+            async for _ in events:
+                pass
+        except ProgressOverrun as exc:
+            raised.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()  # "a" is pending in a batch; waiting
+            for n in range(3):
+                board.create(f"x{n}").complete()
+    assert len(raised) == 1

@@ -32,6 +32,7 @@ import anyio
 
 from .._clock import Clock, SystemClock
 from .._exceptions import ConfigurationError, SchemaValidationError
+from .._excgroups import collapse_excgroups
 from ..wire import MessageEvent, ServerSentEvent
 from ..wire._json import dumps
 from ._codec import parse_json
@@ -67,9 +68,14 @@ def _entry_text(item: ServerSentEvent) -> str:
     entry: dict[str, str] = {}
     if item.id is not None:
         entry["id"] = item.id
-    if item.event is not None:
+    if item.event:
+        # An empty type dispatches as "message" when sent alone (WHATWG §9.2.6): left out.
         entry["event"] = item.event
-    entry["data"] = item.data
+    data = item.data
+    if "\r" in data:
+        # Alone, each CR, LF or CRLF ends a data: line, and the parser joins lines with LF.
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+    entry["data"] = data
     return dumps(entry)
 
 
@@ -237,18 +243,20 @@ class _Receive(Generic[T]):
             return []
         got: list[T] = []
         ended = False
-        async with anyio.create_task_group() as tg:
+        # The source's own error (ProgressOverrun...) comes out as itself, not in a group.
+        with collapse_excgroups():
+            async with anyio.create_task_group() as tg:
 
-            async def timer() -> None:
-                await self.clock.sleep_until(deadline)
+                async def timer() -> None:
+                    await self.clock.sleep_until(deadline)
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(timer)
+                try:
+                    got.append(await self.source.receive())
+                except anyio.EndOfStream:
+                    ended = True
                 tg.cancel_scope.cancel()
-
-            tg.start_soon(timer)
-            try:
-                got.append(await self.source.receive())
-            except anyio.EndOfStream:
-                ended = True
-            tg.cancel_scope.cancel()
         if ended:
             raise anyio.EndOfStream
         return got
@@ -324,6 +332,8 @@ def unbatch(message: MessageEvent, last_event_id: str = "") -> list[MessageEvent
         if not isinstance(item, dict) or not isinstance(item.get("data"), str):
             raise SchemaValidationError(BATCH_EVENT, f"item {index} has no 'data' text")
         event = item.get("event", "message")
+        if event == "":
+            event = "message"  # as a lone event with an empty "event:" line dispatches
         item_id = item.get("id", running)
         if not isinstance(event, str) or not isinstance(item_id, str) or "\0" in item_id:
             raise SchemaValidationError(BATCH_EVENT, f"item {index} has an invalid event or id")

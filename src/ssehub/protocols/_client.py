@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._exceptions import NegotiationError, SchemaValidationError
+from .._exceptions import ConfigurationError, NegotiationError, SchemaValidationError
 from ..wire import MessageEvent
 from ._batching import unbatch
 from ._codec import parse_json
@@ -40,6 +40,9 @@ class ProtocolClient:
         handshake: the server's handshake, once received.
         last_event_id: the id of the last event handed out (update it as you process items
             if you want to resume mid-batch: each :class:`TypedEvent` carries its own ``id``).
+
+    Raises:
+        ConfigurationError: none of ``versions`` is a version of ``protocol``.
     """
 
     def __init__(
@@ -57,6 +60,12 @@ class ProtocolClient:
             versions=versions if versions is not None else protocol.versions,
             features=features,
         )
+        if not any(version in protocol.versions for version in self.wants.versions):
+            # Checked now: the first feed() would otherwise fail with an IndexError.
+            raise ConfigurationError(
+                f"none of the versions {list(self.wants.versions)} is a version of protocol "
+                f"{protocol.name!r} ({', '.join(protocol.versions)})"
+            )
         self.handshake: Handshake | None = None
         self.last_event_id = last_event_id
         self.ignore_unknown = ignore_unknown

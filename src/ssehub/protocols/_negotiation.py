@@ -98,7 +98,12 @@ class ClientWants:
         Raises:
             NegotiationError: a value is too long, lists too many items or has invalid tokens.
         """
-        lowered = {k.lower(): v for k, v in headers.items()}
+        # A header sent twice is one comma-separated list (RFC 9110, section 5.3), so two
+        # X-Protocol lines are refused as one "a, b" value is, not decided by the last one.
+        lowered: dict[str, str] = {}
+        for name, value in headers.items():
+            key = name.lower()
+            lowered[key] = f"{lowered[key]}, {value}" if key in lowered else value
         query = query or {}
         from_query = False
         values: dict[str, str] = {}
