@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import json
 import uuid
 from typing import Any, Literal, TypedDict
 
@@ -296,3 +297,19 @@ def test_numbers_and_nesting_beyond_json_are_the_typed_error() -> None:
         p.decode(MessageEvent(data='{"x":1' + "0" * 400 + "}", event="f"))
     with pytest.raises(SchemaValidationError, match="nested too deeply"):
         p.decode(MessageEvent(data="[" * 100_000 + "]" * 100_000, event="a"))
+
+
+@dataclasses.dataclass
+class Painted:
+    color: Literal[Color.RED]
+
+
+def test_an_enum_member_in_a_literal_round_trips() -> None:
+    # It encoded as its value and was then refused on decode (the value is not the member).
+    p = EventProtocol("p", ["1"])
+    p.kind("painted", Painted)
+    event = p.encode("painted", Painted(Color.RED))
+    assert event.data == f'{{"color":{json.dumps(Color.RED.value)}}}'
+    assert roundtrip(p, "painted", Painted(Color.RED)).payload == Painted(Color.RED)
+    with pytest.raises(SchemaValidationError):
+        p.decode(MessageEvent(data='{"color":"nope"}', event="painted"))

@@ -182,13 +182,22 @@ def _build(tp: Any) -> tuple[_Convert, _Convert]:
 
 
 def _literal(values: tuple[Any, ...]) -> tuple[_Convert, _Convert]:
-    def check(value: Any, path: str) -> Any:
-        for allowed in values:
+    # An enum member in a Literal travels as its value, as an enum-typed field does.
+    wire = [value.value if isinstance(value, enum.Enum) else value for value in values]
+
+    def dump(value: Any, path: str) -> Any:
+        for allowed, sent in zip(values, wire, strict=True):
             if value == allowed and type(value) is type(allowed):
-                return value
+                return sent
         raise _Invalid(path, f"expected one of {list(values)!r}, got {value!r}")
 
-    return check, check
+    def load(value: Any, path: str) -> Any:
+        for allowed, sent in zip(values, wire, strict=True):
+            if value == sent and type(value) is type(sent):
+                return allowed
+        raise _Invalid(path, f"expected one of {wire!r}, got {value!r}")
+
+    return dump, load
 
 
 def _union(members: tuple[Any, ...]) -> tuple[_Convert, _Convert]:
