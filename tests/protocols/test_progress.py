@@ -336,3 +336,25 @@ async def test_an_overrun_inside_a_timed_batch_comes_out_bare() -> None:
             for n in range(3):
                 board.create(f"x{n}").complete()
     assert len(raised) == 1
+
+
+async def test_a_client_away_while_its_tasks_were_forgotten_is_told_and_resynced() -> None:
+    # Nothing held the ended tasks for a client that was disconnected: resuming after them
+    # sent only newer states, and the final state of a task it saw running never came.
+    board = ProgressBoard(keep_finished=1)
+    watched = board.create("watched")
+    seen = watched.start().seq  # the client saw it running, then went away
+    watched.complete()
+    for n in range(2):
+        board.create(f"x{n}").complete()
+    with pytest.raises(KeyError):
+        board.get("watched")  # forgotten: nobody live owed its final state
+    resumed = board.subscribe(after=seen)
+    assert resumed.missed
+    board.close()
+    states = [state async for state in resumed]
+    assert [state.task_id for state in states] == ["x1"]  # every current state, from scratch
+    # Resuming after everything forgotten is an ordinary resume.
+    later = board.subscribe(after=states[-1].seq)
+    assert not later.missed
+    assert [state async for state in later] == []

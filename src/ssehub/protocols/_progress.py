@@ -181,6 +181,7 @@ class ProgressBoard:
         # away) stops holding ended tasks for itself once it is garbage.
         self._subs: weakref.WeakSet[ProgressSubscription] = weakref.WeakSet()
         self._seq = 0
+        self._forgotten = 0  # the newest sequence number of a final state forgotten
         self._changed: anyio.Event | None = None
         self._closed = False
 
@@ -268,7 +269,12 @@ class ProgressBoard:
                 sent again, even from the middle of a batch. States are conflated, so every
                 task that changed since comes with its latest state, nothing in between. An
                 ``after`` beyond the latest change cannot come from this board (an id from
-                before a restart, say) and starts from the current states instead.
+                before a restart, say) and starts from the current states instead. So does
+                an ``after`` older than a final state the board has since forgotten (a client
+                away while more than ``keep_finished`` tasks ended): the subscription's
+                :attr:`~ProgressSubscription.missed` is then true, since the client may never
+                learn how some task it saw ended; every current state comes again, so it can
+                drop the tasks it knows that are not among them.
 
         Raises:
             KeyError: ``task_id`` is unknown.
@@ -277,7 +283,9 @@ class ProgressBoard:
             self.get(task_id)
         if not 0 <= after <= self._seq:
             after = 0
-        subscription = ProgressSubscription(self, task_id, after)
+        missed = task_id is None and 0 < after < self._forgotten
+        subscription = ProgressSubscription(self, task_id, 0 if missed else after)
+        subscription.missed = missed
         self._subs.add(subscription)
         return subscription
 
@@ -347,6 +355,7 @@ class ProgressBoard:
                 else:
                     del self._finished[state.task_id]
                     del self._states[state.task_id]
+                    self._forgotten = max(self._forgotten, state.seq)
             if len(pinned) <= self.max_unread:
                 break
             # Too many final states held for laggards: cut off the ones that owe the oldest,
@@ -386,6 +395,11 @@ class ProgressSubscription:
     While it is live (not ended, closed or garbage), the board keeps every ended task it follows
     until it has received the task's final state. Call :meth:`close` when stopping early, or
     just drop it: either way it stops holding tasks.
+
+    Attributes:
+        missed: the ``after`` it was made with is older than a final state the board has
+            forgotten, so it starts from every current state instead (see
+            :meth:`ProgressBoard.subscribe`); tell the client to start over.
     """
 
     def __init__(self, board: ProgressBoard, task_id: str | None, after: int = 0) -> None:
@@ -394,6 +408,7 @@ class ProgressSubscription:
         self._cursor = after  # the seq of the last state delivered (or already held)
         self._ended = False
         self._overrun = False
+        self.missed = False
 
     def _owes(self, state: TaskProgress) -> bool:
         """Whether this subscription has yet to deliver ``state`` (an ended task's final state)."""
