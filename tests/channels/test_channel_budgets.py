@@ -190,21 +190,3 @@ async def test_a_removed_listener_releases_its_queue() -> None:
         channel.remove_listener("gone")  # nobody can read it now
         assert registry.queues.bytes == 0
         assert registry.queues._holders == {}
-
-
-async def test_a_caught_up_listener_releases_what_it_reads_live_after_its_replay() -> None:
-    # The replay after a catch-up is not counted as queued, but its deliveries used to bring
-    # the listener's count to zero first, and the live messages after it then stayed counted
-    # in the registry's total for good.
-    one = await cost_of(PAYLOAD)
-    shared = HistoryBudget(history_bytes=int(2.5 * one), history_total_bytes=64 * KIB * KIB)
-    async with ChannelRegistry(budget=shared) as registry:
-        channel = await registry.create("c")
-        channel.add_listener("l")
-        for _ in range(3):  # the third takes it over its own budget: it will catch up
-            await channel.dispatch("l", Message("job", PAYLOAD))
-        live = await channel.dispatch("l", Message("job", PAYLOAD))
-        messages = await drain_listener(channel, "l")
-        assert messages[-1].id == live
-        assert registry.queues.bytes == 0
-        assert registry.queues._holders == {}

@@ -292,12 +292,12 @@ class Listener:
     def _delivered(self, item: Item) -> None:
         if isinstance(item, StoredEvent):
             self._last_id = item.id
-            held, queues = self._held, self._queues
-            if held and item in held and queues is not None:
-                del held[item]
-                queues.release(item)
-            if self._queued_bytes or held:
+            if self._queued_bytes:
                 self._queued_bytes = max(0, self._queued_bytes - event_cost(item))
+                held, queues = self._held, self._queues
+                if held and item in held and queues is not None:
+                    del held[item]
+                    queues.release(item)
                 sub = self._sub
                 if not self._buffer and (sub is None or not sub.statistics().queued):
                     # Nothing left: whatever was counted for messages dropped by drop_oldest
