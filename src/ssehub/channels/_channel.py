@@ -18,9 +18,7 @@ and the messages queued per listener, bounded in bytes by ``budget.history_bytes
 ``queue_size``: a message that would take a listener over it first drops the listener's queue,
 which catches up from history when it next reads (a reset message first if it fell behind
 further than history holds; under ``block``, senders wait instead), so a listener that does not
-read pins at most that much of what history has already let go. All queues together (a
-registry's) are bounded by ``budget.history_total_bytes`` (:class:`QueuedBytes`): the largest
-catch up first.
+read pins at most that much of what history has already let go.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ from ..broker.history import (
 from ..broker.policy import OverflowPolicy
 from ._listener import Listener, ListenerState, MessageHook, MessageStream, check_name, run_hook
 from ._message import Message
-from ._queued import QueuedBytes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -100,8 +97,6 @@ class Channel:
         budget: the largest message, the bytes of history per topic and in all, and (its
             ``history_bytes``) the bytes queued per listener (``HistoryBudget()`` by default).
         pool: a byte budget of history shared with other channels (a registry's).
-        queues: the byte budget of listener queues shared with other channels (a
-            registry's); by default the channel's own, of ``budget.history_total_bytes``.
 
     Raises:
         ConfigurationError: the name or an option is invalid.
@@ -119,7 +114,6 @@ class Channel:
         clock: Clock | None = None,
         budget: HistoryBudget | None = None,
         pool: HistoryPool | None = None,
-        queues: QueuedBytes | None = None,
     ) -> None:
         self.name = check_name("channel name", name)
         self.max_listeners = max_listeners
@@ -129,9 +123,6 @@ class Channel:
             history_size=history_size, history_ttl=history_ttl, budget=budget, pool=pool
         )
         self.budget = self._backend.budget
-        self._queues = (
-            queues if queues is not None else QueuedBytes(self.budget.history_total_bytes)
-        )
         self._broker = Broker(self._backend, queue_size=queue_size, overflow=overflow, clock=clock)
         self._listeners: dict[str, Listener] = {}
         self._registrations = 0  # numbers the private topics: never reused within the channel
@@ -384,9 +375,6 @@ class Channel:
                     break
                 await listener._wait_for_bytes()
                 queued = listener._queued_bytes
-        # Then the total of every listener's queue (of the registry), each message counted
-        # once, whatever the policy (a sender must not wait for listeners it does not send to).
-        self._queues.make_room(cost)
 
     @staticmethod
     def _queued(listeners: Sequence[Listener], stored: StoredEvent) -> None:
@@ -394,7 +382,7 @@ class Channel:
         cost = event_cost(stored)
         for listener in listeners:
             if listener._receiving:
-                listener._hold(stored, cost)
+                listener._queued_bytes += cost
 
     # -- receiving ------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from ..broker.history import event_cost
 from ..broker.stats import SubscriptionStatistics
 from ..broker.subscription import EndReason, Item, Subscription
 from ._message import Message, message_from_item
-from ._queued import QueuedBytes
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -89,10 +88,8 @@ class Listener:
         "_channel",
         "_consumed",
         "_floor",
-        "_held",
         "_last_id",
         "_queued_bytes",
-        "_queues",
         "_room",
         "_state",
         "_sub",
@@ -115,10 +112,6 @@ class Listener:
         # Bytes of messages queued for it and not yet delivered (the channel adds, delivery
         # subtracts); over the channel's budget it catches up from history instead.
         self._queued_bytes = 0
-        # The messages counted in _queued_bytes, each held once in the channels' total (made
-        # on first use: an idle listener needs no dict).
-        self._held: dict[StoredEvent, None] | None = None
-        self._queues: QueuedBytes | None = None  # the channel's (or registry's) total
         self._room: anyio.Event | None = None  # set when bytes leave the queue (block policy)
 
     def __repr__(self) -> str:
@@ -189,7 +182,6 @@ class Listener:
         if self._channel is not None or self._state is not ListenerState.NEW:
             raise ConfigurationError(f"listener {self.id!r} is already registered with a channel")
         self._channel = channel
-        self._queues = channel._queues
         self._topic = topic
         self._floor = floor
         try:
@@ -202,29 +194,7 @@ class Listener:
         self._state = ListenerState.REMOVED
         if self._sub is not None:
             self._sub.close()
-        if not self._consumed:
-            self._release_all()  # nobody can read it any more: its queue goes with it
         self._wake()
-
-    def _hold(self, event: StoredEvent, cost: int) -> None:
-        """Count ``event`` (``cost`` bytes) as queued for it (see ``Channel._queued``)."""
-        self._queued_bytes += cost
-        held = self._held
-        if held is None:
-            held = self._held = {}
-        if event not in held and self._queues is not None:
-            held[event] = None
-            self._queues.hold(self, event, cost)
-
-    def _release_all(self) -> None:
-        """Its queue is gone (dropped, replaced, or never to be read): count nothing."""
-        self._queued_bytes = 0
-        held, self._held = self._held, None
-        queues = self._queues
-        if held is not None and queues is not None:
-            for event in held:
-                queues.release(event)
-            queues.forget(self)
 
     # -- its queue in bytes (see Channel._queued) --------------------------------------------------
 
@@ -261,7 +231,7 @@ class Listener:
         old, self._sub = self._sub, new
         # Items taken from the old queue but not yet delivered are replayed by the new one.
         self._buffer.clear()
-        self._release_all()  # what the new one replays comes from history
+        self._queued_bytes = 0  # what the new one replays comes from history
         if old is not None:
             old.close()
         self._wake()
@@ -294,15 +264,11 @@ class Listener:
             self._last_id = item.id
             if self._queued_bytes:
                 self._queued_bytes = max(0, self._queued_bytes - event_cost(item))
-                held, queues = self._held, self._queues
-                if held and item in held and queues is not None:
-                    del held[item]
-                    queues.release(item)
                 sub = self._sub
                 if not self._buffer and (sub is None or not sub.statistics().queued):
                     # Nothing left: whatever was counted for messages dropped by drop_oldest
                     # (never delivered) goes too.
-                    self._release_all()
+                    self._queued_bytes = 0
                 self._wake()
 
     async def _next_message(self) -> Message | None:
@@ -376,10 +342,7 @@ class MessageStream:
         if self._closed:
             return
         self._closed = self._ended = True
-        listener = self._listener
-        listener._consumed = False
-        if listener._state is ListenerState.REMOVED:
-            listener._release_all()  # removed: what this stream left unread goes with it
+        self._listener._consumed = False
         if self._on_close is not None:
             self._on_close(self._listener)
 

@@ -23,7 +23,6 @@ from ..broker.broker import Broker
 from ..broker.history import HistoryBudget, HistoryPool
 from ._channel import Channel
 from ._listener import check_name
-from ._queued import QueuedBytes
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -49,7 +48,6 @@ class ChannelRegistry:
 
     Attributes:
         pool: the byte budget the channels' histories share.
-        queues: the byte budget the channels' listener queues share (the same total).
 
     Raises:
         ConfigurationError: ``max_channels`` is not positive.
@@ -62,7 +60,6 @@ class ChannelRegistry:
         self._options = channel_options
         budget = channel_options.get("budget") or HistoryBudget()
         self.pool = HistoryPool(budget.history_total_bytes)
-        self.queues = QueuedBytes(budget.history_total_bytes)
         self._channels: dict[str, Channel] = {}
         self._stops: dict[Channel, anyio.Event] = {}
         self._task_group: TaskGroup | None = None
@@ -123,8 +120,7 @@ class ChannelRegistry:
             raise LimitReached(
                 f"the registry has its maximum of {self.max_channels} channels", self.max_channels
             )
-        shared = {"pool": self.pool, "queues": self.queues}
-        channel = Channel(name, **{**shared, **self._options, **options})
+        channel = Channel(name, **{"pool": self.pool, **self._options, **options})
         # Reserve the name before the first await, so a concurrent create() of it fails.
         self._channels[name] = channel
         stop = self._stops[channel] = anyio.Event()
