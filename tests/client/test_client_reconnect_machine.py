@@ -185,7 +185,7 @@ def test_delay_is_always_between_the_retry_and_the_cap(
     policy = ReconnectPolicy(max_delay=cap, jitter=jitter)
     delay = policy.delay(base, failures, rand)
     base_floor = max(base, MIN_FAILED_RETRY) if failures else base
-    assert base <= delay <= max(base * (1 + jitter), cap)
+    assert base <= delay <= (base * (1 + jitter) if base >= cap else cap)
     assert policy.delay(base, failures + 1, rand) >= delay  # never shrinks while failing
     # Not below the plain backoff, except inside the window the jitter keeps under the cap.
     grown = base_floor * policy.multiplier ** min(failures, 64)
@@ -384,3 +384,11 @@ def test_every_state_and_observation_pair() -> None:
         observe(machine)
         want = ReadyState.CLOSED if state is ReadyState.CLOSED else expected
         assert machine.ready_state is want, (state, name)
+
+
+def test_a_retry_below_the_cap_never_takes_the_delay_above_it() -> None:
+    # The jitter added above a retry: of 29 s went past the 30 s cap for most clients.
+    policy = ReconnectPolicy(max_delay=30.0)
+    delays = [policy.delay(29.0, 0, rand / 100) for rand in range(100)]
+    assert all(29.0 <= delay <= 30.0 for delay in delays)
+    assert len(set(delays)) > 50  # still spread

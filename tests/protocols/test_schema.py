@@ -313,3 +313,48 @@ def test_an_enum_member_in_a_literal_round_trips() -> None:
     assert roundtrip(p, "painted", Painted(Color.RED)).payload == Painted(Color.RED)
     with pytest.raises(SchemaValidationError):
         p.decode(MessageEvent(data='{"color":"nope"}', event="painted"))
+
+
+class Priced(pydantic.BaseModel):
+    price: float
+    qty: int
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def total(self) -> float:
+        return self.price * self.qty
+
+
+class Shown(pydantic.BaseModel):
+    user_id: int = pydantic.Field(serialization_alias="userId")
+
+
+class Named(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+    user_id: int = pydantic.Field(alias="uid")
+
+
+class Lowered(pydantic.BaseModel):
+    name: str
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def lower(cls, value: str) -> str:
+        return value.lower()
+
+
+def test_pydantic_wire_format_keeps_field_names_computed_fields_and_validators() -> None:
+    # What a model that reads its field names back sends is unchanged by the alias fallback.
+    p = EventProtocol("p", ["1"])
+    for name, model in (("priced", Priced), ("shown", Shown), ("named", Named), ("low", Lowered)):
+        p.kind(name, model)
+    assert json.loads(p.encode("priced", Priced(price=2.5, qty=4)).data) == {
+        "price": 2.5,
+        "qty": 4,
+        "total": 10.0,
+    }
+    assert p.encode("shown", Shown(user_id=7)).data == '{"user_id":7}'
+    assert roundtrip(p, "shown", Shown(user_id=7)).payload == Shown(user_id=7)
+    assert p.encode("named", Named(user_id=1)).data == '{"user_id":1}'
+    # A value built without validation is validated (and normalised) on the way out.
+    assert p.encode("low", Lowered.model_construct(name="ALICE")).data == '{"name":"alice"}'

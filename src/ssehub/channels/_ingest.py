@@ -131,8 +131,9 @@ class LineReader:
             await self._fill()
 
     async def _fill(self, *, partial: bool | None = None) -> None:
-        # A line begun holds its bytes (up to the limit) and a task while it waits: bounded
-        # in time, or a client could pin them for ever, a trickle of a byte at a time.
+        # A line begun holds its bytes (up to the limit) and a task while it waits: a client
+        # that stops sending lets them go after the timeout. (One that keeps trickling bytes
+        # keeps its line: the connection cap bounds how many can.)
         partial = bool(self._buffer) if partial is None else partial
         timeout = self._timeout if partial else None
         try:

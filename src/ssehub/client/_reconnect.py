@@ -117,7 +117,10 @@ class ReconnectPolicy:
         top   = min(max_delay, start * multiplier**k * (1 + jitter))
         delay = top * (1 + jitter * random()) / (1 + jitter)
         if delay < base:                # never sooner than the server asked (spec),
-            delay = base * (1 + jitter * random())    # and still spread
+            if base >= max_delay:       # and still spread
+                delay = base * (1 + jitter * random())
+            else:
+                delay = base + (top - base) * random()
 
     Below the cap this is ``base * multiplier**k * (1 + jitter * random())``: up to ``jitter``
     of the backed-off delay is added. Once that window reaches the cap it slides under it, to
@@ -198,9 +201,12 @@ class ReconnectPolicy:
         top = min(self.max_delay, grown * spread)
         delay = top * ((1.0 + self.jitter * rand) / spread)
         if delay < base:
-            # Never sooner than the server asked (spec), and still spread: a cohort told to
-            # wait longer than the cap would otherwise come back at the very same moment.
-            delay = self.spread_above(base, rand)
+            # Never sooner than the server asked (spec), and still spread, or a cohort would
+            # come back at the very same moment: above a retry: beyond the cap, else between
+            # it and the top of the window (at most the cap).
+            if base >= self.max_delay:
+                return self.spread_above(base, rand)
+            delay = base + (top - base) * rand
         return delay
 
     def spread_above(self, floor: float, rand: float) -> float:

@@ -406,15 +406,27 @@ def _pydantic(tp: Any) -> tuple[_Convert, _Convert]:
     def dump(value: Any, path: str) -> Any:
         if not isinstance(value, tp):
             raise _Invalid(path, f"expected {tp.__name__}, got {_describe(value)}")
+        # Re-validated, since model_construct() and attribute assignment can bypass
+        # validation (and validators may normalise). By field name first, as before (the wire
+        # format of a model that reads its field names back stays the same); by alias when
+        # only that validates (a model with an alias it reads by). Round-trip mode leaves the
+        # computed fields out of that check.
+        errors: list[Exception] = []
+        for by_alias in (False, True):
+            try:
+                validated = tp.model_validate(value.model_dump(by_alias=by_alias, round_trip=True))
+                break
+            except (pydantic.ValidationError, PydanticSerializationError) as exc:
+                errors.append(exc)
+        else:
+            raise _Invalid(path, _one_line(errors[0])) from None
+        # Computed fields are sent (clients read them), unless the model refuses extra keys:
+        # then it could not read its own event back.
+        forbids = tp.model_config.get("extra") == "forbid"
         try:
-            # By alias, as model_validate() reads it back (and the computed fields left out,
-            # which a model with extra="forbid" would refuse); re-validated, since
-            # model_construct() and attribute assignment can bypass validation.
-            data = value.model_dump(mode="json", by_alias=True, round_trip=True)
-            tp.model_validate(data)
-        except (pydantic.ValidationError, PydanticSerializationError) as exc:
+            return validated.model_dump(mode="json", by_alias=by_alias, round_trip=forbids)
+        except PydanticSerializationError as exc:
             raise _Invalid(path, _one_line(exc)) from None
-        return data
 
     def load(value: Any, path: str) -> Any:
         try:
