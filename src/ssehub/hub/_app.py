@@ -399,9 +399,11 @@ def create_app(settings: HubSettings | None = None, *, broker: Broker | None = N
         settings: the hub's settings. By default they are read from the ``SSEHUB_<NAME>``
             environment variables, as ``ssehub serve`` reads them
             (:meth:`HubSettings.from_environment`), so a hub run by any ASGI server
-            (``hypercorn 'ssehub.hub:create_app()'``) honours them; settings given here win,
-            and the environment is not read at all. Server options (host, port, workers, log
-            level, grace period) are used by ``ssehub serve``, not by the app.
+            (``hypercorn 'ssehub.hub:create_app()'``) honours them, and an ``SSEHUB_*``
+            variable that is no setting is named in a warning (logger ``ssehub.hub``);
+            settings given here win, and the environment is not read at all. Server options
+            (host, port, workers, log level, grace period) are used by ``ssehub serve``, not
+            by the app.
         broker: a broker you manage: enter it yourself (``async with broker:``) before the app
             serves requests. Without it, the app builds one from ``settings`` and its lifespan
             enters and closes it.
