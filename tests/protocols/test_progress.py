@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 
 import anyio
 import pytest
@@ -358,3 +359,34 @@ async def test_a_client_away_while_its_tasks_were_forgotten_is_told_and_resynced
     later = board.subscribe(after=states[-1].seq)
     assert not later.missed
     assert [state async for state in later] == []
+
+
+async def test_subscriptions_read_what_a_scan_of_every_task_would_give() -> None:
+    # The next state after a cursor is found by bisection in the board's log (a scan of every
+    # task per receive made a catch-up quadratic): it must be exactly what the scan gave.
+    rng = random.Random(7)
+    board = ProgressBoard(keep_finished=5, max_unread=10_000)
+    reporters = [board.create(f"t{n}") for n in range(20)]
+    subscriptions = [board.subscribe() for _ in range(3)]
+    cursors = [0, 0, 0]
+    for _ in range(600):
+        if reporters and rng.random() < 0.8:
+            reporter = rng.choice(reporters)
+            if rng.random() < 0.1:
+                reporter.complete()  # ended tasks may be forgotten: no longer reported on
+                reporters.remove(reporter)
+            else:
+                reporter.update(rng.randrange(101))
+        else:
+            reporters.append(board.create())
+        which = rng.randrange(3)
+        for _ in range(rng.randrange(3)):
+            newer = [s for s in board._states.values() if s.seq > cursors[which]]
+            expected = min(newer, key=lambda s: s.seq) if newer else None
+            got = subscriptions[which]._next()
+            assert got == expected
+            if got is None:
+                break
+            assert (await subscriptions[which].receive()) == got
+            cursors[which] = got.seq
+    assert len(board._log) <= 2 * len(board._states) + 64

@@ -18,13 +18,14 @@ called from the event loop's thread (from a worker thread, use ``anyio.from_thre
 
 from __future__ import annotations
 
+import bisect
 import enum
 import itertools
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -42,6 +43,8 @@ __all__ = [
     "TaskProgress",
     "TaskState",
 ]
+
+_LOG_SLACK: Final = 64  # superseded entries tolerated beyond the tasks known before compacting
 
 
 class ProgressOverrun(ProtocolError):
@@ -174,6 +177,10 @@ class ProgressBoard:
         self.keep_finished = keep_finished
         self.max_unread = max_unread
         self._states: dict[str, TaskProgress] = {}
+        # Every state published, in sequence order, superseded ones included until the next
+        # compaction: an all-task subscription finds the next state after its cursor by
+        # bisection, not by a scan of every task (that made a catch-up quadratic).
+        self._log: list[TaskProgress] = []
         # Ended tasks in the order they ended (a final state is a task's last change, so this
         # is also sequence order): the oldest are the ones to forget first.
         self._finished: dict[str, TaskProgress] = {}
@@ -213,7 +220,7 @@ class ProgressBoard:
 
     def tasks(self) -> list[TaskProgress]:
         """The current state of every known task, oldest change first."""
-        return sorted(self._states.values(), key=lambda s: s.seq)
+        return sorted(self._states.values(), key=_seq)
 
     @property
     def last_seq(self) -> int:
@@ -318,6 +325,12 @@ class ProgressBoard:
         self._seq += 1
         progress = replace(progress, seq=self._seq)
         self._states[progress.task_id] = progress
+        log = self._log
+        log.append(progress)
+        if len(log) > 2 * len(self._states) + _LOG_SLACK:
+            # Superseded and forgotten states go: the log stays within twice the tasks known.
+            states = self._states
+            self._log = [state for state in log if states.get(state.task_id) is state]
         if progress.state.terminal:
             self._finished[progress.task_id] = progress
             self._forget_old()
@@ -426,8 +439,16 @@ class ProgressSubscription:
         if self._task_id is not None:
             state = self._board._states.get(self._task_id)
             return state if state is not None and state.seq > self._cursor else None
-        newer = [s for s in self._board._states.values() if s.seq > self._cursor]
-        return min(newer, key=lambda s: s.seq) if newer else None
+        board = self._board
+        log, states = board._log, board._states
+        index = bisect.bisect_right(log, self._cursor, key=_seq)
+        # Entries a later change superseded (or forgetting removed) are skipped.
+        while index < len(log):
+            state = log[index]
+            if states.get(state.task_id) is state:
+                return state
+            index += 1
+        return None
 
     async def receive(self) -> TaskProgress:
         """Return the next state change (oldest first), waiting for one if needed.
@@ -483,3 +504,7 @@ class ProgressSubscription:
     def encode(progress: TaskProgress) -> ServerSentEvent:
         """Encode a state as a ``task.progress`` event whose id is its sequence number."""
         return TASK_PROGRESS.encode(progress, id=progress.seq)
+
+
+def _seq(state: TaskProgress) -> int:
+    return state.seq
