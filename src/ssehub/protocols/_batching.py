@@ -35,6 +35,7 @@ from .._exceptions import ConfigurationError, SchemaValidationError
 from .._excgroups import collapse_excgroups
 from ..wire import MessageEvent, ServerSentEvent
 from ..wire._json import dumps
+from ..wire.event import _LINE_BREAK
 from ._codec import parse_json
 from ._schema import BATCH_EVENT
 
@@ -71,11 +72,8 @@ def _entry_text(item: ServerSentEvent) -> str:
     if item.event:
         # An empty type dispatches as "message" when sent alone (WHATWG §9.2.6): left out.
         entry["event"] = item.event
-    data = item.data
-    if "\r" in data:
-        # Alone, each CR, LF or CRLF ends a data: line, and the parser joins lines with LF.
-        data = data.replace("\r\n", "\n").replace("\r", "\n")
-    entry["data"] = data
+    # Alone, each CR, LF or CRLF ends a data: line, and the parser joins lines with LF.
+    entry["data"] = _LINE_BREAK.sub("\n", item.data) if "\r" in item.data else item.data
     return dumps(entry)
 
 
